@@ -1,0 +1,72 @@
+"""The pneumoscan error tree.
+
+Every error carries a stable machine-readable ``code``; adapters translate them at the boundary
+(HTTP status in the service, per-file error rows in the worker, exit codes in the CLI)::
+
+    PneumoscanError
+    ├── InvalidImage            the input cannot become a model input
+    │   ├── UnreadableFile          a path that cannot be read (missing, a folder, no permission)
+    │   ├── EmptyImage              zero bytes
+    │   ├── NotAnImage              bytes that no supported decoder recognises
+    │   ├── UnsupportedFormat       a real image in a format we do not accept (GIF, TIFF, ...)
+    │   ├── UnsupportedMode         a pixel mode we cannot map to grayscale (CMYK, float, 1-bit)
+    │   ├── TruncatedImage          decoding stopped early: a partial or corrupt file
+    │   └── ImageTooLarge           more pixels than the configured limit (decompression bombs)
+    ├── ModelError              the saved model or its metadata is missing or unusable
+    └── DataError               a training/evaluation data folder is unusable
+"""
+
+from __future__ import annotations
+
+
+class PneumoscanError(Exception):
+    """Base of all pneumoscan errors; ``code`` is stable, ``detail`` is for humans."""
+
+    code: str = "error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "detail": self.detail}
+
+
+class InvalidImage(PneumoscanError):
+    code = "invalid_image"
+
+
+class UnreadableFile(InvalidImage):
+    code = "unreadable_file"
+
+
+class EmptyImage(InvalidImage):
+    code = "empty_image"
+
+
+class NotAnImage(InvalidImage):
+    code = "not_an_image"
+
+
+class UnsupportedFormat(InvalidImage):
+    code = "unsupported_format"
+
+
+class UnsupportedMode(InvalidImage):
+    code = "unsupported_mode"
+
+
+class TruncatedImage(InvalidImage):
+    code = "truncated_image"
+
+
+class ImageTooLarge(InvalidImage):
+    code = "image_too_large"
+
+
+class ModelError(PneumoscanError):
+    code = "model_error"
+
+
+class DataError(PneumoscanError):
+    code = "data_error"

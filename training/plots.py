@@ -1,0 +1,69 @@
+"""Training curves, ROC curve and confusion matrix as PNG files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from pneumoscan import CLASS_NAMES  # noqa: E402
+from pneumoscan.schemas import EvaluationReport  # noqa: E402
+
+
+def plot_training_curves(history: dict[str, list[float]], path: Path, title: str = "") -> None:
+    """Loss, accuracy and AUC per epoch, training beside validation."""
+    metrics = [m for m in ("loss", "accuracy", "auc") if m in history]
+    figure, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.6))
+    for axis, metric in zip(np.atleast_1d(axes), metrics):
+        epochs = np.arange(1, len(history[metric]) + 1)
+        axis.plot(epochs, history[metric], marker="o", label="training")
+        if f"val_{metric}" in history:
+            axis.plot(epochs, history[f"val_{metric}"], marker="o", label="validation")
+        axis.set_xlabel("epoch")
+        axis.set_title(metric)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_roc(fpr: np.ndarray, tpr: np.ndarray, report: EvaluationReport, path: Path) -> None:
+    figure, axis = plt.subplots(figsize=(4.8, 4.8))
+    axis.plot(fpr, tpr, label=f"AUC = {report.auc:.3f}")
+    axis.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
+    axis.scatter(
+        [1 - report.specificity], [report.sensitivity], color="red", zorder=3,
+        label=f"threshold {report.threshold:.3f}",
+    )
+    axis.set_xlabel("1 - specificity (false-positive rate)")
+    axis.set_ylabel("sensitivity (true-positive rate)")
+    axis.set_title(f"ROC, n = {report.n}")
+    axis.legend(loc="lower right")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_confusion(report: EvaluationReport, path: Path) -> None:
+    c = report.confusion
+    matrix = np.array([[c.tn, c.fp], [c.fn, c.tp]])
+    figure, axis = plt.subplots(figsize=(4.4, 4))
+    axis.imshow(matrix, cmap="Blues")
+    for (row, column), value in np.ndenumerate(matrix):
+        colour = "white" if value > matrix.max() / 2 else "black"
+        axis.text(column, row, str(value), ha="center", va="center", color=colour, fontsize=14)
+    axis.set_xticks([0, 1], labels=list(CLASS_NAMES))
+    axis.set_yticks([0, 1], labels=list(CLASS_NAMES))
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    axis.set_title(f"accuracy {report.accuracy:.3f} at threshold {report.threshold:.3f}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
