@@ -20,7 +20,8 @@ INPUT_SHAPE: tuple[int, int, int] = (*IMAGE_SIZE, 3)
 
 def configure_tensorflow(intra_op_threads: int = 0, inter_op_threads: int = 0) -> None:
     """Set TensorFlow's thread pools; must run before the first TF op in the process."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TF reports failures as Python exceptions; its C++ log lines (absl) are noise for users.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
 
     try:
@@ -52,43 +53,39 @@ def build_seed_model():
     return keras.Model(inputs, outputs, name="seed_cnn")
 
 
-def build_tuned_model(dropout_rate: float = 0.3, weight_decay: float = 1e-4):
-    """A deeper, batch-normalised CNN with in-model augmentation and global average pooling."""
+def build_tuned_model(dropout_rate: float = 0.3):
+    """A batch-normalised CNN with a strided stem, in-model augmentation and global pooling.
+
+    About 0.4 M parameters; trains ~2x faster per image than the seed CNN on a CPU.
+    Zoom, shift and contrast augmentation run only in training; each costs an image warp,
+    so the set is kept small enough for the 30-minute CPU budget.
+    """
     import keras
-    from keras import layers, regularizers
+    from keras import layers
 
     augmentation = keras.Sequential(
         [
-            layers.RandomRotation(0.04, fill_mode="constant"),
-            layers.RandomZoom(0.1, fill_mode="constant"),
+            layers.RandomZoom((-0.1, 0.1), fill_mode="constant"),
             layers.RandomTranslation(0.05, 0.05, fill_mode="constant"),
             layers.RandomContrast(0.15),
         ],
         name="augmentation",
     )
 
-    def conv_block(x, filters: int, name: str):
-        x = layers.Conv2D(
-            filters,
-            (3, 3),
-            padding="same",
-            use_bias=False,
-            kernel_regularizer=regularizers.l2(weight_decay),
-            name=name,
-        )(x)
+    def conv_block(x, filters: int, name: str, strides: int = 1):
+        x = layers.Conv2D(filters, (3, 3), strides=strides, padding="same", use_bias=False, name=name)(x)
         x = layers.BatchNormalization(name=f"{name}_bn")(x)
         return layers.Activation("relu", name=f"{name}_relu")(x)
 
     inputs = keras.Input(shape=INPUT_SHAPE, name="image")
     x = augmentation(inputs)
+    x = conv_block(x, 32, "stem", strides=2)
     x = conv_block(x, 32, "conv1")
     x = layers.MaxPooling2D((2, 2), name="pool1")(x)
     x = conv_block(x, 64, "conv2")
     x = layers.MaxPooling2D((2, 2), name="pool2")(x)
     x = conv_block(x, 128, "conv3")
     x = layers.MaxPooling2D((2, 2), name="pool3")(x)
-    x = conv_block(x, 128, "conv4")
-    x = layers.MaxPooling2D((2, 2), name="pool4")(x)
     x = conv_block(x, 256, LAST_CONV_LAYER)
     x = layers.GlobalAveragePooling2D(name="global_pool")(x)
     x = layers.Dropout(dropout_rate, name="dropout")(x)

@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pneumoscan.imaging import DEFAULT_MAX_PIXELS
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_MODEL_DIR = PROJECT_ROOT / "models" / "pneumonia-cnn"
 
@@ -25,7 +27,7 @@ class Settings(BaseSettings):
         default="pneumonia-cnn", description="Name of the model in the BentoML model store."
     )
     max_image_pixels: int = Field(
-        default=50_000_000,
+        default=DEFAULT_MAX_PIXELS,
         gt=0,
         description="Largest accepted image, in pixels (width x height); larger inputs are refused.",
     )

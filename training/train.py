@@ -148,8 +148,10 @@ def train(
     )
     save_metadata(out_dir, metadata)
 
+    from training.model_card import write_model_card
     from training.plots import plot_training_curves
 
     plot_training_curves(history.history, out_dir / "training_curves.png", title=f"{recipe.name} recipe")
+    write_model_card(out_dir, metadata)
     return metadata
 

@@ -1,0 +1,35 @@
+# pneumoscan: `make run` sets up and starts the service, `make test` runs the test suite.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
+DATA ?= ../shared/data/chest_xray_224/train
+MODEL_OUT ?= runs/tuned
+
+.PHONY: install register run test train evaluate clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade "pip>=24"
+	$(PIP) install -e ".[test]"
+	touch $@
+
+register: install
+	$(BIN)/pneumoscan register
+
+run: register
+	@echo "The bundled model is in the BentoML model store; the HTTP service is not part of this build yet."
+
+test: install
+	$(BIN)/python -m pytest
+
+train: install
+	$(BIN)/pneumoscan train --data $(DATA) --out $(MODEL_OUT) --recipe tuned
+
+evaluate: install
+	$(BIN)/pneumoscan evaluate --model models/pneumonia-cnn --data $(DATA) --out $(MODEL_OUT)/evaluation
+
+clean:
+	rm -rf $(VENV) .pytest_cache *.egg-info

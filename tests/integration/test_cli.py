@@ -1,0 +1,96 @@
+"""The real ``pneumoscan`` command end to end: train -> evaluate -> predict -> register."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from PIL import Image
+
+from pneumoscan.model import load_metadata
+from tests.conftest import run_cli
+
+
+def test_train_writes_a_complete_model(tiny_model_dir, tiny_dataset):
+    assert (tiny_model_dir / "model.keras").stat().st_size > 1_000_000
+    with Image.open(tiny_model_dir / "training_curves.png") as curves:
+        assert curves.width > 300
+    metadata = load_metadata(tiny_model_dir)
+    assert metadata.recipe == "seed"
+    assert metadata.epochs_run == 1
+    assert metadata.class_names == ["NORMAL", "PNEUMONIA"]
+    assert metadata.input_shape == [128, 128, 3]
+    assert 0.0 <= metadata.threshold <= 1.0
+    assert metadata.train_images + metadata.validation_images == 24
+    assert metadata.validation.n == metadata.validation_images
+    # The threshold was chosen for at least the target sensitivity on validation.
+    assert metadata.validation.sensitivity >= metadata.target_sensitivity
+    assert len(metadata.training_fingerprint) == 64
+    assert metadata.version.startswith("seed-")
+    assert {"tensorflow", "keras", "python"} <= set(metadata.versions)
+    card = (tiny_model_dir / "MODEL_CARD.md").read_text()
+    assert "Not for diagnostic use" in card
+    assert f"{metadata.threshold:.4f}" in card and metadata.version in card
+
+
+def test_evaluate_json_is_one_object(tiny_model_dir, tiny_dataset, tmp_path):
+    out = tmp_path / "evaluation"
+    result = run_cli("evaluate", "--model", str(tiny_model_dir), "--data", str(tiny_dataset), "--json", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert set(report) == {"n", "auc", "accuracy", "sensitivity", "specificity", "threshold", "confusion"}
+    assert report["n"] == 24
+    assert sum(report["confusion"].values()) == 24
+    assert report["confusion"]["tp"] + report["confusion"]["fn"] == 12
+    assert report["threshold"] == load_metadata(tiny_model_dir).threshold
+    for plot in ("roc.png", "confusion.png"):
+        with Image.open(out / plot) as image:
+            image.verify()
+
+
+def test_predict_prints_a_line_per_file(tiny_model_dir, xray_files, tmp_path):
+    broken = tmp_path / "broken.jpeg"
+    broken.write_bytes(xray_files[0].read_bytes()[:300])
+    files = [str(p) for p in xray_files[:3]] + [str(broken), str(tmp_path / "missing.png")]
+    result = run_cli("predict", "--model", str(tiny_model_dir), *files)
+    assert result.returncode == 1
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["file"] for line in lines] == files
+    threshold = load_metadata(tiny_model_dir).threshold
+    for line in lines[:3]:
+        assert set(line) == {"file", "label", "probability", "threshold"}
+        assert line["label"] == ("PNEUMONIA" if line["probability"] >= threshold else "NORMAL")
+        assert line["threshold"] == threshold
+    assert lines[3]["error"]["code"] in {"truncated_image", "not_an_image"}
+    assert lines[4]["error"]["code"] == "unreadable_file"
+
+
+def test_predict_succeeds_when_every_file_does(tiny_model_dir, xray_files):
+    result = run_cli("predict", "--model", str(tiny_model_dir), *map(str, xray_files))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(result.stdout.splitlines()) == len(xray_files)
+
+
+def test_register_is_idempotent(tiny_model_dir, tmp_path):
+    env = {"BENTOML_HOME": str(tmp_path / "bentoml")}
+    version = load_metadata(tiny_model_dir).version
+    first = run_cli("register", "--model", str(tiny_model_dir), env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert first.stdout.strip() == f"Registered pneumonia-cnn:{version}"
+    stored = tmp_path / "bentoml" / "models" / "pneumonia-cnn" / version
+    assert (stored / "model.keras").read_bytes() == (tiny_model_dir / "model.keras").read_bytes()
+    assert (stored / "metadata.json").is_file()
+    second = run_cli("register", "--model", str(tiny_model_dir), env=env)
+    assert second.returncode == 0
+    assert second.stdout.strip() == f"Already registered: pneumonia-cnn:{version}"
+    assert len(list(stored.parent.iterdir())) == 2  # the version and the "latest" pointer
+
+
+def test_usage_errors_exit_cleanly(tmp_path):
+    result = run_cli("train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_cli("register", "--model", str(tmp_path))
+    assert result.returncode == 3
+    assert "metadata.json" in result.stderr

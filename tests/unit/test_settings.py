@@ -1,0 +1,41 @@
+"""Settings come from PNEUMOSCAN_* variables, and the README documents every one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from pneumoscan.settings import BUNDLED_MODEL_DIR, Settings
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_defaults():
+    settings = Settings()
+    assert settings.model_dir == BUNDLED_MODEL_DIR
+    assert settings.threshold is None
+    assert settings.max_image_pixels == 50_000_000
+
+
+def test_environment_overrides(monkeypatch, tmp_path):
+    monkeypatch.setenv("PNEUMOSCAN_MODEL_DIR", str(tmp_path))
+    monkeypatch.setenv("PNEUMOSCAN_THRESHOLD", "0.25")
+    monkeypatch.setenv("PNEUMOSCAN_MAX_IMAGE_PIXELS", "1000")
+    settings = Settings()
+    assert settings.model_dir == tmp_path
+    assert settings.threshold == 0.25
+    assert settings.max_image_pixels == 1000
+
+
+def test_invalid_values_are_refused(monkeypatch):
+    monkeypatch.setenv("PNEUMOSCAN_THRESHOLD", "1.5")
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_readme_documents_every_setting():
+    readme = README.read_text()
+    for name in Settings.model_fields:
+        assert f"`PNEUMOSCAN_{name.upper()}`" in readme, f"README lacks PNEUMOSCAN_{name.upper()}"
