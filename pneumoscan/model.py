@@ -128,6 +128,17 @@ def label_for(probability: float, threshold: float) -> str:
     return CLASS_NAMES[1] if probability >= threshold else CLASS_NAMES[0]
 
 
+def make_prediction(probability: float, threshold: float, model_version: str) -> Prediction:
+    """The result for one image, from its P(pneumonia)."""
+    probability = float(min(max(probability, 0.0), 1.0))
+    return Prediction(
+        label=label_for(probability, threshold),
+        probability=probability,
+        threshold=threshold,
+        model_version=model_version,
+    )
+
+
 class Predictor:
     """Batch in, probabilities out: the one inference path for CLI, service and worker."""
 
@@ -142,7 +153,7 @@ class Predictor:
         signature = [tf.TensorSpec(shape=(None, *INPUT_SHAPE), dtype=tf.float32)]
         # A traced graph call is ~20x faster than model.predict for small batches.
         self._forward = tf.function(
-            lambda batch: model(batch, training=False), input_signature=signature
+            lambda batch: model(batch, training=False), input_signature=signature, autograph=False
         )
 
     @classmethod
@@ -165,13 +176,4 @@ class Predictor:
         return probabilities[:, 1].astype(np.float64)
 
     def predict(self, batch: np.ndarray) -> list[Prediction]:
-        return [self.to_prediction(p) for p in self.predict_proba(batch)]
-
-    def to_prediction(self, probability: float) -> Prediction:
-        probability = float(min(max(probability, 0.0), 1.0))
-        return Prediction(
-            label=label_for(probability, self.threshold),
-            probability=probability,
-            threshold=self.threshold,
-            model_version=self.model_version,
-        )
+        return [make_prediction(p, self.threshold, self.model_version) for p in self.predict_proba(batch)]
