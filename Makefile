@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 DATA ?= ../shared/data/chest_xray_224/train
 MODEL_OUT ?= runs/tuned
+HOST ?= 0.0.0.0
+PORT ?= 3000
 
 .PHONY: install register run test train evaluate clean
 
@@ -20,7 +22,7 @@ register: install
 	$(BIN)/pneumoscan register
 
 run: register
-	@echo "The bundled model is in the BentoML model store; the HTTP service is not part of this build yet."
+	BENTOML_DO_NOT_TRACK=true $(BIN)/bentoml serve service.service:Pneumoscan --host $(HOST) --port $(PORT)
 
 test: install
 	$(BIN)/python -m pytest

@@ -82,7 +82,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     from service.model_store import register_model
 
     settings = get_settings()
-    tag, created = register_model(args.model or settings.model_dir, name=settings.model_name)
+    tag, created = register_model(args.model or settings.model_dir, name=settings.model_tag.split(":")[0])
     print(f"{'Registered' if created else 'Already registered:'} {tag}")
     return EXIT_OK
 

@@ -77,3 +77,32 @@ class ModelMetadata(BaseModel):
     created: datetime
     training_seconds: float
     versions: dict[str, str] = Field(description="Library versions used for training.")
+
+
+class PredictionResponse(Prediction):
+    """``POST /predict``: one X-ray's result and the request it answers."""
+
+    request_id: str
+
+
+class BatchItemError(BaseModel):
+    filename: str | None = None
+    error: ErrorInfo
+
+
+class BatchItemResult(Prediction):
+    filename: str | None = None
+
+
+class BatchResponse(BaseModel):
+    """``POST /predict_batch``: one entry per uploaded image, in upload order."""
+
+    request_id: str
+    results: list[BatchItemResult | BatchItemError]
+
+
+class ErrorResponse(BaseModel):
+    """Every HTTP error body."""
+
+    error: str = Field(description="Stable machine-readable error code.")
+    detail: str = Field(description="Human-readable explanation.")

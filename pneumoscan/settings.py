@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pneumoscan.imaging import DEFAULT_MAX_PIXELS
@@ -23,8 +23,9 @@ class Settings(BaseSettings):
         default=BUNDLED_MODEL_DIR,
         description="Directory holding model.keras and metadata.json (the bundled model by default).",
     )
-    model_name: str = Field(
-        default="pneumonia-cnn", description="Name of the model in the BentoML model store."
+    model_tag: str = Field(
+        default="pneumonia-cnn:latest",
+        description="BentoML model-store tag the service loads; `register` stores under its name.",
     )
     max_image_pixels: int = Field(
         default=DEFAULT_MAX_PIXELS,
@@ -46,6 +47,32 @@ class Settings(BaseSettings):
     predict_batch_size: int = Field(
         default=32, gt=0, description="Images per model call in offline prediction and evaluation."
     )
+
+    # HTTP service
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="When set, every endpoint but health, metrics and docs needs `Authorization: Bearer <key>`.",
+    )
+    max_upload_bytes: int = Field(
+        default=20 * 1024 * 1024, gt=0, description="Largest accepted request body, in bytes."
+    )
+    max_batch_items: int = Field(
+        default=64, gt=0, description="Most images in one /predict_batch request."
+    )
+    adaptive_batching: bool = Field(
+        default=True, description="Merge concurrent requests into one model call (BentoML adaptive batching)."
+    )
+    batch_max_size: int = Field(default=32, ge=2, description="Largest adaptive batch, in images.")
+    batch_max_latency_ms: int = Field(
+        default=1000, gt=0, description="Adaptive batching latency budget; requests beyond it get 503."
+    )
+    http_workers: int = Field(default=1, gt=0, description="Processes decoding requests and serving HTTP.")
+    model_workers: int = Field(default=1, gt=0, description="Processes running the model.")
+    max_in_flight: int = Field(
+        default=128, gt=0, description="Requests in progress per HTTP worker before new ones get 503."
+    )
+    request_timeout_s: float = Field(default=30.0, gt=0, description="Time limit per request, in seconds.")
+    use_gpu: bool = Field(default=False, description="Ask BentoML for one GPU for the model service.")
 
 
 @lru_cache(maxsize=1)

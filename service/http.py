@@ -1,0 +1,263 @@
+"""The HTTP adapter: request bodies -> core decoding -> the model service -> JSON.
+
+Mounted into the BentoML service so that one endpoint can take both a multipart upload and a
+raw ``image/*`` body, answer with the project's error bodies, and appear in ``/docs.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+
+import anyio
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+
+from pneumoscan.errors import PneumoscanError
+from pneumoscan.imaging import load_image
+from pneumoscan.model import make_prediction
+from pneumoscan.schemas import (
+    BatchItemError,
+    BatchItemResult,
+    BatchResponse,
+    ErrorInfo,
+    ErrorResponse,
+    PredictionResponse,
+)
+from service.errors import (
+    MissingImage,
+    RequestTimeout,
+    TooManyImages,
+    UnsupportedMediaType,
+    error_response,
+    status_for,
+)
+
+RAW_IMAGE_TYPES = frozenset({"image/jpeg", "image/jpg", "image/png", "application/octet-stream"})
+MULTIPART = "multipart/form-data"
+
+log = logging.getLogger("pneumoscan.requests")
+
+InferFn = Callable[[np.ndarray], Awaitable[np.ndarray]]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    threshold: float
+    model_version: str
+    max_pixels: int
+    max_batch_items: int
+    model_batch_size: int
+    timeout_s: float
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def read_single_image(request: Request) -> bytes:
+    """The image of a ``/predict`` request: the multipart field ``image`` or the raw body."""
+    kind = media_type(request)
+    if kind == MULTIPART:
+        async with request.form(max_files=1, max_fields=16) as form:
+            upload = form.get("image")
+            if not isinstance(upload, UploadFile):
+                raise MissingImage("The multipart form has no file field named 'image'.")
+            return await upload.read()
+    if kind in RAW_IMAGE_TYPES:
+        return await request.body()
+    if not kind:
+        raise MissingImage(
+            "No image: send a raw body with Content-Type image/jpeg or image/png, "
+            "or a multipart form with a file field named 'image'."
+        )
+    raise UnsupportedMediaType(
+        f"Content-Type {kind!r} is not accepted; use image/jpeg, image/png or multipart/form-data."
+    )
+
+
+async def read_batch_images(request: Request, max_items: int) -> list[tuple[str | None, bytes | None]]:
+    """(filename, bytes) for each ``images`` part in order; bytes is None for a non-file part."""
+    if media_type(request) != MULTIPART:
+        raise UnsupportedMediaType("POST /predict_batch takes multipart/form-data with repeated 'images' fields.")
+    # One file over the limit is enough to tell the client it sent too many.
+    async with request.form(max_files=max_items + 1, max_fields=max_items + 16) as form:
+        parts = form.getlist("images")
+        if not parts:
+            raise MissingImage("The multipart form has no file fields named 'images'.")
+        if len(parts) > max_items:
+            raise TooManyImages(f"At most {max_items} images per request; send the rest in another request.")
+        items: list[tuple[str | None, bytes | None]] = []
+        for part in parts:
+            if isinstance(part, UploadFile):
+                items.append((part.filename, await part.read()))
+            else:
+                items.append((None, None))
+        return items
+
+
+async def decode(data: bytes, max_pixels: int) -> np.ndarray:
+    """The shared core decoder, in a worker thread (Pillow releases the GIL while decoding)."""
+    return await anyio.to_thread.run_sync(partial(load_image, data, max_pixels=max_pixels))
+
+
+@asynccontextmanager
+async def request_record(request: Request, event: str, info: ModelInfo) -> AsyncIterator[dict]:
+    """Times a request and logs it as one JSON line; timeouts become ``RequestTimeout``."""
+    started = time.perf_counter()
+    request_id = request.state.request_id = uuid.uuid4().hex
+    record: dict = {"event": event, "request_id": request_id, "model_version": info.model_version}
+    try:
+        yield record
+        record["status"] = 200
+    except PneumoscanError as exc:
+        record.update(status=int(status_for(exc)), error=exc.code)
+        raise
+    except TimeoutError as exc:
+        record.update(status=504, error=RequestTimeout.code)
+        raise RequestTimeout(f"No result within {info.timeout_s:g} s.") from exc
+    finally:
+        record["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        log.info(json.dumps(record, separators=(",", ":")))
+
+
+def create_app(get_infer: Callable[[], InferFn], get_info: Callable[[], ModelInfo]) -> FastAPI:
+    """The FastAPI app; ``get_infer`` and ``get_info`` reach the running BentoML service."""
+    app = FastAPI(
+        title="pneumoscan",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,  # BentoML serves the merged spec at /docs.json
+    )
+    error_responses = {
+        status: {"model": ErrorResponse} for status in (400, 401, 413, 415, 422, 503, 504)
+    }
+    image_body = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"image": {"type": "string", "format": "binary"}},
+                        "required": ["image"],
+                    }
+                },
+                "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+                "image/png": {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    }
+    batch_body = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "images": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                        },
+                        "required": ["images"],
+                    }
+                }
+            },
+        }
+    }
+
+    @app.exception_handler(PneumoscanError)
+    async def pneumoscan_error(request: Request, exc: PneumoscanError) -> JSONResponse:
+        return error_response(exc, request.state.__dict__.get("request_id"))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        # Starlette's own refusals (e.g. a malformed multipart body) in the same JSON shape.
+        code = "bad_request" if exc.status_code < 500 else "internal_error"
+        return JSONResponse({"error": code, "detail": str(exc.detail)}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"error": "bad_request", "detail": str(exc.errors())}, status_code=400)
+
+    async def run_model(batch: np.ndarray, info: ModelInfo) -> np.ndarray:
+        """P(pneumonia) per image; chunks of at most one model batch go out concurrently."""
+        infer = get_infer()
+        size = info.model_batch_size
+        with anyio.fail_after(info.timeout_s):
+            outputs = await asyncio.gather(*(infer(batch[i : i + size]) for i in range(0, len(batch), size)))
+        return np.concatenate([np.asarray(output, dtype=np.float64).reshape(-1) for output in outputs])
+
+    @app.post(
+        "/predict",
+        response_model=PredictionResponse,
+        responses=error_responses,
+        openapi_extra=image_body,
+        summary="Score one chest X-ray (multipart field 'image' or a raw image/jpeg|png body)",
+    )
+    async def predict(request: Request) -> PredictionResponse:
+        info = get_info()
+        async with request_record(request, "predict", info) as record:
+            data = await read_single_image(request)
+            record.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+            image = await decode(data, info.max_pixels)
+            probability = (await run_model(image[np.newaxis], info))[0]
+        prediction = make_prediction(probability, info.threshold, info.model_version)
+        return PredictionResponse(**prediction.model_dump(), request_id=record["request_id"])
+
+    @app.post(
+        "/predict_batch",
+        response_model=BatchResponse,
+        responses=error_responses,
+        openapi_extra=batch_body,
+        summary="Score several X-rays (repeated multipart field 'images'); results in upload order",
+    )
+    async def predict_batch(request: Request) -> BatchResponse:
+        info = get_info()
+        async with request_record(request, "predict_batch", info) as record:
+            items = await read_batch_images(request, info.max_batch_items)
+            record.update(
+                images=len(items),
+                bytes=[len(data or b"") for _, data in items],
+                sha256=[hashlib.sha256(data).hexdigest() if data is not None else None for _, data in items],
+            )
+            outcomes: list[np.ndarray | PneumoscanError] = [
+                MissingImage("This 'images' part is not a file.") for _ in items
+            ]
+
+            async def decode_item(index: int, data: bytes) -> None:
+                try:
+                    outcomes[index] = await decode(data, info.max_pixels)
+                except PneumoscanError as exc:
+                    outcomes[index] = exc
+
+            async with anyio.create_task_group() as group:
+                for index, (_, data) in enumerate(items):
+                    if data is not None:
+                        group.start_soon(decode_item, index, data)
+            good = [index for index, outcome in enumerate(outcomes) if isinstance(outcome, np.ndarray)]
+            probabilities = await run_model(np.stack([outcomes[i] for i in good]), info) if good else []
+            record["failed"] = len(items) - len(good)
+        by_index = dict(zip(good, probabilities))
+        results: list[BatchItemResult | BatchItemError] = []
+        for index, (filename, _) in enumerate(items):
+            outcome = outcomes[index]
+            if isinstance(outcome, PneumoscanError):
+                results.append(BatchItemError(filename=filename, error=ErrorInfo(**outcome.to_dict())))
+            else:
+                prediction = make_prediction(by_index[index], info.threshold, info.model_version)
+                results.append(BatchItemResult(**prediction.model_dump(), filename=filename))
+        return BatchResponse(request_id=record["request_id"], results=results)
+
+    return app

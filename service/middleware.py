@@ -1,0 +1,102 @@
+"""Pure ASGI middleware for the HTTP service: API key, body-size limit, in-flight limit.
+
+Each answers with the service's JSON error body before the request body is read.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import Overloaded, Unauthorized, UploadTooLarge, error_response
+
+OPEN_PATHS = frozenset({"/", "/docs.json", "/schema.json", "/livez", "/healthz", "/readyz", "/metrics"})
+OPEN_PREFIXES = ("/static_content/", "/assets/")
+
+
+def is_open(path: str) -> bool:
+    """Health, metrics and documentation stay reachable without a key and under load."""
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value
+    return None
+
+
+class ApiKeyMiddleware:
+    """Requires ``Authorization: Bearer <key>`` on every non-open path."""
+
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {api_key}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not is_open(scope["path"]):
+            supplied = _header(scope, b"authorization") or b""
+            if not hmac.compare_digest(supplied, self.expected):
+                detail = "Send the API key as 'Authorization: Bearer <key>'."
+                if supplied:
+                    detail = "The API key is wrong."
+                await error_response(Unauthorized(detail))(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class BodyLimitMiddleware:
+    """Refuses bodies over ``max_bytes``: by Content-Length up front, or while streaming."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self) -> UploadTooLarge:
+        return UploadTooLarge(f"The request body exceeds the {self.max_bytes:,}-byte limit.")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await error_response(self._too_large())(scope, receive, send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # Raised inside the route's body read; its exception handler answers 413.
+                    raise self._too_large()
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+class InFlightLimitMiddleware:
+    """Answers 503 ``overloaded`` at once when ``limit`` requests are already in progress."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or is_open(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:
+            error = Overloaded(f"{self.in_flight} requests are in progress; retry shortly.")
+            await error_response(error)(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1

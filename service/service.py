@@ -1,0 +1,127 @@
+"""The BentoML service: ``bentoml serve`` (or ``make run``) starts it on port 3000.
+
+Two services, as in BentoML's batching examples: ``PneumoniaModel`` owns the model and merges
+concurrent calls into batches (adaptive batching); ``Pneumoscan`` is the public HTTP service that
+reads uploads, decodes them with the core pipeline in threads, and calls the model service.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import aiohttp
+import bentoml
+import numpy as np
+from bentoml.exceptions import ServiceUnavailable
+
+from pneumoscan.model import INPUT_SHAPE, load_metadata
+from pneumoscan.settings import get_settings
+from service.errors import Overloaded
+from service.http import ModelInfo, create_app
+from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, InFlightLimitMiddleware
+
+settings = get_settings()
+MODEL = bentoml.models.BentoModel(settings.model_tag)
+
+
+def _configure_request_log() -> None:
+    logger = logging.getLogger("pneumoscan.requests")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+@bentoml.service(
+    name="pneumonia_model",
+    workers=settings.model_workers,
+    resources={"gpu": 1} if settings.use_gpu else {"cpu": "1"},
+    traffic={"timeout": settings.request_timeout_s + 5},
+)
+class PneumoniaModel:
+    """The model behind the HTTP service: a batch of preprocessed images in, P(pneumonia) out."""
+
+    model = MODEL
+
+    def __init__(self) -> None:
+        from pneumoscan.model import Predictor, configure_tensorflow
+
+        configure_tensorflow(settings.tf_intra_op_threads, settings.tf_inter_op_threads)
+        self.predictor = Predictor.from_dir(self.model.path, threshold=settings.threshold)
+        # Trace the graph for single images and full batches before reporting ready.
+        for size in {1, settings.batch_max_size}:
+            self.predictor.predict_proba(np.zeros((size, *INPUT_SHAPE), dtype=np.float32))
+        self.ready = True
+
+    def __is_ready__(self) -> bool:
+        return getattr(self, "ready", False)
+
+    @bentoml.api(
+        batchable=settings.adaptive_batching,
+        max_batch_size=settings.batch_max_size,
+        max_latency_ms=settings.batch_max_latency_ms,
+    )
+    def infer(self, images: np.ndarray) -> np.ndarray:
+        """P(pneumonia) for a (n, 128, 128, 3) float32 batch."""
+        return self.predictor.predict_proba(images)
+
+
+def _current() -> "Pneumoscan":
+    return bentoml.get_current_service()
+
+
+# BentoML's client for a dependency can reuse a pooled connection that the model service has
+# just closed (bentoml/BentoML#4971, fixed upstream only by a pending pull request); inference
+# is idempotent, so a connection-level failure is retried on a fresh connection.
+CONNECTION_RETRIES = 2
+
+
+async def _infer(batch: np.ndarray) -> np.ndarray:
+    retries_left = CONNECTION_RETRIES
+    while True:
+        try:
+            return await _current().model_service.to_async.infer(batch)
+        except ServiceUnavailable as exc:
+            raise Overloaded("The model queue is full; retry shortly.") from exc
+        except aiohttp.ClientConnectionError as exc:
+            if retries_left == 0:
+                raise Overloaded("The model service is unreachable; retry shortly.") from exc
+            retries_left -= 1
+
+
+app = create_app(get_infer=lambda: _infer, get_info=lambda: _current().info)
+
+
+@bentoml.asgi_app(app, path="/")
+@bentoml.service(
+    name="pneumoscan",
+    workers=settings.http_workers,
+    traffic={"timeout": settings.request_timeout_s + 5},
+)
+class Pneumoscan:
+    """Pneumonia screening on chest X-rays. Not a diagnostic device."""
+
+    model = MODEL
+    model_service = bentoml.depends(PneumoniaModel)
+
+    def __init__(self) -> None:
+        _configure_request_log()
+        metadata = load_metadata(self.model.path)
+        self.info = ModelInfo(
+            threshold=metadata.threshold if settings.threshold is None else settings.threshold,
+            model_version=metadata.version,
+            max_pixels=settings.max_image_pixels,
+            max_batch_items=settings.max_batch_items,
+            model_batch_size=settings.batch_max_size,
+            timeout_s=settings.request_timeout_s,
+        )
+
+
+# The first added is the outermost: the key is checked first, then the in-flight limit, then size.
+if settings.api_key is not None:
+    Pneumoscan.add_asgi_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
+Pneumoscan.add_asgi_middleware(InFlightLimitMiddleware, limit=settings.max_in_flight)
+Pneumoscan.add_asgi_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)

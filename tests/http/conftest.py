@@ -1,0 +1,115 @@
+"""A real ``bentoml serve`` of the service, with the bundled model in a temporary BENTOML_HOME."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import REPO_ROOT, run_cli
+
+API_KEY = "test-key-0123456789"
+STARTUP_TIMEOUT_S = 180
+
+
+@dataclass
+class Server:
+    url: str
+    log_path: Path
+    process: subprocess.Popen
+
+    def client(self, key: str | None = API_KEY, **options) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60, **options)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(tmp_dir: Path, bentoml_home: Path, settings: dict[str, str]) -> Server:
+    port = free_port()
+    log_path = tmp_dir / "serve.log"
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(bentoml_home),
+        "BENTOML_DO_NOT_TRACK": "true",
+        **settings,
+    }
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bentoml", "serve", "service.service:Pneumoscan",
+             "--host", "127.0.0.1", "--port", str(port)],
+            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    server = Server(f"http://127.0.0.1:{port}", log_path, process)
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"bentoml serve exited with {process.returncode}:\n{server.log()[-4000:]}")
+        try:
+            if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    stop_server(server)
+    raise RuntimeError(f"bentoml serve was not ready in {STARTUP_TIMEOUT_S} s:\n{server.log()[-4000:]}")
+
+
+def stop_server(server: Server) -> None:
+    try:
+        os.killpg(server.process.pid, signal.SIGTERM)
+        server.process.wait(timeout=30)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(server.process.pid, signal.SIGKILL)
+        server.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def registered_home(tmp_path_factory) -> Path:
+    """A BENTOML_HOME holding the bundled model, registered by the real CLI."""
+    home = tmp_path_factory.mktemp("bentoml-home")
+    result = run_cli("register", env={"BENTOML_HOME": str(home)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return home
+
+
+# Small limits so the limit tests stay fast; everything else is the default.
+SERVER_SETTINGS = {
+    "PNEUMOSCAN_API_KEY": API_KEY,
+    "PNEUMOSCAN_MAX_UPLOAD_BYTES": str(2 * 1024 * 1024),
+    "PNEUMOSCAN_MAX_BATCH_ITEMS": "8",
+}
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, registered_home) -> Iterator[Server]:
+    server = start_server(tmp_path_factory.mktemp("serve"), registered_home, SERVER_SETTINGS)
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def overloaded_server(tmp_path_factory, registered_home) -> Iterator[Server]:
+    """A server whose batching latency budget is far below one model call: it must shed load."""
+    settings = {"PNEUMOSCAN_BATCH_MAX_LATENCY_MS": "5", "PNEUMOSCAN_BATCH_MAX_SIZE": "4"}
+    server = start_server(tmp_path_factory.mktemp("serve-overloaded"), registered_home, settings)
+    yield server
+    stop_server(server)

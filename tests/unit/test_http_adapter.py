@@ -1,0 +1,142 @@
+"""The HTTP adapter and middleware in-process (httpx ASGI transport), with a stand-in model call.
+
+The real model and the real server are exercised in tests/http; here the model is replaced by
+a deterministic function of the decoded pixels, so ordering and error mapping are checked fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import numpy as np
+import pytest
+
+from pneumoscan import errors
+from pneumoscan.imaging import load_image
+from pneumoscan.schemas import BatchResponse, PredictionResponse
+from service.errors import Overloaded, status_for
+from service.http import ModelInfo, create_app
+from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, InFlightLimitMiddleware
+
+INFO = ModelInfo(threshold=0.5, model_version="test-1", max_pixels=50_000_000, max_batch_items=4,
+                 model_batch_size=2, timeout_s=5.0)
+calls: list[int] = []
+
+
+async def mean_pixel(batch: np.ndarray) -> np.ndarray:
+    calls.append(len(batch))
+    return batch.mean(axis=(1, 2, 3))
+
+
+def client_for(app) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+@pytest.fixture()
+def app():
+    calls.clear()
+    return create_app(get_infer=lambda: mean_pixel, get_info=lambda: INFO)
+
+
+def test_status_mapping_follows_the_error_tree():
+    assert status_for(errors.TruncatedImage("x")) == 422
+    assert status_for(errors.NotAnImage("x")) == 422
+    assert status_for(errors.EmptyImage("x")) == 400
+    assert status_for(errors.ImageTooLarge("x")) == 413
+    assert status_for(errors.UnsupportedFormat("x")) == 415
+    assert status_for(Overloaded("x")) == 503
+    assert status_for(errors.ModelError("x")) == 500
+
+
+def test_predict_uses_the_core_decoder(app, xray_bytes):
+    async def scenario():
+        async with client_for(app) as client:
+            return await client.post("/predict", content=xray_bytes, headers={"Content-Type": "image/jpeg"})
+
+    response = asyncio.run(scenario())
+    assert response.status_code == 200
+    prediction = PredictionResponse.model_validate(response.json())
+    assert prediction.probability == pytest.approx(float(load_image(xray_bytes).mean()), rel=1e-6)
+    assert prediction.label == ("PNEUMONIA" if prediction.probability >= 0.5 else "NORMAL")
+    assert prediction.model_version == "test-1"
+
+
+def test_batch_results_keep_upload_order_and_chunk_model_calls(app, xray_files):
+    files = [("images", (p.name, p.read_bytes(), "image/jpeg")) for p in xray_files[:3]]
+    files.insert(2, ("images", ("bad.png", b"\x89PNG\r\n\x1a\nbroken", "image/png")))
+
+    async def scenario():
+        async with client_for(app) as client:
+            return await client.post("/predict_batch", files=files)
+
+    response = asyncio.run(scenario())
+    assert response.status_code == 200, response.text
+    results = BatchResponse.model_validate(response.json()).results
+    assert [r.filename for r in results] == [f[1][0] for f in files]
+    assert results[2].error.code in {"truncated_image", "not_an_image"}
+    for result, path in zip([results[0], results[1], results[3]], xray_files[:3]):
+        assert result.probability == pytest.approx(float(load_image(path.read_bytes()).mean()), rel=1e-6)
+    assert sorted(calls) == [1, 2], "three good images in chunks of at most model_batch_size"
+
+
+def test_too_many_batch_items(app, xray_bytes):
+    files = [("images", (f"{i}.jpeg", xray_bytes, "image/jpeg")) for i in range(5)]
+
+    async def scenario():
+        async with client_for(app) as client:
+            return await client.post("/predict_batch", files=files)
+
+    response = asyncio.run(scenario())
+    assert response.status_code == 413 and response.json()["error"] == "too_many_images"
+    assert calls == []
+
+
+def test_in_flight_limit_answers_overloaded_at_once():
+    release = asyncio.Event()
+
+    async def slow_app(scope, receive, send):
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    limited = InFlightLimitMiddleware(slow_app, limit=2)
+
+    async def scenario():
+        async with client_for(limited) as client:
+            first = [asyncio.create_task(client.post("/predict")) for _ in range(2)]
+            await asyncio.sleep(0.05)
+            refused = await client.post("/predict")
+            health = asyncio.create_task(client.get("/readyz"))
+            release.set()
+            return refused, await asyncio.gather(*first), await health
+
+    refused, admitted, health = asyncio.run(scenario())
+    assert refused.status_code == 503
+    assert refused.json()["error"] == "overloaded" and refused.headers["retry-after"] == "1"
+    assert [r.status_code for r in admitted] == [200, 200]
+    assert health.status_code == 200
+    assert limited.in_flight == 0
+
+
+def test_body_limit_and_api_key_middleware(app, xray_bytes):
+    guarded = ApiKeyMiddleware(BodyLimitMiddleware(app, max_bytes=1000), api_key="k")
+
+    async def scenario():
+        async with client_for(guarded) as client:
+            jpeg = {"Content-Type": "image/jpeg"}
+            no_key = await client.post("/predict", content=xray_bytes, headers=jpeg)
+            too_big = await client.post("/predict", content=xray_bytes, headers={**jpeg, "Authorization": "Bearer k"})
+
+            async def stream():
+                for _ in range(10):
+                    yield b"\0" * 500
+
+            streamed = await client.post("/predict", content=stream(), headers={**jpeg, "Authorization": "Bearer k"})
+            return no_key, too_big, streamed
+
+    no_key, too_big, streamed = asyncio.run(scenario())
+    assert no_key.status_code == 401 and no_key.json()["error"] == "unauthorized"
+    assert no_key.headers["www-authenticate"] == "Bearer"
+    assert too_big.status_code == 413 and too_big.json()["error"] == "upload_too_large"
+    assert streamed.status_code == 413 and streamed.json()["error"] == "upload_too_large"
