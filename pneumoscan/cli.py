@@ -1,6 +1,7 @@
 """The ``pneumoscan`` command: parses arguments, calls the core or an adapter, prints.
 
-Exit codes: 0 success, 1 some input failed (``predict``), 2 usage or data error, 3 model error.
+Exit codes: 0 success, 1 some input failed (``predict``), 2 usage, data or folder error,
+3 model error, 4 the job failed (``status``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from pneumoscan.errors import DataError, ModelError, PneumoscanError
 from pneumoscan.settings import get_settings
 
-EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3
+EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE, EXIT_MODEL, EXIT_JOB_FAILED = 0, 1, 2, 3, 4
 
 
 def _configure_tensorflow() -> None:
@@ -87,6 +88,87 @@ def cmd_register(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _print_status(status, as_json: bool) -> None:
+    if as_json:
+        print(status.model_dump_json())
+        return
+    line = f"{status.job_id}: {status.state}, {status.done}/{status.total} done, {status.failed} failed"
+    if status.images_per_second:
+        line += f", {status.images_per_second:.1f} images/s"
+    if status.eta_seconds:
+        line += f", about {status.eta_seconds:.0f} s left"
+    print(line)
+    if status.output:
+        print(f"output: {status.output}")
+    if status.detail:
+        print(status.detail)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from service.worker import submit
+
+    status = submit(args.folder, args.output, get_settings().allowed_input_roots)
+    print(status.job_id)
+    print(f"{status.state}: {status.done}/{status.total} done; output {status.output}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from service.jobs import job_status
+    from service.worker import find_job
+
+    status = job_status(find_job(args.job))
+    _print_status(status, args.json)
+    return EXIT_JOB_FAILED if status.state == "failed" else EXIT_OK
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from service import jobs
+    from service.worker import enqueue, find_job
+
+    job_dir = find_job(args.job)
+    queued = jobs.reconcile(job_dir, enqueue, get_settings().lease_seconds, force=True)
+    print(f"Queued {queued} unfinished shard(s) of {job_dir.name}.", file=sys.stderr)
+    _print_status(jobs.job_status(job_dir), as_json=False)
+    return EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from service.worker import run_worker
+
+    run_worker(args.concurrency, burst=args.burst)
+    return EXIT_OK
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from service import jobs
+
+    _configure_tensorflow()
+    from pneumoscan.model import Predictor
+
+    settings = get_settings()
+    folder = jobs.check_input_folder(args.folder, settings.allowed_input_roots)
+    predictor = Predictor.from_dir(settings.model_dir, threshold=settings.threshold)
+    output = Path(args.output).resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    job_dir = jobs.create_job(folder, output, predictor.model_version, settings.shard_size)
+    spec = jobs.load_job(job_dir)
+    with tqdm(total=spec.total, desc="Scoring", unit="img") as bar:
+        for index in range(spec.shards):
+            jobs.score_shard(
+                job_dir, index, predictor, batch_size=settings.predict_batch_size,
+                max_pixels=settings.max_image_pixels, decode_threads=settings.decode_threads,
+                lease_seconds=settings.lease_seconds, max_attempts=settings.max_shard_attempts,
+                progress=bar.update,
+            )
+    status = jobs.job_status(job_dir)
+    _print_status(status, as_json=False)
+    print(f"results: {job_dir / jobs.RESULTS_FILE}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pneumoscan", description="Pneumonia screening on chest X-rays.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -119,6 +201,30 @@ def build_parser() -> argparse.ArgumentParser:
     register = commands.add_parser("register", help="import a model folder into the BentoML model store")
     register.add_argument("--model", type=Path, default=None, help="model folder (default: PNEUMOSCAN_MODEL_DIR)")
     register.set_defaults(handler=cmd_register)
+
+    submit = commands.add_parser("submit", help="queue a folder of X-rays for batch scoring; prints the job id")
+    submit.add_argument("folder", type=Path)
+    submit.add_argument("--output", type=Path, default=None, help="output root (default: PNEUMOSCAN_JOBS_DIR)")
+    submit.set_defaults(handler=cmd_submit)
+
+    status = commands.add_parser("status", help="progress of a batch job")
+    status.add_argument("job", help="job id or job folder")
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.set_defaults(handler=cmd_status)
+
+    resume = commands.add_parser("resume", help="re-queue the unfinished shards of a job")
+    resume.add_argument("job", help="job id or job folder")
+    resume.set_defaults(handler=cmd_resume)
+
+    worker = commands.add_parser("worker", help="run a queue worker (Huey consumer)")
+    worker.add_argument("--concurrency", type=int, default=1, help="worker processes")
+    worker.add_argument("--burst", action="store_true", help="run queued tasks in this process, then exit")
+    worker.set_defaults(handler=cmd_worker)
+
+    score = commands.add_parser("score", help="score a folder in this process, without a queue")
+    score.add_argument("folder", type=Path)
+    score.add_argument("--output", required=True, type=Path)
+    score.set_defaults(handler=cmd_score)
     return parser
 
 

@@ -74,6 +74,43 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(default=30.0, gt=0, description="Time limit per request, in seconds.")
     use_gpu: bool = Field(default=False, description="Ask BentoML for one GPU for the model service.")
 
+    # Batch scoring (queue worker)
+    data_dir: Path = Field(
+        default=PROJECT_ROOT / "var",
+        description="Where the embedded SQLite queue and, by default, job folders live.",
+    )
+    jobs_dir: Path | None = Field(
+        default=None, description="Default output root for batch jobs (default: DATA_DIR/jobs)."
+    )
+    queue_url: str | None = Field(
+        default=None,
+        description="redis://host:port/db to share one queue between hosts; unset: SQLite in DATA_DIR.",
+    )
+    queue_name: str = Field(default="pneumoscan", description="Queue name (Redis key prefix).")
+    input_roots: str | None = Field(
+        default=None,
+        description="Colon-separated folders that jobs may read; unset: the CLI reads any folder, HTTP none.",
+    )
+    shard_size: int = Field(default=256, gt=0, description="Files per queued task (shard).")
+    lease_seconds: float = Field(
+        default=300.0, gt=0, description="A shard unfinished this long after its last heartbeat is re-queued."
+    )
+    max_shard_attempts: int = Field(
+        default=3, gt=0, description="Attempts before a file that kills workers is recorded as an error."
+    )
+    decode_threads: int = Field(default=2, gt=0, description="Threads decoding images in each worker.")
+
+    @property
+    def jobs_root(self) -> Path:
+        return self.jobs_dir if self.jobs_dir is not None else self.data_dir / "jobs"
+
+    @property
+    def allowed_input_roots(self) -> list[Path] | None:
+        """Resolved PNEUMOSCAN_INPUT_ROOTS, or None when unset."""
+        if not self.input_roots:
+            return None
+        return [Path(root).resolve() for root in self.input_roots.split(":") if root]
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

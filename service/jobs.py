@@ -1,0 +1,452 @@
+"""Batch jobs as files: the job folder is the durable record, the queue only carries work.
+
+A job folder holds ``job.json``, a sorted ``manifest`` of input files, and one result file per
+shard under ``shards/``, written to a temporary name, fsynced and renamed: a shard is done exactly
+when its file exists. ``leases/`` records which shards are queued or running and until when;
+``reconcile`` re-queues every unfinished shard whose lease has expired, so a worker killed
+mid-shard costs that shard's time, never results. When every shard is done, ``results.csv`` and
+``summary.json`` are written. Huey (at-most-once) is only told which shard to score.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel
+
+from pneumoscan.errors import PneumoscanError, UnreadableFile
+from pneumoscan.imaging import IMAGE_SUFFIXES, load_image
+from pneumoscan.model import Predictor, make_prediction
+
+JOB_FILE, MANIFEST_FILE, RESULTS_FILE, SUMMARY_FILE = "job.json", "manifest", "results.csv", "summary.json"
+SHARDS_DIR, LEASES_DIR = "shards", "leases"
+RESULT_COLUMNS = [
+    "path", "sha256", "label", "probability", "threshold", "model_version", "status", "error_code", "error_detail",
+]
+
+log = logging.getLogger("pneumoscan.jobs")
+
+Enqueue = Callable[[Path, int], None]
+JobState = Literal["queued", "running", "done", "failed"]
+
+
+class JobError(PneumoscanError):
+    code = "job_error"
+
+
+class FolderNotAllowed(JobError):
+    code = "folder_not_allowed"
+
+
+class FolderNotFound(JobError):
+    code = "folder_not_found"
+
+
+class JobNotFound(JobError):
+    code = "job_not_found"
+
+
+class WorkerCrashed(JobError):
+    code = "worker_crashed"
+
+
+class JobSpec(BaseModel):
+    job_id: str
+    input_folder: str
+    model_version: str
+    shard_size: int
+    total: int
+    shards: int
+    created: datetime
+
+
+class Lease(BaseModel):
+    state: Literal["queued", "running"]
+    expires: float
+    attempts: int = 0
+    worker: str | None = None
+    current: list[str] = []
+    crashes: dict[str, int] = {}
+
+
+class ShardMeta(BaseModel):
+    worker: str
+    started: float
+    finished: float
+    files: int
+    failed: int
+
+
+class JobStatus(BaseModel):
+    job_id: str
+    state: JobState
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+    images_per_second: float | None = None
+    eta_seconds: float | None = None
+    output: str | None = None
+    detail: str | None = None
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary name, fsync, rename: readers see all of the file or none of it."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with temporary.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+# --- submitting ------------------------------------------------------------------------------
+
+
+def check_input_folder(folder: str | Path, allowed_roots: list[Path] | None) -> Path:
+    """The resolved folder (symlinks and '..' followed), if it exists and lies under a root."""
+    try:
+        resolved = Path(folder).expanduser().resolve(strict=True)
+    except (OSError, RuntimeError) as exc:
+        raise FolderNotFound(f"{folder} does not exist or cannot be read.") from exc
+    if not resolved.is_dir():
+        raise FolderNotFound(f"{folder} is not a folder.")
+    if allowed_roots is not None and not any(resolved.is_relative_to(root) for root in allowed_roots):
+        raise FolderNotAllowed(f"{folder} is outside the allowed input roots (PNEUMOSCAN_INPUT_ROOTS).")
+    return resolved
+
+
+def list_inputs(folder: Path) -> list[str]:
+    """Image files under ``folder``, recursively, as sorted POSIX paths relative to it."""
+    return sorted(
+        path.relative_to(folder).as_posix()
+        for path in folder.rglob("*")
+        if path.suffix.lower() in IMAGE_SUFFIXES and not path.is_dir()
+    )
+
+
+def job_id_for(folder: Path, files: list[str], model_version: str, shard_size: int) -> str:
+    """Same folder, same files (names, sizes, times), same model: same job."""
+    digest = hashlib.sha256(f"{folder}\n{model_version}\n{shard_size}\n".encode())
+    for name in files:
+        try:
+            stat = (folder / name).stat()
+            digest.update(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{name}\t-\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def create_job(folder: Path, output_root: Path, model_version: str, shard_size: int) -> Path:
+    """The job folder for this input, created if new; an unchanged folder maps to the same job."""
+    files = list_inputs(folder)
+    job_id = job_id_for(folder, files, model_version, shard_size)
+    job_dir = output_root / job_id
+    if (job_dir / JOB_FILE).is_file():
+        return job_dir
+    (job_dir / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
+    (job_dir / LEASES_DIR).mkdir(exist_ok=True)
+    atomic_write(job_dir / MANIFEST_FILE, "".join(f"{name}\n" for name in files).encode())
+    spec = JobSpec(
+        job_id=job_id, input_folder=str(folder), model_version=model_version, shard_size=shard_size,
+        total=len(files), shards=max(1, -(-len(files) // shard_size)), created=datetime.now(timezone.utc),
+    )
+    atomic_write(job_dir / JOB_FILE, spec.model_dump_json(indent=2).encode())
+    return job_dir
+
+
+def load_job(job_dir: Path) -> JobSpec:
+    try:
+        return JobSpec.model_validate_json((job_dir / JOB_FILE).read_bytes())
+    except FileNotFoundError as exc:
+        raise JobNotFound(f"No job at {job_dir}.") from exc
+
+
+def shard_files(job_dir: Path, spec: JobSpec, index: int) -> list[str]:
+    names = (job_dir / MANIFEST_FILE).read_text().splitlines()
+    return names[index * spec.shard_size : (index + 1) * spec.shard_size]
+
+
+def _shard_path(job_dir: Path, index: int, suffix: str) -> Path:
+    return job_dir / SHARDS_DIR / f"{index:05d}.{suffix}"
+
+
+def _lease_path(job_dir: Path, index: int) -> Path:
+    return job_dir / LEASES_DIR / f"{index:05d}.json"
+
+
+def read_lease(job_dir: Path, index: int) -> Lease | None:
+    try:
+        return Lease.model_validate_json(_lease_path(job_dir, index).read_bytes())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def write_lease(job_dir: Path, index: int, lease: Lease) -> None:
+    atomic_write(_lease_path(job_dir, index), lease.model_dump_json().encode())
+
+
+def reconcile(
+    job_dir: Path, enqueue: Enqueue, lease_seconds: float, *, force: bool = False, queue_idle: bool = True
+) -> int:
+    """Queue every unfinished shard that no live worker holds; returns how many were queued.
+
+    A running shard is re-queued once its heartbeat lease expires. A queued shard is re-queued
+    when its lease expired and the queue is idle (its message was lost with a worker), or at
+    once with ``force``.
+    """
+    spec = load_job(job_dir)
+    now = time.time()
+    queued = 0
+    for index in range(spec.shards):
+        if _shard_path(job_dir, index, "csv").exists():
+            continue
+        lease = read_lease(job_dir, index)
+        if lease is not None:
+            expired = lease.expires <= now
+            if lease.state == "running" and not expired:
+                continue
+            if lease.state == "queued" and not force and not (expired and queue_idle):
+                continue
+        fresh = Lease(state="queued", expires=now + lease_seconds)
+        if lease is not None:
+            fresh = lease.model_copy(update={"state": "queued", "expires": now + lease_seconds})
+        write_lease(job_dir, index, fresh)
+        enqueue(job_dir, index)
+        queued += 1
+    finalize(job_dir)
+    return queued
+
+
+# --- scoring ---------------------------------------------------------------------------------
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UnreadableFile(f"Cannot read {path.name}: {exc.strerror or exc}") from exc
+
+
+def _decode(path: Path, max_pixels: int) -> tuple[str, np.ndarray | PneumoscanError]:
+    try:
+        data = _read(path)
+    except PneumoscanError as exc:
+        return "", exc
+    sha256 = hashlib.sha256(data).hexdigest()
+    try:
+        return sha256, load_image(data, max_pixels=max_pixels)
+    except PneumoscanError as exc:
+        return sha256, exc
+
+
+def _error_row(name: str, sha256: str, model_version: str, error: PneumoscanError) -> dict:
+    return {"path": name, "sha256": sha256, "label": "", "probability": "", "threshold": "",
+            "model_version": model_version, "status": "error", "error_code": error.code,
+            "error_detail": error.detail}
+
+
+def score_files(
+    folder: Path,
+    names: list[str],
+    predictor: Predictor,
+    *,
+    batch_size: int,
+    max_pixels: int,
+    decode_threads: int,
+    before_batch: Callable[[list[str]], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[dict]:
+    """Result rows in input order; decoding in threads overlaps the model's batches."""
+    with ThreadPoolExecutor(max_workers=decode_threads) as pool:
+        decoded = pool.map(lambda name: _decode(folder / name, max_pixels), names)
+        for start in range(0, len(names), batch_size):
+            chunk = names[start : start + batch_size]
+            if before_batch is not None:
+                before_batch(chunk)
+            outcomes = [next(decoded) for _ in chunk]
+            good = [i for i, (_, outcome) in enumerate(outcomes) if isinstance(outcome, np.ndarray)]
+            probabilities = predictor.predict_proba(np.stack([outcomes[i][1] for i in good])) if good else []
+            by_index = dict(zip(good, probabilities))
+            if progress is not None:
+                progress(len(chunk))
+            for i, name in enumerate(chunk):
+                sha256, outcome = outcomes[i]
+                if isinstance(outcome, PneumoscanError):
+                    yield _error_row(name, sha256, predictor.model_version, outcome)
+                    continue
+                prediction = make_prediction(by_index[i], predictor.threshold, predictor.model_version)
+                yield {"path": name, "sha256": sha256, "label": prediction.label,
+                       "probability": repr(prediction.probability), "threshold": repr(prediction.threshold),
+                       "model_version": prediction.model_version, "status": "ok", "error_code": "",
+                       "error_detail": ""}
+
+
+def _csv_bytes(rows: list[dict], header: bool) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=RESULT_COLUMNS, lineterminator="\n")
+    if header:
+        writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue().encode()
+
+
+def score_shard(
+    job_dir: Path,
+    index: int,
+    predictor: Predictor,
+    *,
+    batch_size: int,
+    max_pixels: int,
+    decode_threads: int,
+    lease_seconds: float,
+    max_attempts: int,
+    progress: Callable[[int], None] | None = None,
+) -> bool:
+    """Score one shard and write its result file; False when this worker must not score it."""
+    spec = load_job(job_dir)
+    if spec.model_version != predictor.model_version:
+        log.error(
+            "Refusing shard %d of job %s: it was submitted for model %s, this worker has %s.",
+            index, spec.job_id, spec.model_version, predictor.model_version,
+        )
+        return False
+    if _shard_path(job_dir, index, "csv").exists():
+        finalize(job_dir)
+        return True
+    previous = read_lease(job_dir, index) or Lease(state="queued", expires=0)
+    crashes = dict(previous.crashes)
+    if previous.state == "running":
+        # The last attempt died while these files were in flight.
+        for name in previous.current:
+            crashes[name] = crashes.get(name, 0) + 1
+    lease = Lease(state="running", expires=0, attempts=previous.attempts + 1, worker=worker_id(), crashes=crashes)
+    suspicious = lease.attempts > 1  # after a crash, go one file at a time to find the culprit
+
+    def heartbeat(current: list[str]) -> None:
+        lease.current = current
+        lease.expires = time.time() + lease_seconds
+        write_lease(job_dir, index, lease)
+
+    names = shard_files(job_dir, spec, index)
+    # One crash puts a whole batch in flight under suspicion; the one-at-a-time retries that
+    # follow pin it on a single file, which is then recorded instead of scored again.
+    poison = {name for name, count in crashes.items() if count >= max(1, max_attempts - 1)}
+    started = time.time()
+    heartbeat([])
+    scored = {
+        row["path"]: row
+        for row in score_files(
+            Path(spec.input_folder), [name for name in names if name not in poison], predictor,
+            batch_size=1 if suspicious else batch_size, max_pixels=max_pixels,
+            decode_threads=1 if suspicious else decode_threads, before_batch=heartbeat, progress=progress,
+        )
+    }
+    rows = []
+    for name in names:
+        if name in poison:
+            error = WorkerCrashed(f"Scoring this file stopped a worker {crashes[name]} times; it was skipped.")
+            rows.append(_error_row(name, "", predictor.model_version, error))
+            if progress is not None:
+                progress(1)
+        else:
+            rows.append(scored[name])
+    meta = ShardMeta(worker=worker_id(), started=started, finished=time.time(), files=len(rows),
+                     failed=sum(row["status"] == "error" for row in rows))
+    atomic_write(_shard_path(job_dir, index, "json"), meta.model_dump_json().encode())
+    atomic_write(_shard_path(job_dir, index, "csv"), _csv_bytes(rows, header=False))
+    _lease_path(job_dir, index).unlink(missing_ok=True)
+    finalize(job_dir)
+    return True
+
+
+# --- finishing and status -------------------------------------------------------------------------
+
+
+def _shard_metas(job_dir: Path, spec: JobSpec) -> list[ShardMeta]:
+    metas = []
+    for index in range(spec.shards):
+        if _shard_path(job_dir, index, "csv").exists():
+            metas.append(ShardMeta.model_validate_json(_shard_path(job_dir, index, "json").read_bytes()))
+    return metas
+
+
+def finalize(job_dir: Path) -> bool:
+    """Write results.csv and summary.json once every shard is done; idempotent."""
+    spec = load_job(job_dir)
+    if (job_dir / RESULTS_FILE).exists():
+        return True
+    shard_csvs = [_shard_path(job_dir, index, "csv") for index in range(spec.shards)]
+    if not all(path.exists() for path in shard_csvs):
+        return False
+    body = b"".join(path.read_bytes() for path in shard_csvs)
+    rows = list(csv.DictReader(io.StringIO(body.decode()), fieldnames=RESULT_COLUMNS))
+    metas = _shard_metas(job_dir, spec)
+    started = min((m.started for m in metas), default=time.time())
+    finished = max((m.finished for m in metas), default=started)
+    seconds = max(finished - started, 1e-9)
+    labels: dict[str, int] = {}
+    error_codes: dict[str, int] = {}
+    for row in rows:
+        if row["status"] == "ok":
+            labels[row["label"]] = labels.get(row["label"], 0) + 1
+        else:
+            error_codes[row["error_code"]] = error_codes.get(row["error_code"], 0) + 1
+    summary = {
+        "job_id": spec.job_id, "input_folder": spec.input_folder, "model_version": spec.model_version,
+        "total": len(rows), "ok": sum(labels.values()), "failed": sum(error_codes.values()),
+        "labels": labels, "error_codes": error_codes,
+        "started": datetime.fromtimestamp(started, timezone.utc).isoformat(),
+        "finished": datetime.fromtimestamp(finished, timezone.utc).isoformat(),
+        "seconds": round(seconds, 3), "images_per_second": round(len(rows) / seconds, 2),
+    }
+    atomic_write(job_dir / SUMMARY_FILE, (json.dumps(summary, indent=2) + "\n").encode())
+    atomic_write(job_dir / RESULTS_FILE, _csv_bytes([], header=True) + body)
+    return True
+
+
+def job_status(job_dir: Path) -> JobStatus:
+    """Progress from the job's files; a vanished or unreadable folder is a failed job."""
+    job_id = job_dir.name
+    try:
+        spec = load_job(job_dir)
+        metas = _shard_metas(job_dir, spec)
+        done = sum(m.files for m in metas)
+        failed = sum(m.failed for m in metas)
+        if (job_dir / RESULTS_FILE).exists():
+            state: JobState = "done"
+        elif metas or any(
+            (lease := read_lease(job_dir, i)) is not None and lease.state == "running" for i in range(spec.shards)
+        ):
+            state = "running"
+        else:
+            state = "queued"
+    except JobNotFound:
+        return JobStatus(job_id=job_id, state="failed", output=str(job_dir),
+                         detail=f"The job folder {job_dir} is missing or was removed.")
+    except (OSError, ValueError) as exc:
+        return JobStatus(job_id=job_id, state="failed", output=str(job_dir),
+                         detail=f"The job folder {job_dir} cannot be read: {exc}")
+    rate = eta = None
+    if metas:
+        elapsed = max(max(m.finished for m in metas) - min(m.started for m in metas), 1e-9)
+        rate = round(done / elapsed, 2)
+        eta = round((spec.total - done) / rate, 1) if rate and state != "done" else 0.0
+    return JobStatus(job_id=spec.job_id, state=state, total=spec.total, done=done, failed=failed,
+                     images_per_second=rate, eta_seconds=eta, output=str(job_dir))
