@@ -21,7 +21,10 @@ $(VENV)/.installed: pyproject.toml
 register: install
 	$(BIN)/pneumoscan register
 
+# The service and one queue worker on the embedded SQLite queue; Ctrl-C stops both.
 run: register
+	@trap 'kill 0' EXIT INT TERM; \
+	$(BIN)/pneumoscan worker & \
 	BENTOML_DO_NOT_TRACK=true $(BIN)/bentoml serve service.service:Pneumoscan --host $(HOST) --port $(PORT)
 
 test: install

@@ -7,6 +7,7 @@ from http import HTTPStatus
 from starlette.responses import JSONResponse
 
 from pneumoscan import errors
+from service.jobs import FolderNotAllowed, FolderNotFound, JobError, JobNotFound
 
 
 class MissingImage(errors.PneumoscanError):
@@ -49,6 +50,10 @@ STATUS_BY_ERROR: dict[type[errors.PneumoscanError], HTTPStatus] = {
     Unauthorized: HTTPStatus.UNAUTHORIZED,
     Overloaded: HTTPStatus.SERVICE_UNAVAILABLE,
     RequestTimeout: HTTPStatus.GATEWAY_TIMEOUT,
+    FolderNotAllowed: HTTPStatus.FORBIDDEN,
+    FolderNotFound: HTTPStatus.NOT_FOUND,
+    JobNotFound: HTTPStatus.NOT_FOUND,
+    JobError: HTTPStatus.BAD_REQUEST,
 }
 RETRY_AFTER_SECONDS = 1
 

@@ -36,6 +36,7 @@ from pneumoscan.schemas import (
     ErrorResponse,
     PredictionResponse,
 )
+from service.jobs_api import router as jobs_router
 from service.errors import (
     MissingImage,
     RequestTimeout,
@@ -260,4 +261,5 @@ def create_app(get_infer: Callable[[], InferFn], get_info: Callable[[], ModelInf
                 results.append(BatchItemResult(**prediction.model_dump(), filename=filename))
         return BatchResponse(request_id=record["request_id"], results=results)
 
+    app.include_router(jobs_router)
     return app

@@ -81,6 +81,14 @@ class Lease(BaseModel):
     current: list[str] = []
     crashes: dict[str, int] = {}
 
+    def after_death(self) -> "Lease":
+        """The lease of a running attempt that died: its in-flight files each count a crash."""
+        crashes = dict(self.crashes)
+        if self.state == "running":
+            for name in self.current:
+                crashes[name] = crashes.get(name, 0) + 1
+        return self.model_copy(update={"current": [], "crashes": crashes})
+
 
 class ShardMeta(BaseModel):
     worker: str
@@ -226,7 +234,7 @@ def reconcile(
                 continue
         fresh = Lease(state="queued", expires=now + lease_seconds)
         if lease is not None:
-            fresh = lease.model_copy(update={"state": "queued", "expires": now + lease_seconds})
+            fresh = lease.after_death().model_copy(update={"state": "queued", "expires": now + lease_seconds})
         write_lease(job_dir, index, fresh)
         enqueue(job_dir, index)
         queued += 1
@@ -330,12 +338,12 @@ def score_shard(
     if _shard_path(job_dir, index, "csv").exists():
         finalize(job_dir)
         return True
-    previous = read_lease(job_dir, index) or Lease(state="queued", expires=0)
-    crashes = dict(previous.crashes)
-    if previous.state == "running":
-        # The last attempt died while these files were in flight.
-        for name in previous.current:
-            crashes[name] = crashes.get(name, 0) + 1
+    existing = read_lease(job_dir, index)
+    if existing is not None and existing.state == "running" and existing.expires > time.time():
+        log.info("Shard %d of job %s is being scored by %s; leaving it.", index, spec.job_id, existing.worker)
+        return True
+    previous = (existing or Lease(state="queued", expires=0)).after_death()
+    crashes = previous.crashes
     lease = Lease(state="running", expires=0, attempts=previous.attempts + 1, worker=worker_id(), crashes=crashes)
     suspicious = lease.attempts > 1  # after a crash, go one file at a time to find the culprit
 

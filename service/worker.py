@@ -115,9 +115,11 @@ def submit(folder: str | Path, output: str | Path | None, allowed_roots: list[Pa
 def find_job(job: str) -> Path:
     """A job folder from its id (under the default root or the index) or its path."""
     candidate = Path(job)
-    if (candidate / jobs.JOB_FILE).is_file():
+    if candidate.is_dir():
         return candidate.resolve()
-    for job_dir in [settings.jobs_root / job, *known_job_dirs()]:
+    if (settings.jobs_root / job).is_dir():
+        return settings.jobs_root / job
+    for job_dir in known_job_dirs():
         if job_dir.name == job:
             return job_dir
     raise jobs.JobNotFound(f"No job {job!r} under {settings.jobs_root}.")

@@ -1,0 +1,71 @@
+"""Queue fixtures: an isolated queue (SQLite file or a uniquely named Redis queue) per test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import XRAYS
+
+REDIS_URL = os.environ.get("PNEUMOSCAN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def redis_available() -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def queue_env(request, tmp_path) -> dict[str, str]:
+    """Settings for one test's queue and job folders; Redis tests need a server on REDIS_URL."""
+    env = {
+        "PNEUMOSCAN_DATA_DIR": str(tmp_path / "var"),
+        "PNEUMOSCAN_SHARD_SIZE": "4",
+        "PNEUMOSCAN_QUEUE_NAME": f"test-{uuid.uuid4().hex[:12]}",
+    }
+    if request.param == "redis":
+        if not redis_available():
+            if os.environ.get("PNEUMOSCAN_REQUIRE_REDIS") == "1":
+                pytest.fail(f"PNEUMOSCAN_REQUIRE_REDIS=1 but no Redis answers at {REDIS_URL}")
+            pytest.skip(f"no Redis at {REDIS_URL} (set PNEUMOSCAN_REQUIRE_REDIS=1 to make this a failure)")
+        env["PNEUMOSCAN_QUEUE_URL"] = REDIS_URL
+    yield env
+    if request.param == "redis":
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL)
+        for key in client.scan_iter(f"huey.*.{env['PNEUMOSCAN_QUEUE_NAME'].replace('-', '')}"):
+            client.delete(key)
+
+
+BAD_FILES = {
+    "corrupt/not-an-image.png": b"this is text, not a PNG",
+    "corrupt/empty.jpeg": b"",
+}
+
+
+def make_input_folder(root: Path, copies: int = 1) -> tuple[Path, int, int]:
+    """Fixture X-rays (``copies`` of each, in nested folders) plus corrupt files; (folder, good, bad)."""
+    folder = root / "input"
+    good = 0
+    for copy in range(copies):
+        for source in sorted(XRAYS.glob("*/*.jpeg")):
+            target = folder / f"batch{copy:02d}" / source.parent.name / source.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            good += 1
+    for name, data in BAD_FILES.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    source = next(XRAYS.glob("NORMAL/*.jpeg")).read_bytes()
+    (folder / "corrupt" / "truncated.jpeg").write_bytes(source[: len(source) // 3])
+    (folder / "notes.txt").write_text("not scored: not an image suffix")
+    return folder, good, len(BAD_FILES) + 1
