@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,6 +27,7 @@ class Server:
     url: str
     log_path: Path
     process: subprocess.Popen
+    settings: dict[str, str] | None = None
 
     def client(self, key: str | None = API_KEY, **options) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -41,9 +43,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(tmp_dir: Path, bentoml_home: Path, settings: dict[str, str]) -> Server:
+def start_server(tmp_dir: Path, registered_home: Path, settings: dict[str, str]) -> Server:
     port = free_port()
     log_path = tmp_dir / "serve.log"
+    # Each server gets its own home: BentoML keeps its Prometheus files there and clears them
+    # when a server starts, so two servers on one home would corrupt each other's metrics.
+    bentoml_home = tmp_dir / "bentoml-home"
+    shutil.copytree(registered_home, bentoml_home)
     env = {
         **os.environ,
         "BENTOML_HOME": str(bentoml_home),
@@ -100,8 +106,24 @@ SERVER_SETTINGS = {
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory, registered_home) -> Iterator[Server]:
-    server = start_server(tmp_path_factory.mktemp("serve"), registered_home, SERVER_SETTINGS)
+def job_roots(tmp_path_factory) -> dict[str, Path]:
+    """Folders the server may read batch jobs from, its data folder, and one it may not read."""
+    base = tmp_path_factory.mktemp("job-roots")
+    roots = {name: base / name for name in ("allowed", "forbidden", "var")}
+    for path in roots.values():
+        path.mkdir()
+    return roots
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, registered_home, job_roots) -> Iterator[Server]:
+    settings = {
+        **SERVER_SETTINGS,
+        "PNEUMOSCAN_INPUT_ROOTS": str(job_roots["allowed"]),
+        "PNEUMOSCAN_DATA_DIR": str(job_roots["var"]),
+    }
+    server = start_server(tmp_path_factory.mktemp("serve"), registered_home, settings)
+    server.settings = settings
     yield server
     stop_server(server)
 
