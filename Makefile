@@ -8,7 +8,13 @@ MODEL_OUT ?= runs/tuned
 HOST ?= 0.0.0.0
 PORT ?= 3000
 
-.PHONY: install register run test train evaluate clean
+USERS ?= 32
+SPAWN_RATE ?= $(USERS)
+RUN_TIME ?= 60s
+SAMPLES ?= tests/fixtures/xrays
+LOAD_HOST ?= http://localhost:$(PORT)
+
+.PHONY: install register run test train evaluate loadtest bench clean
 
 install: $(VENV)/.installed
 
@@ -35,6 +41,15 @@ train: install
 
 evaluate: install
 	$(BIN)/pneumoscan evaluate --model models/pneumonia-cnn --data $(DATA) --out $(MODEL_OUT)/evaluation
+
+# Against a running service (make run); reports in bench/out/.
+loadtest: install
+	@mkdir -p bench/out
+	$(BIN)/python -m loadtests.summary $(LOAD_HOST) --users $(USERS) --spawn-rate $(SPAWN_RATE) \
+		--run-time $(RUN_TIME) --samples $(SAMPLES)
+
+bench: install
+	$(BIN)/pneumoscan bench --samples $(SAMPLES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info

@@ -169,6 +169,13 @@ def cmd_score(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from bench.run import main as run_bench
+
+    report = run_bench(samples=args.samples, seconds=args.seconds)
+    return EXIT_OK if all(target["met"] for target in report["targets"].values()) else EXIT_INPUT_FAILED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pneumoscan", description="Pneumonia screening on chest X-rays.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -225,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("folder", type=Path)
     score.add_argument("--output", required=True, type=Path)
     score.set_defaults(handler=cmd_score)
+
+    bench = commands.add_parser("bench", help="benchmark the service, the worker and baselines (make bench)")
+    bench.add_argument("--samples", type=Path, default=Path("tests/fixtures/xrays"), help="X-rays to post")
+    bench.add_argument("--seconds", type=float, default=20.0, help="Locust run time per load level")
+    bench.set_defaults(handler=cmd_bench)
     return parser
 
 

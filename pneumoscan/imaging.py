@@ -36,8 +36,16 @@ _SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 
 def load_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode JPEG or PNG bytes into the model input: float32 (128, 128, 3) in [0, 1]."""
-    grayscale = decode_grayscale(data, max_pixels=max_pixels)
-    return to_model_input(grayscale)
+    return plane_to_input(load_plane(data, max_pixels=max_pixels))
+
+
+def load_plane(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """The first half of ``load_image``: the uint8 (128, 128) grayscale plane.
+
+    The service ships planes (16 KiB) instead of model inputs (192 KiB) to its model process,
+    which finishes with ``plane_to_input``; the composition is exactly ``load_image``.
+    """
+    return resize_plane(decode_grayscale(data, max_pixels=max_pixels))
 
 
 def load_image_file(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -67,12 +75,21 @@ def decode_grayscale(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Im
     return _to_eight_bit_gray(image)
 
 
-def to_model_input(grayscale: Image.Image) -> np.ndarray:
-    """Resize an "L" image to the model size and scale it to float32 [0, 1] with 3 channels."""
+def resize_plane(grayscale: Image.Image) -> np.ndarray:
+    """Resize an "L" image to the model size (bilinear, no crop): uint8 (128, 128)."""
     height, width = IMAGE_SIZE
-    resized = grayscale.resize((width, height), Image.Resampling.BILINEAR)
-    plane = np.asarray(resized, dtype=np.float32) / np.float32(255.0)
-    return np.repeat(plane[:, :, np.newaxis], 3, axis=2)
+    return np.asarray(grayscale.resize((width, height), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
+def plane_to_input(planes: np.ndarray) -> np.ndarray:
+    """uint8 planes (..., 128, 128) to model inputs: float32 (..., 128, 128, 3) in [0, 1]."""
+    scaled = np.asarray(planes, dtype=np.float32) / np.float32(255.0)
+    return np.repeat(scaled[..., np.newaxis], 3, axis=-1)
+
+
+def to_model_input(grayscale: Image.Image) -> np.ndarray:
+    """Resize an "L" image and scale it to the model input: float32 (128, 128, 3) in [0, 1]."""
+    return plane_to_input(resize_plane(grayscale))
 
 
 def _open(data: bytes) -> Image.Image:
@@ -119,5 +136,8 @@ __all__ = [
     "decode_grayscale",
     "load_image",
     "load_image_file",
+    "load_plane",
+    "plane_to_input",
+    "resize_plane",
     "to_model_input",
 ]

@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
 from pneumoscan.errors import PneumoscanError
-from pneumoscan.imaging import load_image
+from pneumoscan.imaging import load_plane
 from pneumoscan.model import make_prediction
 from pneumoscan.schemas import (
     BatchItemError,
@@ -110,8 +110,8 @@ async def read_batch_images(request: Request, max_items: int) -> list[tuple[str 
 
 
 async def decode(data: bytes, max_pixels: int) -> np.ndarray:
-    """The shared core decoder, in a worker thread (Pillow releases the GIL while decoding)."""
-    return await anyio.to_thread.run_sync(partial(load_image, data, max_pixels=max_pixels))
+    """The core decoder up to the uint8 plane, in a thread (Pillow releases the GIL meanwhile)."""
+    return await anyio.to_thread.run_sync(partial(load_plane, data, max_pixels=max_pixels))
 
 
 @asynccontextmanager
@@ -193,7 +193,7 @@ def create_app(get_infer: Callable[[], InferFn], get_info: Callable[[], ModelInf
         return JSONResponse({"error": "bad_request", "detail": str(exc.errors())}, status_code=400)
 
     async def run_model(batch: np.ndarray, info: ModelInfo) -> np.ndarray:
-        """P(pneumonia) per image; chunks of at most one model batch go out concurrently."""
+        """P(pneumonia) per uint8 plane; chunks of at most one model batch go out concurrently."""
         infer = get_infer()
         size = info.model_batch_size
         with anyio.fail_after(info.timeout_s):

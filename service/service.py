@@ -15,7 +15,9 @@ import bentoml
 import numpy as np
 from bentoml.exceptions import ServiceUnavailable
 
-from pneumoscan.model import INPUT_SHAPE, load_metadata
+from pneumoscan import IMAGE_SIZE
+from pneumoscan.imaging import plane_to_input
+from pneumoscan.model import load_metadata
 from pneumoscan.settings import get_settings
 from service.errors import Overloaded
 from service.http import ModelInfo, create_app
@@ -53,7 +55,7 @@ class PneumoniaModel:
         self.predictor = Predictor.from_dir(self.model.path, threshold=settings.threshold)
         # Trace the graph for single images and full batches before reporting ready.
         for size in {1, settings.batch_max_size}:
-            self.predictor.predict_proba(np.zeros((size, *INPUT_SHAPE), dtype=np.float32))
+            self.infer(np.zeros((size, *IMAGE_SIZE), dtype=np.uint8))
         self.ready = True
 
     def __is_ready__(self) -> bool:
@@ -64,9 +66,9 @@ class PneumoniaModel:
         max_batch_size=settings.batch_max_size,
         max_latency_ms=settings.batch_max_latency_ms,
     )
-    def infer(self, images: np.ndarray) -> np.ndarray:
-        """P(pneumonia) for a (n, 128, 128, 3) float32 batch."""
-        return self.predictor.predict_proba(images)
+    def infer(self, planes: np.ndarray) -> np.ndarray:
+        """P(pneumonia) for a batch of uint8 (n, 128, 128) planes from ``imaging.load_plane``."""
+        return self.predictor.predict_proba(plane_to_input(planes))
 
 
 def _current() -> "Pneumoscan":

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from pneumoscan import errors
-from pneumoscan.imaging import load_image
+from pneumoscan.imaging import load_image, plane_to_input
 from pneumoscan.schemas import BatchResponse, PredictionResponse
 from service.errors import Overloaded, status_for
 from service.http import ModelInfo, create_app
@@ -24,9 +24,9 @@ INFO = ModelInfo(threshold=0.5, model_version="test-1", max_pixels=50_000_000, m
 calls: list[int] = []
 
 
-async def mean_pixel(batch: np.ndarray) -> np.ndarray:
-    calls.append(len(batch))
-    return batch.mean(axis=(1, 2, 3))
+async def mean_pixel(planes: np.ndarray) -> np.ndarray:
+    calls.append(len(planes))
+    return plane_to_input(planes).mean(axis=(1, 2, 3))
 
 
 def client_for(app) -> httpx.AsyncClient:

@@ -21,7 +21,7 @@ from pneumoscan.errors import (
     UnsupportedFormat,
     UnsupportedMode,
 )
-from pneumoscan.imaging import load_image, load_image_file
+from pneumoscan.imaging import load_image, load_image_file, load_plane, plane_to_input
 from tests.conftest import encode
 
 
@@ -36,6 +36,13 @@ def test_real_xrays_become_model_inputs(xray_files):
         assert np.array_equal(array[..., 0], array[..., 2])
         # A radiograph has real contrast, not a flat field.
         assert array.std() > 0.05
+
+
+def test_plane_path_composes_to_load_image(xray_files):
+    planes = np.stack([load_plane(path.read_bytes()) for path in xray_files])
+    assert planes.dtype == np.uint8 and planes.shape == (len(xray_files), 128, 128)
+    inputs = np.stack([load_image(path.read_bytes()) for path in xray_files])
+    assert np.array_equal(plane_to_input(planes), inputs)
 
 
 def test_rgb_and_grayscale_versions_agree(xray_image):

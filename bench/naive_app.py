@@ -1,0 +1,44 @@
+"""The naive baseline: what a first deployment commonly looks like.
+
+A minimal Starlette app that decodes each upload at full resolution (no DCT downscaling) and
+calls ``model.predict`` once per request. ``make bench`` serves it with uvicorn beside the real
+service to show what the real service's batching and decoding buy.
+
+    .venv/bin/uvicorn bench.naive_app:app --port 3001
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from pneumoscan.model import load_keras_model, load_metadata
+from pneumoscan.settings import get_settings
+
+MODEL_DIR = get_settings().model_dir
+model = load_keras_model(MODEL_DIR)
+metadata = load_metadata(MODEL_DIR)
+
+
+async def predict(request: Request) -> JSONResponse:
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form()
+        data = await form["image"].read()
+    else:
+        data = await request.body()
+    image = Image.open(io.BytesIO(data)).convert("RGB").resize((128, 128))
+    batch = np.asarray(image, dtype=np.float32)[np.newaxis] / 255.0
+    probability = float(model.predict(batch, verbose=0)[0, 1])
+    label = "PNEUMONIA" if probability >= metadata.threshold else "NORMAL"
+    return JSONResponse({"label": label, "probability": probability, "threshold": metadata.threshold,
+                         "model_version": metadata.version, "request_id": "naive"})
+
+
+app = Starlette(routes=[Route("/predict", predict, methods=["POST"])])

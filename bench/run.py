@@ -1,0 +1,329 @@
+"""``make bench``: the service beside the hardware's ceiling and a naive baseline, in one run.
+
+    .venv/bin/pneumoscan bench [--samples DIR] [--seconds S]
+
+Stages, all on this machine in one run: (1) the in-process ceiling (decode alone, model alone at
+batch 1/8/32/64, decode + batched predict with every core), (2) the real service under Locust at
+1, 8, 32 and 64 closed-loop users, (3) the service with adaptive batching off at 32 users, (4) a
+naive Starlette app (full-resolution decode, ``model.predict`` per request) at 32 users, (5) the
+worker on >= 500 full-size X-rays through ``pneumoscan score`` and the queue with one and two
+workers. Writes ``bench/report.json`` and ``bench/report.md`` (printed too); Locust's CSV and
+HTML reports go to ``bench/out/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from bench.worker_bench import build_folder, queue_run, summary_rate
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "bench" / "out"
+DEFAULT_SAMPLES = REPO / "tests" / "fixtures" / "xrays"
+USERS = (1, 8, 32, 64)
+BATCH_SIZES = (1, 8, 32, 64)
+TARGETS = {
+    "service_32_vs_ceiling": 0.7,
+    "service_32_vs_naive": 5.0,
+    "batching_on_vs_off_32": 2.0,
+    "worker_vs_ceiling": 0.85,
+    "two_workers_vs_one": 1.0,
+}
+P99_AT_8_USERS_MS = 150.0
+
+
+def sample_paths(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+
+
+# --- 1. the in-process ceiling ------------------------------------------------------------------
+
+
+def ceiling_stage(paths: list[Path], seconds: float) -> dict:
+    from pneumoscan.imaging import load_image
+    from pneumoscan.model import INPUT_SHAPE, Predictor, configure_tensorflow
+    from pneumoscan.settings import get_settings
+
+    cores = os.cpu_count() or 1
+    configure_tensorflow(0, 1)
+    predictor = Predictor.from_dir(get_settings().model_dir)
+    payloads = [p.read_bytes() for p in paths]
+    rounds = max(1, 400 // len(payloads))
+    work = payloads * rounds
+
+    with ThreadPoolExecutor(cores) as pool:
+        started = time.perf_counter()
+        list(pool.map(load_image, work))
+        decode_rate = len(work) / (time.perf_counter() - started)
+
+    model_rates = {}
+    for size in BATCH_SIZES:
+        batch = np.random.default_rng(0).random((size, *INPUT_SHAPE), dtype=np.float32)
+        predictor.predict_proba(batch)
+        calls, started = 0, time.perf_counter()
+        while time.perf_counter() - started < min(seconds, 3.0):
+            predictor.predict_proba(batch)
+            calls += 1
+        model_rates[size] = calls * size / (time.perf_counter() - started)
+    best = max(model_rates, key=model_rates.get)
+
+    with ThreadPoolExecutor(cores) as pool:
+        started = time.perf_counter()
+        decoded = pool.map(load_image, work)
+        for start in range(0, len(work), best):
+            predictor.predict_proba(np.stack([next(decoded) for _ in work[start : start + best]]))
+        pipeline_rate = len(work) / (time.perf_counter() - started)
+    return {
+        "images": len(work),
+        "cores": cores,
+        "decode_images_per_s": round(decode_rate, 1),
+        "model_images_per_s": {str(k): round(v, 1) for k, v in model_rates.items()},
+        "best_batch_size": best,
+        "images_per_s": round(pipeline_rate, 1),
+    }
+
+
+# --- servers and Locust -------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_ready(url: str, process: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} not ready in {timeout} s")
+
+
+def start(command: list[str], env: dict, log: Path) -> subprocess.Popen:
+    with log.open("wb") as handle:
+        return subprocess.Popen(command, cwd=REPO, env={**os.environ, **env}, stdout=handle,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def start_service(home: Path, port: int, settings: dict) -> subprocess.Popen:
+    env = {"BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", **settings}
+    process = start([sys.executable, "-m", "bentoml", "serve", "service.service:Pneumoscan",
+                     "--host", "127.0.0.1", "--port", str(port)], env, OUT / f"serve-{port}.log")
+    wait_ready(f"http://127.0.0.1:{port}/readyz", process)
+    return process
+
+
+def batch_histogram(url: str) -> tuple[float, float]:
+    """(sum, count) of ``bentoml_service_adaptive_batch_size`` from /metrics."""
+    total = count = 0.0
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith("bentoml_service_adaptive_batch_size_sum"):
+            total += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("bentoml_service_adaptive_batch_size_count"):
+            count += float(line.rsplit(" ", 1)[1])
+    return total, count
+
+
+def run_locust(
+    url: str, users: int, seconds: float, prefix: Path, samples: Path, spawn_rate: int | None = None
+) -> dict:
+    """Locust headless, closed loop, reports at ``prefix*``; its CPU time is a child's rusage."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(
+        [sys.executable, "-m", "locust", "-f", "loadtests/locustfile.py", "--headless", "--host", url,
+         "--users", str(users), "--spawn-rate", str(spawn_rate or users), "--run-time", f"{seconds:g}s",
+         "--csv", str(prefix), "--html", f"{prefix}.html", "--only-summary", "--loglevel", "WARNING"],
+        cwd=REPO, env={**os.environ, "PNEUMOSCAN_LOAD_SAMPLES": str(samples)},
+        capture_output=True, check=False, timeout=seconds + 120,
+    )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"users": users, **read_locust_stats(Path(f"{prefix}_stats.csv")),
+            "locust_cpu_s": round((after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime), 1),
+            "seconds": seconds}
+
+
+def read_locust_stats(path: Path) -> dict:
+    with path.open(newline="") as handle:
+        row = next(r for r in csv.DictReader(handle) if r["Name"] == "Aggregated")
+    return {
+        "requests": int(row["Request Count"]),
+        "failures": int(row["Failure Count"]),
+        "requests_per_s": round(float(row["Requests/s"]), 1),
+        "p50_ms": float(row["50%"]),
+        "p95_ms": float(row["95%"]),
+        "p99_ms": float(row["99%"]),
+    }
+
+
+def service_stage(home: Path, samples: Path, seconds: float, batching: bool, users: tuple[int, ...]) -> dict:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start_service(home, port, {"PNEUMOSCAN_ADAPTIVE_BATCHING": str(batching).lower()})
+    try:
+        runs = []
+        for count in users:
+            before = batch_histogram(url)
+            run = run_locust(url, count, seconds, OUT / f"service-{'on' if batching else 'off'}-{count}", samples)
+            after = batch_histogram(url)
+            batches = after[1] - before[1]
+            run["mean_batch_size"] = round((after[0] - before[0]) / batches, 2) if batches else None
+            runs.append(run)
+        return {"adaptive_batching": batching, "runs": runs}
+    finally:
+        stop(process)
+
+
+def naive_stage(samples: Path, seconds: float) -> dict:
+    port = free_port()
+    process = start([sys.executable, "-m", "uvicorn", "bench.naive_app:app", "--host", "127.0.0.1",
+                     "--port", str(port)], {"TF_CPP_MIN_LOG_LEVEL": "3"}, OUT / "naive.log")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(url, timeout=2)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        return run_locust(url, 32, seconds, OUT / "naive-32", samples)
+    finally:
+        stop(process)
+
+
+# --- 5. the worker ------------------------------------------------------------------------------
+
+
+def worker_stage(samples: Path, work: Path, minimum: int = 500) -> dict:
+    files = len(sample_paths(samples))
+    folder = work / "worker-input"
+    count = build_folder(samples, -(-minimum // files), folder)
+    env = {**os.environ, "PNEUMOSCAN_DATA_DIR": str(work / "var-score")}
+    subprocess.run([sys.executable, "-m", "pneumoscan.cli", "score", str(folder), "--output", str(work / "score")],
+                   cwd=REPO, env=env, check=True, capture_output=True)
+    return {
+        "images": count,
+        "score_images_per_s": summary_rate(next((work / "score").iterdir())),
+        "queue_1_worker_images_per_s": queue_run(folder, 1, work),
+        "queue_2_workers_images_per_s": queue_run(folder, 2, work),
+    }
+
+
+# --- the report ---------------------------------------------------------------------------------
+
+
+def build_report(ceiling: dict, service: dict, batching_off: dict, naive: dict, worker: dict) -> dict:
+    by_users = {run["users"]: run for run in service["runs"]}
+    at_32 = by_users[32]["requests_per_s"]
+    ratios = {
+        "service_32_vs_ceiling": at_32 / ceiling["images_per_s"],
+        "service_32_vs_naive": at_32 / max(naive["requests_per_s"], 1e-9),
+        "batching_on_vs_off_32": at_32 / max(batching_off["runs"][0]["requests_per_s"], 1e-9),
+        "worker_vs_ceiling": worker["queue_1_worker_images_per_s"] / ceiling["images_per_s"],
+        "two_workers_vs_one": worker["queue_2_workers_images_per_s"] / worker["queue_1_worker_images_per_s"],
+    }
+    targets = {name: {"value": round(value, 2), "goal": f">= {TARGETS[name]}", "met": value >= TARGETS[name]}
+               for name, value in ratios.items()}
+    p99 = by_users[8]["p99_ms"]
+    targets["p99_at_8_users_ms"] = {"value": p99, "goal": f"<= {P99_AT_8_USERS_MS}", "met": p99 <= P99_AT_8_USERS_MS}
+    failures = sum(run["failures"] for run in [*service["runs"], *batching_off["runs"], naive])
+    targets["failed_requests"] = {"value": failures, "goal": "== 0", "met": failures == 0}
+    return {"machine": {"cores": os.cpu_count(), "platform": sys.platform},
+            "ceiling": ceiling, "service": service, "service_batching_off": batching_off,
+            "naive_baseline": naive, "worker": worker, "targets": targets}
+
+
+def markdown(report: dict) -> str:
+    ceiling = report["ceiling"]
+    lines = [
+        f"Ceiling ({ceiling['cores']} cores, {ceiling['images']} images): decode alone "
+        f"{ceiling['decode_images_per_s']} img/s; model alone "
+        + ", ".join(f"batch {k}: {v}" for k, v in ceiling["model_images_per_s"].items())
+        + f" img/s; decode + batched predict (batch {ceiling['best_batch_size']}): "
+        f"**{ceiling['images_per_s']} img/s**.",
+        "",
+        "| run | users | req/s | x ceiling | p50 ms | p95 ms | p99 ms | failures | mean batch | Locust CPU s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    runs = [("service", run) for run in report["service"]["runs"]]
+    runs += [("service, batching off", run) for run in report["service_batching_off"]["runs"]]
+    runs.append(("naive baseline", report["naive_baseline"]))
+    for name, run in runs:
+        lines.append(
+            f"| {name} | {run['users']} | {run['requests_per_s']} | "
+            f"{run['requests_per_s'] / ceiling['images_per_s']:.2f} | {run['p50_ms']:g} | {run['p95_ms']:g} | "
+            f"{run['p99_ms']:g} | {run['failures']} | {run.get('mean_batch_size') or '-'} | {run['locust_cpu_s']} |"
+        )
+    worker = report["worker"]
+    lines += [
+        "",
+        f"Worker, {worker['images']} full-size X-rays: `pneumoscan score` {worker['score_images_per_s']} img/s, "
+        f"queue with 1 worker {worker['queue_1_worker_images_per_s']} img/s, "
+        f"with 2 workers {worker['queue_2_workers_images_per_s']} img/s.",
+        "",
+        "| target | value | goal | met |",
+        "|---|---|---|---|",
+    ]
+    for name, target in report["targets"].items():
+        lines.append(f"| {name} | {target['value']} | {target['goal']} | {'yes' if target['met'] else 'NO'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(samples: Path = DEFAULT_SAMPLES, seconds: float = 20.0) -> dict:
+    OUT.mkdir(parents=True, exist_ok=True)
+    paths = sample_paths(samples)
+    if not paths:
+        raise SystemExit(f"No X-ray samples under {samples}")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        print("1/5 ceiling", flush=True)
+        ceiling = ceiling_stage(paths, seconds)
+        home = work / "bentoml"
+        subprocess.run([sys.executable, "-m", "pneumoscan.cli", "register"], cwd=REPO, check=True,
+                       env={**os.environ, "BENTOML_HOME": str(home)}, capture_output=True)
+        print("2/5 service", flush=True)
+        service = service_stage(home, samples, seconds, batching=True, users=USERS)
+        print("3/5 service without batching", flush=True)
+        batching_off = service_stage(home, samples, seconds, batching=False, users=(32,))
+        print("4/5 naive baseline", flush=True)
+        naive = naive_stage(samples, seconds)
+        print("5/5 worker", flush=True)
+        worker = worker_stage(samples, work)
+    report = build_report(ceiling, service, batching_off, naive, worker)
+    (REPO / "bench" / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    table = markdown(report)
+    (REPO / "bench" / "report.md").write_text(table)
+    print(table)
+    return report

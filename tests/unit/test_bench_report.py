@@ -1,0 +1,49 @@
+"""The benchmark's report builder on hand-made stage results."""
+
+from __future__ import annotations
+
+from bench.run import build_report, markdown, read_locust_stats
+
+
+def run(users: int, rps: float, p99: float = 100.0, failures: int = 0, batch: float | None = None) -> dict:
+    return {"users": users, "requests": int(rps * 10), "failures": failures, "requests_per_s": rps,
+            "p50_ms": 20.0, "p95_ms": 50.0, "p99_ms": p99, "locust_cpu_s": 1.0, "seconds": 10,
+            "mean_batch_size": batch}
+
+
+def test_report_ratios_and_targets():
+    ceiling = {"images": 400, "cores": 2, "decode_images_per_s": 300.0, "best_batch_size": 32,
+               "model_images_per_s": {"1": 150.0, "8": 300.0, "32": 320.0, "64": 290.0}, "images_per_s": 200.0}
+    service = {"adaptive_batching": True,
+               "runs": [run(1, 30), run(8, 120, p99=140, batch=3.0), run(32, 160, batch=8.0), run(64, 150, failures=2)]}
+    off = {"adaptive_batching": False, "runs": [run(32, 60)]}
+    naive = run(32, 20)
+    worker = {"images": 520, "score_images_per_s": 180.0, "queue_1_worker_images_per_s": 150.0,
+              "queue_2_workers_images_per_s": 160.0}
+    report = build_report(ceiling, service, off, naive, worker)
+    assert set(report) == {"machine", "ceiling", "service", "service_batching_off", "naive_baseline",
+                           "worker", "targets"}
+    targets = report["targets"]
+    assert targets["service_32_vs_ceiling"] == {"value": 0.8, "goal": ">= 0.7", "met": True}
+    assert targets["service_32_vs_naive"]["value"] == 8.0 and targets["service_32_vs_naive"]["met"]
+    assert targets["batching_on_vs_off_32"]["value"] == 2.67
+    assert targets["worker_vs_ceiling"] == {"value": 0.75, "goal": ">= 0.85", "met": False}
+    assert targets["two_workers_vs_one"]["met"]
+    assert targets["p99_at_8_users_ms"]["met"]
+    assert targets["failed_requests"] == {"value": 2, "goal": "== 0", "met": False}
+    table = markdown(report)
+    assert "| service | 32 | 160 | 0.80 |" in table
+    assert "| failed_requests | 2 | == 0 | NO |" in table
+
+
+def test_read_locust_stats(tmp_path):
+    path = tmp_path / "x_stats.csv"
+    path.write_text(
+        "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,"
+        "Min Response Time,Max Response Time,Average Content Size,Requests/s,Failures/s,"
+        "50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%\n"
+        "POST,/predict,10,0,20,21,5,90,180,5.0,0,20,25,30,30,40,50,60,70,90,90,90\n"
+        ",Aggregated,10,1,20,21,5,90,180,5.04,0,20,25,30,30,40,55,60,75,90,90,90\n"
+    )
+    assert read_locust_stats(path) == {"requests": 10, "failures": 1, "requests_per_s": 5.0,
+                                       "p50_ms": 20.0, "p95_ms": 55.0, "p99_ms": 75.0}
