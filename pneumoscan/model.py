@@ -22,6 +22,8 @@ def configure_tensorflow(intra_op_threads: int = 0, inter_op_threads: int = 0) -
     """Set TensorFlow's thread pools; must run before the first TF op in the process."""
     # TF reports failures as Python exceptions; its C++ log lines (absl) are noise for users.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+        return  # another Keras backend (JAX, PyTorch) manages its own threads and devices
     import tensorflow as tf
 
     try:
@@ -143,18 +145,31 @@ class Predictor:
     """Batch in, probabilities out: the one inference path for CLI, service and worker."""
 
     def __init__(self, model, threshold: float, model_version: str) -> None:
-        import tensorflow as tf
+        import keras
 
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}.")
         self.model = model
         self.threshold = threshold
         self.model_version = model_version
-        signature = [tf.TensorSpec(shape=(None, *INPUT_SHAPE), dtype=tf.float32)]
-        # A traced graph call is ~20x faster than model.predict for small batches.
-        self._forward = tf.function(
-            lambda batch: model(batch, training=False), input_signature=signature, autograph=False
-        )
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            signature = [tf.TensorSpec(shape=(None, *INPUT_SHAPE), dtype=tf.float32)]
+            # A traced graph call is ~20x faster than model.predict for small batches.
+            forward = tf.function(
+                lambda batch: model(batch, training=False), input_signature=signature, autograph=False
+            )
+            self._forward = lambda batch: forward(batch).numpy()
+        else:
+            # Other Keras backends (JAX on a GPU machine without TensorFlow) compile predict_on_batch
+            # once per batch shape: pad to a power of two so a few compilations serve every size.
+            def forward(batch: np.ndarray) -> np.ndarray:
+                size = 1 << (len(batch) - 1).bit_length()
+                padding = np.zeros((size - len(batch), *INPUT_SHAPE), dtype=np.float32)
+                return np.asarray(model.predict_on_batch(np.concatenate([batch, padding])))[: len(batch)]
+
+            self._forward = forward
 
     @classmethod
     def from_dir(cls, model_dir: str | Path, threshold: float | None = None) -> "Predictor":
@@ -172,7 +187,7 @@ class Predictor:
             raise ValueError(f"Expected a batch of shape (n, {INPUT_SHAPE}), got {batch.shape}.")
         if len(batch) == 0:
             return np.zeros(0, dtype=np.float64)
-        probabilities = self._forward(np.asarray(batch, dtype=np.float32)).numpy()
+        probabilities = np.asarray(self._forward(np.asarray(batch, dtype=np.float32)))
         return probabilities[:, 1].astype(np.float64)
 
     def predict(self, batch: np.ndarray) -> list[Prediction]:

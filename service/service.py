@@ -76,8 +76,9 @@ def _current() -> "Pneumoscan":
 
 
 # BentoML's client for a dependency can reuse a pooled connection that the model service has
-# just closed (bentoml/BentoML#4971, fixed upstream only by a pending pull request); inference
-# is idempotent, so a connection-level failure is retried on a fresh connection.
+# just closed (bentoml/BentoML#4971, fixed upstream only by a pending pull request): aiohttp then
+# raises a ClientConnectionError, or RuntimeError("Connection closed.") while reading the body.
+# Inference is idempotent, so such failures are retried on a fresh connection.
 CONNECTION_RETRIES = 2
 
 
@@ -88,7 +89,7 @@ async def _infer(batch: np.ndarray) -> np.ndarray:
             return await _current().model_service.to_async.infer(batch)
         except ServiceUnavailable as exc:
             raise Overloaded("The model queue is full; retry shortly.") from exc
-        except aiohttp.ClientConnectionError as exc:
+        except (aiohttp.ClientConnectionError, RuntimeError) as exc:
             if retries_left == 0:
                 raise Overloaded("The model service is unreachable; retry shortly.") from exc
             retries_left -= 1

@@ -26,7 +26,7 @@ def test_report_ratios_and_targets():
     targets = report["targets"]
     assert targets["service_32_vs_ceiling"] == {"value": 0.8, "goal": ">= 0.7", "met": True}
     assert targets["service_32_vs_naive"]["value"] == 8.0 and targets["service_32_vs_naive"]["met"]
-    assert targets["batching_on_vs_off_32"]["value"] == 2.67
+    assert targets["batching_on_vs_off_32"]["value"] == 2.667
     assert targets["worker_vs_ceiling"] == {"value": 0.75, "goal": ">= 0.85", "met": False}
     assert targets["two_workers_vs_one"]["met"]
     assert targets["p99_at_8_users_ms"]["met"]
