@@ -28,6 +28,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 
 from bench.worker_bench import build_folder, queue_run, summary_rate
 
@@ -187,15 +188,38 @@ def read_locust_stats(path: Path) -> dict:
     }
 
 
+def service_processes(server: subprocess.Popen) -> dict[str, list[psutil.Process]]:
+    """The server's worker processes by role: "http" (pneumoscan) and "model" (pneumonia_model)."""
+    roles: dict[str, list[psutil.Process]] = {"http": [], "model": []}
+    for child in psutil.Process(server.pid).children(recursive=True):
+        command = " ".join(child.cmdline())
+        if "--service-name pneumonia_model" in command:
+            roles["model"].append(child)
+        elif "--service-name pneumoscan" in command:
+            roles["http"].append(child)
+    return roles
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    return sum(sum(p.cpu_times()[:2]) for p in processes)
+
+
 def service_stage(home: Path, samples: Path, seconds: float, batching: bool, users: tuple[int, ...]) -> dict:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = start_service(home, port, {"PNEUMOSCAN_ADAPTIVE_BATCHING": str(batching).lower()})
+    roles = service_processes(process)
     try:
         runs = []
         for count in users:
             before = batch_histogram(url)
+            cpu_before = {role: cpu_seconds(procs) for role, procs in roles.items()}
+            started = time.perf_counter()
             run = run_locust(url, count, seconds, OUT / f"service-{'on' if batching else 'off'}-{count}", samples)
+            elapsed = time.perf_counter() - started
+            # Share of one core each process used: where the time goes, without a profiler.
+            run["cpu_percent"] = {role: round(100 * (cpu_seconds(procs) - cpu_before[role]) / elapsed, 1)
+                                  for role, procs in roles.items()}
             after = batch_histogram(url)
             batches = after[1] - before[1]
             run["mean_batch_size"] = round((after[0] - before[0]) / batches, 2) if batches else None
@@ -265,6 +289,11 @@ def build_report(ceiling: dict, service: dict, batching_off: dict, naive: dict, 
             "naive_baseline": naive, "worker": worker, "targets": targets}
 
 
+def cpu_share(run: dict) -> str:
+    cpu = run.get("cpu_percent")
+    return f"{cpu['http']:g} / {cpu['model']:g}" if cpu else "-"
+
+
 def markdown(report: dict) -> str:
     ceiling = report["ceiling"]
     lines = [
@@ -274,8 +303,9 @@ def markdown(report: dict) -> str:
         + f" img/s; decode + batched predict (batch {ceiling['best_batch_size']}): "
         f"**{ceiling['images_per_s']} img/s**.",
         "",
-        "| run | users | req/s | x ceiling | p50 ms | p95 ms | p99 ms | failures | mean batch | Locust CPU s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| run | users | req/s | x ceiling | p50 ms | p95 ms | p99 ms | failures | mean batch "
+        "| CPU % HTTP / model | Locust CPU s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     runs = [("service", run) for run in report["service"]["runs"]]
     runs += [("service, batching off", run) for run in report["service_batching_off"]["runs"]]
@@ -284,7 +314,8 @@ def markdown(report: dict) -> str:
         lines.append(
             f"| {name} | {run['users']} | {run['requests_per_s']} | "
             f"{run['requests_per_s'] / ceiling['images_per_s']:.2f} | {run['p50_ms']:g} | {run['p95_ms']:g} | "
-            f"{run['p99_ms']:g} | {run['failures']} | {run.get('mean_batch_size') or '-'} | {run['locust_cpu_s']} |"
+            f"{run['p99_ms']:g} | {run['failures']} | {run.get('mean_batch_size') or '-'} | "
+            f"{cpu_share(run)} | {run['locust_cpu_s']} |"
         )
     worker = report["worker"]
     lines += [
@@ -298,7 +329,30 @@ def markdown(report: dict) -> str:
     ]
     for name, target in report["targets"].items():
         lines.append(f"| {name} | {target['value']} | {target['goal']} | {'yes' if target['met'] else 'NO'} |")
+    lines += ["", where_the_time_goes(report)]
     return "\n".join(lines) + "\n"
+
+
+def where_the_time_goes(report: dict) -> str:
+    """A one-paragraph reading of the 32-user run: which stage bounds the service."""
+    run = next(r for r in report["service"]["runs"] if r["users"] == 32)
+    cpu = run.get("cpu_percent") or {"http": 0.0, "model": 0.0}
+    cores = report["machine"]["cores"] or 1
+    busy = cpu["http"] + cpu["model"] + 100 * run["locust_cpu_s"] / run["seconds"]
+    ceiling = report["ceiling"]
+    if busy >= 80 * cores:
+        verdict = ("the cores are (nearly) saturated while the model alone is far from its limit, so the "
+                   "time goes to per-request work around it: HTTP handling, decoding, serialisation")
+    elif cpu["model"] >= 90 or cpu["http"] >= 90:
+        bound = "model" if cpu["model"] >= cpu["http"] else "HTTP/decoding"
+        verdict = f"the {bound} process is saturated: add workers to it"
+    else:
+        verdict = ("no process saturates a core and the cores are not saturated either: requests wait "
+                   "in per-request handling and the adaptive batcher's scheduling, not on the model")
+    return (f"At 32 users the HTTP process used {cpu['http']:g} % and the model process {cpu['model']:g} % of a "
+            f"core, Locust {100 * run['locust_cpu_s'] / run['seconds']:.0f} %, {busy:.0f} % of {100 * cores} % in "
+            f"all; decoding alone could reach {ceiling['decode_images_per_s']} img/s and the model "
+            f"{max(ceiling['model_images_per_s'].values())} img/s. Reading: {verdict}.")
 
 
 def main(samples: Path = DEFAULT_SAMPLES, seconds: float = 20.0) -> dict:

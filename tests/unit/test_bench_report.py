@@ -16,6 +16,7 @@ def test_report_ratios_and_targets():
                "model_images_per_s": {"1": 150.0, "8": 300.0, "32": 320.0, "64": 290.0}, "images_per_s": 200.0}
     service = {"adaptive_batching": True,
                "runs": [run(1, 30), run(8, 120, p99=140, batch=3.0), run(32, 160, batch=8.0), run(64, 150, failures=2)]}
+    service["runs"][2]["cpu_percent"] = {"http": 45.0, "model": 80.0}
     off = {"adaptive_batching": False, "runs": [run(32, 60)]}
     naive = run(32, 20)
     worker = {"images": 520, "score_images_per_s": 180.0, "queue_1_worker_images_per_s": 150.0,
@@ -34,6 +35,9 @@ def test_report_ratios_and_targets():
     table = markdown(report)
     assert "| service | 32 | 160 | 0.80 |" in table
     assert "| failed_requests | 2 | == 0 | NO |" in table
+    assert "| 45 / 80 |" in table
+    assert "HTTP process used 45 % and the model process 80 %" in table
+    assert "not on the model" in table
 
 
 def test_read_locust_stats(tmp_path):
