@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--samples", type=Path, default=DEFAULT_SAMPLES)
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     import keras
 
@@ -54,7 +55,6 @@ def main() -> None:
             subprocess.run([sys.executable, "-m", "pneumoscan.cli", "register"], check=True, capture_output=True,
                            env={**os.environ, "BENTOML_HOME": str(home)})
             report["service"] = service_stage(home, args.samples, args.seconds, True, (1, 8, 32, 64))
-    OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "gpu_report.json").write_text(json.dumps(report, indent=2) + "\n")
     ceiling = report["ceiling"]
     print(f"Device: {report['device']} ({report['cores']} CPU cores), Keras backend {report['keras_backend']}")

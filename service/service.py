@@ -53,9 +53,12 @@ class PneumoniaModel:
 
         configure_tensorflow(settings.tf_intra_op_threads, settings.tf_inter_op_threads)
         self.predictor = Predictor.from_dir(self.model.path, threshold=settings.threshold)
-        # Trace the graph for single images and full batches before reporting ready.
-        for size in {1, settings.batch_max_size}:
-            self.infer(np.zeros((size, *IMAGE_SIZE), dtype=np.uint8))
+        # Compile for every batch size the model will see before reporting ready: one trace under
+        # TensorFlow, one per power of two (the padded sizes) under Keras' JAX backend.
+        size = 1
+        while size < settings.batch_max_size * 2:
+            self.infer(np.zeros((min(size, settings.batch_max_size), *IMAGE_SIZE), dtype=np.uint8))
+            size *= 2
         self.ready = True
 
     def __is_ready__(self) -> bool:
