@@ -138,11 +138,17 @@ def stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def start_service(home: Path, port: int, settings: dict) -> subprocess.Popen:
+def start_service(home: Path, port: int, settings: dict, log: Path | None = None) -> subprocess.Popen:
+    """``bentoml serve`` of the service on 127.0.0.1:port, returned once /readyz answers 200."""
     env = {"BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", **settings}
+    log = log or OUT / f"serve-{port}.log"
     process = start([sys.executable, "-m", "bentoml", "serve", "service.service:Pneumoscan",
-                     "--host", "127.0.0.1", "--port", str(port)], env, OUT / f"serve-{port}.log")
-    wait_ready(f"http://127.0.0.1:{port}/readyz", process)
+                     "--host", "127.0.0.1", "--port", str(port)], env, log)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/readyz", process)
+    except RuntimeError as exc:
+        stop(process)
+        raise RuntimeError(f"{exc}:\n{log.read_text(errors='replace')[-4000:]}") from exc
     return process
 
 

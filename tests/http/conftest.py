@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REPO_ROOT, run_cli
+from bench.run import free_port, start_service, stop
+from tests.conftest import run_cli
 
 API_KEY = "test-key-0123456789"
-STARTUP_TIMEOUT_S = 180
 
 
 @dataclass
@@ -37,12 +32,6 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_server(tmp_dir: Path, registered_home: Path, settings: dict[str, str]) -> Server:
     port = free_port()
     log_path = tmp_dir / "serve.log"
@@ -50,42 +39,12 @@ def start_server(tmp_dir: Path, registered_home: Path, settings: dict[str, str])
     # when a server starts, so two servers on one home would corrupt each other's metrics.
     bentoml_home = tmp_dir / "bentoml-home"
     shutil.copytree(registered_home, bentoml_home)
-    env = {
-        **os.environ,
-        "BENTOML_HOME": str(bentoml_home),
-        "BENTOML_DO_NOT_TRACK": "true",
-        **settings,
-    }
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", "service.service:Pneumoscan",
-             "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    server = Server(f"http://127.0.0.1:{port}", log_path, process)
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"bentoml serve exited with {process.returncode}:\n{server.log()[-4000:]}")
-        try:
-            if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    stop_server(server)
-    raise RuntimeError(f"bentoml serve was not ready in {STARTUP_TIMEOUT_S} s:\n{server.log()[-4000:]}")
+    process = start_service(bentoml_home, port, settings, log=log_path)
+    return Server(f"http://127.0.0.1:{port}", log_path, process)
 
 
 def stop_server(server: Server) -> None:
-    try:
-        os.killpg(server.process.pid, signal.SIGTERM)
-        server.process.wait(timeout=30)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        os.killpg(server.process.pid, signal.SIGKILL)
-        server.process.wait(timeout=10)
+    stop(server.process)
 
 
 @pytest.fixture(scope="session")
