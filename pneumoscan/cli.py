@@ -7,7 +7,6 @@ Exit codes: 0 success, 1 some input failed (``predict``), 2 usage, data or folde
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path

@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from service.jobs import Lease
 from tests.conftest import REPO_ROOT, run_cli
