@@ -1,24 +1,79 @@
-"""Score files offline with the shared pipeline: decoding errors become per-file results."""
+"""Score files offline with the shared pipeline: decoding errors become per-file results.
+
+``score_paths`` is the one file-scoring loop: the CLI's ``predict`` and the batch-job worker
+both call it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pneumoscan.errors import PneumoscanError, UnreadableFile
-from pneumoscan.imaging import DEFAULT_MAX_PIXELS, load_image_file
-from pneumoscan.model import Predictor
-from pneumoscan.schemas import ErrorInfo, FilePrediction
+from pneumoscan.imaging import DEFAULT_MAX_PIXELS, load_image
+from pneumoscan.model import Predictor, make_prediction
+from pneumoscan.schemas import ErrorInfo, FilePrediction, Prediction
 
 
-def read_input(path: Path, max_pixels: int) -> np.ndarray:
-    """``load_image_file`` with unreadable paths reported as ``UnreadableFile``."""
+@dataclass(frozen=True)
+class Scored:
+    """One file's outcome: a prediction or an error, and the sha256 of its bytes if read."""
+
+    path: Path
+    sha256: str
+    prediction: Prediction | None = None
+    error: PneumoscanError | None = None
+
+
+def read_and_decode(path: Path, max_pixels: int) -> tuple[str, np.ndarray | PneumoscanError]:
+    """(sha256, model input) for a file, or (sha256 or "", the error) when it cannot be used."""
     try:
-        return load_image_file(path, max_pixels=max_pixels)
+        data = path.read_bytes()
     except OSError as exc:
-        raise UnreadableFile(f"Cannot read {path}: {exc.strerror or exc}") from exc
+        return "", UnreadableFile(f"Cannot read {path.name}: {exc.strerror or exc}")
+    sha256 = hashlib.sha256(data).hexdigest()
+    try:
+        return sha256, load_image(data, max_pixels=max_pixels)
+    except PneumoscanError as exc:
+        return sha256, exc
+
+
+def score_paths(
+    predictor: Predictor,
+    paths: Iterable[str | Path],
+    *,
+    batch_size: int = 32,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    decode_threads: int = 1,
+    before_batch: Callable[[list[Path]], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[Scored]:
+    """One ``Scored`` per path, in order; decoding in threads overlaps the model's batches."""
+    paths = [Path(p) for p in paths]
+    with ThreadPoolExecutor(max_workers=decode_threads) as pool:
+        decoded = pool.map(lambda path: read_and_decode(path, max_pixels), paths)
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start : start + batch_size]
+            if before_batch is not None:
+                before_batch(chunk)
+            outcomes = [next(decoded) for _ in chunk]
+            good = [i for i, (_, outcome) in enumerate(outcomes) if isinstance(outcome, np.ndarray)]
+            probabilities = predictor.predict_proba(np.stack([outcomes[i][1] for i in good])) if good else []
+            by_index = dict(zip(good, probabilities))
+            if progress is not None:
+                progress(len(chunk))
+            for i, path in enumerate(chunk):
+                sha256, outcome = outcomes[i]
+                if isinstance(outcome, PneumoscanError):
+                    yield Scored(path, sha256, error=outcome)
+                else:
+                    prediction = make_prediction(by_index[i], predictor.threshold, predictor.model_version)
+                    yield Scored(path, sha256, prediction=prediction)
 
 
 def predict_files(
@@ -28,25 +83,13 @@ def predict_files(
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Iterator[FilePrediction]:
     """One ``FilePrediction`` per path, in order, ``batch_size`` images per model call."""
-    paths = [Path(p) for p in paths]
-    for start in range(0, len(paths), batch_size):
-        chunk = paths[start : start + batch_size]
-        arrays: list[np.ndarray] = []
-        slots: list[FilePrediction | None] = []
-        for path in chunk:
-            try:
-                arrays.append(read_input(path, max_pixels))
-                slots.append(None)
-            except PneumoscanError as exc:
-                slots.append(FilePrediction(file=str(path), error=ErrorInfo(**exc.to_dict())))
-        predictions = iter(predictor.predict(np.stack(arrays)) if arrays else [])
-        for path, slot in zip(chunk, slots):
-            if slot is None:
-                prediction = next(predictions)
-                slot = FilePrediction(
-                    file=str(path),
-                    label=prediction.label,
-                    probability=prediction.probability,
-                    threshold=prediction.threshold,
-                )
-            yield slot
+    for scored in score_paths(predictor, paths, batch_size=batch_size, max_pixels=max_pixels):
+        if scored.error is not None:
+            yield FilePrediction(file=str(scored.path), error=ErrorInfo(**scored.error.to_dict()))
+        else:
+            yield FilePrediction(
+                file=str(scored.path),
+                label=scored.prediction.label,
+                probability=scored.prediction.probability,
+                threshold=scored.prediction.threshold,
+            )

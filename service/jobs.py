@@ -18,18 +18,17 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 from pydantic import BaseModel
 
-from pneumoscan.errors import PneumoscanError, UnreadableFile
-from pneumoscan.imaging import IMAGE_SUFFIXES, load_image
-from pneumoscan.model import Predictor, make_prediction
+from pneumoscan.errors import PneumoscanError
+from pneumoscan.imaging import IMAGE_SUFFIXES
+from pneumoscan.model import Predictor
+from pneumoscan.predict import Scored, score_paths
 
 JOB_FILE, MANIFEST_FILE, RESULTS_FILE, SUMMARY_FILE = "job.json", "manifest", "results.csv", "summary.json"
 SHARDS_DIR, LEASES_DIR = "shards", "leases"
@@ -245,65 +244,17 @@ def reconcile(
 # --- scoring ---------------------------------------------------------------------------------
 
 
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise UnreadableFile(f"Cannot read {path.name}: {exc.strerror or exc}") from exc
-
-
-def _decode(path: Path, max_pixels: int) -> tuple[str, np.ndarray | PneumoscanError]:
-    try:
-        data = _read(path)
-    except PneumoscanError as exc:
-        return "", exc
-    sha256 = hashlib.sha256(data).hexdigest()
-    try:
-        return sha256, load_image(data, max_pixels=max_pixels)
-    except PneumoscanError as exc:
-        return sha256, exc
-
-
 def _error_row(name: str, sha256: str, model_version: str, error: PneumoscanError) -> dict:
     return {"path": name, "sha256": sha256, "label": "", "probability": "", "threshold": "",
             "model_version": model_version, "status": "error", "error_code": error.code,
             "error_detail": error.detail}
 
 
-def score_files(
-    folder: Path,
-    names: list[str],
-    predictor: Predictor,
-    *,
-    batch_size: int,
-    max_pixels: int,
-    decode_threads: int,
-    before_batch: Callable[[list[str]], None] | None = None,
-    progress: Callable[[int], None] | None = None,
-) -> Iterator[dict]:
-    """Result rows in input order; decoding in threads overlaps the model's batches."""
-    with ThreadPoolExecutor(max_workers=decode_threads) as pool:
-        decoded = pool.map(lambda name: _decode(folder / name, max_pixels), names)
-        for start in range(0, len(names), batch_size):
-            chunk = names[start : start + batch_size]
-            if before_batch is not None:
-                before_batch(chunk)
-            outcomes = [next(decoded) for _ in chunk]
-            good = [i for i, (_, outcome) in enumerate(outcomes) if isinstance(outcome, np.ndarray)]
-            probabilities = predictor.predict_proba(np.stack([outcomes[i][1] for i in good])) if good else []
-            by_index = dict(zip(good, probabilities))
-            if progress is not None:
-                progress(len(chunk))
-            for i, name in enumerate(chunk):
-                sha256, outcome = outcomes[i]
-                if isinstance(outcome, PneumoscanError):
-                    yield _error_row(name, sha256, predictor.model_version, outcome)
-                    continue
-                prediction = make_prediction(by_index[i], predictor.threshold, predictor.model_version)
-                yield {"path": name, "sha256": sha256, "label": prediction.label,
-                       "probability": repr(prediction.probability), "threshold": repr(prediction.threshold),
-                       "model_version": prediction.model_version, "status": "ok", "error_code": "",
-                       "error_detail": ""}
+def _result_row(name: str, scored: Scored) -> dict:
+    prediction = scored.prediction
+    return {"path": name, "sha256": scored.sha256, "label": prediction.label,
+            "probability": repr(prediction.probability), "threshold": repr(prediction.threshold),
+            "model_version": prediction.model_version, "status": "ok", "error_code": "", "error_detail": ""}
 
 
 def _csv_bytes(rows: list[dict], header: bool) -> bytes:
@@ -358,14 +309,21 @@ def score_shard(
     poison = {name for name, count in crashes.items() if count >= max(1, max_attempts - 1)}
     started = time.time()
     heartbeat([])
-    scored = {
-        row["path"]: row
-        for row in score_files(
-            Path(spec.input_folder), [name for name in names if name not in poison], predictor,
-            batch_size=1 if suspicious else batch_size, max_pixels=max_pixels,
-            decode_threads=1 if suspicious else decode_threads, before_batch=heartbeat, progress=progress,
+    folder = Path(spec.input_folder)
+    scored: dict[str, dict] = {}
+    for outcome in score_paths(
+        predictor, [folder / name for name in names if name not in poison],
+        batch_size=1 if suspicious else batch_size, max_pixels=max_pixels,
+        decode_threads=1 if suspicious else decode_threads,
+        before_batch=lambda chunk: heartbeat([path.relative_to(folder).as_posix() for path in chunk]),
+        progress=progress,
+    ):
+        name = outcome.path.relative_to(folder).as_posix()
+        scored[name] = (
+            _error_row(name, outcome.sha256, predictor.model_version, outcome.error)
+            if outcome.error is not None
+            else _result_row(name, outcome)
         )
-    }
     rows = []
     for name in names:
         if name in poison:
