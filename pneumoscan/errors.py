@@ -11,7 +11,10 @@ Every error carries a stable machine-readable ``code``; adapters translate them 
     │   ├── UnsupportedFormat       a real image in a format we do not accept (GIF, TIFF, ...)
     │   ├── UnsupportedMode         a pixel mode we cannot map to grayscale (CMYK, float, 1-bit)
     │   ├── TruncatedImage          decoding stopped early: a partial or corrupt file
-    │   └── ImageTooLarge           more pixels than the configured limit (decompression bombs)
+    │   ├── ImageTooLarge           more pixels than the configured limit (decompression bombs)
+    │   ├── NoPixelData             a DICOM file without an image (a report, a presentation state)
+    │   ├── MultiFrameImage         a DICOM file with several frames
+    │   └── UnsupportedModality     a DICOM image that is not a radiograph (CT, MR, US, ...)
     ├── ModelError              the saved model or its metadata is missing or unusable
     └── DataError               a training/evaluation data folder is unusable
 """
@@ -62,6 +65,18 @@ class TruncatedImage(InvalidImage):
 
 class ImageTooLarge(InvalidImage):
     code = "image_too_large"
+
+
+class NoPixelData(InvalidImage):
+    code = "no_pixel_data"
+
+
+class MultiFrameImage(InvalidImage):
+    code = "multi_frame_image"
+
+
+class UnsupportedModality(InvalidImage):
+    code = "unsupported_modality"
 
 
 class ModelError(PneumoscanError):

@@ -2,20 +2,23 @@
 
 Every X-ray, whatever its format, becomes a float32 array of shape (128, 128, 3) in [0, 1]:
 decoded (JPEGs with DCT downscaling via ``Image.draft`` first, which is ~3x faster on full-size
-radiographs), turned upright by its EXIF orientation, mapped to 8-bit grayscale, resized and
-replicated to three channels. Anything that cannot take that path raises an ``InvalidImage``.
+radiographs; DICOM through its display pipeline in ``pneumoscan.dicom``), turned upright by its
+EXIF orientation, mapped to 8-bit grayscale, resized and replicated to three channels. Anything
+that cannot take that path raises an ``InvalidImage``.
 """
 
 from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pneumoscan import IMAGE_SIZE
+from pneumoscan.dicom import DicomSource, decode_dicom, is_dicom
 from pneumoscan.errors import (
     EmptyImage,
     ImageTooLarge,
@@ -27,15 +30,23 @@ from pneumoscan.errors import (
 )
 
 SUPPORTED_FORMATS: frozenset[str] = frozenset({"JPEG", "PNG"})
-IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png"})
+IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".dcm"})
 DEFAULT_MAX_PIXELS = 50_000_000
 
 _EIGHT_BIT_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX"})
 _SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 
 
+@dataclass(frozen=True)
+class Decoded:
+    """An upright 8-bit grayscale image and, for DICOM input, the UIDs that identify it."""
+
+    image: Image.Image
+    dicom: DicomSource | None = None
+
+
 def load_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode JPEG or PNG bytes into the model input: float32 (128, 128, 3) in [0, 1]."""
+    """Decode JPEG, PNG or DICOM bytes into the model input: float32 (128, 128, 3) in [0, 1]."""
     return plane_to_input(load_plane(data, max_pixels=max_pixels))
 
 
@@ -48,15 +59,34 @@ def load_plane(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarr
     return resize_plane(decode_grayscale(data, max_pixels=max_pixels))
 
 
+def load_plane_with_source(
+    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[np.ndarray, DicomSource | None]:
+    """``load_plane`` plus the DICOM UIDs of the input (None for JPEG and PNG)."""
+    decoded = decode(data, max_pixels=max_pixels)
+    return resize_plane(decoded.image), decoded.dicom
+
+
 def load_image_file(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """``load_image`` on the bytes of a file."""
     return load_image(Path(path).read_bytes(), max_pixels=max_pixels)
 
 
 def decode_grayscale(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode to an upright 8-bit grayscale ("L") image, already reduced near the model size."""
+    """Decode to an upright 8-bit grayscale ("L") image (JPEGs already reduced near the model size)."""
+    return decode(data, max_pixels=max_pixels).image
+
+
+def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
+    """``decode_grayscale`` keeping the DICOM identifiers of the input."""
     if not data:
         raise EmptyImage("The upload is empty (0 bytes).")
+    if is_dicom(data):
+        return Decoded(*decode_dicom(data, max_pixels=max_pixels))
+    return Decoded(_decode_pillow(data, max_pixels))
+
+
+def _decode_pillow(data: bytes, max_pixels: int) -> Image.Image:
     image = _open(data)
     width, height = image.size
     if width * height > max_pixels:
@@ -102,13 +132,13 @@ def _open(data: bytes) -> Image.Image:
             raise ImageTooLarge(f"The image has too many pixels: {exc}") from exc
         except UnidentifiedImageError as exc:
             raise NotAnImage(
-                "The data is not a recognisable image; send a JPEG or PNG chest X-ray."
+                "The data is not a recognisable image; send a JPEG, PNG or DICOM chest X-ray."
             ) from exc
         except (OSError, SyntaxError, ValueError) as exc:
             raise TruncatedImage(f"The image header is corrupt: {exc}") from exc
     if image.format not in SUPPORTED_FORMATS:
         raise UnsupportedFormat(
-            f"{image.format} images are not accepted; send a JPEG or PNG chest X-ray."
+            f"{image.format} images are not accepted; send a JPEG, PNG or DICOM chest X-ray."
         )
     return image
 
@@ -132,11 +162,14 @@ def _to_eight_bit_gray(image: Image.Image) -> Image.Image:
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "Decoded",
     "InvalidImage",
+    "decode",
     "decode_grayscale",
     "load_image",
     "load_image_file",
     "load_plane",
+    "load_plane_with_source",
     "plane_to_input",
     "resize_plane",
     "to_model_input",

@@ -23,10 +23,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from pneumoscan.errors import PneumoscanError
-from pneumoscan.imaging import load_plane
+from pneumoscan.dicom import DicomSource
+from pneumoscan.fhir import FHIR_JSON, diagnostic_report
+from pneumoscan.imaging import load_plane, load_plane_with_source
 from pneumoscan.model import make_prediction
 from pneumoscan.schemas import (
     BatchItemError,
@@ -46,7 +48,9 @@ from service.errors import (
     status_for,
 )
 
-RAW_IMAGE_TYPES = frozenset({"image/jpeg", "image/jpg", "image/png", "application/octet-stream"})
+RAW_IMAGE_TYPES = frozenset(
+    {"image/jpeg", "image/jpg", "image/png", "application/dicom", "application/octet-stream"}
+)
 MULTIPART = "multipart/form-data"
 
 log = logging.getLogger("pneumoscan.requests")
@@ -81,11 +85,12 @@ async def read_single_image(request: Request) -> bytes:
         return await request.body()
     if not kind:
         raise MissingImage(
-            "No image: send a raw body with Content-Type image/jpeg or image/png, "
+            "No image: send a raw body with Content-Type image/jpeg, image/png or application/dicom, "
             "or a multipart form with a file field named 'image'."
         )
     raise UnsupportedMediaType(
-        f"Content-Type {kind!r} is not accepted; use image/jpeg, image/png or multipart/form-data."
+        f"Content-Type {kind!r} is not accepted; use image/jpeg, image/png, application/dicom "
+        "or multipart/form-data."
     )
 
 
@@ -112,6 +117,17 @@ async def read_batch_images(request: Request, max_items: int) -> list[tuple[str 
 async def decode(data: bytes, max_pixels: int) -> np.ndarray:
     """The core decoder up to the uint8 plane, in a thread (Pillow releases the GIL meanwhile)."""
     return await anyio.to_thread.run_sync(partial(load_plane, data, max_pixels=max_pixels))
+
+
+async def decode_with_source(data: bytes, max_pixels: int) -> tuple[np.ndarray, DicomSource | None]:
+    """``decode`` keeping the DICOM UIDs that a FHIR report cites."""
+    return await anyio.to_thread.run_sync(partial(load_plane_with_source, data, max_pixels=max_pixels))
+
+
+def wants_fhir(request: Request) -> bool:
+    """True when the client asks for FHIR JSON (``Accept: application/fhir+json``)."""
+    accepted = (part.split(";")[0].strip().lower() for part in request.headers.get("accept", "").split(","))
+    return FHIR_JSON in accepted
 
 
 @asynccontextmanager
@@ -158,7 +174,14 @@ def create_app(get_infer: Callable[[], InferFn], get_info: Callable[[], ModelInf
                 },
                 "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
                 "image/png": {"schema": {"type": "string", "format": "binary"}},
+                "application/dicom": {"schema": {"type": "string", "format": "binary"}},
             },
+        }
+    }
+    fhir_response = {
+        200: {
+            "description": "The prediction; a FHIR R4 DiagnosticReport with Accept: application/fhir+json",
+            "content": {FHIR_JSON: {"schema": {"type": "object", "description": "FHIR R4 DiagnosticReport"}}},
         }
     }
     batch_body = {
@@ -203,18 +226,22 @@ def create_app(get_infer: Callable[[], InferFn], get_info: Callable[[], ModelInf
     @app.post(
         "/predict",
         response_model=PredictionResponse,
-        responses=error_responses,
+        responses={**error_responses, **fhir_response},
         openapi_extra=image_body,
-        summary="Score one chest X-ray (multipart field 'image' or a raw image/jpeg|png body)",
+        summary="Score one chest X-ray (multipart field 'image' or a raw image/jpeg|png or application/dicom body)",
     )
-    async def predict(request: Request) -> PredictionResponse:
+    async def predict(request: Request) -> PredictionResponse | Response:
         info = get_info()
         async with request_record(request, "predict", info) as record:
             data = await read_single_image(request)
             record.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-            image = await decode(data, info.max_pixels)
+            image, source = await decode_with_source(data, info.max_pixels)
             probability = (await run_model(image[np.newaxis], info))[0]
         prediction = make_prediction(probability, info.threshold, info.model_version)
+        if wants_fhir(request):
+            report = diagnostic_report(prediction, source=source, request_id=record["request_id"])
+            headers = {"X-Request-ID": record["request_id"]}
+            return Response(report.json(), media_type=FHIR_JSON, headers=headers)
         return PredictionResponse(**prediction.model_dump(), request_id=record["request_id"])
 
     @app.post(

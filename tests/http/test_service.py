@@ -7,11 +7,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 
 from pneumoscan.model import load_metadata
 from pneumoscan.schemas import BatchItemError, BatchItemResult, BatchResponse, PredictionResponse
 from pneumoscan.settings import BUNDLED_MODEL_DIR
 from tests.conftest import encode
+from tests.dicom_files import PATIENT_ID, PATIENT_NAME, make_dicom
 from tests.unit.test_imaging import _png_bomb
 
 METADATA = load_metadata(BUNDLED_MODEL_DIR)
@@ -171,8 +173,9 @@ def test_openapi_documents_the_endpoints(server):
     with server.client(key=None) as client:
         spec = client.get("/docs.json").json()
     predict = spec["paths"]["/predict"]["post"]
-    assert {"multipart/form-data", "image/jpeg", "image/png"} <= set(predict["requestBody"]["content"])
+    assert {"multipart/form-data", "image/jpeg", "image/png", "application/dicom"} <= set(predict["requestBody"]["content"])
     assert "200" in predict["responses"] and "413" in predict["responses"]
+    assert "application/fhir+json" in predict["responses"]["200"]["content"]
     assert "/predict_batch" in spec["paths"]
 
 
@@ -221,6 +224,30 @@ def test_request_log_has_hashes_not_names(server, xray_bytes):
     assert re.search(r'"sha256":"[0-9a-f]{64}"', line)
     assert f'"bytes":{len(xray_bytes)}' in line and '"latency_ms":' in line and METADATA.version in line
     assert secret_name not in log
+
+
+def test_dicom_in_fhir_out(server, xray_image):
+    dicom = make_dicom(xray_image, bits=16, photometric="MONOCHROME1", modality="CR")
+    dicom_headers = {"Content-Type": "application/dicom"}
+    with server.client() as client:
+        png = client.post("/predict", content=encode(xray_image, "PNG"), headers={"Content-Type": "image/png"})
+        plain = client.post("/predict", content=dicom, headers=dicom_headers)
+        fhir = client.post("/predict", content=dicom, headers={**dicom_headers, "Accept": "application/fhir+json"})
+        refused = client.post("/predict", content=make_dicom(xray_image, modality="CT"), headers=dicom_headers)
+        batch = client.post("/predict_batch", files=[("images", ("a.dcm", dicom, "application/dicom"))])
+    assert check_prediction(plain.json()).probability == pytest.approx(png.json()["probability"], abs=1e-6)
+    assert batch.json()["results"][0]["probability"] == pytest.approx(png.json()["probability"], abs=1e-6)
+    assert fhir.status_code == 200 and fhir.headers["content-type"].startswith("application/fhir+json")
+    report = DiagnosticReport.model_validate_json(fhir.text)
+    assert report.status == "preliminary" and [r.reference for r in report.imagingStudy] == ["#study"]
+    observation = next(r for r in fhir.json()["contained"] if r["resourceType"] == "Observation")
+    probability = next(c for c in observation["component"] if c["code"]["coding"][0]["code"] == "probability")
+    assert probability["valueQuantity"]["value"] == pytest.approx(png.json()["probability"], abs=1e-6)
+    device = next(r for r in fhir.json()["contained"] if r["resourceType"] == "Device")
+    assert device["version"][0]["value"] == METADATA.version
+    assert_error(refused, 422, "unsupported_modality")
+    log = server.log()
+    assert PATIENT_NAME.split("^")[0] not in log and PATIENT_ID not in log
 
 
 def test_server_still_answers_after_bad_inputs(server, xray_bytes):

@@ -8,8 +8,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.conftest import XRAYS
+from tests.dicom_files import make_dicom
 
 REDIS_URL = os.environ.get("PNEUMOSCAN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -68,4 +70,9 @@ def make_input_folder(root: Path, copies: int = 1) -> tuple[Path, int, int]:
     source = next(XRAYS.glob("NORMAL/*.jpeg")).read_bytes()
     (folder / "corrupt" / "truncated.jpeg").write_bytes(source[: len(source) // 3])
     (folder / "notes.txt").write_text("not scored: not an image suffix")
-    return folder, good, len(BAD_FILES) + 1
+    radiograph = Image.open(next(XRAYS.glob("PNEUMONIA/*.jpeg"))).convert("L")
+    radiograph.thumbnail((512, 512))
+    (folder / "dicom").mkdir()
+    (folder / "dicom" / "chest.dcm").write_bytes(make_dicom(radiograph, bits=16, photometric="MONOCHROME1"))
+    (folder / "dicom" / "head-ct.dcm").write_bytes(make_dicom(radiograph, modality="CT"))
+    return folder, good + 1, len(BAD_FILES) + 2

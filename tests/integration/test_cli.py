@@ -7,7 +7,8 @@ import json
 from PIL import Image
 
 from pneumoscan.model import load_metadata
-from tests.conftest import run_cli
+from tests.conftest import encode, run_cli
+from tests.dicom_files import make_dicom
 
 
 def test_train_writes_a_complete_model(tiny_model_dir, tiny_dataset):
@@ -47,10 +48,14 @@ def test_evaluate_json_is_one_object(tiny_model_dir, tiny_dataset, tmp_path):
             image.verify()
 
 
-def test_predict_prints_a_line_per_file(tiny_model_dir, xray_files, tmp_path):
+def test_predict_prints_a_line_per_file(tiny_model_dir, xray_files, xray_image, tmp_path):
     broken = tmp_path / "broken.jpeg"
     broken.write_bytes(xray_files[0].read_bytes()[:300])
+    (tmp_path / "chest.dcm").write_bytes(make_dicom(xray_image, bits=16))
+    (tmp_path / "chest.png").write_bytes(encode(xray_image, "PNG"))
+    (tmp_path / "ct.dcm").write_bytes(make_dicom(xray_image, modality="CT"))
     files = [str(p) for p in xray_files[:3]] + [str(broken), str(tmp_path / "missing.png")]
+    files += [str(tmp_path / name) for name in ("chest.dcm", "chest.png", "ct.dcm")]
     result = run_cli("predict", "--model", str(tiny_model_dir), *files)
     assert result.returncode == 1
     lines = [json.loads(line) for line in result.stdout.splitlines()]
@@ -62,6 +67,8 @@ def test_predict_prints_a_line_per_file(tiny_model_dir, xray_files, tmp_path):
         assert line["threshold"] == threshold
     assert lines[3]["error"]["code"] in {"truncated_image", "not_an_image"}
     assert lines[4]["error"]["code"] == "unreadable_file"
+    assert lines[5]["probability"] == lines[6]["probability"], "DICOM and PNG of one image agree"
+    assert lines[7]["error"]["code"] == "unsupported_modality"
 
 
 def test_predict_succeeds_when_every_file_does(tiny_model_dir, xray_files):

@@ -63,7 +63,10 @@ def test_score_in_process_writes_a_row_per_file(tmp_path):
         assert row["label"] == ("PNEUMONIA" if float(row["probability"]) >= float(row["threshold"]) else "NORMAL")
     summary = json.loads((job_dir / "summary.json").read_text())
     assert summary["total"] == good + bad and summary["failed"] == bad
-    assert summary["error_codes"] == {"not_an_image": 1, "empty_image": 1, "truncated_image": 1}
+    assert summary["error_codes"] == {
+        "not_an_image": 1, "empty_image": 1, "truncated_image": 1, "unsupported_modality": 1
+    }
+    assert by_path["dicom/chest.dcm"]["status"] == "ok"
     assert sum(summary["labels"].values()) == good and summary["images_per_second"] > 0
 
 

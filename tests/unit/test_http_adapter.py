@@ -7,10 +7,14 @@ a deterministic function of the decoded pixels, so ordering and error mapping ar
 from __future__ import annotations
 
 import asyncio
+import io
+import uuid
 
 import httpx
 import numpy as np
+import pydicom
 import pytest
+from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 
 from pneumoscan import errors
 from pneumoscan.imaging import load_image, plane_to_input
@@ -18,6 +22,8 @@ from pneumoscan.schemas import BatchResponse, PredictionResponse
 from service.errors import Overloaded, status_for
 from service.http import ModelInfo, create_app
 from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, InFlightLimitMiddleware
+from tests.conftest import encode
+from tests.dicom_files import PATIENT_ID, PATIENT_NAME, make_dicom
 
 INFO = ModelInfo(threshold=0.5, model_version="test-1", max_pixels=50_000_000, max_batch_items=4,
                  model_batch_size=2, timeout_s=5.0)
@@ -140,3 +146,61 @@ def test_body_limit_and_api_key_middleware(app, xray_bytes):
     assert no_key.headers["www-authenticate"] == "Bearer"
     assert too_big.status_code == 413 and too_big.json()["error"] == "upload_too_large"
     assert streamed.status_code == 413 and streamed.json()["error"] == "upload_too_large"
+
+
+def post_all(app, requests: list[dict]) -> list[httpx.Response]:
+    async def scenario():
+        async with client_for(app) as client:
+            return [await client.post(**request) for request in requests]
+
+    return asyncio.run(scenario())
+
+
+def test_dicom_bodies_and_parts_are_scored_like_the_png(app, xray_image):
+    dicom = make_dicom(xray_image, bits=16, photometric="MONOCHROME1")
+    expected = float(load_image(encode(xray_image, "PNG")).mean())
+    raw, multipart, batch = post_all(app, [
+        {"url": "/predict", "content": dicom, "headers": {"Content-Type": "application/dicom"}},
+        {"url": "/predict", "files": {"image": ("chest.dcm", dicom, "application/dicom")}},
+        {"url": "/predict_batch", "files": [("images", ("a.dcm", dicom, "application/dicom")),
+                                           ("images", ("ct.dcm", make_dicom(xray_image, modality="CT"), "application/dicom"))]},
+    ])
+    for response in (raw, multipart):
+        assert response.status_code == 200, response.text
+        assert response.json()["probability"] == pytest.approx(expected, rel=1e-6)
+    results = BatchResponse.model_validate(batch.json()).results
+    assert results[0].probability == pytest.approx(expected, rel=1e-6)
+    assert results[1].error.code == "unsupported_modality"
+
+
+@pytest.mark.parametrize(("variant", "status", "code"), [
+    ({"pixel_data": False}, 422, "no_pixel_data"),
+    ({"frames": 2}, 422, "multi_frame_image"),
+    ({"colour": True}, 422, "unsupported_mode"),
+    ({"modality": "MR"}, 422, "unsupported_modality"),
+])
+def test_unusable_dicom_gets_a_clear_4xx(app, xray_image, variant, status, code):
+    (response,) = post_all(app, [{"url": "/predict", "content": make_dicom(xray_image, **variant),
+                                  "headers": {"Content-Type": "application/dicom"}}])
+    assert response.status_code == status and response.json()["error"] == code
+    assert PATIENT_NAME not in response.text and PATIENT_ID not in response.text
+
+
+def test_fhir_is_negotiated_by_accept(app, xray_image, xray_bytes):
+    dicom = make_dicom(xray_image)
+    fhir = {"Accept": "application/fhir+json;q=1.0, application/json;q=0.5"}
+    from_dicom, from_jpeg, plain = post_all(app, [
+        {"url": "/predict", "content": dicom, "headers": {"Content-Type": "application/dicom", **fhir}},
+        {"url": "/predict", "content": xray_bytes, "headers": {"Content-Type": "image/jpeg", **fhir}},
+        {"url": "/predict", "content": dicom, "headers": {"Content-Type": "application/dicom", "Accept": "application/json"}},
+    ])
+    assert from_dicom.headers["content-type"].startswith("application/fhir+json")
+    report = DiagnosticReport.model_validate_json(from_dicom.text)
+    study = next(r for r in from_dicom.json()["contained"] if r["resourceType"] == "ImagingStudy")
+    assert study["identifier"][0]["value"] == f"urn:oid:{pydicom.dcmread(io.BytesIO(dicom)).StudyInstanceUID}"
+    assert report.status == "preliminary"
+    assert report.identifier[0].value == f"urn:uuid:{uuid.UUID(from_dicom.headers['x-request-id'])}"
+    assert PATIENT_NAME not in from_dicom.text and PATIENT_ID not in from_dicom.text
+    jpeg_report = DiagnosticReport.model_validate_json(from_jpeg.text)
+    assert jpeg_report.imagingStudy is None
+    assert PredictionResponse.model_validate(plain.json()).label in {"NORMAL", "PNEUMONIA"}

@@ -1,0 +1,160 @@
+"""DICOM Part 10 files -> the 8-bit grayscale image the rest of ``imaging`` works on.
+
+A chest radiograph stored as DICOM goes through the display pipeline of the standard
+(PS3.4 N.2) before it joins the JPEG/PNG path: the modality LUT or rescale, then the VOI LUT
+or window (when the file carries one), scaled to 0..255 over the range that transform can
+produce (or the image's own range when there is none), and MONOCHROME1 inverted so that bone is
+bright as in MONOCHROME2. JPEG, JPEG-LS, JPEG 2000 and RLE transfer syntaxes decode through
+pydicom's handlers and the pylibjpeg plugins.
+
+Only the UIDs needed to cite the image (``DicomSource``) leave this module; patient fields are
+never read into an error message or a log line.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pydicom
+from PIL import Image
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.pixels.processing import apply_windowing
+
+from pneumoscan.errors import (
+    ImageTooLarge,
+    MultiFrameImage,
+    NoPixelData,
+    NotAnImage,
+    TruncatedImage,
+    UnsupportedFormat,
+    UnsupportedModality,
+    UnsupportedMode,
+)
+
+# Computed and digital radiography; "DR" is not a defined term but some vendors write it.
+ACCEPTED_MODALITIES: frozenset[str] = frozenset({"CR", "DX", "DR"})
+PREAMBLE_LENGTH = 128
+MAGIC = b"DICM"
+_PIXEL_DATA_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+# pydicom logs and warns about odd element values, quoting them; none of that may reach a log.
+logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+
+
+@dataclass(frozen=True)
+class DicomSource:
+    """The identifiers of a DICOM image, for citing it in a report; no patient data."""
+
+    study_instance_uid: str | None
+    series_instance_uid: str | None
+    sop_instance_uid: str | None
+    sop_class_uid: str | None
+    modality: str | None
+
+
+def is_dicom(data: bytes) -> bool:
+    """True for a DICOM Part 10 file: a 128-byte preamble followed by ``DICM``."""
+    return data[PREAMBLE_LENGTH : PREAMBLE_LENGTH + len(MAGIC)] == MAGIC
+
+
+def decode_dicom(data: bytes, *, max_pixels: int) -> tuple[Image.Image, DicomSource]:
+    """An upright 8-bit grayscale ("L") image at full size, and the image's UIDs."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dataset = _read(data)
+        source = _source(dataset)
+        _check_acceptable(dataset, source, max_pixels)
+        try:
+            pixels = dataset.pixel_array
+        except (NotImplementedError, RuntimeError) as exc:
+            syntax = dataset.file_meta.get("TransferSyntaxUID")
+            name = getattr(syntax, "name", None) or str(syntax)
+            raise UnsupportedFormat(f"DICOM pixel data in transfer syntax {name!r} cannot be decoded here.") from exc
+        except (ValueError, OSError, EOFError, KeyError, AttributeError, TypeError) as exc:
+            raise TruncatedImage(f"The DICOM pixel data is truncated or corrupt ({type(exc).__name__}).") from exc
+        return Image.fromarray(_display_values(pixels, dataset), mode="L"), source
+
+
+def _read(data: bytes) -> pydicom.Dataset:
+    try:
+        return pydicom.dcmread(io.BytesIO(data))
+    except InvalidDicomError as exc:
+        raise NotAnImage("The data is not a DICOM Part 10 file.") from exc
+    except (ValueError, OSError, EOFError, KeyError, AttributeError, TypeError, OverflowError) as exc:
+        raise TruncatedImage(f"The DICOM file is truncated or corrupt ({type(exc).__name__}).") from exc
+
+
+def _source(dataset: pydicom.Dataset) -> DicomSource:
+    def text(keyword: str) -> str | None:
+        value = dataset.get(keyword)
+        return (str(value).strip() or None) if value is not None else None
+
+    return DicomSource(
+        study_instance_uid=text("StudyInstanceUID"),
+        series_instance_uid=text("SeriesInstanceUID"),
+        sop_instance_uid=text("SOPInstanceUID"),
+        sop_class_uid=text("SOPClassUID"),
+        modality=text("Modality"),
+    )
+
+
+def _check_acceptable(dataset: pydicom.Dataset, source: DicomSource, max_pixels: int) -> None:
+    if not any(tag in dataset for tag in _PIXEL_DATA_TAGS):
+        raise NoPixelData(
+            "The DICOM file has no pixel data: it holds no image (a report or presentation state) "
+            "or it is cut short before the image."
+        )
+    if source.modality is not None and source.modality.upper() not in ACCEPTED_MODALITIES:
+        raise UnsupportedModality(
+            f"DICOM modality {source.modality!r} is not a radiograph; send CR or DX chest X-rays."
+        )
+    if int(dataset.get("NumberOfFrames") or 1) > 1:
+        raise MultiFrameImage(
+            f"The DICOM file has {int(dataset.NumberOfFrames)} frames; send single-frame radiographs."
+        )
+    photometric = str(dataset.get("PhotometricInterpretation", "")).strip()
+    samples = int(dataset.get("SamplesPerPixel") or 1)
+    if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise UnsupportedMode(
+            f"DICOM photometric interpretation {photometric or 'unknown'!r} with {samples} samples per "
+            "pixel is not supported; send grayscale (MONOCHROME1 or MONOCHROME2) radiographs."
+        )
+    if "FloatPixelData" in dataset or "DoubleFloatPixelData" in dataset:
+        raise UnsupportedMode("Floating-point DICOM pixel data is not supported.")
+    rows, columns = int(dataset.get("Rows") or 0), int(dataset.get("Columns") or 0)
+    if rows * columns > max_pixels:
+        raise ImageTooLarge(
+            f"The image is {columns}x{rows} = {rows * columns:,} pixels; the limit is {max_pixels:,} pixels."
+        )
+
+
+def _display_values(pixels: np.ndarray, dataset: pydicom.Dataset) -> np.ndarray:
+    """Stored values -> presentation values 0..255 (uint8), bright = dense."""
+    values = apply_modality_lut(pixels, dataset)
+    has_voi = bool(dataset.get("VOILUTSequence")) or ("WindowCenter" in dataset and "WindowWidth" in dataset)
+    if has_voi:
+        low, high = _voi_output_range(dataset)
+        values = apply_voi_lut(values, dataset, prefer_lut=True)
+    else:
+        low, high = float(np.min(values)), float(np.max(values))
+    span = high - low
+    scaled = (np.asarray(values, dtype=np.float64) - low) / span if span > 0 else np.zeros(values.shape)
+    scaled = np.clip(scaled, 0.0, 1.0)
+    if str(dataset.PhotometricInterpretation).strip() == "MONOCHROME1":
+        scaled = 1.0 - scaled
+    return np.rint(scaled * 255.0).astype(np.uint8)
+
+
+def _voi_output_range(dataset: pydicom.Dataset) -> tuple[float, float]:
+    """The darkest and brightest values the file's VOI transform can produce."""
+    if dataset.get("VOILUTSequence"):
+        bits = int(dataset.VOILUTSequence[0].LUTDescriptor[2])
+        return 0.0, float(2**bits - 1)
+    # A window clips to its output range, so the extremes of any input reveal it.
+    low, high = apply_windowing(np.array([-1e18, 1e18]), dataset)
+    return float(low), float(high)

@@ -1,0 +1,181 @@
+"""A prediction as a FHIR R4 ``DiagnosticReport`` (built and validated with fhir.resources' R4B models).
+
+The report is self-contained: the ``Observation`` with the result, the ``Device`` (the model and
+its version) and, for DICOM input, an ``ImagingStudy`` citing the study, series and SOP instance
+UIDs are contained resources. No patient is named: pneumoscan never reads patient fields, so the
+receiving system links the report to its patient through the study UID or the request.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+from fhir.resources.R4B.diagnosticreport import DiagnosticReport
+
+from pneumoscan.dicom import DicomSource
+from pneumoscan.schemas import Prediction
+
+FHIR_JSON = "application/fhir+json"
+CODE_SYSTEM = "urn:pneumoscan:codes"
+LOINC = "http://loinc.org"
+SNOMED = "http://snomed.info/sct"
+DICOM_UID = "urn:dicom:uid"
+DICOM_MODALITIES = "http://dicom.nema.org/resources/ontology/DCM"
+UCUM = "http://unitsofmeasure.org"
+NOT_FOR_DIAGNOSIS = (
+    "Preliminary automated screening result, not for diagnostic use: pneumoscan is not a medical "
+    "device, and a clinician must read the radiograph."
+)
+
+LABEL_CONCEPTS: dict[str, dict] = {
+    "PNEUMONIA": {
+        "coding": [
+            {"system": SNOMED, "code": "233604007", "display": "Pneumonia"},
+            {"system": CODE_SYSTEM, "code": "PNEUMONIA", "display": "Pneumonia suspected"},
+        ],
+        "text": "PNEUMONIA",
+    },
+    "NORMAL": {
+        "coding": [
+            {"system": SNOMED, "code": "17621005", "display": "Normal"},
+            {"system": CODE_SYSTEM, "code": "NORMAL", "display": "No pneumonia suspected"},
+        ],
+        "text": "NORMAL",
+    },
+}
+INTERPRETATION = {"PNEUMONIA": ("A", "Abnormal"), "NORMAL": ("N", "Normal")}
+
+
+def diagnostic_report(
+    prediction: Prediction,
+    *,
+    source: DicomSource | None = None,
+    request_id: str | None = None,
+    issued: datetime | None = None,
+) -> DiagnosticReport:
+    """The FHIR DiagnosticReport (status ``preliminary``) for one X-ray's prediction."""
+    issued = issued or datetime.now(timezone.utc)
+    label = LABEL_CONCEPTS[prediction.label]
+    contained: list[dict] = [_device(prediction.model_version), _observation(prediction, issued, source)]
+    report: dict = {
+        "resourceType": "DiagnosticReport",
+        "contained": contained,
+        "status": "preliminary",
+        "category": [
+            {
+                "coding": [
+                    {"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD", "display": "Radiology"}
+                ]
+            }
+        ],
+        "code": {
+            "coding": [{"system": LOINC, "code": "18748-4", "display": "Diagnostic imaging study"}],
+            "text": "Chest X-ray pneumonia screening (automated)",
+        },
+        "issued": issued.isoformat(),
+        "result": [{"reference": "#observation"}],
+        "conclusion": (
+            f"{prediction.label}: P(pneumonia) = {prediction.probability:.3f} at threshold "
+            f"{prediction.threshold:.3f}. {NOT_FOR_DIAGNOSIS}"
+        ),
+        "conclusionCode": [label],
+    }
+    if request_id:
+        report["identifier"] = [{"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{uuid.UUID(request_id)}"}]
+    if source is not None:
+        contained.append(_imaging_study(source))
+        report["imagingStudy"] = [{"reference": "#study"}]
+    return DiagnosticReport.model_validate(report)
+
+
+def _observation(prediction: Prediction, issued: datetime, source: DicomSource | None) -> dict:
+    code, display = INTERPRETATION[prediction.label]
+    observation: dict = {
+        "resourceType": "Observation",
+        "id": "observation",
+        "status": "preliminary",
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "imaging",
+                        "display": "Imaging",
+                    }
+                ]
+            }
+        ],
+        "code": {
+            "coding": [{"system": CODE_SYSTEM, "code": "pneumonia-screening", "display": "Pneumonia screening"}],
+            "text": "Pneumonia screening on a chest X-ray (automated)",
+        },
+        "issued": issued.isoformat(),
+        "valueCodeableConcept": LABEL_CONCEPTS[prediction.label],
+        "interpretation": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+                        "code": code,
+                        "display": display,
+                    }
+                ]
+            }
+        ],
+        "component": [
+            _quantity_component("probability", "Probability of pneumonia", prediction.probability),
+            _quantity_component("threshold", "Decision threshold: PNEUMONIA at or above", prediction.threshold),
+        ],
+        "device": {"reference": "#device"},
+        "note": [{"text": NOT_FOR_DIAGNOSIS}],
+    }
+    if source is not None:
+        observation["derivedFrom"] = [{"reference": "#study"}]
+    return observation
+
+
+def _quantity_component(code: str, display: str, value: float) -> dict:
+    return {
+        "code": {"coding": [{"system": CODE_SYSTEM, "code": code, "display": display}], "text": display},
+        "valueQuantity": {"value": round(value, 6), "unit": "probability", "system": UCUM, "code": "1"},
+    }
+
+
+def _device(model_version: str) -> dict:
+    return {
+        "resourceType": "Device",
+        "id": "device",
+        "status": "active",
+        "manufacturer": "pneumoscan",
+        "deviceName": [{"name": "pneumoscan pneumonia-cnn", "type": "model-name"}],
+        "version": [{"value": model_version}],
+        "note": [{"text": "Screening software; not a medical device."}],
+    }
+
+
+def _imaging_study(source: DicomSource) -> dict:
+    study: dict = {
+        "resourceType": "ImagingStudy",
+        "id": "study",
+        "status": "available",
+        # Required by FHIR; pneumoscan never reads the patient fields of the file.
+        "subject": {"display": "Patient of the referenced DICOM study"},
+    }
+    if source.study_instance_uid:
+        study["identifier"] = [{"system": DICOM_UID, "value": f"urn:oid:{source.study_instance_uid}"}]
+    if source.series_instance_uid:
+        series: dict = {
+            "uid": source.series_instance_uid,
+            # "OT" (other) when the file leaves the modality unset, which pneumoscan accepts.
+            "modality": {"system": DICOM_MODALITIES, "code": source.modality or "OT"},
+        }
+        if source.sop_instance_uid and source.sop_class_uid:
+            series["instance"] = [
+                {
+                    "uid": source.sop_instance_uid,
+                    "sopClass": {"system": "urn:ietf:rfc:3986", "code": f"urn:oid:{source.sop_class_uid}"},
+                }
+            ]
+        study["series"] = [series]
+    return study

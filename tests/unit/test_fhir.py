@@ -1,0 +1,81 @@
+"""FHIR output: the DiagnosticReport validates with fhir.resources and says what it must."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+from fhir.resources.R4B.diagnosticreport import DiagnosticReport
+from pydantic import ValidationError
+
+from pneumoscan.dicom import DicomSource
+from pneumoscan.fhir import diagnostic_report
+from pneumoscan.schemas import Prediction
+
+SOURCE = DicomSource(
+    study_instance_uid="1.2.826.0.1.3680043.8.498.1",
+    series_instance_uid="1.2.826.0.1.3680043.8.498.2",
+    sop_instance_uid="1.2.826.0.1.3680043.8.498.3",
+    sop_class_uid="1.2.840.10008.5.1.4.1.1.1.1",
+    modality="DX",
+)
+
+
+def contained(report: DiagnosticReport) -> dict[str, dict]:
+    return {resource["id"]: resource for resource in report.model_dump(mode="json", exclude_none=True)["contained"]}
+
+
+def roundtrip(report: DiagnosticReport) -> DiagnosticReport:
+    return DiagnosticReport.model_validate_json(report.json())
+
+
+@pytest.mark.parametrize(("label", "probability", "snomed", "interpretation"), [
+    ("PNEUMONIA", 0.91, "233604007", "A"),
+    ("NORMAL", 0.12, "17621005", "N"),
+])
+def test_report_carries_the_prediction(label, probability, snomed, interpretation):
+    prediction = Prediction(label=label, probability=probability, threshold=0.65, model_version="tuned-1")
+    request_id = uuid.uuid4().hex
+    report = roundtrip(diagnostic_report(prediction, request_id=request_id, issued=datetime(2026, 1, 2, tzinfo=timezone.utc)))
+    assert report.status == "preliminary"
+    assert "not for diagnostic use" in report.conclusion
+    assert report.identifier[0].value == f"urn:uuid:{uuid.UUID(request_id)}"
+    assert [c.code for c in report.conclusionCode[0].coding] == [snomed, label]
+    assert report.imagingStudy is None
+    resources = contained(report)
+    assert set(resources) == {"observation", "device"}
+    assert [r["reference"] for r in report.model_dump(mode="json")["result"]] == ["#observation"]
+    observation = resources["observation"]
+    assert observation["status"] == "preliminary"
+    assert observation["valueCodeableConcept"]["coding"][0]["code"] == snomed
+    assert observation["interpretation"][0]["coding"][0]["code"] == interpretation
+    values = {c["code"]["coding"][0]["code"]: c["valueQuantity"]["value"] for c in observation["component"]}
+    assert values == {"probability": probability, "threshold": 0.65}
+    assert observation["device"]["reference"] == "#device"
+    assert resources["device"]["version"][0]["value"] == "tuned-1"
+
+
+def test_dicom_input_is_cited_by_its_uids():
+    prediction = Prediction(label="NORMAL", probability=0.2, threshold=0.65, model_version="tuned-1")
+    report = roundtrip(diagnostic_report(prediction, source=SOURCE))
+    assert [r.reference for r in report.imagingStudy] == ["#study"]
+    study = contained(report)["study"]
+    assert study["identifier"][0] == {"system": "urn:dicom:uid", "value": f"urn:oid:{SOURCE.study_instance_uid}"}
+    series = study["series"][0]
+    assert series["uid"] == SOURCE.series_instance_uid and series["modality"]["code"] == "DX"
+    assert series["instance"][0]["uid"] == SOURCE.sop_instance_uid
+    assert series["instance"][0]["sopClass"]["code"] == f"urn:oid:{SOURCE.sop_class_uid}"
+    assert contained(report)["observation"]["derivedFrom"] == [{"reference": "#study"}]
+
+
+def test_the_validator_is_real():
+    prediction = Prediction(label="NORMAL", probability=0.2, threshold=0.65, model_version="tuned-1")
+    document = diagnostic_report(prediction).model_dump(mode="json", exclude_none=True)
+    DiagnosticReport.model_validate(document)
+    for broken in ({"status": None}, {"issued": "yesterday"}, {"result": "#observation"}, {"unknown": 1}):
+        with pytest.raises(ValidationError):
+            DiagnosticReport.model_validate({**document, **broken})
+    without_code = {key: value for key, value in document.items() if key != "code"}
+    with pytest.raises(ValidationError):
+        DiagnosticReport.model_validate(without_code)
