@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from pneumoscan.schemas import PredictionResponse
 
 DEFAULT_SAMPLES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "xrays"
-SUFFIXES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
+SUFFIXES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".dcm": "application/dicom"}
 
 
 def load_samples(folder: Path) -> list[tuple[str, bytes, str]]:
@@ -38,7 +38,7 @@ def load_samples(folder: Path) -> list[tuple[str, bytes, str]]:
         if path.suffix.lower() in SUFFIXES
     ]
     if not samples:
-        raise SystemExit(f"No .jpg/.jpeg/.png samples under {folder}")
+        raise SystemExit(f"No .jpg/.jpeg/.png/.dcm samples under {folder}")
     return samples
 
 

@@ -13,6 +13,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
+    JPEGLSLossless,
     RLELossless,
     generate_uid,
 )
@@ -92,7 +93,7 @@ def make_dicom(
         dataset.PixelData = encapsulate([buffer.getvalue()])
         dataset["PixelData"].VR = "OB"
         dataset.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
-    elif transfer_syntax in (RLELossless, JPEG2000Lossless):
+    elif transfer_syntax in (RLELossless, JPEG2000Lossless, JPEGLSLossless):
         dataset.compress(transfer_syntax)
     return _file_bytes(dataset)
 

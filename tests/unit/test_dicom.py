@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import logging
 
 import numpy as np
+import pydicom
 import pytest
-from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, RLELossless
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, JPEGLSLossless, RLELossless
 
 from pneumoscan.errors import (
     ImageTooLarge,
@@ -29,6 +31,7 @@ LOSSLESS_VARIANTS = [
     pytest.param({"transfer_syntax": RLELossless}, id="rle-8bit"),
     pytest.param({"transfer_syntax": RLELossless, "bits": 16, "photometric": "MONOCHROME1"}, id="rle-mono1-16bit"),
     pytest.param({"transfer_syntax": JPEG2000Lossless, "bits": 16}, id="jpeg2000-16bit"),
+    pytest.param({"transfer_syntax": JPEGLSLossless, "bits": 16, "photometric": "MONOCHROME1"}, id="jpegls-16bit"),
     pytest.param({"bits": 16, "rescale": (2.0, -100.0)}, id="rescale-slope-intercept"),
     pytest.param({"modality": "CR"}, id="modality-cr"),
     pytest.param({"modality": None}, id="modality-unset"),
@@ -37,7 +40,10 @@ LOSSLESS_VARIANTS = [
 
 @pytest.mark.parametrize("variant", LOSSLESS_VARIANTS)
 def test_lossless_dicom_gives_the_same_model_input_as_png(xray_image, variant):
-    assert load_image(make_dicom(xray_image, **variant)).tobytes() == load_image(encode(xray_image, "PNG")).tobytes()
+    data = make_dicom(xray_image, **variant)
+    syntax = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).file_meta.TransferSyntaxUID
+    assert syntax == variant.get("transfer_syntax", ExplicitVRLittleEndian)
+    assert load_image(data).tobytes() == load_image(encode(xray_image, "PNG")).tobytes()
 
 
 def test_jpeg_compressed_dicom_decodes_like_the_jpeg(xray_image):
