@@ -12,6 +12,7 @@ import uuid
 from datetime import datetime, timezone
 
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
+from fhir.resources.R4B.operationoutcome import OperationOutcome
 
 from pneumoscan.dicom import DicomSource
 from pneumoscan.schemas import Prediction
@@ -45,6 +46,28 @@ LABEL_CONCEPTS: dict[str, dict] = {
     },
 }
 INTERPRETATION = {"PNEUMONIA": ("A", "Abnormal"), "NORMAL": ("N", "Normal")}
+
+
+def accepts_fhir(accept: str) -> bool:
+    """True when an Accept header lists ``application/fhir+json``."""
+    return FHIR_JSON in (part.split(";")[0].strip().lower() for part in accept.split(","))
+
+
+def operation_outcome(code: str, detail: str, issue_type: str) -> OperationOutcome:
+    """An error as FHIR clients expect it; ``code`` is pneumoscan's stable error code."""
+    return OperationOutcome.model_validate(
+        {
+            "resourceType": "OperationOutcome",
+            "issue": [
+                {
+                    "severity": "error",
+                    "code": issue_type,
+                    "details": {"coding": [{"system": CODE_SYSTEM, "code": code}], "text": detail},
+                    "diagnostics": detail,
+                }
+            ],
+        }
+    )
 
 
 def diagnostic_report(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from pneumoscan import errors
+from pneumoscan.fhir import FHIR_JSON, accepts_fhir, operation_outcome
 from service.jobs import FolderNotAllowed, FolderNotFound, JobError, JobNotFound
 
 
@@ -56,6 +57,16 @@ STATUS_BY_ERROR: dict[type[errors.PneumoscanError], HTTPStatus] = {
     JobError: HTTPStatus.BAD_REQUEST,
 }
 RETRY_AFTER_SECONDS = 1
+# FHIR OperationOutcome issue types (http://hl7.org/fhir/issue-type) by status.
+ISSUE_TYPE_BY_STATUS = {
+    HTTPStatus.UNAUTHORIZED: "security",
+    HTTPStatus.FORBIDDEN: "forbidden",
+    HTTPStatus.NOT_FOUND: "not-found",
+    HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "too-costly",
+    HTTPStatus.SERVICE_UNAVAILABLE: "transient",
+    HTTPStatus.GATEWAY_TIMEOUT: "timeout",
+    HTTPStatus.INTERNAL_SERVER_ERROR: "exception",
+}
 
 
 def status_for(error: errors.PneumoscanError) -> HTTPStatus:
@@ -66,8 +77,11 @@ def status_for(error: errors.PneumoscanError) -> HTTPStatus:
     return HTTPStatus.INTERNAL_SERVER_ERROR
 
 
-def error_response(error: errors.PneumoscanError, request_id: str | None = None) -> JSONResponse:
-    """``{"error": code, "detail": ...}`` with its status, and Retry-After on overload."""
+def error_response(error: errors.PneumoscanError, request_id: str | None = None, accept: str = "") -> Response:
+    """``{"error": code, "detail": ...}`` with its status, and Retry-After on overload.
+
+    A client that accepts ``application/fhir+json`` gets the error as a FHIR OperationOutcome.
+    """
     headers = {}
     if isinstance(error, Overloaded):
         headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
@@ -75,6 +89,8 @@ def error_response(error: errors.PneumoscanError, request_id: str | None = None)
         headers["WWW-Authenticate"] = "Bearer"
     if request_id:
         headers["X-Request-ID"] = request_id
-    return JSONResponse(
-        {"error": error.code, "detail": error.detail}, status_code=status_for(error), headers=headers
-    )
+    status = status_for(error)
+    if accepts_fhir(accept):
+        outcome = operation_outcome(error.code, error.detail, ISSUE_TYPE_BY_STATUS.get(status, "invalid"))
+        return Response(outcome.json(), status_code=status, headers=headers, media_type=FHIR_JSON)
+    return JSONResponse({"error": error.code, "detail": error.detail}, status_code=status, headers=headers)

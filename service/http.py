@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, Response
 
 from pneumoscan.errors import PneumoscanError
 from pneumoscan.dicom import DicomSource
-from pneumoscan.fhir import FHIR_JSON, diagnostic_report
+from pneumoscan.fhir import FHIR_JSON, accepts_fhir, diagnostic_report
 from pneumoscan.imaging import load_plane, load_plane_with_source
 from pneumoscan.model import make_prediction
 from pneumoscan.schemas import (
@@ -126,8 +126,7 @@ async def decode_with_source(data: bytes, max_pixels: int) -> tuple[np.ndarray, 
 
 def wants_fhir(request: Request) -> bool:
     """True when the client asks for FHIR JSON (``Accept: application/fhir+json``)."""
-    accepted = (part.split(";")[0].strip().lower() for part in request.headers.get("accept", "").split(","))
-    return FHIR_JSON in accepted
+    return accepts_fhir(request.headers.get("accept", ""))
 
 
 @asynccontextmanager
@@ -203,7 +202,7 @@ def create_app(get_infer: Callable[[], InferFn], get_info: Callable[[], ModelInf
 
     @app.exception_handler(PneumoscanError)
     async def pneumoscan_error(request: Request, exc: PneumoscanError) -> JSONResponse:
-        return error_response(exc, request.state.__dict__.get("request_id"))
+        return error_response(exc, request.state.__dict__.get("request_id"), request.headers.get("accept", ""))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

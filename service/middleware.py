@@ -27,6 +27,10 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
+def _accept(scope: Scope) -> str:
+    return (_header(scope, b"accept") or b"").decode("latin-1")
+
+
 class ApiKeyMiddleware:
     """Requires ``Authorization: Bearer <key>`` on every non-open path."""
 
@@ -41,7 +45,7 @@ class ApiKeyMiddleware:
                 detail = "Send the API key as 'Authorization: Bearer <key>'."
                 if supplied:
                     detail = "The API key is wrong."
-                await error_response(Unauthorized(detail))(scope, receive, send)
+                await error_response(Unauthorized(detail), accept=_accept(scope))(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -62,7 +66,7 @@ class BodyLimitMiddleware:
             return
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await error_response(self._too_large())(scope, receive, send)
+            await error_response(self._too_large(), accept=_accept(scope))(scope, receive, send)
             return
         received = 0
 
@@ -93,7 +97,7 @@ class InFlightLimitMiddleware:
             return
         if self.in_flight >= self.limit:
             error = Overloaded(f"{self.in_flight} requests are in progress; retry shortly.")
-            await error_response(error)(scope, receive, send)
+            await error_response(error, accept=_accept(scope))(scope, receive, send)
             return
         self.in_flight += 1
         try:

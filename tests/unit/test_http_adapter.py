@@ -15,6 +15,7 @@ import numpy as np
 import pydicom
 import pytest
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
+from fhir.resources.R4B.operationoutcome import OperationOutcome
 
 from pneumoscan import errors
 from pneumoscan.imaging import load_image, plane_to_input
@@ -204,3 +205,20 @@ def test_fhir_is_negotiated_by_accept(app, xray_image, xray_bytes):
     jpeg_report = DiagnosticReport.model_validate_json(from_jpeg.text)
     assert jpeg_report.imagingStudy is None
     assert PredictionResponse.model_validate(plain.json()).label in {"NORMAL", "PNEUMONIA"}
+
+
+def test_fhir_clients_get_errors_as_operation_outcomes(app, xray_image):
+    fhir = {"Accept": "application/fhir+json"}
+    guarded = ApiKeyMiddleware(app, api_key="k")
+    refused, unauthorized = post_all(guarded, [
+        {"url": "/predict", "content": make_dicom(xray_image, modality="CT"),
+         "headers": {"Content-Type": "application/dicom", "Authorization": "Bearer k", **fhir}},
+        {"url": "/predict", "content": b"x", "headers": {"Content-Type": "image/png", **fhir}},
+    ])
+    for response, status, code, issue_type in ((refused, 422, "unsupported_modality", "invalid"),
+                                               (unauthorized, 401, "unauthorized", "security")):
+        assert response.status_code == status
+        assert response.headers["content-type"].startswith("application/fhir+json")
+        issue = OperationOutcome.model_validate_json(response.text).issue[0]
+        assert issue.severity == "error" and issue.code == issue_type
+        assert issue.details.coding[0].code == code and issue.diagnostics
