@@ -77,6 +77,47 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return EXIT_INPUT_FAILED if failed else EXIT_OK
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    _configure_tensorflow()
+    import json
+
+    from pneumoscan.errors import UnreadableFile
+    from pneumoscan.explain import GradCam, feature_maps, overlay, save_feature_map_grids
+    from pneumoscan.imaging import decode_grayscale, to_model_input
+    from pneumoscan.model import Predictor, make_prediction
+    from pneumoscan.schemas import ErrorInfo, FilePrediction
+
+    settings = get_settings()
+    predictor = Predictor.from_dir(args.model or settings.model_dir, threshold=settings.threshold)
+    try:
+        try:
+            data = args.file.read_bytes()
+        except OSError as exc:
+            raise UnreadableFile(f"Cannot read {args.file.name}: {exc.strerror or exc}") from exc
+        image = decode_grayscale(data, max_pixels=settings.max_image_pixels)
+    except PneumoscanError as exc:
+        error = FilePrediction(file=str(args.file), error=ErrorInfo(**exc.to_dict()))
+        print(error.model_dump_json(exclude_none=True), flush=True)
+        return EXIT_INPUT_FAILED
+    model_input = to_model_input(image)  # exactly what predict and the service feed the model
+    probability, heatmap = GradCam(predictor.model)(model_input)
+    prediction = make_prediction(probability, predictor.threshold, predictor.model_version)
+    out = args.out / "gradcam.png" if args.feature_maps else args.out
+    result = {"file": str(args.file), "label": prediction.label, "probability": prediction.probability,
+              "threshold": prediction.threshold, "out": str(out)}
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        overlay(image, heatmap).save(out, format="PNG")
+        if args.feature_maps:
+            written = save_feature_map_grids(feature_maps(predictor.model, model_input), args.out)
+            result["feature_maps"] = [str(path) for path in written]
+    except OSError as exc:
+        print(f"pneumoscan: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(json.dumps(result), flush=True)
+    return EXIT_OK
+
+
 def cmd_register(args: argparse.Namespace) -> int:
     # The BentoML store belongs to the service adapter; the core never imports bentoml.
     from service.model_store import register_model
@@ -203,6 +244,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("files", nargs="+", type=Path)
     predict.add_argument("--model", type=Path, default=None, help="model folder (default: PNEUMOSCAN_MODEL_DIR)")
     predict.set_defaults(handler=cmd_predict)
+
+    explain = commands.add_parser("explain", help="Grad-CAM overlay (and feature maps) of one image as PNG")
+    explain.add_argument("file", type=Path)
+    explain.add_argument("--out", required=True, type=Path, help="PNG to write; a folder with --feature-maps")
+    explain.add_argument(
+        "--feature-maps", action="store_true",
+        help="write OUT/gradcam.png and one grid of the first 16 channels per network stage",
+    )
+    explain.add_argument("--model", type=Path, default=None, help="model folder (default: PNEUMOSCAN_MODEL_DIR)")
+    explain.set_defaults(handler=cmd_explain)
 
     register = commands.add_parser("register", help="import a model folder into the BentoML model store")
     register.add_argument("--model", type=Path, default=None, help="model folder (default: PNEUMOSCAN_MODEL_DIR)")

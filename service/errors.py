@@ -39,6 +39,10 @@ class RequestTimeout(errors.PneumoscanError):
     code = "timeout"
 
 
+class ExplanationUnavailable(errors.PneumoscanError):
+    code = "explanation_unavailable"
+
+
 STATUS_BY_ERROR: dict[type[errors.PneumoscanError], HTTPStatus] = {
     MissingImage: HTTPStatus.BAD_REQUEST,
     errors.EmptyImage: HTTPStatus.BAD_REQUEST,
@@ -51,6 +55,7 @@ STATUS_BY_ERROR: dict[type[errors.PneumoscanError], HTTPStatus] = {
     Unauthorized: HTTPStatus.UNAUTHORIZED,
     Overloaded: HTTPStatus.SERVICE_UNAVAILABLE,
     RequestTimeout: HTTPStatus.GATEWAY_TIMEOUT,
+    ExplanationUnavailable: HTTPStatus.NOT_IMPLEMENTED,
     FolderNotAllowed: HTTPStatus.FORBIDDEN,
     FolderNotFound: HTTPStatus.NOT_FOUND,
     JobNotFound: HTTPStatus.NOT_FOUND,
@@ -65,6 +70,7 @@ ISSUE_TYPE_BY_STATUS = {
     HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "too-costly",
     HTTPStatus.SERVICE_UNAVAILABLE: "transient",
     HTTPStatus.GATEWAY_TIMEOUT: "timeout",
+    HTTPStatus.NOT_IMPLEMENTED: "not-supported",
     HTTPStatus.INTERNAL_SERVER_ERROR: "exception",
 }
 

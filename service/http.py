@@ -66,6 +66,7 @@ class ModelInfo:
     max_batch_items: int
     model_batch_size: int
     timeout_s: float
+    explanations: bool = True  # Grad-CAM needs Keras' TensorFlow backend
 
 
 def media_type(request: Request) -> str:
@@ -202,7 +203,7 @@ def create_app(get_infer: Callable[[], InferFn], get_info: Callable[[], ModelInf
 
     @app.exception_handler(PneumoscanError)
     async def pneumoscan_error(request: Request, exc: PneumoscanError) -> JSONResponse:
-        return error_response(exc, request.state.__dict__.get("request_id"), request.headers.get("accept", ""))
+        return error_response(exc, getattr(request.state, "request_id", None), request.headers.get("accept", ""))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

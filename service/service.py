@@ -8,6 +8,7 @@ reads uploads, decodes them with the core pipeline in threads, and calls the mod
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import aiohttp
@@ -20,6 +21,7 @@ from pneumoscan.imaging import plane_to_input
 from pneumoscan.model import load_metadata
 from pneumoscan.settings import get_settings
 from service.errors import Overloaded
+from service.explain_api import add_explain_route
 from service.http import ModelInfo, create_app
 from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, InFlightLimitMiddleware
 
@@ -73,6 +75,16 @@ class PneumoniaModel:
         """P(pneumonia) for a batch of uint8 (n, 128, 128) planes from ``imaging.load_plane``."""
         return self.predictor.predict_proba(plane_to_input(planes))
 
+    @bentoml.api
+    def explain(self, plane: np.ndarray) -> np.ndarray:
+        """Grad-CAM heatmap of P(pneumonia) for one uint8 (128, 128) plane: float32 (h, w) in [0, 1]."""
+        from pneumoscan.explain import GradCam
+
+        # Built on first use, so start-up does not pay for it; a duplicate from a race is harmless.
+        if getattr(self, "grad_cam", None) is None:
+            self.grad_cam = GradCam(self.predictor.model)
+        return self.grad_cam(plane_to_input(plane))[1]
+
 
 def _current() -> "Pneumoscan":
     return bentoml.get_current_service()
@@ -86,10 +98,18 @@ CONNECTION_RETRIES = 2
 
 
 async def _infer(batch: np.ndarray) -> np.ndarray:
+    return await _call_model("infer", batch)
+
+
+async def _explain(plane: np.ndarray) -> np.ndarray:
+    return await _call_model("explain", plane)
+
+
+async def _call_model(method: str, payload: np.ndarray) -> np.ndarray:
     retries_left = CONNECTION_RETRIES
     while True:
         try:
-            return await _current().model_service.to_async.infer(batch)
+            return await getattr(_current().model_service.to_async, method)(payload)
         except ServiceUnavailable as exc:
             raise Overloaded("The model queue is full; retry shortly.") from exc
         except (aiohttp.ClientConnectionError, RuntimeError) as exc:
@@ -99,6 +119,9 @@ async def _infer(batch: np.ndarray) -> np.ndarray:
 
 
 app = create_app(get_infer=lambda: _infer, get_info=lambda: _current().info)
+add_explain_route(
+    app, get_infer=lambda: _infer, get_explain=lambda: _explain, get_info=lambda: _current().info
+)
 
 
 @bentoml.asgi_app(app, path="/")
@@ -123,6 +146,7 @@ class Pneumoscan:
             max_batch_items=settings.max_batch_items,
             model_batch_size=settings.batch_max_size,
             timeout_s=settings.request_timeout_s,
+            explanations=os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow",
         )
 
 

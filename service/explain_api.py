@@ -1,0 +1,97 @@
+"""``POST /explain``: one X-ray in, its Grad-CAM overlay out as a PNG, the prediction in headers.
+
+The upload is read and decoded exactly as for ``/predict``; the model service scores the plane
+(the batched path ``/predict`` uses, so both report the same probability) and computes the
+heatmap; this process draws the heatmap over the decoded X-ray at the image's own aspect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+from collections.abc import Awaitable, Callable
+from functools import partial
+
+import anyio
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.routing import APIRoute
+from PIL import Image
+from starlette.responses import Response
+
+from pneumoscan.explain import overlay
+from pneumoscan.imaging import decode_grayscale, resize_plane
+from pneumoscan.model import make_prediction
+from service.errors import ExplanationUnavailable
+from service.http import InferFn, ModelInfo, read_single_image, request_record
+
+ExplainFn = Callable[[np.ndarray], Awaitable[np.ndarray]]
+PNG_RESPONSE = {
+    "description": "The X-ray with the Grad-CAM heatmap of P(pneumonia) over it; the result in X-Pneumoscan-* headers.",
+    "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+    "headers": {
+        name: {"schema": {"type": "string"}, "description": description}
+        for name, description in {
+            "X-Pneumoscan-Label": "PNEUMONIA or NORMAL",
+            "X-Pneumoscan-Probability": "P(pneumonia)",
+            "X-Pneumoscan-Threshold": "PNEUMONIA when the probability reaches it",
+            "X-Pneumoscan-Model-Version": "the model that answered",
+            "X-Request-Id": "this request's id, as in the request log",
+        }.items()
+    },
+}
+
+
+def render_png(image: Image.Image, heatmap: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    overlay(image, heatmap).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def add_explain_route(
+    app: FastAPI,
+    get_infer: Callable[[], InferFn],
+    get_explain: Callable[[], ExplainFn],
+    get_info: Callable[[], ModelInfo],
+) -> None:
+    """Adds ``POST /explain`` to an app from ``service.http.create_app``."""
+    # The same request body and error documentation as /predict, whatever formats it accepts.
+    predict = next(r for r in app.routes if isinstance(r, APIRoute) and r.path == "/predict")
+    errors = {status: spec for status, spec in predict.responses.items() if int(status) >= 400}
+
+    @app.post(
+        "/explain",
+        response_class=Response,
+        responses={200: PNG_RESPONSE, **errors},
+        openapi_extra=predict.openapi_extra,
+        summary="Grad-CAM explanation of one chest X-ray as a PNG (same upload forms as /predict)",
+    )
+    async def explain(request: Request) -> Response:
+        info = get_info()
+        async with request_record(request, "explain", info) as record:
+            if not info.explanations:
+                raise ExplanationUnavailable(
+                    "Grad-CAM explanations need Keras' TensorFlow backend; this service runs another "
+                    "(KERAS_BACKEND). /predict is unaffected."
+                )
+            data = await read_single_image(request)
+            record.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+            image = await anyio.to_thread.run_sync(partial(decode_grayscale, data, max_pixels=info.max_pixels))
+            plane = resize_plane(image)
+            with anyio.fail_after(info.timeout_s):
+                probabilities, heatmap = await asyncio.gather(
+                    get_infer()(plane[np.newaxis]), get_explain()(plane)
+                )
+            png = await anyio.to_thread.run_sync(render_png, image, np.asarray(heatmap, dtype=np.float32))
+        probability = float(np.asarray(probabilities, dtype=np.float64).reshape(-1)[0])
+        prediction = make_prediction(probability, info.threshold, info.model_version)
+        headers = {
+            "X-Pneumoscan-Label": prediction.label,
+            "X-Pneumoscan-Probability": repr(prediction.probability),
+            "X-Pneumoscan-Threshold": repr(prediction.threshold),
+            "X-Pneumoscan-Model-Version": prediction.model_version,
+            "X-Request-Id": record["request_id"],
+            "Cache-Control": "no-store",  # a patient's image: no shared caches
+        }
+        return Response(png, media_type="image/png", headers=headers)

@@ -1,0 +1,64 @@
+"""``POST /explain`` on the real service: a PNG overlay at the input's aspect, headers, errors."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import encode
+from tests.dicom_files import make_dicom
+from tests.http.test_service import METADATA, assert_error
+
+
+def assert_overlay(response, aspect: float) -> None:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    with Image.open(io.BytesIO(response.content)) as image:
+        assert image.format == "PNG" and image.mode == "RGB"
+        assert image.width / image.height == pytest.approx(aspect, rel=0.02)
+        pixels = np.asarray(image, dtype=np.int16)
+    # A grayscale X-ray has R == G == B everywhere; a varying tint is the heatmap.
+    assert np.abs(pixels[..., 0] - pixels[..., 2]).std() > 1, "the heatmap is blank"
+
+
+def test_explain_returns_the_overlay_and_the_prediction(server, xray_files, xray_image):
+    path = next(p for p in xray_files if p.parent.name == "PNEUMONIA")
+    data = path.read_bytes()
+    width, height = Image.open(path).size
+    with server.client() as client:
+        response = client.post("/explain", content=data, headers={"Content-Type": "image/jpeg"})
+        predicted = client.post("/predict", content=data, headers={"Content-Type": "image/jpeg"}).json()
+        # A portrait crop sent as a multipart PNG: the overlay must follow that aspect too.
+        portrait = xray_image.crop((0, 0, xray_image.width // 2, xray_image.height))
+        cropped = client.post("/explain", files={"image": ("crop.png", encode(portrait, "PNG"), "image/png")})
+        dicom = client.post("/explain", content=make_dicom(xray_image, photometric="MONOCHROME1", bits=16),
+                            headers={"Content-Type": "application/dicom"})
+    assert_overlay(response, width / height)
+    assert_overlay(cropped, portrait.width / portrait.height)
+    assert_overlay(dicom, xray_image.width / xray_image.height)
+    headers = response.headers
+    assert float(headers["x-pneumoscan-probability"]) == pytest.approx(predicted["probability"], abs=1e-6)
+    assert headers["x-pneumoscan-label"] == predicted["label"]
+    assert float(headers["x-pneumoscan-threshold"]) == METADATA.threshold
+    assert headers["x-pneumoscan-model-version"] == METADATA.version
+    assert len(headers["x-request-id"]) == 32 and headers["x-request-id"] != cropped.headers["x-request-id"]
+
+
+def test_explain_errors_and_documentation(server, xray_bytes):
+    with server.client() as client:
+        assert_error(client.post("/explain", content=b"not an x-ray" * 20, headers={"Content-Type": "image/jpeg"}),
+                     422, "not_an_image")
+        assert_error(client.post("/explain", content=b"", headers={"Content-Type": "image/png"}), 400, "empty_image")
+        assert_error(client.post("/explain", content=b"{}", headers={"Content-Type": "application/json"}),
+                     415, "unsupported_media_type")
+    with server.client(key=None) as anonymous:
+        assert_error(anonymous.post("/explain", content=xray_bytes, headers={"Content-Type": "image/jpeg"}),
+                     401, "unauthorized")
+        spec = anonymous.get("/docs.json").json()
+    explain = spec["paths"]["/explain"]["post"]
+    assert "image/png" in explain["responses"]["200"]["content"]
+    assert {"multipart/form-data", "image/jpeg", "image/png"} <= set(explain["requestBody"]["content"])
+    assert {"413", "422", "503"} <= set(explain["responses"])

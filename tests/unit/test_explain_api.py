@@ -1,0 +1,67 @@
+"""``POST /explain`` in-process (httpx ASGI transport) with stand-in model calls."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import io
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from pneumoscan.imaging import plane_to_input
+from service.explain_api import add_explain_route
+from service.http import ModelInfo, create_app
+
+INFO = ModelInfo(threshold=0.5, model_version="test-1", max_pixels=50_000_000, max_batch_items=4,
+                 model_batch_size=2, timeout_s=5.0)
+
+
+async def mean_pixel(planes: np.ndarray) -> np.ndarray:
+    return plane_to_input(planes).mean(axis=(1, 2, 3))
+
+
+async def brightness_map(plane: np.ndarray) -> np.ndarray:
+    """A stand-in heatmap on an 8x8 grid: the plane's own brightness."""
+    return np.asarray(plane, dtype=np.float32)[::16, ::16] / 255.0
+
+
+def test_explain_route_answers_png_with_headers_or_json_errors(xray_files):
+    app = create_app(get_infer=lambda: mean_pixel, get_info=lambda: INFO)
+    add_explain_route(app, lambda: mean_pixel, lambda: brightness_map, lambda: INFO)
+    path = xray_files[-1]
+    width, height = Image.open(path).size
+
+    async def scenario():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            good = await client.post("/explain", files={"image": (path.name, path.read_bytes(), "image/jpeg")})
+            bad = await client.post("/explain", content=b"junk" * 10, headers={"Content-Type": "image/jpeg"})
+            return good, bad
+
+    good, bad = asyncio.run(scenario())
+    assert good.status_code == 200 and good.headers["content-type"] == "image/png"
+    probability = float(good.headers["x-pneumoscan-probability"])
+    assert good.headers["x-pneumoscan-label"] == ("PNEUMONIA" if probability >= 0.5 else "NORMAL")
+    assert good.headers["x-pneumoscan-model-version"] == "test-1" and good.headers["x-request-id"]
+    with Image.open(io.BytesIO(good.content)) as image:
+        assert image.width / image.height == pytest.approx(width / height, rel=0.02)
+    assert bad.status_code == 422 and bad.json()["error"] == "not_an_image"
+    operation = app.openapi()["paths"]["/explain"]["post"]
+    assert list(operation["responses"]["200"]["content"]) == ["image/png"]
+    assert "image/jpeg" in operation["requestBody"]["content"]
+    assert bad.headers["x-request-id"], "error responses carry the request id too"
+
+
+def test_explain_without_tensorflow_answers_501(xray_bytes):
+    info = dataclasses.replace(INFO, explanations=False)
+    app = create_app(get_infer=lambda: mean_pixel, get_info=lambda: info)
+    add_explain_route(app, lambda: mean_pixel, lambda: brightness_map, lambda: info)
+
+    async def scenario():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            return await client.post("/explain", content=xray_bytes, headers={"Content-Type": "image/jpeg"})
+
+    response = asyncio.run(scenario())
+    assert response.status_code == 501 and response.json()["error"] == "explanation_unavailable"
