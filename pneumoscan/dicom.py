@@ -21,10 +21,13 @@ from dataclasses import dataclass
 import numpy as np
 import pydicom
 from PIL import Image
+from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.pixels.processing import apply_windowing
+from pydicom.uid import JPEGBaseline8Bit
 
+from pneumoscan import IMAGE_SIZE
 from pneumoscan.errors import (
     ImageTooLarge,
     MultiFrameImage,
@@ -41,6 +44,8 @@ ACCEPTED_MODALITIES: frozenset[str] = frozenset({"CR", "DX", "DR"})
 PREAMBLE_LENGTH = 128
 MAGIC = b"DICM"
 _PIXEL_DATA_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+# Integer images whose values span fewer than this many levels are mapped through a table.
+LOOKUP_TABLE_LIMIT = 1 << 17
 
 # pydicom logs and warns about odd element values, quoting them; none of that may reach a log.
 logging.getLogger("pydicom").setLevel(logging.CRITICAL)
@@ -70,14 +75,28 @@ def decode_dicom(data: bytes, *, max_pixels: int) -> tuple[Image.Image, DicomSou
         source = _source(dataset)
         _check_acceptable(dataset, source, max_pixels)
         try:
-            pixels = dataset.pixel_array
+            pixels = _pixels(dataset)
         except (NotImplementedError, RuntimeError) as exc:
             syntax = dataset.file_meta.get("TransferSyntaxUID")
             name = getattr(syntax, "name", None) or str(syntax)
             raise UnsupportedFormat(f"DICOM pixel data in transfer syntax {name!r} cannot be decoded here.") from exc
-        except (ValueError, OSError, EOFError, KeyError, AttributeError, TypeError) as exc:
+        except (ValueError, OSError, EOFError, KeyError, AttributeError, TypeError, SyntaxError, StopIteration) as exc:
             raise TruncatedImage(f"The DICOM pixel data is truncated or corrupt ({type(exc).__name__}).") from exc
         return Image.fromarray(_display_values(pixels, dataset), mode="L"), source
+
+
+def _pixels(dataset: pydicom.Dataset) -> np.ndarray:
+    """The stored values; 8-bit baseline JPEG frames are reduced while decoding.
+
+    A baseline JPEG frame is an ordinary JPEG codestream, so Pillow can decode it with the same
+    DCT-domain downscaling (``draft``) as a JPEG upload: ~6x faster on a full-size radiograph.
+    """
+    if dataset.file_meta.get("TransferSyntaxUID") == JPEGBaseline8Bit:
+        codestream = next(generate_frames(dataset.PixelData, number_of_frames=1))
+        with Image.open(io.BytesIO(codestream)) as image:
+            image.draft("L", IMAGE_SIZE[::-1])
+            return np.asarray(image.convert("L"))
+    return dataset.pixel_array
 
 
 def _read(data: bytes) -> pydicom.Dataset:
@@ -134,14 +153,41 @@ def _check_acceptable(dataset: pydicom.Dataset, source: DicomSource, max_pixels:
 
 
 def _display_values(pixels: np.ndarray, dataset: pydicom.Dataset) -> np.ndarray:
-    """Stored values -> presentation values 0..255 (uint8), bright = dense."""
-    values = apply_modality_lut(pixels, dataset)
-    has_voi = bool(dataset.get("VOILUTSequence")) or ("WindowCenter" in dataset and "WindowWidth" in dataset)
-    if has_voi:
+    """Stored values -> presentation values 0..255 (uint8), bright = dense.
+
+    The transform is pointwise, so integer data go through it once per distinct stored value
+    (a lookup table over the image's value range) instead of once per pixel: the same result,
+    several times faster on a full-size 16-bit radiograph.
+    """
+    if pixels.dtype.kind in "iu":
+        low, high = int(pixels.min()), int(pixels.max())
+        if high - low < LOOKUP_TABLE_LIMIT:
+            # Unsigned values minus their minimum cannot wrap around; signed ones might.
+            index = pixels - pixels.dtype.type(low) if pixels.dtype.kind == "u" else pixels.astype(np.int32) - low
+            present = None
+            if dataset.get("ModalityLUTSequence") and not _has_voi(dataset):
+                # A modality table need not be monotonic: its range over the image is the range
+                # over the values that occur, not over the table's ends.
+                present = np.bincount(index.ravel(), minlength=high - low + 1) > 0
+            table = _transform(np.arange(low, high + 1, dtype=np.int64), dataset, present)
+            return np.take(table, index)
+    return _transform(pixels, dataset)
+
+
+def _has_voi(dataset: pydicom.Dataset) -> bool:
+    return bool(dataset.get("VOILUTSequence")) or ("WindowCenter" in dataset and "WindowWidth" in dataset)
+
+
+def _transform(stored: np.ndarray, dataset: pydicom.Dataset, present: np.ndarray | None = None) -> np.ndarray:
+    """The display pipeline on an array of stored values; ``present`` marks the values that
+    occur in the image when ``stored`` is a table of candidates rather than the image itself."""
+    values = apply_modality_lut(stored, dataset)
+    if _has_voi(dataset):
         low, high = _voi_output_range(dataset)
         values = apply_voi_lut(values, dataset, prefer_lut=True)
     else:
-        low, high = float(np.min(values)), float(np.max(values))
+        occurring = values if present is None else values[present]
+        low, high = float(np.min(occurring)), float(np.max(occurring))
     span = high - low
     scaled = (np.asarray(values, dtype=np.float64) - low) / span if span > 0 else np.zeros(values.shape)
     scaled = np.clip(scaled, 0.0, 1.0)

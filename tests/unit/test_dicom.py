@@ -8,6 +8,7 @@ import logging
 import numpy as np
 import pydicom
 import pytest
+from pydicom.encaps import generate_frames
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, JPEGLSLossless, RLELossless
 
 from pneumoscan.errors import (
@@ -47,10 +48,13 @@ def test_lossless_dicom_gives_the_same_model_input_as_png(xray_image, variant):
 
 
 def test_jpeg_compressed_dicom_decodes_like_the_jpeg(xray_image):
-    from_dicom = load_image(make_dicom(xray_image, transfer_syntax=JPEGBaseline8Bit))
-    from_png = load_image(encode(xray_image, "PNG"))
-    # Lossy (quality 95), so close rather than equal.
-    assert np.abs(from_dicom - from_png).mean() < 0.01
+    data = make_dicom(xray_image, transfer_syntax=JPEGBaseline8Bit)
+    from_dicom = load_image(data)
+    codestream = next(generate_frames(pydicom.dcmread(io.BytesIO(data)).PixelData, number_of_frames=1))
+    # The same codestream through the JPEG path: equal but for the DICOM path's min-max stretch.
+    assert np.abs(from_dicom - load_image(codestream)).max() <= 1 / 255 + 1e-6
+    # Lossy (quality 95), so close to the original rather than equal.
+    assert np.abs(from_dicom - load_image(encode(xray_image, "PNG"))).mean() < 0.01
 
 
 def test_window_is_applied(xray_image):
@@ -121,3 +125,38 @@ def test_patient_fields_never_reach_the_log(xray_image, caplog):
         except Exception:
             pass
     assert PATIENT_NAME not in caplog.text and PATIENT_ID not in caplog.text
+
+
+@pytest.mark.parametrize("variant", [
+    pytest.param({"bits": 16}, id="no-voi"),
+    pytest.param({"bits": 16, "photometric": "MONOCHROME1", "window": (30000.0, 20000.0)}, id="window"),
+    pytest.param({"bits": 16, "rescale": (-0.5, 40000.0)}, id="negative-slope"),
+])
+def test_lookup_table_equals_the_pixelwise_pipeline(xray_image, variant):
+    from pneumoscan.dicom import _display_values, _transform
+
+    dataset = pydicom.dcmread(io.BytesIO(make_dicom(xray_image, **variant)))
+    rng = np.random.default_rng(0)
+    # Gaps in the values, so that the table covers values the image does not contain.
+    pixels = (rng.integers(1000, 3000, size=(64, 48)) * 13).astype(np.uint16)
+    assert np.array_equal(_display_values(pixels, dataset), _transform(pixels, dataset))
+    assert np.array_equal(_display_values(dataset.pixel_array, dataset), _transform(dataset.pixel_array, dataset))
+
+
+def test_non_monotonic_modality_table_is_scaled_over_the_values_that_occur(xray_image):
+    from pydicom.dataset import Dataset
+
+    from pneumoscan.dicom import _display_values, _transform
+
+    dataset = pydicom.dcmread(io.BytesIO(make_dicom(xray_image, bits=16)))
+    item = Dataset()
+    item.LUTDescriptor = [4096, 0, 16]
+    item.ModalityLUTType = "US"
+    # Identity with one spike at a value the image does not contain.
+    item.LUTData = [65535 if value == 2000 else value for value in range(4096)]
+    dataset.ModalityLUTSequence = [item]
+    pixels = np.arange(1500, 2600, dtype=np.uint16).reshape(50, 22)
+    pixels[pixels == 2000] = 2001
+    display = _display_values(pixels, dataset)
+    assert np.array_equal(display, _transform(pixels, dataset))
+    assert display.min() == 0 and display.max() == 255
