@@ -29,8 +29,9 @@ register: install
 
 # The service and one queue worker on the embedded SQLite queue; Ctrl-C stops both.
 run: register
-	@trap 'kill 0' EXIT INT TERM; \
-	$(BIN)/pneumoscan worker & \
+	@$(BIN)/pneumoscan worker & worker=$$!; \
+	trap 'kill $$worker 2>/dev/null; wait $$worker' EXIT; \
+	trap 'exit 130' INT TERM; \
 	BENTOML_DO_NOT_TRACK=true $(BIN)/bentoml serve service.service:Pneumoscan --host $(HOST) --port $(PORT)
 
 test: install
