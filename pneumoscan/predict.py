@@ -14,33 +14,39 @@ from pathlib import Path
 
 import numpy as np
 
+from pneumoscan.dicom import DicomSource
 from pneumoscan.errors import PneumoscanError, UnreadableFile
-from pneumoscan.imaging import DEFAULT_MAX_PIXELS, load_image
+from pneumoscan.imaging import DEFAULT_MAX_PIXELS, decode, to_model_input
 from pneumoscan.model import Predictor, make_prediction
 from pneumoscan.schemas import ErrorInfo, FilePrediction, Prediction
 
 
 @dataclass(frozen=True)
 class Scored:
-    """One file's outcome: a prediction or an error, and the sha256 of its bytes if read."""
+    """One file's outcome: a prediction or an error, the sha256 of its bytes if read, and the
+    UIDs of a DICOM file."""
 
     path: Path
     sha256: str
     prediction: Prediction | None = None
     error: PneumoscanError | None = None
+    dicom: DicomSource | None = None
 
 
-def read_and_decode(path: Path, max_pixels: int) -> tuple[str, np.ndarray | PneumoscanError]:
-    """(sha256, model input) for a file, or (sha256 or "", the error) when it cannot be used."""
+def read_and_decode(
+    path: Path, max_pixels: int
+) -> tuple[str, np.ndarray | PneumoscanError, DicomSource | None]:
+    """(sha256, model input, DICOM UIDs) for a file, or (sha256 or "", the error, None)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
-        return "", UnreadableFile(f"Cannot read {path.name}: {exc.strerror or exc}")
+        return "", UnreadableFile(f"Cannot read {path.name}: {exc.strerror or exc}"), None
     sha256 = hashlib.sha256(data).hexdigest()
     try:
-        return sha256, load_image(data, max_pixels=max_pixels)
+        decoded = decode(data, max_pixels=max_pixels)
     except PneumoscanError as exc:
-        return sha256, exc
+        return sha256, exc, None
+    return sha256, to_model_input(decoded.image), decoded.dicom
 
 
 def score_paths(
@@ -62,18 +68,18 @@ def score_paths(
             if before_batch is not None:
                 before_batch(chunk)
             outcomes = [next(decoded) for _ in chunk]
-            good = [i for i, (_, outcome) in enumerate(outcomes) if isinstance(outcome, np.ndarray)]
+            good = [i for i, (_, outcome, _) in enumerate(outcomes) if isinstance(outcome, np.ndarray)]
             probabilities = predictor.predict_proba(np.stack([outcomes[i][1] for i in good])) if good else []
             by_index = dict(zip(good, probabilities))
             if progress is not None:
                 progress(len(chunk))
             for i, path in enumerate(chunk):
-                sha256, outcome = outcomes[i]
+                sha256, outcome, dicom = outcomes[i]
                 if isinstance(outcome, PneumoscanError):
                     yield Scored(path, sha256, error=outcome)
                 else:
                     prediction = make_prediction(by_index[i], predictor.threshold, predictor.model_version)
-                    yield Scored(path, sha256, prediction=prediction)
+                    yield Scored(path, sha256, prediction=prediction, dicom=dicom)
 
 
 def predict_files(
@@ -87,9 +93,13 @@ def predict_files(
         if scored.error is not None:
             yield FilePrediction(file=str(scored.path), error=ErrorInfo(**scored.error.to_dict()))
         else:
+            dicom = scored.dicom
             yield FilePrediction(
                 file=str(scored.path),
                 label=scored.prediction.label,
                 probability=scored.prediction.probability,
                 threshold=scored.prediction.threshold,
+                study_instance_uid=dicom.study_instance_uid if dicom else None,
+                series_instance_uid=dicom.series_instance_uid if dicom else None,
+                sop_instance_uid=dicom.sop_instance_uid if dicom else None,
             )

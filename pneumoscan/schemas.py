@@ -33,6 +33,9 @@ class FilePrediction(BaseModel):
     label: Label | None = None
     probability: float | None = None
     threshold: float | None = None
+    study_instance_uid: str | None = Field(None, description="DICOM input only, as are the next two.")
+    series_instance_uid: str | None = None
+    sop_instance_uid: str | None = None
     error: ErrorInfo | None = None
 
 

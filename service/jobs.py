@@ -34,6 +34,7 @@ JOB_FILE, MANIFEST_FILE, RESULTS_FILE, SUMMARY_FILE = "job.json", "manifest", "r
 SHARDS_DIR, LEASES_DIR = "shards", "leases"
 RESULT_COLUMNS = [
     "path", "sha256", "label", "probability", "threshold", "model_version", "status", "error_code", "error_detail",
+    "study_instance_uid", "series_instance_uid", "sop_instance_uid",
 ]
 
 log = logging.getLogger("pneumoscan.jobs")
@@ -247,14 +248,19 @@ def reconcile(
 def _error_row(name: str, sha256: str, model_version: str, error: PneumoscanError) -> dict:
     return {"path": name, "sha256": sha256, "label": "", "probability": "", "threshold": "",
             "model_version": model_version, "status": "error", "error_code": error.code,
-            "error_detail": error.detail}
+            "error_detail": error.detail, "study_instance_uid": "", "series_instance_uid": "",
+            "sop_instance_uid": ""}
 
 
 def _result_row(name: str, scored: Scored) -> dict:
-    prediction = scored.prediction
+    prediction, dicom = scored.prediction, scored.dicom
     return {"path": name, "sha256": scored.sha256, "label": prediction.label,
             "probability": repr(prediction.probability), "threshold": repr(prediction.threshold),
-            "model_version": prediction.model_version, "status": "ok", "error_code": "", "error_detail": ""}
+            "model_version": prediction.model_version, "status": "ok", "error_code": "", "error_detail": "",
+            # DICOM files carry the identifiers a PACS matches results on.
+            "study_instance_uid": (dicom and dicom.study_instance_uid) or "",
+            "series_instance_uid": (dicom and dicom.series_instance_uid) or "",
+            "sop_instance_uid": (dicom and dicom.sop_instance_uid) or ""}
 
 
 def _csv_bytes(rows: list[dict], header: bool) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pydicom
 from PIL import Image
 
 from pneumoscan.model import load_metadata
@@ -68,6 +69,10 @@ def test_predict_prints_a_line_per_file(tiny_model_dir, xray_files, xray_image, 
     assert lines[3]["error"]["code"] in {"truncated_image", "not_an_image"}
     assert lines[4]["error"]["code"] == "unreadable_file"
     assert lines[5]["probability"] == lines[6]["probability"], "DICOM and PNG of one image agree"
+    uids = pydicom.dcmread(tmp_path / "chest.dcm", stop_before_pixels=True)
+    assert lines[5]["sop_instance_uid"] == uids.SOPInstanceUID
+    assert lines[5]["study_instance_uid"] == uids.StudyInstanceUID
+    assert "sop_instance_uid" not in lines[6]
     assert lines[7]["error"]["code"] == "unsupported_modality"
 
 

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pydicom
 
 from service.jobs import Lease
 from tests.conftest import REPO_ROOT, run_cli
@@ -66,7 +67,13 @@ def test_score_in_process_writes_a_row_per_file(tmp_path):
     assert summary["error_codes"] == {
         "not_an_image": 1, "empty_image": 1, "truncated_image": 1, "unsupported_modality": 1
     }
-    assert by_path["dicom/chest.dcm"]["status"] == "ok"
+    dicom_row = by_path["dicom/chest.dcm"]
+    assert dicom_row["status"] == "ok"
+    uids = pydicom.dcmread(folder / "dicom" / "chest.dcm", stop_before_pixels=True)
+    assert (dicom_row["study_instance_uid"], dicom_row["series_instance_uid"], dicom_row["sop_instance_uid"]) == (
+        uids.StudyInstanceUID, uids.SeriesInstanceUID, uids.SOPInstanceUID)
+    assert by_path["corrupt/empty.jpeg"]["sop_instance_uid"] == ""
+    assert all(row["sop_instance_uid"] == "" for row in ok if not row["path"].endswith(".dcm"))
     assert sum(summary["labels"].values()) == good and summary["images_per_second"] > 0
 
 
