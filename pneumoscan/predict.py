@@ -82,6 +82,17 @@ def score_paths(
                     yield Scored(path, sha256, prediction=prediction, dicom=dicom)
 
 
+def dicom_identifiers(source: DicomSource | None) -> dict[str, str | None]:
+    """The ``DicomIdentifiers`` fields of a result; empty for JPEG and PNG."""
+    if source is None:
+        return {}
+    return {
+        "study_instance_uid": source.study_instance_uid,
+        "series_instance_uid": source.series_instance_uid,
+        "sop_instance_uid": source.sop_instance_uid,
+    }
+
+
 def predict_files(
     predictor: Predictor,
     paths: Iterable[str | Path],
@@ -93,13 +104,10 @@ def predict_files(
         if scored.error is not None:
             yield FilePrediction(file=str(scored.path), error=ErrorInfo(**scored.error.to_dict()))
         else:
-            dicom = scored.dicom
             yield FilePrediction(
                 file=str(scored.path),
                 label=scored.prediction.label,
                 probability=scored.prediction.probability,
                 threshold=scored.prediction.threshold,
-                study_instance_uid=dicom.study_instance_uid if dicom else None,
-                series_instance_uid=dicom.series_instance_uid if dicom else None,
-                sop_instance_uid=dicom.sop_instance_uid if dicom else None,
+                **dicom_identifiers(scored.dicom),
             )

@@ -21,21 +21,26 @@ class Prediction(BaseModel):
     model_version: str
 
 
+class DicomIdentifiers(BaseModel):
+    """The UIDs of a DICOM input, for matching a result to the PACS; null for JPEG and PNG."""
+
+    study_instance_uid: str | None = None
+    series_instance_uid: str | None = None
+    sop_instance_uid: str | None = None
+
+
 class ErrorInfo(BaseModel):
     code: str = Field(description="Stable machine-readable error code.")
     detail: str = Field(description="Human-readable explanation.")
 
 
-class FilePrediction(BaseModel):
+class FilePrediction(DicomIdentifiers):
     """One line of ``pneumoscan predict``: a result or an error for one file."""
 
     file: str
     label: Label | None = None
     probability: float | None = None
     threshold: float | None = None
-    study_instance_uid: str | None = Field(None, description="DICOM input only, as are the next two.")
-    series_instance_uid: str | None = None
-    sop_instance_uid: str | None = None
     error: ErrorInfo | None = None
 
 
@@ -82,7 +87,7 @@ class ModelMetadata(BaseModel):
     versions: dict[str, str] = Field(description="Library versions used for training.")
 
 
-class PredictionResponse(Prediction):
+class PredictionResponse(Prediction, DicomIdentifiers):
     """``POST /predict``: one X-ray's result and the request it answers."""
 
     request_id: str
@@ -93,7 +98,7 @@ class BatchItemError(BaseModel):
     error: ErrorInfo
 
 
-class BatchItemResult(Prediction):
+class BatchItemResult(Prediction, DicomIdentifiers):
     filename: str | None = None
 
 

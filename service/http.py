@@ -28,8 +28,9 @@ from starlette.responses import JSONResponse, Response
 from pneumoscan.errors import PneumoscanError
 from pneumoscan.dicom import DicomSource
 from pneumoscan.fhir import FHIR_JSON, accepts_fhir, diagnostic_report
-from pneumoscan.imaging import load_plane, load_plane_with_source
+from pneumoscan.imaging import load_plane_with_source
 from pneumoscan.model import make_prediction
+from pneumoscan.predict import dicom_identifiers
 from pneumoscan.schemas import (
     BatchItemError,
     BatchItemResult,
@@ -115,13 +116,9 @@ async def read_batch_images(request: Request, max_items: int) -> list[tuple[str 
         return items
 
 
-async def decode(data: bytes, max_pixels: int) -> np.ndarray:
-    """The core decoder up to the uint8 plane, in a thread (Pillow releases the GIL meanwhile)."""
-    return await anyio.to_thread.run_sync(partial(load_plane, data, max_pixels=max_pixels))
-
-
 async def decode_with_source(data: bytes, max_pixels: int) -> tuple[np.ndarray, DicomSource | None]:
-    """``decode`` keeping the DICOM UIDs that a FHIR report cites."""
+    """The core decoder up to the uint8 plane, in a thread (Pillow releases the GIL meanwhile),
+    and the UIDs of a DICOM input."""
     return await anyio.to_thread.run_sync(partial(load_plane_with_source, data, max_pixels=max_pixels))
 
 
@@ -242,7 +239,9 @@ def create_app(get_infer: Callable[[], InferFn], get_info: Callable[[], ModelInf
             report = diagnostic_report(prediction, source=source, request_id=record["request_id"])
             headers = {"X-Request-ID": record["request_id"]}
             return Response(report.json(), media_type=FHIR_JSON, headers=headers)
-        return PredictionResponse(**prediction.model_dump(), request_id=record["request_id"])
+        return PredictionResponse(
+            **prediction.model_dump(), **dicom_identifiers(source), request_id=record["request_id"]
+        )
 
     @app.post(
         "/predict_batch",
@@ -263,10 +262,11 @@ def create_app(get_infer: Callable[[], InferFn], get_info: Callable[[], ModelInf
             outcomes: list[np.ndarray | PneumoscanError] = [
                 MissingImage("This 'images' part is not a file.") for _ in items
             ]
+            sources: list[DicomSource | None] = [None] * len(items)
 
             async def decode_item(index: int, data: bytes) -> None:
                 try:
-                    outcomes[index] = await decode(data, info.max_pixels)
+                    outcomes[index], sources[index] = await decode_with_source(data, info.max_pixels)
                 except PneumoscanError as exc:
                     outcomes[index] = exc
 
@@ -285,7 +285,9 @@ def create_app(get_infer: Callable[[], InferFn], get_info: Callable[[], ModelInf
                 results.append(BatchItemError(filename=filename, error=ErrorInfo(**outcome.to_dict())))
             else:
                 prediction = make_prediction(by_index[index], info.threshold, info.model_version)
-                results.append(BatchItemResult(**prediction.model_dump(), filename=filename))
+                results.append(
+                    BatchItemResult(**prediction.model_dump(), **dicom_identifiers(sources[index]), filename=filename)
+                )
         return BatchResponse(request_id=record["request_id"], results=results)
 
     app.include_router(jobs_router)

@@ -222,3 +222,18 @@ def test_fhir_clients_get_errors_as_operation_outcomes(app, xray_image):
         issue = OperationOutcome.model_validate_json(response.text).issue[0]
         assert issue.severity == "error" and issue.code == issue_type
         assert issue.details.coding[0].code == code and issue.diagnostics
+
+
+def test_dicom_results_carry_their_uids(app, xray_image, xray_bytes):
+    dicom = make_dicom(xray_image)
+    uids = pydicom.dcmread(io.BytesIO(dicom), stop_before_pixels=True)
+    single, batch = post_all(app, [
+        {"url": "/predict", "content": dicom, "headers": {"Content-Type": "application/dicom"}},
+        {"url": "/predict_batch", "files": [("images", ("a.dcm", dicom, "application/dicom")),
+                                           ("images", ("b.jpeg", xray_bytes, "image/jpeg"))]},
+    ])
+    first, second = batch.json()["results"]
+    for result in (single.json(), first):
+        assert (result["study_instance_uid"], result["series_instance_uid"], result["sop_instance_uid"]) == (
+            uids.StudyInstanceUID, uids.SeriesInstanceUID, uids.SOPInstanceUID)
+    assert second["sop_instance_uid"] is None
