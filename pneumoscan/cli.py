@@ -78,17 +78,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    _configure_tensorflow()
     import json
 
     from pneumoscan.errors import UnreadableFile
-    from pneumoscan.explain import GradCam, feature_maps, overlay, save_feature_map_grids
     from pneumoscan.imaging import decode_grayscale, to_model_input
-    from pneumoscan.model import Predictor, make_prediction
     from pneumoscan.schemas import ErrorInfo, FilePrediction
 
     settings = get_settings()
-    predictor = Predictor.from_dir(args.model or settings.model_dir, threshold=settings.threshold)
+    # The input is checked before TensorFlow and the model load, so a bad file fails at once.
     try:
         try:
             data = args.file.read_bytes()
@@ -99,6 +96,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
         error = FilePrediction(file=str(args.file), error=ErrorInfo(**exc.to_dict()))
         print(error.model_dump_json(exclude_none=True), flush=True)
         return EXIT_INPUT_FAILED
+    _configure_tensorflow()
+    from pneumoscan.explain import GradCam, feature_maps, overlay, save_feature_map_grids
+    from pneumoscan.model import Predictor, make_prediction
+
+    predictor = Predictor.from_dir(args.model or settings.model_dir, threshold=settings.threshold)
     model_input = to_model_input(image)  # exactly what predict and the service feed the model
     probability, heatmap = GradCam(predictor.model)(model_input)
     prediction = make_prediction(probability, predictor.threshold, predictor.model_version)
