@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timezone
 
+from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 
@@ -110,6 +111,26 @@ def diagnostic_report(
         contained.append(_imaging_study(source))
         report["imagingStudy"] = [{"reference": "#study"}]
     return DiagnosticReport.model_validate(report)
+
+
+def report_bundle(
+    entries: list[DiagnosticReport | OperationOutcome], *, request_id: str, issued: datetime | None = None
+) -> Bundle:
+    """A ``collection`` Bundle of one report (or OperationOutcome for a refused image) per upload,
+    in upload order; the Bundle's identifier is the request's."""
+    issued = issued or datetime.now(timezone.utc)
+    return Bundle.model_validate(
+        {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "identifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{uuid.UUID(request_id)}"},
+            "timestamp": issued.isoformat(),
+            "entry": [
+                {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": entry.model_dump(mode="json", exclude_none=True)}
+                for entry in entries
+            ],
+        }
+    )
 
 
 def _observation(prediction: Prediction, issued: datetime, source: DicomSource | None) -> dict:

@@ -7,6 +7,8 @@ from http import HTTPStatus
 from starlette.responses import JSONResponse, Response
 
 from pneumoscan import errors
+from fhir.resources.R4B.operationoutcome import OperationOutcome
+
 from pneumoscan.fhir import FHIR_JSON, accepts_fhir, operation_outcome
 from service.jobs import FolderNotAllowed, FolderNotFound, JobError, JobNotFound
 
@@ -83,6 +85,11 @@ def status_for(error: errors.PneumoscanError) -> HTTPStatus:
     return HTTPStatus.INTERNAL_SERVER_ERROR
 
 
+def outcome_for(error: errors.PneumoscanError) -> OperationOutcome:
+    """The error as a FHIR OperationOutcome, its issue type following the HTTP status."""
+    return operation_outcome(error.code, error.detail, ISSUE_TYPE_BY_STATUS.get(status_for(error), "invalid"))
+
+
 def error_response(error: errors.PneumoscanError, request_id: str | None = None, accept: str = "") -> Response:
     """``{"error": code, "detail": ...}`` with its status, and Retry-After on overload.
 
@@ -97,6 +104,5 @@ def error_response(error: errors.PneumoscanError, request_id: str | None = None,
         headers["X-Request-ID"] = request_id
     status = status_for(error)
     if accepts_fhir(accept):
-        outcome = operation_outcome(error.code, error.detail, ISSUE_TYPE_BY_STATUS.get(status, "invalid"))
-        return Response(outcome.json(), status_code=status, headers=headers, media_type=FHIR_JSON)
+        return Response(outcome_for(error).json(), status_code=status, headers=headers, media_type=FHIR_JSON)
     return JSONResponse({"error": error.code, "detail": error.detail}, status_code=status, headers=headers)

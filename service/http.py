@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, Response
 
 from pneumoscan.errors import PneumoscanError
 from pneumoscan.dicom import DicomSource
-from pneumoscan.fhir import FHIR_JSON, accepts_fhir, diagnostic_report
+from pneumoscan.fhir import FHIR_JSON, accepts_fhir, diagnostic_report, report_bundle
 from pneumoscan.imaging import load_plane_with_source
 from pneumoscan.model import make_prediction
 from pneumoscan.predict import dicom_identifiers
@@ -46,6 +46,7 @@ from service.errors import (
     TooManyImages,
     UnsupportedMediaType,
     error_response,
+    outcome_for,
     status_for,
 )
 
@@ -243,14 +244,21 @@ def create_app(get_infer: Callable[[], InferFn], get_info: Callable[[], ModelInf
             **prediction.model_dump(), **dicom_identifiers(source), request_id=record["request_id"]
         )
 
+    batch_fhir_response = {
+        200: {
+            "description": "Results in upload order; a FHIR R4 Bundle with Accept: application/fhir+json",
+            "content": {FHIR_JSON: {"schema": {"type": "object", "description": "FHIR R4 Bundle (collection)"}}},
+        }
+    }
+
     @app.post(
         "/predict_batch",
         response_model=BatchResponse,
-        responses=error_responses,
+        responses={**error_responses, **batch_fhir_response},
         openapi_extra=batch_body,
         summary="Score several X-rays (repeated multipart field 'images'); results in upload order",
     )
-    async def predict_batch(request: Request) -> BatchResponse:
+    async def predict_batch(request: Request) -> BatchResponse | Response:
         info = get_info()
         async with request_record(request, "predict_batch", info) as record:
             items = await read_batch_images(request, info.max_batch_items)
@@ -278,6 +286,16 @@ def create_app(get_infer: Callable[[], InferFn], get_info: Callable[[], ModelInf
             probabilities = await run_model(np.stack([outcomes[i] for i in good]), info) if good else []
             record["failed"] = len(items) - len(good)
         by_index = dict(zip(good, probabilities))
+        if wants_fhir(request):
+            entries = [
+                outcome_for(outcome) if isinstance(outcome, PneumoscanError) else diagnostic_report(
+                    make_prediction(by_index[index], info.threshold, info.model_version),
+                    source=sources[index], request_id=uuid.uuid4().hex,
+                )
+                for index, outcome in enumerate(outcomes)
+            ]
+            bundle = report_bundle(entries, request_id=record["request_id"])
+            return Response(bundle.json(), media_type=FHIR_JSON, headers={"X-Request-ID": record["request_id"]})
         results: list[BatchItemResult | BatchItemError] = []
         for index, (filename, _) in enumerate(items):
             outcome = outcomes[index]

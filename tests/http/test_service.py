@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 
 from pneumoscan.model import load_metadata
@@ -235,6 +236,8 @@ def test_dicom_in_fhir_out(server, xray_image):
         fhir = client.post("/predict", content=dicom, headers={**dicom_headers, "Accept": "application/fhir+json"})
         refused = client.post("/predict", content=make_dicom(xray_image, modality="CT"), headers=dicom_headers)
         batch = client.post("/predict_batch", files=[("images", ("a.dcm", dicom, "application/dicom"))])
+        bundle = client.post("/predict_batch", files=[("images", ("a.dcm", dicom, "application/dicom"))],
+                             headers={"Accept": "application/fhir+json"})
     assert check_prediction(plain.json()).probability == pytest.approx(png.json()["probability"], abs=1e-6)
     assert batch.json()["results"][0]["probability"] == pytest.approx(png.json()["probability"], abs=1e-6)
     assert fhir.status_code == 200 and fhir.headers["content-type"].startswith("application/fhir+json")
@@ -246,6 +249,8 @@ def test_dicom_in_fhir_out(server, xray_image):
     device = next(r for r in fhir.json()["contained"] if r["resourceType"] == "Device")
     assert device["version"][0]["value"] == METADATA.version
     assert_error(refused, 422, "unsupported_modality")
+    assert Bundle.model_validate_json(bundle.text).type == "collection"
+    assert bundle.json()["entry"][0]["resource"]["resourceType"] == "DiagnosticReport"
     log = server.log()
     assert PATIENT_NAME.split("^")[0] not in log and PATIENT_ID not in log
 

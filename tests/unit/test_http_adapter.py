@@ -14,6 +14,7 @@ import httpx
 import numpy as np
 import pydicom
 import pytest
+from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 
@@ -237,3 +238,28 @@ def test_dicom_results_carry_their_uids(app, xray_image, xray_bytes):
         assert (result["study_instance_uid"], result["series_instance_uid"], result["sop_instance_uid"]) == (
             uids.StudyInstanceUID, uids.SeriesInstanceUID, uids.SOPInstanceUID)
     assert second["sop_instance_uid"] is None
+
+
+def test_fhir_batch_is_a_bundle_in_upload_order(app, xray_image, xray_bytes):
+    dicom = make_dicom(xray_image)
+    (response,) = post_all(app, [{
+        "url": "/predict_batch",
+        "headers": {"Accept": "application/fhir+json"},
+        "files": [("images", ("a.dcm", dicom, "application/dicom")),
+                  ("images", ("b.jpeg", xray_bytes, "image/jpeg")),
+                  ("images", ("ct.dcm", make_dicom(xray_image, modality="CT"), "application/dicom"))],
+    }])
+    assert response.status_code == 200 and response.headers["content-type"].startswith("application/fhir+json")
+    bundle = Bundle.model_validate_json(response.text)
+    assert bundle.type == "collection"
+    assert bundle.identifier.value == f"urn:uuid:{uuid.UUID(response.headers['x-request-id'])}"
+    entries = response.json()["entry"]
+    assert [entry["resource"]["resourceType"] for entry in entries] == [
+        "DiagnosticReport", "DiagnosticReport", "OperationOutcome"]
+    first, second, refused = (entry["resource"] for entry in entries)
+    DiagnosticReport.model_validate(first)
+    assert first["imagingStudy"] == [{"reference": "#study"}] and "imagingStudy" not in second
+    assert first["identifier"] != second["identifier"]
+    issue = OperationOutcome.model_validate(refused).issue[0]
+    assert issue.details.coding[0].code == "unsupported_modality" and issue.code == "invalid"
+    assert len({entry["fullUrl"] for entry in entries}) == 3
