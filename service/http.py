@@ -20,6 +20,7 @@ from functools import partial
 import anyio
 import numpy as np
 from fastapi import FastAPI, Request
+from fhir.resources.R4B.resource import Resource
 from fastapi.exceptions import RequestValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -123,6 +124,21 @@ async def decode_with_source(data: bytes, max_pixels: int) -> tuple[np.ndarray, 
     return await anyio.to_thread.run_sync(partial(load_plane_with_source, data, max_pixels=max_pixels))
 
 
+def fhir_alternative(resource: str) -> dict:
+    """OpenAPI for a 200 that is a FHIR R4 ``resource`` when the client accepts FHIR JSON."""
+    return {
+        200: {
+            "description": f"The result; a FHIR R4 {resource} with Accept: {FHIR_JSON}",
+            "content": {FHIR_JSON: {"schema": {"type": "object", "description": f"FHIR R4 {resource}"}}},
+        }
+    }
+
+
+def fhir_json(resource: Resource, record: dict) -> Response:
+    """A FHIR resource as the response body, with the request id that the log line carries."""
+    return Response(resource.json(), media_type=FHIR_JSON, headers={"X-Request-ID": record["request_id"]})
+
+
 def wants_fhir(request: Request) -> bool:
     """True when the client asks for FHIR JSON (``Accept: application/fhir+json``)."""
     return accepts_fhir(request.headers.get("accept", ""))
@@ -176,12 +192,6 @@ def create_app(get_infer: Callable[[], InferFn], get_info: Callable[[], ModelInf
             },
         }
     }
-    fhir_response = {
-        200: {
-            "description": "The prediction; a FHIR R4 DiagnosticReport with Accept: application/fhir+json",
-            "content": {FHIR_JSON: {"schema": {"type": "object", "description": "FHIR R4 DiagnosticReport"}}},
-        }
-    }
     batch_body = {
         "requestBody": {
             "required": True,
@@ -224,7 +234,7 @@ def create_app(get_infer: Callable[[], InferFn], get_info: Callable[[], ModelInf
     @app.post(
         "/predict",
         response_model=PredictionResponse,
-        responses={**error_responses, **fhir_response},
+        responses={**error_responses, **fhir_alternative("DiagnosticReport")},
         openapi_extra=image_body,
         summary="Score one chest X-ray (multipart field 'image' or a raw image/jpeg|png or application/dicom body)",
     )
@@ -237,24 +247,15 @@ def create_app(get_infer: Callable[[], InferFn], get_info: Callable[[], ModelInf
             probability = (await run_model(image[np.newaxis], info))[0]
         prediction = make_prediction(probability, info.threshold, info.model_version)
         if wants_fhir(request):
-            report = diagnostic_report(prediction, source=source, request_id=record["request_id"])
-            headers = {"X-Request-ID": record["request_id"]}
-            return Response(report.json(), media_type=FHIR_JSON, headers=headers)
+            return fhir_json(diagnostic_report(prediction, source=source, request_id=record["request_id"]), record)
         return PredictionResponse(
             **prediction.model_dump(), **dicom_identifiers(source), request_id=record["request_id"]
         )
 
-    batch_fhir_response = {
-        200: {
-            "description": "Results in upload order; a FHIR R4 Bundle with Accept: application/fhir+json",
-            "content": {FHIR_JSON: {"schema": {"type": "object", "description": "FHIR R4 Bundle (collection)"}}},
-        }
-    }
-
     @app.post(
         "/predict_batch",
         response_model=BatchResponse,
-        responses={**error_responses, **batch_fhir_response},
+        responses={**error_responses, **fhir_alternative("Bundle (collection)")},
         openapi_extra=batch_body,
         summary="Score several X-rays (repeated multipart field 'images'); results in upload order",
     )
@@ -294,8 +295,7 @@ def create_app(get_infer: Callable[[], InferFn], get_info: Callable[[], ModelInf
                 )
                 for index, outcome in enumerate(outcomes)
             ]
-            bundle = report_bundle(entries, request_id=record["request_id"])
-            return Response(bundle.json(), media_type=FHIR_JSON, headers={"X-Request-ID": record["request_id"]})
+            return fhir_json(report_bundle(entries, request_id=record["request_id"]), record)
         results: list[BatchItemResult | BatchItemError] = []
         for index, (filename, _) in enumerate(items):
             outcome = outcomes[index]
