@@ -80,18 +80,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     import json
 
-    from pneumoscan.errors import UnreadableFile
     from pneumoscan.imaging import decode_grayscale, to_model_input
+    from pneumoscan.predict import read_file
     from pneumoscan.schemas import ErrorInfo, FilePrediction
 
     settings = get_settings()
     # The input is checked before TensorFlow and the model load, so a bad file fails at once.
     try:
-        try:
-            data = args.file.read_bytes()
-        except OSError as exc:
-            raise UnreadableFile(f"Cannot read {args.file.name}: {exc.strerror or exc}") from exc
-        image = decode_grayscale(data, max_pixels=settings.max_image_pixels)
+        image = decode_grayscale(read_file(args.file), max_pixels=settings.max_image_pixels)
     except PneumoscanError as exc:
         error = FilePrediction(file=str(args.file), error=ErrorInfo(**exc.to_dict()))
         print(error.model_dump_json(exclude_none=True), flush=True)

@@ -33,14 +33,22 @@ class Scored:
     dicom: DicomSource | None = None
 
 
+def read_file(path: Path) -> bytes:
+    """The bytes of an input file; ``UnreadableFile`` when it is missing, a folder or forbidden."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UnreadableFile(f"Cannot read {path.name}: {exc.strerror or exc}") from exc
+
+
 def read_and_decode(
     path: Path, max_pixels: int
 ) -> tuple[str, np.ndarray | PneumoscanError, DicomSource | None]:
     """(sha256, model input, DICOM UIDs) for a file, or (sha256 or "", the error, None)."""
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return "", UnreadableFile(f"Cannot read {path.name}: {exc.strerror or exc}"), None
+        data = read_file(path)
+    except UnreadableFile as exc:
+        return "", exc, None
     sha256 = hashlib.sha256(data).hexdigest()
     try:
         decoded = decode(data, max_pixels=max_pixels)
