@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     )
     batch_max_size: int = Field(default=32, ge=2, description="Largest adaptive batch, in images.")
     batch_max_latency_ms: int = Field(
-        default=1000, gt=0, description="Adaptive batching latency budget; requests beyond it get 503."
+        default=5000, gt=0, description="Adaptive batching latency budget; requests beyond it get 503."
     )
     http_workers: int = Field(default=1, gt=0, description="Processes decoding requests and serving HTTP.")
     model_workers: int = Field(default=1, gt=0, description="Processes running the model.")

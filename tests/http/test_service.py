@@ -199,15 +199,16 @@ def test_concurrent_requests_are_batched(server, xray_files):
     with server.client(key=None) as client:
         ones_before, total_before = _batch_size_counts(client.get("/metrics").text)
 
-    def post(index: int) -> int:
+    def post(index: int) -> httpx.Response:
         with server.client() as client:
             return client.post(
                 "/predict", content=payloads[index % len(payloads)], headers={"Content-Type": "image/jpeg"}
-            ).status_code
+            )
 
     with ThreadPoolExecutor(max_workers=32) as pool:
-        statuses = list(pool.map(post, range(256)))
-    assert statuses.count(200) == len(statuses), sorted(set(statuses))
+        responses = list(pool.map(post, range(256)))
+    refused = [(r.status_code, r.text) for r in responses if r.status_code != 200]
+    assert not refused, f"{len(refused)} of 256 refused, e.g. {refused[:3]}"
     with server.client(key=None) as client:
         ones_after, total_after = _batch_size_counts(client.get("/metrics").text)
     batches = total_after - total_before
