@@ -1,7 +1,7 @@
 """The ``pneumoscan`` command: parses arguments, calls the core or an adapter, prints.
 
 Exit codes: 0 success, 1 some input failed (``predict``), 2 usage, data or folder error,
-3 model error, 4 the job failed (``status``).
+3 model error, 4 the job failed (``status``) or has no results yet (``results``).
 """
 
 from __future__ import annotations
@@ -160,6 +160,28 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_JOB_FAILED if status.state == "failed" else EXIT_OK
 
 
+def cmd_results(args: argparse.Namespace) -> int:
+    from service.job_results import export, finished_results
+    from service.jobs import JobNotFinished
+    from service.worker import find_job
+
+    job_dir = find_job(args.job)
+    try:
+        finished_results(job_dir)
+    except JobNotFinished as exc:
+        print(f"pneumoscan: {exc.detail}", file=sys.stderr)
+        return EXIT_JOB_FAILED
+    if args.out is None:
+        sys.stdout.writelines(export(job_dir, args.format))
+        return EXIT_OK
+    partial = args.out.with_name(args.out.name + ".partial")
+    with partial.open("w", encoding="utf-8", newline="") as handle:
+        handle.writelines(export(job_dir, args.format))
+    partial.replace(args.out)
+    print(f"Wrote {args.out}", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_resume(args: argparse.Namespace) -> int:
     from service import jobs
     from service.worker import enqueue, find_job
@@ -266,6 +288,15 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("job", help="job id or job folder")
     status.add_argument("--json", action="store_true", help="print one JSON object")
     status.set_defaults(handler=cmd_status)
+
+    results = commands.add_parser("results", help="a finished job's results as CSV or FHIR")
+    results.add_argument("job", help="job id or job folder")
+    results.add_argument(
+        "--format", default="csv", choices=["csv", "fhir", "ndjson"],
+        help="csv (results.csv), fhir (a FHIR Bundle of DiagnosticReports) or ndjson (FHIR NDJSON)",
+    )
+    results.add_argument("--out", type=Path, default=None, help="file to write (default: standard output)")
+    results.set_defaults(handler=cmd_results)
 
     resume = commands.add_parser("resume", help="re-queue the unfinished shards of a job")
     resume.add_argument("job", help="job id or job folder")

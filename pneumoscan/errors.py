@@ -85,3 +85,17 @@ class ModelError(PneumoscanError):
 
 class DataError(PneumoscanError):
     code = "data_error"
+
+
+def error_from_code(code: str, detail: str) -> PneumoscanError:
+    """An error recorded as its code and detail (a batch job's error row), as its class again;
+    a code no loaded class has comes back as the base class with that code."""
+    pending: list[type[PneumoscanError]] = [PneumoscanError]
+    while pending:
+        cls = pending.pop()
+        if cls.code == code:
+            return cls(detail)
+        pending.extend(cls.__subclasses__())
+    error = PneumoscanError(detail)
+    error.code = code
+    return error

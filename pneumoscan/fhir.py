@@ -8,17 +8,21 @@ receiving system links the report to its patient through the study UID or the re
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.operationoutcome import OperationOutcome
+from fhir.resources.R4B.resource import Resource
 
 from pneumoscan.dicom import DicomSource
 from pneumoscan.schemas import Prediction
 
 FHIR_JSON = "application/fhir+json"
+FHIR_NDJSON = "application/fhir+ndjson"
 CODE_SYSTEM = "urn:pneumoscan:codes"
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
@@ -49,9 +53,14 @@ LABEL_CONCEPTS: dict[str, dict] = {
 INTERPRETATION = {"PNEUMONIA": ("A", "Abnormal"), "NORMAL": ("N", "Normal")}
 
 
+def accepts(accept: str, media_type: str) -> bool:
+    """True when an Accept header lists ``media_type`` (parameters such as ``q`` ignored)."""
+    return media_type in (part.split(";")[0].strip().lower() for part in accept.split(","))
+
+
 def accepts_fhir(accept: str) -> bool:
     """True when an Accept header lists ``application/fhir+json``."""
-    return FHIR_JSON in (part.split(";")[0].strip().lower() for part in accept.split(","))
+    return accepts(accept, FHIR_JSON)
 
 
 def operation_outcome(code: str, detail: str, issue_type: str) -> OperationOutcome:
@@ -125,12 +134,30 @@ def report_bundle(
             "type": "collection",
             "identifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{uuid.UUID(request_id)}"},
             "timestamp": issued.isoformat(),
-            "entry": [
-                {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": entry.model_dump(mode="json", exclude_none=True)}
-                for entry in entries
-            ],
+            "entry": [_entry(entry) for entry in entries],
         }
     )
+
+
+def stream_bundle(entries: Iterable[Resource], *, bundle_id: str, issued: datetime) -> Iterator[str]:
+    """The JSON text of :func:`report_bundle`'s Bundle in pieces, one entry at a time, so that a
+    result set of any size is never held in memory at once."""
+    head = report_bundle([], request_id=bundle_id, issued=issued).model_dump(mode="json", exclude_none=True)
+    head.pop("entry", None)
+    yield json.dumps(head, separators=(",", ":"))[:-1] + ',"entry":['
+    for index, entry in enumerate(entries):
+        yield ("," if index else "") + json.dumps(_entry(entry), separators=(",", ":"))
+    yield "]}"
+
+
+def ndjson_lines(entries: Iterable[Resource]) -> Iterator[str]:
+    """FHIR NDJSON (as in FHIR Bulk Data): one resource per line."""
+    for entry in entries:
+        yield entry.json() + "\n"
+
+
+def _entry(resource: Resource) -> dict:
+    return {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": resource.model_dump(mode="json", exclude_none=True)}
 
 
 def _observation(prediction: Prediction, issued: datetime, source: DicomSource | None) -> dict:

@@ -10,7 +10,7 @@ from pneumoscan import errors
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 
 from pneumoscan.fhir import FHIR_JSON, accepts_fhir, operation_outcome
-from service.jobs import FolderNotAllowed, FolderNotFound, JobError, JobNotFound
+from service.jobs import FolderNotAllowed, FolderNotFound, JobError, JobNotFinished, JobNotFound
 
 
 class MissingImage(errors.PneumoscanError):
@@ -61,6 +61,7 @@ STATUS_BY_ERROR: dict[type[errors.PneumoscanError], HTTPStatus] = {
     FolderNotAllowed: HTTPStatus.FORBIDDEN,
     FolderNotFound: HTTPStatus.NOT_FOUND,
     JobNotFound: HTTPStatus.NOT_FOUND,
+    JobNotFinished: HTTPStatus.CONFLICT,
     JobError: HTTPStatus.BAD_REQUEST,
 }
 RETRY_AFTER_SECONDS = 1
@@ -69,6 +70,7 @@ ISSUE_TYPE_BY_STATUS = {
     HTTPStatus.UNAUTHORIZED: "security",
     HTTPStatus.FORBIDDEN: "forbidden",
     HTTPStatus.NOT_FOUND: "not-found",
+    HTTPStatus.CONFLICT: "conflict",
     HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "too-costly",
     HTTPStatus.SERVICE_UNAVAILABLE: "transient",
     HTTPStatus.GATEWAY_TIMEOUT: "timeout",

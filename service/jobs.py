@@ -34,8 +34,9 @@ JOB_FILE, MANIFEST_FILE, RESULTS_FILE, SUMMARY_FILE = "job.json", "manifest", "r
 SHARDS_DIR, LEASES_DIR = "shards", "leases"
 RESULT_COLUMNS = [
     "path", "sha256", "label", "probability", "threshold", "model_version", "status", "error_code", "error_detail",
-    "study_instance_uid", "series_instance_uid", "sop_instance_uid",
+    "study_instance_uid", "series_instance_uid", "sop_instance_uid", "sop_class_uid", "modality",
 ]
+DICOM_COLUMNS = RESULT_COLUMNS[-5:]
 
 log = logging.getLogger("pneumoscan.jobs")
 
@@ -57,6 +58,10 @@ class FolderNotFound(JobError):
 
 class JobNotFound(JobError):
     code = "job_not_found"
+
+
+class JobNotFinished(JobError):
+    code = "job_not_finished"
 
 
 class WorkerCrashed(JobError):
@@ -248,19 +253,17 @@ def reconcile(
 def _error_row(name: str, sha256: str, model_version: str, error: PneumoscanError) -> dict:
     return {"path": name, "sha256": sha256, "label": "", "probability": "", "threshold": "",
             "model_version": model_version, "status": "error", "error_code": error.code,
-            "error_detail": error.detail, "study_instance_uid": "", "series_instance_uid": "",
-            "sop_instance_uid": ""}
+            "error_detail": error.detail, **dict.fromkeys(DICOM_COLUMNS, "")}
 
 
 def _result_row(name: str, scored: Scored) -> dict:
     prediction, dicom = scored.prediction, scored.dicom
+    # DICOM files carry the identifiers a PACS matches results on.
+    identifiers = {column: (dicom and getattr(dicom, column)) or "" for column in DICOM_COLUMNS}
     return {"path": name, "sha256": scored.sha256, "label": prediction.label,
             "probability": repr(prediction.probability), "threshold": repr(prediction.threshold),
             "model_version": prediction.model_version, "status": "ok", "error_code": "", "error_detail": "",
-            # DICOM files carry the identifiers a PACS matches results on.
-            "study_instance_uid": (dicom and dicom.study_instance_uid) or "",
-            "series_instance_uid": (dicom and dicom.series_instance_uid) or "",
-            "sop_instance_uid": (dicom and dicom.sop_instance_uid) or ""}
+            **identifiers}
 
 
 def _csv_bytes(rows: list[dict], header: bool) -> bytes:

@@ -1,4 +1,5 @@
-"""``POST /jobs`` and ``GET /jobs/{job_id}``: batch scoring of server-side folders over HTTP."""
+"""``POST /jobs``, ``GET /jobs/{job_id}`` and ``GET /jobs/{job_id}/results``: batch scoring of
+server-side folders over HTTP."""
 
 from __future__ import annotations
 
@@ -6,15 +7,19 @@ from pathlib import Path
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Path as PathParam
+from fastapi import APIRouter, Path as PathParam, Request
 from pydantic import BaseModel, Field
+from starlette.responses import FileResponse, Response, StreamingResponse
 
+from pneumoscan.fhir import FHIR_JSON, FHIR_NDJSON, accepts
 from pneumoscan.schemas import ErrorResponse
 from pneumoscan.settings import get_settings
+from service.job_results import MEDIA_TYPES, export, finished_results
 from service.jobs import FolderNotAllowed, JobError, JobStatus, job_status
 
 router = APIRouter()
 ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 503)}
+JobId = Annotated[str, PathParam(pattern=r"^[0-9a-f]{16}$")]
 
 
 class JobRequest(BaseModel):
@@ -59,7 +64,34 @@ async def create_job(request: JobRequest) -> JobCreated:
 
 
 @router.get("/jobs/{job_id}", response_model=JobStatus, responses=ERRORS, summary="Progress of a batch job")
-async def get_job(job_id: Annotated[str, PathParam(pattern=r"^[0-9a-f]{16}$")]) -> JobStatus:
+async def get_job(job_id: JobId) -> JobStatus:
     from service.worker import find_job
 
     return await anyio.to_thread.run_sync(lambda: job_status(find_job(job_id)))
+
+
+RESULTS_CONTENT = {
+    "text/csv": {"schema": {"type": "string", "description": "results.csv, one row per file"}},
+    FHIR_JSON: {"schema": {"type": "object", "description": "FHIR R4 Bundle (collection), one entry per row"}},
+    FHIR_NDJSON: {"schema": {"type": "string", "description": "FHIR NDJSON, one resource per row"}},
+}
+
+
+@router.get(
+    "/jobs/{job_id}/results", response_class=StreamingResponse,
+    responses={**ERRORS, 409: {"model": ErrorResponse}, 200: {"description": "The results", "content": RESULTS_CONTENT}},
+    summary="A finished job's results: CSV, or FHIR by Accept header",
+)
+async def get_job_results(job_id: JobId, request: Request) -> Response:
+    """``results.csv`` by default; a FHIR Bundle of DiagnosticReports (an OperationOutcome per
+    refused file) with ``Accept: application/fhir+json``; FHIR NDJSON with ``application/fhir+ndjson``."""
+    from service.worker import find_job
+
+    job_dir = await anyio.to_thread.run_sync(find_job, job_id)
+    path = await anyio.to_thread.run_sync(finished_results, job_dir)
+    accept = request.headers.get("accept", "")
+    for form in ("ndjson", "fhir"):
+        if accepts(accept, MEDIA_TYPES[form]):
+            # A sync iterator: Starlette builds each piece in a worker thread.
+            return StreamingResponse(export(job_dir, form), media_type=MEDIA_TYPES[form])
+    return FileResponse(path, media_type="text/csv", filename=f"{job_id}-results.csv")

@@ -1,10 +1,18 @@
-"""``POST /jobs`` and ``GET /jobs/{id}`` on the real server, scored by the real worker."""
+"""``POST /jobs``, ``GET /jobs/{id}`` and its results on the real server, scored by the real worker."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+from pathlib import Path
+
+from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.operationoutcome import OperationOutcome
+
 from tests.conftest import run_cli
 from tests.http.conftest import API_KEY
-from tests.integration.conftest import make_input_folder
+from tests.integration.conftest import check_fhir_export, make_input_folder
 
 
 def test_job_over_http_is_scored_by_the_worker(server, job_roots):
@@ -16,6 +24,12 @@ def test_job_over_http_is_scored_by_the_worker(server, job_roots):
         assert created.json()["state"] == "queued"
         queued = client.get(f"/jobs/{job_id}").json()
         assert queued["state"] == "queued" and queued["total"] == good + bad
+        early = client.get(f"/jobs/{job_id}/results")
+        assert early.status_code == 409 and early.json()["error"] == "job_not_finished"
+        assert f"0 of {good + bad}" in early.json()["detail"]
+        early_fhir = client.get(f"/jobs/{job_id}/results", headers={"Accept": "application/fhir+json"})
+        assert early_fhir.status_code == 409
+        assert OperationOutcome.model_validate_json(early_fhir.text).issue[0].code == "conflict"
 
     worker = run_cli("worker", "--burst", env=server.settings)
     assert worker.returncode == 0, worker.stderr[-2000:]
@@ -27,6 +41,26 @@ def test_job_over_http_is_scored_by_the_worker(server, job_roots):
         assert done.json()["done"] == good + bad and done.json()["failed"] == bad
         again = client.post("/jobs", json={"folder": str(folder)})
         assert again.json() == {"job_id": job_id, "state": "done"}
+
+        results = client.get(f"/jobs/{job_id}/results")
+        assert results.status_code == 200 and results.headers["content-type"].startswith("text/csv")
+        rows = list(csv.DictReader(io.StringIO(results.text)))
+        assert results.text == (Path(done.json()["output"]) / "results.csv").read_text()
+        bundle = client.get(f"/jobs/{job_id}/results", headers={"Accept": "application/fhir+json"})
+        assert bundle.status_code == 200 and bundle.headers["content-type"] == "application/fhir+json"
+        check_fhir_export(Bundle.model_validate_json(bundle.text), rows, folder)
+        ndjson = client.get(f"/jobs/{job_id}/results", headers={"Accept": "application/fhir+ndjson"})
+        assert ndjson.headers["content-type"] == "application/fhir+ndjson"
+        lines = ndjson.text.splitlines()
+        assert len(lines) == len(rows)
+        assert [json.loads(line)["resourceType"] for line in lines] == [
+            entry.resource.get_resource_type() for entry in Bundle.model_validate_json(bundle.text).entry]
+        assert client.get("/jobs/0123456789abcdef/results").status_code == 404
+    with server.client(key=None) as anonymous:
+        assert anonymous.get(f"/jobs/{job_id}/results").status_code == 401
+        spec = anonymous.get("/docs.json").json()
+    content = spec["paths"]["/jobs/{job_id}/results"]["get"]["responses"]["200"]["content"]
+    assert {"text/csv", "application/fhir+json", "application/fhir+ndjson"} <= set(content)
 
 
 def test_job_folders_are_checked(server, job_roots):

@@ -7,7 +7,9 @@ import shutil
 import uuid
 from pathlib import Path
 
+import pydicom
 import pytest
+from fhir.resources.R4B.bundle import Bundle
 from PIL import Image
 
 from tests.conftest import XRAYS
@@ -76,3 +78,27 @@ def make_input_folder(root: Path, copies: int = 1) -> tuple[Path, int, int]:
     (folder / "dicom" / "chest.dcm").write_bytes(make_dicom(radiograph, bits=16, photometric="MONOCHROME1"))
     (folder / "dicom" / "head-ct.dcm").write_bytes(make_dicom(radiograph, modality="CT"))
     return folder, good + 1, len(BAD_FILES) + 2
+
+
+def check_fhir_export(bundle: Bundle, rows: list[dict], folder: Path) -> None:
+    """One entry per results.csv row, in its order: the row's report, or the refusal's code."""
+    assert bundle.type == "collection" and len(bundle.entry) == len(rows)
+    for entry, row in zip(bundle.entry, rows):
+        resource = entry.resource
+        if row["status"] != "ok":
+            assert resource.get_resource_type() == "OperationOutcome"
+            assert resource.issue[0].details.coding[0].code == row["error_code"]
+            continue
+        assert resource.get_resource_type() == "DiagnosticReport" and resource.status == "preliminary"
+        contained = {item.id: item for item in resource.contained}
+        values = {c.code.coding[0].code: c.valueQuantity.value for c in contained["observation"].component}
+        assert float(values["probability"]) == pytest.approx(float(row["probability"]), abs=1e-6)
+        assert contained["observation"].valueCodeableConcept.text == row["label"]
+        if row["path"].endswith(".dcm"):
+            uids = pydicom.dcmread(folder / row["path"], stop_before_pixels=True)
+            series = contained["study"].series[0]
+            assert (series.uid, series.instance[0].uid, series.modality.code) == (
+                uids.SeriesInstanceUID, uids.SOPInstanceUID, uids.Modality)
+            assert series.instance[0].sopClass.code == f"urn:oid:{uids.SOPClassUID}"
+        else:
+            assert resource.imagingStudy is None

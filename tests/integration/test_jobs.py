@@ -12,10 +12,12 @@ import time
 from pathlib import Path
 
 import pydicom
+from fhir.resources.R4B.bundle import Bundle
 
+from service import job_results
 from service.jobs import Lease
 from tests.conftest import REPO_ROOT, run_cli
-from tests.integration.conftest import make_input_folder
+from tests.integration.conftest import check_fhir_export, make_input_folder
 
 
 def read_results(job_dir: Path) -> list[dict]:
@@ -76,6 +78,23 @@ def test_score_in_process_writes_a_row_per_file(tmp_path):
     assert all(row["sop_instance_uid"] == "" for row in ok if not row["path"].endswith(".dcm"))
     assert sum(summary["labels"].values()) == good and summary["images_per_second"] > 0
 
+    exported = run_cli("results", job_dir.name, "--format", "fhir", "--out", str(tmp_path / "bundle.json"),
+                       env={"PNEUMOSCAN_JOBS_DIR": str(tmp_path / "out")})
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    check_fhir_export(Bundle.model_validate_json((tmp_path / "bundle.json").read_text()), rows, folder)
+    csv_text = "".join(job_results.export(job_dir, "csv"))
+    assert csv_text == (job_dir / "results.csv").read_text()
+    lines = list(job_results.export(job_dir, "ndjson"))
+    assert [json.loads(line)["resourceType"] for line in lines] == [
+        "DiagnosticReport" if row["status"] == "ok" else "OperationOutcome" for row in rows]
+    again = "".join(job_results.export(job_dir, "fhir"))
+    assert report_ids(Bundle.model_validate_json(again)) == report_ids(
+        Bundle.model_validate_json((tmp_path / "bundle.json").read_text()))
+
+
+def report_ids(bundle: Bundle) -> list[str]:
+    return [e.resource.identifier[0].value for e in bundle.entry if e.resource.get_resource_type() == "DiagnosticReport"]
+
 
 def test_submit_then_worker_then_resubmit(queue_env, tmp_path):
     folder, good, bad = make_input_folder(tmp_path)
@@ -84,6 +103,8 @@ def test_submit_then_worker_then_resubmit(queue_env, tmp_path):
     job_id = submitted.stdout.strip()
     before = status(job_id, queue_env)
     assert before["state"] == "queued" and before["total"] == good + bad and before["done"] == 0
+    early = run_cli("results", job_id, env=queue_env)
+    assert early.returncode == 4 and "queued" in early.stderr and not early.stdout
 
     worker = run_cli("worker", "--burst", env=queue_env)
     assert worker.returncode == 0, worker.stdout[-2000:] + worker.stderr[-2000:]

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timezone
 
 import pytest
+from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
+from fhir.resources.R4B.operationoutcome import OperationOutcome
 from pydantic import ValidationError
 
+from pneumoscan import errors
 from pneumoscan.dicom import DicomSource
-from pneumoscan.fhir import diagnostic_report
+from pneumoscan.fhir import (
+    accepts, accepts_fhir, diagnostic_report, ndjson_lines, operation_outcome, report_bundle, stream_bundle,
+)
 from pneumoscan.schemas import Prediction
 
 SOURCE = DicomSource(
@@ -79,3 +85,49 @@ def test_the_validator_is_real():
     without_code = {key: value for key, value in document.items() if key != "code"}
     with pytest.raises(ValidationError):
         DiagnosticReport.model_validate(without_code)
+
+
+def _entries() -> list:
+    prediction = Prediction(label="PNEUMONIA", probability=0.8, threshold=0.65, model_version="tuned-1")
+    return [
+        diagnostic_report(prediction, source=SOURCE),
+        operation_outcome("empty_image", "The file is empty.", "invalid"),
+        diagnostic_report(prediction),
+    ]
+
+
+@pytest.mark.parametrize("count", [0, 1, 3])
+def test_streamed_bundle_is_the_bundle(count):
+    entries, issued, bundle_id = _entries()[:count], datetime(2026, 1, 2, tzinfo=timezone.utc), str(uuid.uuid4())
+    text = "".join(stream_bundle(iter(entries), bundle_id=bundle_id, issued=issued))
+    streamed = Bundle.model_validate_json(text)
+    built = report_bundle(entries, request_id=bundle_id, issued=issued)
+    assert streamed.type == "collection" and streamed.identifier == built.identifier
+    assert streamed.timestamp == built.timestamp
+    assert [e.resource.model_dump(mode="json") for e in streamed.entry or []] == [
+        e.resource.model_dump(mode="json") for e in built.entry or []]
+
+
+def test_ndjson_is_one_valid_resource_per_line():
+    lines = list(ndjson_lines(_entries()))
+    assert all(line.endswith("\n") and "\n" not in line[:-1] for line in lines)
+    types = [json.loads(line)["resourceType"] for line in lines]
+    assert types == ["DiagnosticReport", "OperationOutcome", "DiagnosticReport"]
+    DiagnosticReport.model_validate_json(lines[0])
+    OperationOutcome.model_validate_json(lines[1])
+
+
+def test_accept_headers():
+    assert accepts_fhir("application/json, application/fhir+json;q=0.9")
+    assert not accepts_fhir("application/json")
+    assert accepts("text/csv, Application/FHIR+NDJSON", "application/fhir+ndjson")
+    assert not accepts("application/fhir+json", "application/fhir+ndjson")
+
+
+def test_recorded_errors_come_back_as_their_class():
+    error = errors.error_from_code("unsupported_modality", "A CT image.")
+    assert type(error) is errors.UnsupportedModality and error.detail == "A CT image."
+    assert isinstance(errors.error_from_code("empty_image", "x"), errors.InvalidImage)
+    unknown = errors.error_from_code("never_heard_of_it", "y")
+    assert type(unknown) is errors.PneumoscanError and unknown.code == "never_heard_of_it"
+    assert errors.PneumoscanError.code == "error"
