@@ -39,6 +39,14 @@ def _configure_request_log() -> None:
         logger.propagate = False
 
 
+class _ShedRequestFilter(logging.Filter):
+    """Drops BentoML's traceback for each request its batching queue sheds: the access log line
+    (status 503) and the ``pneumoscan.requests`` line (error ``overloaded``) already record it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], ServiceUnavailable))
+
+
 @bentoml.service(
     name="pneumonia_model",
     workers=settings.model_workers,
@@ -53,6 +61,7 @@ class PneumoniaModel:
     def __init__(self) -> None:
         from pneumoscan.model import Predictor, configure_tensorflow
 
+        logging.getLogger("bentoml._internal.server.http_app").addFilter(_ShedRequestFilter())
         configure_tensorflow(settings.tf_intra_op_threads, settings.tf_inter_op_threads)
         self.predictor = Predictor.from_dir(self.model.path, threshold=settings.threshold)
         # Compile for every batch size the model will see before reporting ready: one trace under

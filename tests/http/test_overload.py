@@ -19,6 +19,9 @@ def test_overload_is_a_clear_503(overloaded_server, xray_bytes):
     for response in shed:
         assert response.json()["error"] == "overloaded"
         assert response.headers["retry-after"] == "1"
+    log = overloaded_server.log()
+    assert log.count('"error":"overloaded"') >= len(shed)
+    assert "Traceback" not in log, "shed requests are logged as one line each, without a traceback"
     with overloaded_server.client(key=None) as client:
         assert client.get("/readyz").status_code == 200
         assert client.post("/predict", content=b"", headers={"Content-Type": "image/jpeg"}).status_code == 400
