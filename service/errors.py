@@ -37,6 +37,10 @@ class Overloaded(errors.PneumoscanError):
     code = "overloaded"
 
 
+class NotReady(errors.PneumoscanError):
+    code = "not_ready"
+
+
 class RequestTimeout(errors.PneumoscanError):
     code = "timeout"
 
@@ -56,6 +60,7 @@ STATUS_BY_ERROR: dict[type[errors.PneumoscanError], HTTPStatus] = {
     errors.InvalidImage: HTTPStatus.UNPROCESSABLE_ENTITY,
     Unauthorized: HTTPStatus.UNAUTHORIZED,
     Overloaded: HTTPStatus.SERVICE_UNAVAILABLE,
+    NotReady: HTTPStatus.SERVICE_UNAVAILABLE,
     RequestTimeout: HTTPStatus.GATEWAY_TIMEOUT,
     ExplanationUnavailable: HTTPStatus.NOT_IMPLEMENTED,
     FolderNotAllowed: HTTPStatus.FORBIDDEN,

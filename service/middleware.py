@@ -1,15 +1,20 @@
-"""Pure ASGI middleware for the HTTP service: API key, body-size limit, in-flight limit.
+"""Pure ASGI middleware for the HTTP service: API key, body-size limit, in-flight limit, and a
+readiness probe that answers at once.
 
 Each answers with the service's JSON error body before the request body is read.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import Overloaded, Unauthorized, UploadTooLarge, error_response
+from service.errors import NotReady, Overloaded, Unauthorized, UploadTooLarge, error_response
+
+log = logging.getLogger("pneumoscan.service")
 
 OPEN_PATHS = frozenset({"/", "/docs.json", "/schema.json", "/livez", "/healthz", "/readyz", "/metrics"})
 OPEN_PREFIXES = ("/static_content/", "/assets/")
@@ -104,3 +109,36 @@ class InFlightLimitMiddleware:
             await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
+
+
+class ReadinessMiddleware:
+    """``/readyz`` answers 503 ``not_ready`` within ``seconds`` while the model service starts.
+
+    BentoML's own probe raises when the model service does not answer yet, and its traffic
+    timeout then holds the request until the timeout and ends it with a 500; a load balancer or
+    orchestrator wants a quick "not yet" instead.
+    """
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/readyz":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await asyncio.wait_for(self.app(scope, receive, tracking_send), self.seconds)
+        except Exception as exc:
+            if started:
+                raise
+            log.info("Not ready yet: the readiness probe got %s.", type(exc).__name__)
+            detail = "The model service is still starting; retry shortly."
+            await error_response(NotReady(detail), accept=_accept(scope))(scope, receive, send)

@@ -23,7 +23,7 @@ from pneumoscan.settings import get_settings
 from service.errors import Overloaded
 from service.explain_api import add_explain_route
 from service.http import ModelInfo, create_app
-from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, InFlightLimitMiddleware
+from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, InFlightLimitMiddleware, ReadinessMiddleware
 
 settings = get_settings()
 MODEL = bentoml.models.BentoModel(settings.model_tag)
@@ -104,6 +104,8 @@ def _current() -> "Pneumoscan":
 # raises a ClientConnectionError, or RuntimeError("Connection closed.") while reading the body.
 # Inference is idempotent, so such failures are retried on a fresh connection.
 CONNECTION_RETRIES = 2
+# How long /readyz waits for BentoML's own probe of the model service before answering 503.
+READINESS_PROBE_SECONDS = 5.0
 
 
 async def _infer(batch: np.ndarray) -> np.ndarray:
@@ -164,3 +166,4 @@ if settings.api_key is not None:
     Pneumoscan.add_asgi_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
 Pneumoscan.add_asgi_middleware(InFlightLimitMiddleware, limit=settings.max_in_flight)
 Pneumoscan.add_asgi_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+Pneumoscan.add_asgi_middleware(ReadinessMiddleware, seconds=READINESS_PROBE_SECONDS)

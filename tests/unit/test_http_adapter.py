@@ -23,7 +23,7 @@ from pneumoscan.imaging import load_image, plane_to_input
 from pneumoscan.schemas import BatchResponse, PredictionResponse
 from service.errors import Overloaded, status_for
 from service.http import ModelInfo, create_app
-from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, InFlightLimitMiddleware
+from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, InFlightLimitMiddleware, ReadinessMiddleware
 from tests.conftest import encode
 from tests.dicom_files import PATIENT_ID, PATIENT_NAME, make_dicom
 
@@ -148,6 +148,47 @@ def test_body_limit_and_api_key_middleware(app, xray_bytes):
     assert no_key.headers["www-authenticate"] == "Bearer"
     assert too_big.status_code == 413 and too_big.json()["error"] == "upload_too_large"
     assert streamed.status_code == 413 and streamed.json()["error"] == "upload_too_large"
+
+
+def probe_app(behaviour: str):
+    """Stands in for BentoML's probe of the model service: answers, raises, or never answers."""
+
+    async def app(scope, receive, send):
+        if behaviour == "raises":
+            raise TimeoutError
+        if behaviour == "hangs":
+            await asyncio.sleep(3600)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    return app
+
+
+@pytest.mark.parametrize("behaviour", ["raises", "hangs"])
+def test_readiness_probe_answers_503_while_the_model_starts(behaviour):
+    probe = ReadinessMiddleware(probe_app(behaviour), seconds=0.2)
+
+    async def scenario():
+        async with client_for(probe) as client:
+            return await client.get("/readyz"), await client.get("/readyz", headers={"Accept": "application/fhir+json"})
+
+    plain, fhir = asyncio.run(scenario())
+    assert plain.status_code == 503 and plain.json()["error"] == "not_ready"
+    assert fhir.status_code == 503
+    assert OperationOutcome.model_validate_json(fhir.text).issue[0].code == "transient"
+
+
+def test_readiness_probe_passes_answers_and_other_paths_through():
+    async def scenario():
+        async with client_for(ReadinessMiddleware(probe_app("answers"), seconds=0.2)) as client:
+            ready = await client.get("/readyz")
+        async with client_for(ReadinessMiddleware(probe_app("raises"), seconds=0.2)) as client:
+            with pytest.raises(TimeoutError):
+                await client.get("/predict")
+        return ready
+
+    ready = asyncio.run(scenario())
+    assert ready.status_code == 200 and ready.text == "ok"
 
 
 def post_all(app, requests: list[dict]) -> list[httpx.Response]:
