@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 some input failed (``predict``), 2 usage, data or folde
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -322,7 +323,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.handler(args)
+        code = args.handler(args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # The reader went away (``pneumoscan results JOB | head``): stop quietly, as cat does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except ModelError as exc:
         print(f"pneumoscan: model error: {exc.detail}", file=sys.stderr)
         return EXIT_MODEL
