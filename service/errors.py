@@ -13,6 +13,10 @@ from pneumoscan.fhir import FHIR_JSON, accepts_fhir, operation_outcome
 from service.jobs import FolderNotAllowed, FolderNotFound, JobError, JobNotFinished, JobNotFound
 
 
+class BadRequest(errors.PneumoscanError):
+    code = "bad_request"
+
+
 class MissingImage(errors.PneumoscanError):
     code = "missing_image"
 
@@ -50,6 +54,7 @@ class ExplanationUnavailable(errors.PneumoscanError):
 
 
 STATUS_BY_ERROR: dict[type[errors.PneumoscanError], HTTPStatus] = {
+    BadRequest: HTTPStatus.BAD_REQUEST,
     MissingImage: HTTPStatus.BAD_REQUEST,
     errors.EmptyImage: HTTPStatus.BAD_REQUEST,
     UnsupportedMediaType: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,

@@ -42,6 +42,7 @@ from pneumoscan.schemas import (
 )
 from service.jobs_api import router as jobs_router
 from service.errors import (
+    BadRequest,
     MissingImage,
     RequestTimeout,
     TooManyImages,
@@ -221,7 +222,11 @@ def create_app(get_infer: Callable[[], InferFn], get_info: Callable[[], ModelInf
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"error": "bad_request", "detail": str(exc.errors())}, status_code=400)
+        # "body.folder: String should have at least 1 character", one clause per problem.
+        detail = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        return error_response(BadRequest(detail), None, request.headers.get("accept", ""))
 
     async def run_model(batch: np.ndarray, info: ModelInfo) -> np.ndarray:
         """P(pneumonia) per uint8 plane; chunks of at most one model batch go out concurrently."""

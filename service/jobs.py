@@ -136,7 +136,7 @@ def check_input_folder(folder: str | Path, allowed_roots: list[Path] | None) -> 
     """The resolved folder (symlinks and '..' followed), if it exists and lies under a root."""
     try:
         resolved = Path(folder).expanduser().resolve(strict=True)
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, ValueError) as exc:  # ValueError: a NUL byte in the path
         raise FolderNotFound(f"{folder} does not exist or cannot be read.") from exc
     if not resolved.is_dir():
         raise FolderNotFound(f"{folder} is not a folder.")

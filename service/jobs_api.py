@@ -23,7 +23,7 @@ JobId = Annotated[str, PathParam(pattern=r"^[0-9a-f]{16}$")]
 
 
 class JobRequest(BaseModel):
-    folder: str = Field(description="A folder under one of PNEUMOSCAN_INPUT_ROOTS, as the server sees it.")
+    folder: str = Field(min_length=1, description="A folder under one of PNEUMOSCAN_INPUT_ROOTS, as the server sees it.")
     output: str | None = Field(
         default=None, description="Output root under PNEUMOSCAN_JOBS_DIR or an input root (default: the former)."
     )
@@ -37,7 +37,10 @@ class JobCreated(BaseModel):
 def _check_output(output: str | None, allowed_roots: list[Path]) -> str | None:
     if output is None:
         return None
-    resolved = Path(output).resolve()
+    try:
+        resolved = Path(output).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise FolderNotAllowed(f"Output {output} is not a usable path.") from exc
     permitted = [get_settings().jobs_root.resolve(), *allowed_roots]
     if not any(resolved.is_relative_to(root) for root in permitted):
         raise FolderNotAllowed(f"Output {output} is outside PNEUMOSCAN_JOBS_DIR and the input roots.")

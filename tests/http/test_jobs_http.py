@@ -74,7 +74,19 @@ def test_job_folders_are_checked(server, job_roots):
         assert missing.status_code == 404 and missing.json()["error"] == "folder_not_found"
         output = client.post("/jobs", json={"folder": str(job_roots["allowed"]), "output": "/etc"})
         assert output.status_code == 403
-        assert client.post("/jobs", json={}).status_code == 400
+        missing_field = client.post("/jobs", json={})
+        assert missing_field.status_code == 400 and missing_field.json()["detail"] == "body.folder: Field required"
+        assert client.post("/jobs", json={"folder": ""}).status_code == 400
+        (job_roots["allowed"] / "a-file.txt").write_text("not a folder")
+        not_a_folder = client.post("/jobs", json={"folder": str(job_roots["allowed"] / "a-file.txt")})
+        assert not_a_folder.status_code == 404 and not_a_folder.json()["error"] == "folder_not_found"
+        nul = client.post("/jobs", json={"folder": f"{job_roots['allowed']}/\u0000x"})
+        assert nul.status_code == 404 and nul.json()["error"] == "folder_not_found"
+        nul_output = client.post("/jobs", json={"folder": str(job_roots["allowed"]), "output": "/tmp/\u0000"})
+        assert nul_output.status_code == 403 and nul_output.json()["error"] == "folder_not_allowed"
+        fhir_refusal = client.post("/jobs", json={}, headers={"Accept": "application/fhir+json"})
+        assert fhir_refusal.status_code == 400
+        assert OperationOutcome.model_validate_json(fhir_refusal.text).issue[0].details.coding[0].code == "bad_request"
         unknown = client.get("/jobs/0123456789abcdef")
         assert unknown.status_code == 404 and unknown.json()["error"] == "job_not_found"
         assert client.get("/jobs/..%2F..%2Fetc").status_code in {400, 404}
