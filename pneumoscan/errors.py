@@ -12,6 +12,7 @@ Every error carries a stable machine-readable ``code``; adapters translate them 
     │   ├── UnsupportedMode         a pixel mode we cannot map to grayscale (CMYK, float, 1-bit)
     │   ├── TruncatedImage          decoding stopped early: a partial or corrupt file
     │   ├── ImageTooLarge           more pixels than the configured limit (decompression bombs)
+    │   ├── ImageTooSmall           fewer than 64 pixels on a side: a thumbnail or icon, not an X-ray
     │   ├── NoPixelData             a DICOM file without an image (a report, a presentation state)
     │   ├── MultiFrameImage         a DICOM file with several frames
     │   └── UnsupportedModality     a DICOM image that is not a radiograph (CT, MR, US, ...)
@@ -65,6 +66,10 @@ class TruncatedImage(InvalidImage):
 
 class ImageTooLarge(InvalidImage):
     code = "image_too_large"
+
+
+class ImageTooSmall(InvalidImage):
+    code = "image_too_small"
 
 
 class NoPixelData(InvalidImage):

@@ -22,6 +22,7 @@ from pneumoscan.dicom import DicomSource, decode_dicom, is_dicom
 from pneumoscan.errors import (
     EmptyImage,
     ImageTooLarge,
+    ImageTooSmall,
     InvalidImage,
     NotAnImage,
     TruncatedImage,
@@ -32,6 +33,9 @@ from pneumoscan.errors import (
 SUPPORTED_FORMATS: frozenset[str] = frozenset({"JPEG", "PNG"})
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".dcm"})
 DEFAULT_MAX_PIXELS = 50_000_000
+# Half the model's side: anything smaller is a thumbnail or an icon, and the model would score
+# an upscaled blur. Chest radiographs are hundreds to thousands of pixels on a side.
+MIN_IMAGE_SIDE = 64
 
 _EIGHT_BIT_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX"})
 _SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
@@ -82,8 +86,17 @@ def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
     if not data:
         raise EmptyImage("The upload is empty (0 bytes).")
     if is_dicom(data):
-        return Decoded(*decode_dicom(data, max_pixels=max_pixels))
-    return Decoded(_decode_pillow(data, max_pixels))
+        decoded = Decoded(*decode_dicom(data, max_pixels=max_pixels))
+    else:
+        decoded = Decoded(_decode_pillow(data, max_pixels))
+    # JPEG draft mode only reduces images to at least the model size, so this sees the real size
+    # of every image it refuses.
+    width, height = decoded.image.size
+    if min(width, height) < MIN_IMAGE_SIDE:
+        raise ImageTooSmall(
+            f"The image is {width}x{height} pixels; an X-ray needs at least {MIN_IMAGE_SIDE} on each side."
+        )
+    return decoded
 
 
 def _decode_pillow(data: bytes, max_pixels: int) -> Image.Image:

@@ -15,6 +15,7 @@ from PIL import Image
 from pneumoscan.errors import (
     EmptyImage,
     ImageTooLarge,
+    ImageTooSmall,
     InvalidImage,
     NotAnImage,
     TruncatedImage,
@@ -23,6 +24,7 @@ from pneumoscan.errors import (
 )
 from pneumoscan.imaging import load_image, load_image_file, load_plane, plane_to_input
 from tests.conftest import encode
+from tests.dicom_files import make_dicom
 
 
 def test_real_xrays_become_model_inputs(xray_files):
@@ -145,6 +147,20 @@ def test_pixel_limit(xray_image):
     with pytest.raises(ImageTooLarge) as caught:
         load_image(data, max_pixels=width * height - 1)
     assert f"{width}x{height}" in caught.value.detail
+
+
+@pytest.mark.parametrize(("size", "refused"), [
+    ((1, 1), True), ((63, 600), True), ((900, 40), True), ((64, 64), False), ((64, 900), False),
+])
+def test_images_too_small_to_be_xrays_are_refused(xray_image, size, refused):
+    small = xray_image.resize(size)
+    for data in (encode(small, "PNG"), encode(small, "JPEG"), make_dicom(small)):
+        if refused:
+            with pytest.raises(ImageTooSmall) as caught:
+                load_image(data)
+            assert f"{size[0]}x{size[1]}" in caught.value.detail
+        else:
+            assert load_image(data).shape == (128, 128, 3)
 
 
 def _png_bomb(width: int, height: int) -> bytes:
