@@ -162,8 +162,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from service.job_results import export, finished_results
-    from service.jobs import JobNotFinished
+    from service.jobs import JobNotFinished, job_status
     from service.worker import find_job
 
     job_dir = find_job(args.job)
@@ -172,13 +174,16 @@ def cmd_results(args: argparse.Namespace) -> int:
     except JobNotFinished as exc:
         print(f"pneumoscan: {exc.detail}", file=sys.stderr)
         return EXIT_JOB_FAILED
-    if args.out is None:
-        sys.stdout.writelines(export(job_dir, args.format))
-        return EXIT_OK
-    partial = args.out.with_name(args.out.name + ".partial")
-    with partial.open("w", encoding="utf-8", newline="") as handle:
-        handle.writelines(export(job_dir, args.format))
-    partial.replace(args.out)
+    # Building FHIR reports takes a few ms each: large jobs get a progress bar on stderr.
+    with tqdm(total=job_status(job_dir).total, desc="Exporting", unit="report",
+              disable=args.format == "csv") as bar:
+        if args.out is None:
+            sys.stdout.writelines(export(job_dir, args.format, progress=bar.update))
+            return EXIT_OK
+        partial = args.out.with_name(args.out.name + ".partial")
+        with partial.open("w", encoding="utf-8", newline="") as handle:
+            handle.writelines(export(job_dir, args.format, progress=bar.update))
+        partial.replace(args.out)
     print(f"Wrote {args.out}", file=sys.stderr)
     return EXIT_OK
 

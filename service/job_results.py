@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -63,24 +63,28 @@ def _finished_at(job_dir: Path) -> datetime:
     return datetime.fromisoformat(json.loads((job_dir / SUMMARY_FILE).read_text())["finished"])
 
 
-def resources(job_dir: Path) -> Iterator[Resource]:
+def resources(job_dir: Path, progress: Callable[[int], None] | None = None) -> Iterator[Resource]:
     """The FHIR resource of every row of a finished job, in row order."""
     path = finished_results(job_dir)
     issued = _finished_at(job_dir)
     with path.open(newline="") as handle:
         for row in csv.DictReader(handle):
             yield row_resource(row, job_id=job_dir.name, issued=issued)
+            if progress is not None:
+                progress(1)
 
 
-def export(job_dir: Path, form: str) -> Iterator[str]:
-    """The job's results as text pieces: ``csv``, ``fhir`` (a collection Bundle) or ``ndjson``."""
+def export(job_dir: Path, form: str, progress: Callable[[int], None] | None = None) -> Iterator[str]:
+    """The job's results as text pieces: ``csv``, ``fhir`` (a collection Bundle) or ``ndjson``;
+    ``progress`` is called with 1 per FHIR resource written."""
     path = finished_results(job_dir)
     if form == "csv":
         with path.open(newline="") as handle:
             yield from handle
     elif form == "fhir":
-        yield from stream_bundle(resources(job_dir), bundle_id=report_id(job_dir.name, ""), issued=_finished_at(job_dir))
+        bundle_id = report_id(job_dir.name, "")
+        yield from stream_bundle(resources(job_dir, progress), bundle_id=bundle_id, issued=_finished_at(job_dir))
     elif form == "ndjson":
-        yield from ndjson_lines(resources(job_dir))
+        yield from ndjson_lines(resources(job_dir, progress))
     else:
         raise ValueError(f"Unknown results format {form!r}; choose one of {', '.join(MEDIA_TYPES)}.")
