@@ -161,6 +161,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_JOB_FAILED if status.state == "failed" else EXIT_OK
 
 
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from service.worker import list_jobs
+
+    for status in list_jobs():
+        if args.json:
+            print(status.model_dump_json())
+            continue
+        created = status.created.strftime("%Y-%m-%d %H:%M") if status.created else "?"
+        print(f"{status.job_id}  {status.state:<7}  {status.done}/{status.total} done, {status.failed} failed  "
+              f"{created}  {status.input_folder or status.detail or ''}")
+    return EXIT_OK
+
+
 def cmd_results(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -294,6 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("job", help="job id or job folder")
     status.add_argument("--json", action="store_true", help="print one JSON object")
     status.set_defaults(handler=cmd_status)
+
+    jobs = commands.add_parser("jobs", help="every known batch job, newest first")
+    jobs.add_argument("--json", action="store_true", help="one JSON object per line")
+    jobs.set_defaults(handler=cmd_jobs)
 
     results = commands.add_parser("results", help="a finished job's results as CSV or FHIR")
     results.add_argument("job", help="job id or job folder")

@@ -112,6 +112,8 @@ class JobStatus(BaseModel):
     images_per_second: float | None = None
     eta_seconds: float | None = None
     output: str | None = None
+    input_folder: str | None = None
+    created: datetime | None = None
     detail: str | None = None
 
 
@@ -424,4 +426,5 @@ def job_status(job_dir: Path) -> JobStatus:
         rate = round(done / elapsed, 2)
         eta = round((spec.total - done) / rate, 1) if rate and state != "done" else 0.0
     return JobStatus(job_id=spec.job_id, state=state, total=spec.total, done=done, failed=failed,
-                     images_per_second=rate, eta_seconds=eta, output=str(job_dir))
+                     images_per_second=rate, eta_seconds=eta, output=str(job_dir),
+                     input_folder=spec.input_folder, created=spec.created)

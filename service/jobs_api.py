@@ -1,5 +1,5 @@
-"""``POST /jobs``, ``GET /jobs/{job_id}`` and ``GET /jobs/{job_id}/results``: batch scoring of
-server-side folders over HTTP."""
+"""``POST /jobs``, ``GET /jobs``, ``GET /jobs/{job_id}`` and ``GET /jobs/{job_id}/results``: batch
+scoring of server-side folders over HTTP."""
 
 from __future__ import annotations
 
@@ -64,6 +64,17 @@ async def create_job(request: JobRequest) -> JobCreated:
     except OSError as exc:
         raise JobError(f"Cannot create the job's output folder: {exc.strerror or exc}") from exc
     return JobCreated(job_id=status.job_id, state=status.state)
+
+
+class JobList(BaseModel):
+    jobs: list[JobStatus] = Field(description="Every known job, newest first.")
+
+
+@router.get("/jobs", response_model=JobList, responses=ERRORS, summary="Every known batch job, newest first")
+async def list_all_jobs() -> JobList:
+    from service.worker import list_jobs
+
+    return JobList(jobs=await anyio.to_thread.run_sync(list_jobs))
 
 
 @router.get("/jobs/{job_id}", response_model=JobStatus, responses=ERRORS, summary="Progress of a batch job")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 
 from huey import Huey, RedisHuey, SqliteHuey, crontab
@@ -82,6 +83,13 @@ def known_job_dirs() -> list[Path]:
     if index.is_file():
         found |= {Path(line) for line in index.read_text().splitlines() if line}
     return sorted(found)
+
+
+def list_jobs() -> list[jobs.JobStatus]:
+    """Every known job's status, newest first; jobs whose folder cannot be read come last."""
+    statuses = [jobs.job_status(job_dir) for job_dir in known_job_dirs()]
+    oldest = datetime.min.replace(tzinfo=timezone.utc)
+    return sorted(statuses, key=lambda status: status.created or oldest, reverse=True)
 
 
 def reconcile_known_jobs(force: bool = False) -> int:

@@ -41,6 +41,8 @@ def test_job_over_http_is_scored_by_the_worker(server, job_roots):
         assert done.json()["done"] == good + bad and done.json()["failed"] == bad
         again = client.post("/jobs", json={"folder": str(folder)})
         assert again.json() == {"job_id": job_id, "state": "done"}
+        listed = {job["job_id"]: job for job in client.get("/jobs").json()["jobs"]}
+        assert listed[job_id]["state"] == "done" and listed[job_id]["input_folder"] == str(folder.resolve())
 
         results = client.get(f"/jobs/{job_id}/results")
         assert results.status_code == 200 and results.headers["content-type"].startswith("text/csv")

@@ -118,6 +118,9 @@ def test_submit_then_worker_then_resubmit(queue_env, tmp_path):
     assert "done" in again.stderr
     human = run_cli("status", job_id, env=queue_env)
     assert f"{good + bad}/{good + bad} done" in human.stdout
+    listed = [json.loads(line) for line in run_cli("jobs", "--json", env=queue_env).stdout.splitlines()]
+    assert [(job["job_id"], job["state"], job["input_folder"]) for job in listed] == [
+        (job_id, "done", str(folder.resolve()))]
 
 
 def test_sigkill_mid_job_loses_nothing(queue_env, tmp_path):
