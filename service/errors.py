@@ -10,7 +10,7 @@ from pneumoscan import errors
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 
 from pneumoscan.fhir import FHIR_JSON, accepts_fhir, operation_outcome
-from service.jobs import FolderNotAllowed, FolderNotFound, JobError, JobNotFinished, JobNotFound
+from service.jobs import FolderNotAllowed, FolderNotFound, JobError, JobNotFinished, JobNotFound, ResultNotFound
 
 
 class BadRequest(errors.PneumoscanError):
@@ -72,6 +72,7 @@ STATUS_BY_ERROR: dict[type[errors.PneumoscanError], HTTPStatus] = {
     FolderNotFound: HTTPStatus.NOT_FOUND,
     JobNotFound: HTTPStatus.NOT_FOUND,
     JobNotFinished: HTTPStatus.CONFLICT,
+    ResultNotFound: HTTPStatus.NOT_FOUND,
     JobError: HTTPStatus.BAD_REQUEST,
 }
 RETRY_AFTER_SECONDS = 1

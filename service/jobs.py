@@ -31,6 +31,7 @@ from pneumoscan.model import Predictor
 from pneumoscan.predict import Scored, score_paths
 
 JOB_FILE, MANIFEST_FILE, RESULTS_FILE, SUMMARY_FILE = "job.json", "manifest", "results.csv", "summary.json"
+PLOT_FILE = "summary.png"
 SHARDS_DIR, LEASES_DIR = "shards", "leases"
 RESULT_COLUMNS = [
     "path", "sha256", "label", "probability", "threshold", "model_version", "status", "error_code", "error_detail",
@@ -62,6 +63,10 @@ class JobNotFound(JobError):
 
 class JobNotFinished(JobError):
     code = "job_not_finished"
+
+
+class ResultNotFound(JobError):
+    code = "result_not_found"
 
 
 class WorkerCrashed(JobError):
@@ -365,7 +370,7 @@ def _shard_metas(job_dir: Path, spec: JobSpec) -> list[ShardMeta]:
 
 
 def finalize(job_dir: Path) -> bool:
-    """Write results.csv and summary.json once every shard is done; idempotent."""
+    """Write summary.json, summary.png and results.csv once every shard is done; idempotent."""
     spec = load_job(job_dir)
     if (job_dir / RESULTS_FILE).exists():
         return True
@@ -394,6 +399,12 @@ def finalize(job_dir: Path) -> bool:
         "seconds": round(seconds, 3), "images_per_second": round(len(rows) / seconds, 2),
     }
     atomic_write(job_dir / SUMMARY_FILE, (json.dumps(summary, indent=2) + "\n").encode())
+    try:
+        from service.job_plot import summary_png
+
+        atomic_write(job_dir / PLOT_FILE, summary_png(rows, summary))
+    except Exception:  # the plot is a convenience: it must never keep a job from finishing
+        log.exception("Could not draw %s for job %s; its results are complete.", PLOT_FILE, spec.job_id)
     atomic_write(job_dir / RESULTS_FILE, _csv_bytes([], header=True) + body)
     return True
 

@@ -1,5 +1,5 @@
-"""``POST /jobs``, ``GET /jobs``, ``GET /jobs/{job_id}`` and ``GET /jobs/{job_id}/results``: batch
-scoring of server-side folders over HTTP."""
+"""``POST /jobs``, ``GET /jobs``, ``GET /jobs/{job_id}``, its ``/results`` and ``/summary.png``:
+batch scoring of server-side folders over HTTP."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pneumoscan.fhir import FHIR_JSON, FHIR_NDJSON, accepts
 from pneumoscan.schemas import ErrorResponse
 from pneumoscan.settings import get_settings
 from service.job_results import MEDIA_TYPES, export, finished_results
-from service.jobs import FolderNotAllowed, JobError, JobStatus, job_status
+from service.jobs import PLOT_FILE, FolderNotAllowed, JobError, JobStatus, ResultNotFound, job_status
 
 router = APIRouter()
 ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 503)}
@@ -109,3 +109,19 @@ async def get_job_results(job_id: JobId, request: Request) -> Response:
             # A sync iterator: Starlette builds each piece in a worker thread.
             return StreamingResponse(export(job_dir, form), media_type=MEDIA_TYPES[form])
     return FileResponse(path, media_type="text/csv", filename=f"{job_id}-results.csv")
+
+
+@router.get(
+    "/jobs/{job_id}/summary.png", response_class=FileResponse,
+    responses={**ERRORS, 409: {"model": ErrorResponse}, 200: {"content": {"image/png": {}}}},
+    summary="A finished job's summary plot: the spread of its scores, and its refusals",
+)
+async def get_job_summary_plot(job_id: JobId) -> FileResponse:
+    from service.worker import find_job
+
+    job_dir = await anyio.to_thread.run_sync(find_job, job_id)
+    await anyio.to_thread.run_sync(finished_results, job_dir)
+    plot = job_dir / PLOT_FILE
+    if not plot.is_file():  # jobs finished before the plot existed, or whose plot failed
+        raise ResultNotFound(f"Job {job_id} has no {PLOT_FILE}; its results are complete.")
+    return FileResponse(plot, media_type="image/png")

@@ -27,6 +27,7 @@ def test_job_over_http_is_scored_by_the_worker(server, job_roots):
         early = client.get(f"/jobs/{job_id}/results")
         assert early.status_code == 409 and early.json()["error"] == "job_not_finished"
         assert f"0 of {good + bad}" in early.json()["detail"]
+        assert client.get(f"/jobs/{job_id}/summary.png").status_code == 409
         early_fhir = client.get(f"/jobs/{job_id}/results", headers={"Accept": "application/fhir+json"})
         assert early_fhir.status_code == 409
         assert OperationOutcome.model_validate_json(early_fhir.text).issue[0].code == "conflict"
@@ -58,6 +59,9 @@ def test_job_over_http_is_scored_by_the_worker(server, job_roots):
         assert [json.loads(line)["resourceType"] for line in lines] == [
             entry.resource.get_resource_type() for entry in Bundle.model_validate_json(bundle.text).entry]
         assert client.get("/jobs/0123456789abcdef/results").status_code == 404
+        plot = client.get(f"/jobs/{job_id}/summary.png")
+        assert plot.status_code == 200 and plot.headers["content-type"] == "image/png"
+        assert plot.content == (Path(done.json()["output"]) / "summary.png").read_bytes()
     with server.client(key=None) as anonymous:
         assert anonymous.get(f"/jobs/{job_id}/results").status_code == 401
         spec = anonymous.get("/docs.json").json()

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pydicom
+from PIL import Image
 from fhir.resources.R4B.bundle import Bundle
 
 from service import job_results
@@ -77,6 +78,8 @@ def test_score_in_process_writes_a_row_per_file(tmp_path):
     assert by_path["corrupt/empty.jpeg"]["sop_instance_uid"] == ""
     assert all(row["sop_instance_uid"] == "" for row in ok if not row["path"].endswith(".dcm"))
     assert sum(summary["labels"].values()) == good and summary["images_per_second"] > 0
+    with Image.open(job_dir / "summary.png") as plot:
+        assert plot.format == "PNG" and plot.size == (1100, 420)
 
     exported = run_cli("results", job_dir.name, "--format", "fhir", "--out", str(tmp_path / "bundle.json"),
                        env={"PNEUMOSCAN_JOBS_DIR": str(tmp_path / "out")})
