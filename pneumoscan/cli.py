@@ -156,9 +156,29 @@ def cmd_status(args: argparse.Namespace) -> int:
     from service.jobs import job_status
     from service.worker import find_job
 
-    status = job_status(find_job(args.job))
+    job_dir = find_job(args.job)
+    status = job_status(job_dir)
+    if args.follow:
+        status = _follow(job_dir, status, args.interval)
     _print_status(status, args.json)
     return EXIT_JOB_FAILED if status.state == "failed" else EXIT_OK
+
+
+def _follow(job_dir: Path, status, interval: float):
+    """A progress bar on stderr until the job is done or failed; the workers do the scoring."""
+    import time
+
+    from tqdm import tqdm
+
+    from service.jobs import job_status
+
+    with tqdm(total=status.total, initial=status.done, desc=status.job_id, unit="img") as bar:
+        while status.state not in ("done", "failed"):
+            time.sleep(interval)
+            status = job_status(job_dir)
+            bar.update(status.done - bar.n)
+            bar.set_postfix(state=status.state, failed=status.failed, refresh=False)
+    return status
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
@@ -306,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="progress of a batch job")
     status.add_argument("job", help="job id or job folder")
     status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.add_argument(
+        "--follow", action="store_true", help="show a progress bar until the job is done or failed, then the status",
+    )
+    status.add_argument("--interval", type=float, default=1.0, help="seconds between checks with --follow")
     status.set_defaults(handler=cmd_status)
 
     jobs = commands.add_parser("jobs", help="every known batch job, newest first")
@@ -348,6 +372,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = args.handler(args)
         sys.stdout.flush()
         return code
+    except KeyboardInterrupt:
+        print("pneumoscan: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # The reader went away (``pneumoscan results JOB | head``): stop quietly, as cat does.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -109,8 +109,16 @@ def test_submit_then_worker_then_resubmit(queue_env, tmp_path):
     early = run_cli("results", job_id, env=queue_env)
     assert early.returncode == 4 and "queued" in early.stderr and not early.stdout
 
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "pneumoscan.cli", "status", job_id, "--follow", "--interval", "0.2"],
+        cwd=REPO_ROOT, env={**os.environ, **queue_env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
     worker = run_cli("worker", "--burst", env=queue_env)
     assert worker.returncode == 0, worker.stdout[-2000:] + worker.stderr[-2000:]
+    followed, progress = follow.communicate(timeout=120)
+    assert follow.returncode == 0, progress[-2000:]
+    assert followed.startswith(f"{job_id}: done, {good + bad}/{good + bad} done, {bad} failed")
+    assert f"{good + bad}/{good + bad}" in progress  # the progress bar's last state
     after = status(job_id, queue_env)
     assert after["state"] == "done"
     assert after["done"] == good + bad and after["failed"] == bad
