@@ -63,13 +63,12 @@ def _finished_at(job_dir: Path) -> datetime:
     return datetime.fromisoformat(json.loads((job_dir / SUMMARY_FILE).read_text())["finished"])
 
 
-def resources(job_dir: Path, progress: Callable[[int], None] | None = None) -> Iterator[Resource]:
-    """The FHIR resource of every row of a finished job, in row order."""
-    path = finished_results(job_dir)
-    issued = _finished_at(job_dir)
+def _resources(
+    path: Path, *, job_id: str, issued: datetime, progress: Callable[[int], None] | None
+) -> Iterator[Resource]:
     with path.open(newline="") as handle:
         for row in csv.DictReader(handle):
-            yield row_resource(row, job_id=job_dir.name, issued=issued)
+            yield row_resource(row, job_id=job_id, issued=issued)
             if progress is not None:
                 progress(1)
 
@@ -77,14 +76,16 @@ def resources(job_dir: Path, progress: Callable[[int], None] | None = None) -> I
 def export(job_dir: Path, form: str, progress: Callable[[int], None] | None = None) -> Iterator[str]:
     """The job's results as text pieces: ``csv``, ``fhir`` (a collection Bundle) or ``ndjson``;
     ``progress`` is called with 1 per FHIR resource written."""
+    if form not in MEDIA_TYPES:
+        raise ValueError(f"Unknown results format {form!r}; choose one of {', '.join(MEDIA_TYPES)}.")
     path = finished_results(job_dir)
     if form == "csv":
         with path.open(newline="") as handle:
             yield from handle
-    elif form == "fhir":
-        bundle_id = report_id(job_dir.name, "")
-        yield from stream_bundle(resources(job_dir, progress), bundle_id=bundle_id, issued=_finished_at(job_dir))
-    elif form == "ndjson":
-        yield from ndjson_lines(resources(job_dir, progress))
+        return
+    issued = _finished_at(job_dir)
+    resources = _resources(path, job_id=job_dir.name, issued=issued, progress=progress)
+    if form == "fhir":
+        yield from stream_bundle(resources, bundle_id=report_id(job_dir.name, ""), issued=issued)
     else:
-        raise ValueError(f"Unknown results format {form!r}; choose one of {', '.join(MEDIA_TYPES)}.")
+        yield from ndjson_lines(resources)
