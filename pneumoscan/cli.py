@@ -1,7 +1,7 @@
 """The ``pneumoscan`` command: parses arguments, calls the core or an adapter, prints.
 
-Exit codes: 0 success, 1 some input failed (``predict``), 2 usage, data or folder error,
-3 model error, 4 the job failed (``status``) or has no results yet (``results``).
+Model and training commands live here, batch-job commands in ``pneumoscan.job_commands``; exit
+codes are listed in ``pneumoscan.cli_common``.
 """
 
 from __future__ import annotations
@@ -12,17 +12,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pneumoscan.cli_common import (
+    EXIT_INPUT_FAILED,
+    EXIT_MODEL,
+    EXIT_OK,
+    EXIT_USAGE,
+    configure_tensorflow_from_settings as _configure_tensorflow,
+)
 from pneumoscan.errors import DataError, ModelError, PneumoscanError
+from pneumoscan.job_commands import add_job_commands
 from pneumoscan.settings import get_settings
-
-EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE, EXIT_MODEL, EXIT_JOB_FAILED = 0, 1, 2, 3, 4
-
-
-def _configure_tensorflow() -> None:
-    from pneumoscan.model import configure_tensorflow
-
-    settings = get_settings()
-    configure_tensorflow(settings.tf_intra_op_threads, settings.tf_inter_op_threads)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -127,147 +126,6 @@ def cmd_register(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_status(status, as_json: bool) -> None:
-    if as_json:
-        print(status.model_dump_json())
-        return
-    line = f"{status.job_id}: {status.state}, {status.done}/{status.total} done, {status.failed} failed"
-    if status.images_per_second:
-        line += f", {status.images_per_second:.1f} images/s"
-    if status.eta_seconds:
-        line += f", about {status.eta_seconds:.0f} s left"
-    print(line)
-    if status.output:
-        print(f"output: {status.output}")
-    if status.detail:
-        print(status.detail)
-
-
-def cmd_submit(args: argparse.Namespace) -> int:
-    from service.worker import submit
-
-    status = submit(args.folder, args.output, get_settings().allowed_input_roots)
-    print(status.job_id)
-    print(f"{status.state}: {status.done}/{status.total} done; output {status.output}", file=sys.stderr)
-    return EXIT_OK
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    from service.jobs import job_status
-    from service.worker import find_job
-
-    job_dir = find_job(args.job)
-    status = job_status(job_dir)
-    if args.follow:
-        status = _follow(job_dir, status, args.interval)
-    _print_status(status, args.json)
-    return EXIT_JOB_FAILED if status.state == "failed" else EXIT_OK
-
-
-def _follow(job_dir: Path, status, interval: float):
-    """A progress bar on stderr until the job is done or failed; the workers do the scoring."""
-    import time
-
-    from tqdm import tqdm
-
-    from service.jobs import job_status
-
-    with tqdm(total=status.total, initial=status.done, desc=status.job_id, unit="img") as bar:
-        while status.state not in ("done", "failed"):
-            time.sleep(interval)
-            status = job_status(job_dir)
-            bar.update(status.done - bar.n)
-            bar.set_postfix(state=status.state, failed=status.failed, refresh=False)
-    return status
-
-
-def cmd_jobs(args: argparse.Namespace) -> int:
-    from service.worker import list_jobs
-
-    for status in list_jobs():
-        if args.json:
-            print(status.model_dump_json())
-            continue
-        created = status.created.strftime("%Y-%m-%d %H:%M") if status.created else "?"
-        print(f"{status.job_id}  {status.state:<7}  {status.done}/{status.total} done, {status.failed} failed  "
-              f"{created}  {status.input_folder or status.detail or ''}")
-    return EXIT_OK
-
-
-def cmd_results(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from service.job_results import export, finished_results
-    from service.jobs import JobNotFinished, job_status
-    from service.worker import find_job
-
-    job_dir = find_job(args.job)
-    try:
-        finished_results(job_dir)
-    except JobNotFinished as exc:
-        print(f"pneumoscan: {exc.detail}", file=sys.stderr)
-        return EXIT_JOB_FAILED
-    # Building FHIR reports takes a few ms each: large jobs get a progress bar on stderr.
-    with tqdm(total=job_status(job_dir).total, desc="Exporting", unit="report",
-              disable=args.format == "csv") as bar:
-        if args.out is None:
-            sys.stdout.writelines(export(job_dir, args.format, progress=bar.update))
-            return EXIT_OK
-        partial = args.out.with_name(args.out.name + ".partial")
-        with partial.open("w", encoding="utf-8", newline="") as handle:
-            handle.writelines(export(job_dir, args.format, progress=bar.update))
-        partial.replace(args.out)
-    print(f"Wrote {args.out}", file=sys.stderr)
-    return EXIT_OK
-
-
-def cmd_resume(args: argparse.Namespace) -> int:
-    from service import jobs
-    from service.worker import enqueue, find_job
-
-    job_dir = find_job(args.job)
-    queued = jobs.reconcile(job_dir, enqueue, get_settings().lease_seconds, force=True)
-    print(f"Queued {queued} unfinished shard(s) of {job_dir.name}.", file=sys.stderr)
-    _print_status(jobs.job_status(job_dir), as_json=False)
-    return EXIT_OK
-
-
-def cmd_worker(args: argparse.Namespace) -> int:
-    from service.worker import run_worker
-
-    run_worker(args.concurrency, burst=args.burst)
-    return EXIT_OK
-
-
-def cmd_score(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from service import jobs
-
-    _configure_tensorflow()
-    from pneumoscan.model import Predictor
-
-    settings = get_settings()
-    folder = jobs.check_input_folder(args.folder, settings.allowed_input_roots)
-    predictor = Predictor.from_dir(settings.model_dir, threshold=settings.threshold)
-    output = Path(args.output).resolve()
-    output.mkdir(parents=True, exist_ok=True)
-    job_dir = jobs.create_job(folder, output, predictor.model_version, settings.shard_size)
-    spec = jobs.load_job(job_dir)
-    with tqdm(total=spec.total, desc="Scoring", unit="img") as bar:
-        for index in range(spec.shards):
-            jobs.score_shard(
-                job_dir, index, predictor, batch_size=settings.predict_batch_size,
-                max_pixels=settings.max_image_pixels, decode_threads=settings.decode_threads,
-                lease_seconds=settings.lease_seconds, max_attempts=settings.max_shard_attempts,
-                progress=bar.update,
-            )
-    status = jobs.job_status(job_dir)
-    _print_status(status, as_json=False)
-    print(f"results: {job_dir / jobs.RESULTS_FILE}")
-    return EXIT_OK
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
     from bench.run import main as run_bench
 
@@ -318,46 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--model", type=Path, default=None, help="model folder (default: PNEUMOSCAN_MODEL_DIR)")
     register.set_defaults(handler=cmd_register)
 
-    submit = commands.add_parser("submit", help="queue a folder of X-rays for batch scoring; prints the job id")
-    submit.add_argument("folder", type=Path)
-    submit.add_argument("--output", type=Path, default=None, help="output root (default: PNEUMOSCAN_JOBS_DIR)")
-    submit.set_defaults(handler=cmd_submit)
-
-    status = commands.add_parser("status", help="progress of a batch job")
-    status.add_argument("job", help="job id or job folder")
-    status.add_argument("--json", action="store_true", help="print one JSON object")
-    status.add_argument(
-        "--follow", action="store_true", help="show a progress bar until the job is done or failed, then the status",
-    )
-    status.add_argument("--interval", type=float, default=1.0, help="seconds between checks with --follow")
-    status.set_defaults(handler=cmd_status)
-
-    jobs = commands.add_parser("jobs", help="every known batch job, newest first")
-    jobs.add_argument("--json", action="store_true", help="one JSON object per line")
-    jobs.set_defaults(handler=cmd_jobs)
-
-    results = commands.add_parser("results", help="a finished job's results as CSV or FHIR")
-    results.add_argument("job", help="job id or job folder")
-    results.add_argument(
-        "--format", default="csv", choices=["csv", "fhir", "ndjson"],
-        help="csv (results.csv), fhir (a FHIR Bundle of DiagnosticReports) or ndjson (FHIR NDJSON)",
-    )
-    results.add_argument("--out", type=Path, default=None, help="file to write (default: standard output)")
-    results.set_defaults(handler=cmd_results)
-
-    resume = commands.add_parser("resume", help="re-queue the unfinished shards of a job")
-    resume.add_argument("job", help="job id or job folder")
-    resume.set_defaults(handler=cmd_resume)
-
-    worker = commands.add_parser("worker", help="run a queue worker (Huey consumer)")
-    worker.add_argument("--concurrency", type=int, default=1, help="worker processes")
-    worker.add_argument("--burst", action="store_true", help="run queued tasks in this process, then exit")
-    worker.set_defaults(handler=cmd_worker)
-
-    score = commands.add_parser("score", help="score a folder in this process, without a queue")
-    score.add_argument("folder", type=Path)
-    score.add_argument("--output", required=True, type=Path)
-    score.set_defaults(handler=cmd_score)
+    add_job_commands(commands)
 
     bench = commands.add_parser("bench", help="benchmark the service, the worker and baselines (make bench)")
     bench.add_argument("--samples", type=Path, default=Path("tests/fixtures/xrays"), help="X-rays to post")

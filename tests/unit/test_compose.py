@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from pneumoscan import cli
+from pneumoscan import cli, job_commands
 from pneumoscan.settings import Settings
 from service.middleware import is_open
 
@@ -218,7 +218,7 @@ def test_worker_command_is_the_cli_worker_and_can_scale():
     scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts[command[0]] == "pneumoscan.cli:main"
     args = cli.build_parser().parse_args(command[1:])  # an unknown flag exits here
-    assert args.handler is cli.cmd_worker and not args.burst, "a burst worker exits and restarts forever"
+    assert args.handler is job_commands.cmd_worker and not args.burst, "a burst worker exits and restarts forever"
     assert "ports" not in WORKER and "container_name" not in WORKER, "--scale worker=N needs neither"
     worker_source = (REPO_ROOT / "service" / "worker.py").read_text()
     timeout = int(re.search(r"shutdown_timeout=(\d+)", worker_source)[1])
