@@ -130,7 +130,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from service import jobs
+    from service import jobs, shards
 
     _configure_tensorflow()
     from pneumoscan.model import Predictor
@@ -144,7 +144,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     spec = jobs.load_job(job_dir)
     with tqdm(total=spec.total, desc="Scoring", unit="img") as bar:
         for index in range(spec.shards):
-            jobs.score_shard(
+            shards.score_shard(
                 job_dir, index, predictor, batch_size=settings.predict_batch_size,
                 max_pixels=settings.max_image_pixels, decode_threads=settings.decode_threads,
                 lease_seconds=settings.lease_seconds, max_attempts=settings.max_shard_attempts,

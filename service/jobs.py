@@ -5,7 +5,8 @@ shard under ``shards/``, written to a temporary name, fsynced and renamed: a sha
 when its file exists. ``leases/`` records which shards are queued or running and until when;
 ``reconcile`` re-queues every unfinished shard whose lease has expired, so a worker killed
 mid-shard costs that shard's time, never results. When every shard is done, ``results.csv`` and
-``summary.json`` are written. Huey (at-most-once) is only told which shard to score.
+``summary.json`` are written. Huey (at-most-once) is only told which shard to score;
+``service.shards`` scores it.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ from pydantic import BaseModel
 
 from pneumoscan.errors import PneumoscanError
 from pneumoscan.imaging import IMAGE_SUFFIXES
-from pneumoscan.model import Predictor
-from pneumoscan.predict import Scored, score_paths
 
 JOB_FILE, MANIFEST_FILE, RESULTS_FILE, SUMMARY_FILE = "job.json", "manifest", "results.csv", "summary.json"
 PLOT_FILE = "summary.png"
@@ -203,23 +202,23 @@ def shard_files(job_dir: Path, spec: JobSpec, index: int) -> list[str]:
     return names[index * spec.shard_size : (index + 1) * spec.shard_size]
 
 
-def _shard_path(job_dir: Path, index: int, suffix: str) -> Path:
+def shard_path(job_dir: Path, index: int, suffix: str) -> Path:
     return job_dir / SHARDS_DIR / f"{index:05d}.{suffix}"
 
 
-def _lease_path(job_dir: Path, index: int) -> Path:
+def lease_path(job_dir: Path, index: int) -> Path:
     return job_dir / LEASES_DIR / f"{index:05d}.json"
 
 
 def read_lease(job_dir: Path, index: int) -> Lease | None:
     try:
-        return Lease.model_validate_json(_lease_path(job_dir, index).read_bytes())
+        return Lease.model_validate_json(lease_path(job_dir, index).read_bytes())
     except (FileNotFoundError, ValueError):
         return None
 
 
 def write_lease(job_dir: Path, index: int, lease: Lease) -> None:
-    atomic_write(_lease_path(job_dir, index), lease.model_dump_json().encode())
+    atomic_write(lease_path(job_dir, index), lease.model_dump_json().encode())
 
 
 def reconcile(
@@ -235,7 +234,7 @@ def reconcile(
     now = time.time()
     queued = 0
     for index in range(spec.shards):
-        if _shard_path(job_dir, index, "csv").exists():
+        if shard_path(job_dir, index, "csv").exists():
             continue
         lease = read_lease(job_dir, index)
         if lease is not None:
@@ -254,26 +253,7 @@ def reconcile(
     return queued
 
 
-# --- scoring ---------------------------------------------------------------------------------
-
-
-def _error_row(name: str, sha256: str, model_version: str, error: PneumoscanError) -> dict:
-    return {"path": name, "sha256": sha256, "label": "", "probability": "", "threshold": "",
-            "model_version": model_version, "status": "error", "error_code": error.code,
-            "error_detail": error.detail, **dict.fromkeys(DICOM_COLUMNS, "")}
-
-
-def _result_row(name: str, scored: Scored) -> dict:
-    prediction, dicom = scored.prediction, scored.dicom
-    # DICOM files carry the identifiers a PACS matches results on.
-    identifiers = {column: (dicom and getattr(dicom, column)) or "" for column in DICOM_COLUMNS}
-    return {"path": name, "sha256": scored.sha256, "label": prediction.label,
-            "probability": repr(prediction.probability), "threshold": repr(prediction.threshold),
-            "model_version": prediction.model_version, "status": "ok", "error_code": "", "error_detail": "",
-            **identifiers}
-
-
-def _csv_bytes(rows: list[dict], header: bool) -> bytes:
+def csv_bytes(rows: list[dict], header: bool) -> bytes:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=RESULT_COLUMNS, lineterminator="\n")
     if header:
@@ -282,90 +262,14 @@ def _csv_bytes(rows: list[dict], header: bool) -> bytes:
     return buffer.getvalue().encode()
 
 
-def score_shard(
-    job_dir: Path,
-    index: int,
-    predictor: Predictor,
-    *,
-    batch_size: int,
-    max_pixels: int,
-    decode_threads: int,
-    lease_seconds: float,
-    max_attempts: int,
-    progress: Callable[[int], None] | None = None,
-) -> bool:
-    """Score one shard and write its result file; False when this worker must not score it."""
-    spec = load_job(job_dir)
-    if spec.model_version != predictor.model_version:
-        log.error(
-            "Refusing shard %d of job %s: it was submitted for model %s, this worker has %s.",
-            index, spec.job_id, spec.model_version, predictor.model_version,
-        )
-        return False
-    if _shard_path(job_dir, index, "csv").exists():
-        finalize(job_dir)
-        return True
-    existing = read_lease(job_dir, index)
-    if existing is not None and existing.state == "running" and existing.expires > time.time():
-        log.info("Shard %d of job %s is being scored by %s; leaving it.", index, spec.job_id, existing.worker)
-        return True
-    previous = (existing or Lease(state="queued", expires=0)).after_death()
-    crashes = previous.crashes
-    lease = Lease(state="running", expires=0, attempts=previous.attempts + 1, worker=worker_id(), crashes=crashes)
-    suspicious = lease.attempts > 1  # after a crash, go one file at a time to find the culprit
-
-    def heartbeat(current: list[str]) -> None:
-        lease.current = current
-        lease.expires = time.time() + lease_seconds
-        write_lease(job_dir, index, lease)
-
-    names = shard_files(job_dir, spec, index)
-    # One crash puts a whole batch in flight under suspicion; the one-at-a-time retries that
-    # follow pin it on a single file, which is then recorded instead of scored again.
-    poison = {name for name, count in crashes.items() if count >= max(1, max_attempts - 1)}
-    started = time.time()
-    heartbeat([])
-    folder = Path(spec.input_folder)
-    scored: dict[str, dict] = {}
-    for outcome in score_paths(
-        predictor, [folder / name for name in names if name not in poison],
-        batch_size=1 if suspicious else batch_size, max_pixels=max_pixels,
-        decode_threads=1 if suspicious else decode_threads,
-        before_batch=lambda chunk: heartbeat([path.relative_to(folder).as_posix() for path in chunk]),
-        progress=progress,
-    ):
-        name = outcome.path.relative_to(folder).as_posix()
-        scored[name] = (
-            _error_row(name, outcome.sha256, predictor.model_version, outcome.error)
-            if outcome.error is not None
-            else _result_row(name, outcome)
-        )
-    rows = []
-    for name in names:
-        if name in poison:
-            error = WorkerCrashed(f"Scoring this file stopped a worker {crashes[name]} times; it was skipped.")
-            rows.append(_error_row(name, "", predictor.model_version, error))
-            if progress is not None:
-                progress(1)
-        else:
-            rows.append(scored[name])
-    meta = ShardMeta(worker=worker_id(), started=started, finished=time.time(), files=len(rows),
-                     failed=sum(row["status"] == "error" for row in rows))
-    atomic_write(_shard_path(job_dir, index, "json"), meta.model_dump_json().encode())
-    atomic_write(_shard_path(job_dir, index, "csv"), _csv_bytes(rows, header=False))
-    _lease_path(job_dir, index).unlink(missing_ok=True)
-    finalize(job_dir)
-    return True
-
-
 # --- finishing and status -------------------------------------------------------------------------
 
 
 def _shard_metas(job_dir: Path, spec: JobSpec) -> list[ShardMeta]:
     metas = []
     for index in range(spec.shards):
-        if _shard_path(job_dir, index, "csv").exists():
-            metas.append(ShardMeta.model_validate_json(_shard_path(job_dir, index, "json").read_bytes()))
+        if shard_path(job_dir, index, "csv").exists():
+            metas.append(ShardMeta.model_validate_json(shard_path(job_dir, index, "json").read_bytes()))
     return metas
 
 
@@ -374,7 +278,7 @@ def finalize(job_dir: Path) -> bool:
     spec = load_job(job_dir)
     if (job_dir / RESULTS_FILE).exists():
         return True
-    shard_csvs = [_shard_path(job_dir, index, "csv") for index in range(spec.shards)]
+    shard_csvs = [shard_path(job_dir, index, "csv") for index in range(spec.shards)]
     if not all(path.exists() for path in shard_csvs):
         return False
     body = b"".join(path.read_bytes() for path in shard_csvs)
@@ -405,7 +309,7 @@ def finalize(job_dir: Path) -> bool:
         atomic_write(job_dir / PLOT_FILE, summary_png(rows, summary))
     except Exception:  # the plot is a convenience: it must never keep a job from finishing
         log.exception("Could not draw %s for job %s; its results are complete.", PLOT_FILE, spec.job_id)
-    atomic_write(job_dir / RESULTS_FILE, _csv_bytes([], header=True) + body)
+    atomic_write(job_dir / RESULTS_FILE, csv_bytes([], header=True) + body)
     return True
 
 

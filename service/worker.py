@@ -16,7 +16,7 @@ from huey import Huey, RedisHuey, SqliteHuey, crontab
 
 from pneumoscan.model import Predictor, configure_tensorflow, load_metadata
 from pneumoscan.settings import Settings, get_settings
-from service import jobs
+from service import jobs, shards
 
 log = logging.getLogger("pneumoscan.worker")
 settings = get_settings()
@@ -59,7 +59,7 @@ def enqueue(job_dir: Path, index: int) -> None:
 def score_shard_task(job_dir: str, index: int) -> None:
     path = Path(job_dir)
     try:
-        jobs.score_shard(
+        shards.score_shard(
             path, index, get_predictor(), batch_size=settings.predict_batch_size,
             max_pixels=settings.max_image_pixels, decode_threads=settings.decode_threads,
             lease_seconds=settings.lease_seconds, max_attempts=settings.max_shard_attempts,

@@ -1,0 +1,127 @@
+"""Scoring one shard of a batch job: a result row per file, a heartbeat on the shard's lease per
+batch, and the crash bookkeeping that pins a file which keeps killing workers.
+
+The shard's result file is written atomically before its lease is dropped, and the job is
+finalized by whichever worker completes its last shard (see ``service.jobs``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pneumoscan.errors import PneumoscanError
+from pneumoscan.model import Predictor
+from pneumoscan.predict import Scored, score_paths
+from service.jobs import (
+    DICOM_COLUMNS,
+    Lease,
+    ShardMeta,
+    WorkerCrashed,
+    atomic_write,
+    csv_bytes,
+    finalize,
+    lease_path,
+    load_job,
+    read_lease,
+    shard_files,
+    shard_path,
+    worker_id,
+    write_lease,
+)
+
+log = logging.getLogger("pneumoscan.jobs")
+
+
+def _error_row(name: str, sha256: str, model_version: str, error: PneumoscanError) -> dict:
+    return {"path": name, "sha256": sha256, "label": "", "probability": "", "threshold": "",
+            "model_version": model_version, "status": "error", "error_code": error.code,
+            "error_detail": error.detail, **dict.fromkeys(DICOM_COLUMNS, "")}
+
+
+def _result_row(name: str, scored: Scored) -> dict:
+    prediction, dicom = scored.prediction, scored.dicom
+    # DICOM files carry the identifiers a PACS matches results on.
+    identifiers = {column: (dicom and getattr(dicom, column)) or "" for column in DICOM_COLUMNS}
+    return {"path": name, "sha256": scored.sha256, "label": prediction.label,
+            "probability": repr(prediction.probability), "threshold": repr(prediction.threshold),
+            "model_version": prediction.model_version, "status": "ok", "error_code": "", "error_detail": "",
+            **identifiers}
+
+
+def score_shard(
+    job_dir: Path,
+    index: int,
+    predictor: Predictor,
+    *,
+    batch_size: int,
+    max_pixels: int,
+    decode_threads: int,
+    lease_seconds: float,
+    max_attempts: int,
+    progress: Callable[[int], None] | None = None,
+) -> bool:
+    """Score one shard and write its result file; False when this worker must not score it."""
+    spec = load_job(job_dir)
+    if spec.model_version != predictor.model_version:
+        log.error(
+            "Refusing shard %d of job %s: it was submitted for model %s, this worker has %s.",
+            index, spec.job_id, spec.model_version, predictor.model_version,
+        )
+        return False
+    if shard_path(job_dir, index, "csv").exists():
+        finalize(job_dir)
+        return True
+    existing = read_lease(job_dir, index)
+    if existing is not None and existing.state == "running" and existing.expires > time.time():
+        log.info("Shard %d of job %s is being scored by %s; leaving it.", index, spec.job_id, existing.worker)
+        return True
+    previous = (existing or Lease(state="queued", expires=0)).after_death()
+    crashes = previous.crashes
+    lease = Lease(state="running", expires=0, attempts=previous.attempts + 1, worker=worker_id(), crashes=crashes)
+    suspicious = lease.attempts > 1  # after a crash, go one file at a time to find the culprit
+
+    def heartbeat(current: list[str]) -> None:
+        lease.current = current
+        lease.expires = time.time() + lease_seconds
+        write_lease(job_dir, index, lease)
+
+    names = shard_files(job_dir, spec, index)
+    # One crash puts a whole batch in flight under suspicion; the one-at-a-time retries that
+    # follow pin it on a single file, which is then recorded instead of scored again.
+    poison = {name for name, count in crashes.items() if count >= max(1, max_attempts - 1)}
+    started = time.time()
+    heartbeat([])
+    folder = Path(spec.input_folder)
+    scored: dict[str, dict] = {}
+    for outcome in score_paths(
+        predictor, [folder / name for name in names if name not in poison],
+        batch_size=1 if suspicious else batch_size, max_pixels=max_pixels,
+        decode_threads=1 if suspicious else decode_threads,
+        before_batch=lambda chunk: heartbeat([path.relative_to(folder).as_posix() for path in chunk]),
+        progress=progress,
+    ):
+        name = outcome.path.relative_to(folder).as_posix()
+        scored[name] = (
+            _error_row(name, outcome.sha256, predictor.model_version, outcome.error)
+            if outcome.error is not None
+            else _result_row(name, outcome)
+        )
+    rows = []
+    for name in names:
+        if name in poison:
+            error = WorkerCrashed(f"Scoring this file stopped a worker {crashes[name]} times; it was skipped.")
+            rows.append(_error_row(name, "", predictor.model_version, error))
+            if progress is not None:
+                progress(1)
+        else:
+            rows.append(scored[name])
+    meta = ShardMeta(worker=worker_id(), started=started, finished=time.time(), files=len(rows),
+                     failed=sum(row["status"] == "error" for row in rows))
+    atomic_write(shard_path(job_dir, index, "json"), meta.model_dump_json().encode())
+    atomic_write(shard_path(job_dir, index, "csv"), csv_bytes(rows, header=False))
+    lease_path(job_dir, index).unlink(missing_ok=True)
+    finalize(job_dir)
+    return True
