@@ -30,7 +30,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     metadata = train(
         args.data, args.out, recipe_name=args.recipe, epochs=args.epochs, seed=args.seed,
-        validation_fraction=args.validation_fraction, target_sensitivity=args.target_sensitivity,
+        validation_fraction=args.validation_fraction,
     )
     v = metadata.validation
     print(
@@ -46,7 +46,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _configure_tensorflow()
     from training.evaluate import evaluate
 
-    report = evaluate(args.model, args.data, out_dir=args.out, batch_size=get_settings().predict_batch_size)
+    settings = get_settings()
+    report = evaluate(
+        args.model, args.data, out_dir=args.out, batch_size=settings.predict_batch_size,
+        threshold=settings.threshold, ood_policy=settings.ood_policy,
+    )
     if args.json:
         print(report.model_dump_json())
     else:
@@ -56,6 +60,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"sensitivity {report.sensitivity:.4f}  specificity {report.specificity:.4f}  "
             f"threshold {report.threshold:.4f}\nconfusion: tp={c.tp} fp={c.fp} tn={c.tn} fn={c.fn}"
         )
+        if report.refused:
+            print("refused: " + ", ".join(f"{code} {count}" for code, count in report.refused.items()))
         if args.out:
             print(f"Plots and evaluation.json written to {args.out}")
     return EXIT_OK
@@ -67,7 +73,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from pneumoscan.predict import predict_files
 
     settings = get_settings()
-    predictor = Predictor.from_dir(args.model or settings.model_dir, threshold=settings.threshold)
+    predictor = Predictor.from_dir(
+        args.model or settings.model_dir, threshold=settings.threshold, ood_policy=settings.ood_policy
+    )
     failed = 0
     for result in predict_files(
         predictor, args.files, batch_size=settings.predict_batch_size, max_pixels=settings.max_image_pixels
@@ -80,29 +88,39 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     import json
 
+    import numpy as np
+
     from pneumoscan.imaging import decode_grayscale, to_model_input
     from pneumoscan.predict import read_file
     from pneumoscan.schemas import ErrorInfo, FilePrediction
 
     settings = get_settings()
-    # The input is checked before TensorFlow and the model load, so a bad file fails at once.
-    try:
-        image = decode_grayscale(read_file(args.file), max_pixels=settings.max_image_pixels)
-    except PneumoscanError as exc:
+    def refuse(exc: PneumoscanError) -> int:
         error = FilePrediction(file=str(args.file), error=ErrorInfo(**exc.to_dict()))
         print(error.model_dump_json(exclude_none=True), flush=True)
         return EXIT_INPUT_FAILED
+
+    # The input is checked before TensorFlow and the model load, so a bad file fails at once.
+    try:
+        image = decode_grayscale(read_file(args.file), max_pixels=settings.max_image_pixels)
+        model_input = to_model_input(image)  # exactly what predict and the service feed the model
+    except PneumoscanError as exc:
+        return refuse(exc)
     _configure_tensorflow()
     from pneumoscan.explain import GradCam, feature_maps, overlay, save_feature_map_grids
-    from pneumoscan.model import Predictor, make_prediction
+    from pneumoscan.model import Predictor
 
-    predictor = Predictor.from_dir(args.model or settings.model_dir, threshold=settings.threshold)
-    model_input = to_model_input(image)  # exactly what predict and the service feed the model
-    probability, heatmap = GradCam(predictor.model)(model_input)
-    prediction = make_prediction(probability, predictor.threshold, predictor.model_version)
+    predictor = Predictor.from_dir(
+        args.model or settings.model_dir, threshold=settings.threshold, ood_policy=settings.ood_policy
+    )
+    prediction = predictor.judge(predictor.score(model_input[np.newaxis]))[0]
+    if isinstance(prediction, PneumoscanError):
+        return refuse(prediction)
+    _, heatmap = GradCam(predictor.model)(model_input)
     out = args.out / "gradcam.png" if args.feature_maps else args.out
     result = {"file": str(args.file), "label": prediction.label, "probability": prediction.probability,
-              "threshold": prediction.threshold, "out": str(out)}
+              "threshold": prediction.threshold, "out_of_distribution": prediction.out_of_distribution,
+              "out": str(out)}
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         overlay(image, heatmap).save(out, format="PNG")
@@ -144,10 +162,6 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=None, help="override the recipe's epoch count")
     train.add_argument("--seed", type=int, default=42)
     train.add_argument("--validation-fraction", type=float, default=0.15, help="share of patients held out")
-    train.add_argument(
-        "--target-sensitivity", type=float, default=0.95,
-        help="the saved threshold is the highest reaching this sensitivity on validation",
-    )
     train.set_defaults(handler=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="metrics of a model on a labelled folder")

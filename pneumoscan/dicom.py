@@ -23,12 +23,14 @@ import pydicom
 from PIL import Image
 from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.pixels.processing import apply_windowing
 from pydicom.uid import JPEGBaseline8Bit
 
 from pneumoscan import IMAGE_SIZE
 from pneumoscan.errors import (
+    BlankImage,
     ImageTooLarge,
     MultiFrameImage,
     NoPixelData,
@@ -82,7 +84,35 @@ def decode_dicom(data: bytes, *, max_pixels: int) -> tuple[Image.Image, DicomSou
             raise UnsupportedFormat(f"DICOM pixel data in transfer syntax {name!r} cannot be decoded here.") from exc
         except (ValueError, OSError, EOFError, KeyError, AttributeError, TypeError, SyntaxError, StopIteration) as exc:
             raise TruncatedImage(f"The DICOM pixel data is truncated or corrupt ({type(exc).__name__}).") from exc
-        return Image.fromarray(_display_values(pixels, dataset), mode="L"), source
+        _check_display_transform(dataset)
+        try:
+            display = _display_values(pixels, dataset)
+        except (ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError) as exc:
+            raise BlankImage(
+                f"The DICOM display transform (rescale, lookup table or window) cannot be applied "
+                f"({type(exc).__name__}); the image has no displayable content."
+            ) from exc
+        return Image.fromarray(display, mode="L"), source
+
+
+def _check_display_transform(dataset: pydicom.Dataset) -> None:
+    """``BlankImage`` for a rescale or window that is not finite or maps every pixel to one value."""
+    def numbers(keyword: str) -> list[float]:
+        value = dataset.get(keyword)
+        if value is None:
+            return []
+        try:
+            return [float(v) for v in (value if isinstance(value, MultiValue) else [value])]
+        except (TypeError, ValueError) as exc:
+            raise BlankImage(f"The DICOM {keyword} is not a number.") from exc
+
+    for keyword in ("RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth"):
+        if not all(np.isfinite(numbers(keyword))):
+            raise BlankImage(f"The DICOM {keyword} is not a finite number; the image cannot be displayed.")
+    if any(slope == 0 for slope in numbers("RescaleSlope")):
+        raise BlankImage("The DICOM RescaleSlope is 0, which maps every pixel to one value.")
+    if any(width <= 0 for width in numbers("WindowWidth")):
+        raise BlankImage("The DICOM WindowWidth is not positive, so the window shows no grey levels.")
 
 
 def _pixels(dataset: pydicom.Dataset) -> np.ndarray:
@@ -182,6 +212,8 @@ def _transform(stored: np.ndarray, dataset: pydicom.Dataset, present: np.ndarray
     """The display pipeline on an array of stored values; ``present`` marks the values that
     occur in the image when ``stored`` is a table of candidates rather than the image itself."""
     values = apply_modality_lut(stored, dataset)
+    if not np.all(np.isfinite(values)):
+        raise BlankImage("The DICOM modality transform gives values that are not finite numbers.")
     if _has_voi(dataset):
         low, high = _voi_output_range(dataset)
         values = apply_voi_lut(values, dataset, prefer_lut=True)

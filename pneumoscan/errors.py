@@ -15,7 +15,11 @@ Every error carries a stable machine-readable ``code``; adapters translate them 
     │   ├── ImageTooSmall           fewer than 64 pixels on a side: a thumbnail or icon, not an X-ray
     │   ├── NoPixelData             a DICOM file without an image (a report, a presentation state)
     │   ├── MultiFrameImage         a DICOM file with several frames
-    │   └── UnsupportedModality     a DICOM image that is not a radiograph (CT, MR, US, ...)
+    │   ├── UnsupportedModality     a DICOM image that is not a radiograph (CT, MR, US, ...)
+    │   ├── BlankImage              no usable content: near-constant, too few grey levels, or a
+    │   │                           DICOM display transform that is not finite or degenerate
+    │   └── NotAChestXray           decodes fine, but the model's features are far from every
+    │                               training X-ray (a photo, a drawing, another body part)
     ├── ModelError              the saved model or its metadata is missing or unusable
     └── DataError               a training/evaluation data folder is unusable
 """
@@ -82,6 +86,14 @@ class MultiFrameImage(InvalidImage):
 
 class UnsupportedModality(InvalidImage):
     code = "unsupported_modality"
+
+
+class BlankImage(InvalidImage):
+    code = "blank_image"
+
+
+class NotAChestXray(InvalidImage):
+    code = "not_a_chest_xray"
 
 
 class ModelError(PneumoscanError):

@@ -80,6 +80,12 @@ def operation_outcome(code: str, detail: str, issue_type: str) -> OperationOutco
     )
 
 
+OUT_OF_DISTRIBUTION = (
+    "OUT OF DISTRIBUTION: the image is unlike the chest X-rays the model was trained on; "
+    "do not rely on this label. "
+)
+
+
 def diagnostic_report(
     prediction: Prediction,
     *,
@@ -109,6 +115,7 @@ def diagnostic_report(
         "issued": issued.isoformat(),
         "result": [{"reference": "#observation"}],
         "conclusion": (
+            f"{OUT_OF_DISTRIBUTION if prediction.out_of_distribution else ''}"
             f"{prediction.label}: P(pneumonia) = {prediction.probability:.3f} at threshold "
             f"{prediction.threshold:.3f}. {NOT_FOR_DIAGNOSIS}"
         ),

@@ -20,6 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pneumoscan import IMAGE_SIZE
 from pneumoscan.dicom import DicomSource, decode_dicom, is_dicom
 from pneumoscan.errors import (
+    BlankImage,
     EmptyImage,
     ImageTooLarge,
     ImageTooSmall,
@@ -36,6 +37,13 @@ DEFAULT_MAX_PIXELS = 50_000_000
 # Half the model's side: anything smaller is a thumbnail or an icon, and the model would score
 # an upscaled blur. Chest radiographs are hundreds to thousands of pixels on a side.
 MIN_IMAGE_SIDE = 64
+# A radiograph at the model size spreads over a wide range of grey levels: in the training data the
+# standard deviation is at least 19 and 95% of the pixels take at least 80 distinct levels. An
+# image below either floor has nothing for the model to read: a blank or uniform frame, a two-tone
+# pattern or a flat drawing, a failed exposure.
+MIN_PLANE_STD = 4.0
+MIN_GREY_LEVELS = 16
+GREY_LEVEL_COVERAGE = 0.95
 
 _EIGHT_BIT_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX"})
 _SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
@@ -119,9 +127,30 @@ def _decode_pillow(data: bytes, max_pixels: int) -> Image.Image:
 
 
 def resize_plane(grayscale: Image.Image) -> np.ndarray:
-    """Resize an "L" image to the model size (bilinear, no crop): uint8 (128, 128)."""
+    """Resize an "L" image to the model size (bilinear, no crop): uint8 (128, 128); refuses
+    planes without usable content (``check_content``)."""
     height, width = IMAGE_SIZE
-    return np.asarray(grayscale.resize((width, height), Image.Resampling.BILINEAR), dtype=np.uint8)
+    plane = np.asarray(grayscale.resize((width, height), Image.Resampling.BILINEAR), dtype=np.uint8)
+    check_content(plane)
+    return plane
+
+
+def check_content(plane: np.ndarray) -> None:
+    """``BlankImage`` for a near-constant plane or one whose pixels take too few grey levels."""
+    spread = float(plane.std())
+    if spread < MIN_PLANE_STD:
+        raise BlankImage(
+            f"The image is nearly uniform (grey-level standard deviation {spread:.1f}, an X-ray has "
+            f"at least {MIN_PLANE_STD:g}); there is nothing to score."
+        )
+    # Counted over the levels that hold most pixels, so resampled edges of a flat drawing do not count.
+    counts = np.sort(np.bincount(plane.ravel(), minlength=256))[::-1]
+    levels = int(np.searchsorted(np.cumsum(counts), GREY_LEVEL_COVERAGE * plane.size) + 1)
+    if levels < MIN_GREY_LEVELS:
+        raise BlankImage(
+            f"{GREY_LEVEL_COVERAGE:.0%} of the image takes only {levels} grey levels (an X-ray takes at least "
+            f"{MIN_GREY_LEVELS}); it looks like a drawing, a pattern or a blank frame, not a radiograph."
+        )
 
 
 def plane_to_input(planes: np.ndarray) -> np.ndarray:
@@ -176,6 +205,7 @@ def _to_eight_bit_gray(image: Image.Image) -> Image.Image:
 __all__ = [
     "IMAGE_SUFFIXES",
     "Decoded",
+    "check_content",
     "InvalidImage",
     "decode",
     "decode_grayscale",

@@ -137,7 +137,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     folder = jobs.check_input_folder(args.folder, settings.allowed_input_roots)
-    predictor = Predictor.from_dir(settings.model_dir, threshold=settings.threshold)
+    predictor = Predictor.from_dir(settings.model_dir, threshold=settings.threshold, ood_policy=settings.ood_policy)
     output = Path(args.output).resolve()
     output.mkdir(parents=True, exist_ok=True)
     job_dir = jobs.create_job(folder, output, predictor.model_version, settings.shard_size)

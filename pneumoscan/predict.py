@@ -17,7 +17,7 @@ import numpy as np
 from pneumoscan.dicom import DicomSource
 from pneumoscan.errors import PneumoscanError, UnreadableFile
 from pneumoscan.imaging import DEFAULT_MAX_PIXELS, decode, to_model_input
-from pneumoscan.model import Predictor, make_prediction
+from pneumoscan.model import Predictor
 from pneumoscan.schemas import ErrorInfo, FilePrediction, Prediction
 
 
@@ -52,9 +52,10 @@ def read_and_decode(
     sha256 = hashlib.sha256(data).hexdigest()
     try:
         decoded = decode(data, max_pixels=max_pixels)
+        model_input = to_model_input(decoded.image)
     except PneumoscanError as exc:
         return sha256, exc, None
-    return sha256, to_model_input(decoded.image), decoded.dicom
+    return sha256, model_input, decoded.dicom
 
 
 def score_paths(
@@ -77,17 +78,17 @@ def score_paths(
                 before_batch(chunk)
             outcomes = [next(decoded) for _ in chunk]
             good = [i for i, (_, outcome, _) in enumerate(outcomes) if isinstance(outcome, np.ndarray)]
-            probabilities = predictor.predict_proba(np.stack([outcomes[i][1] for i in good])) if good else []
-            by_index = dict(zip(good, probabilities))
+            judged = predictor.judge(predictor.score(np.stack([outcomes[i][1] for i in good]))) if good else []
+            by_index = dict(zip(good, judged))
             if progress is not None:
                 progress(len(chunk))
             for i, path in enumerate(chunk):
                 sha256, outcome, dicom = outcomes[i]
-                if isinstance(outcome, PneumoscanError):
-                    yield Scored(path, sha256, error=outcome)
+                result = by_index.get(i, outcome)
+                if isinstance(result, PneumoscanError):
+                    yield Scored(path, sha256, error=result, dicom=dicom)
                 else:
-                    prediction = make_prediction(by_index[i], predictor.threshold, predictor.model_version)
-                    yield Scored(path, sha256, prediction=prediction, dicom=dicom)
+                    yield Scored(path, sha256, prediction=result, dicom=dicom)
 
 
 def dicom_identifiers(source: DicomSource | None) -> dict[str, str | None]:
@@ -117,5 +118,7 @@ def predict_files(
                 label=scored.prediction.label,
                 probability=scored.prediction.probability,
                 threshold=scored.prediction.threshold,
+                out_of_distribution=scored.prediction.out_of_distribution,
+                ood_score=scored.prediction.ood_score,
                 **dicom_identifiers(scored.dicom),
             )

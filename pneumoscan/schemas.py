@@ -19,6 +19,16 @@ class Prediction(BaseModel):
     probability: float = Field(ge=0.0, le=1.0, description="P(pneumonia) from the model.")
     threshold: float = Field(ge=0.0, le=1.0, description="PNEUMONIA when probability >= threshold.")
     model_version: str
+    out_of_distribution: bool = Field(
+        default=False,
+        description="True when the input gate found the image unlike the training X-rays and "
+        "PNEUMOSCAN_OOD_POLICY=flag let it through: do not trust the label.",
+    )
+    ood_score: float | None = Field(
+        default=None,
+        description="Distance from the training X-rays as a multiple of the gate's limit (above 1: out "
+        "of distribution); null for a model without a gate.",
+    )
 
 
 class DicomIdentifiers(BaseModel):
@@ -41,6 +51,8 @@ class FilePrediction(DicomIdentifiers):
     label: Label | None = None
     probability: float | None = None
     threshold: float | None = None
+    out_of_distribution: bool | None = None
+    ood_score: float | None = None
     error: ErrorInfo | None = None
 
 
@@ -61,6 +73,43 @@ class EvaluationReport(BaseModel):
     specificity: float
     threshold: float
     confusion: Confusion
+    refused: dict[str, int] = Field(
+        default_factory=dict, description="Images refused by the input gate, by error code (not in n)."
+    )
+
+
+class GateRefusals(BaseModel):
+    n: int
+    refused: int
+    nearest: float | None = Field(
+        default=None,
+        description="The image nearest the limit, as distance / limit: the largest for X-rays, the "
+        "smallest for non-X-ray images that reached the distance check (blank images do not).",
+    )
+
+    @property
+    def rate(self) -> float:
+        return self.refused / self.n if self.n else float("nan")
+
+
+class GateInfo(BaseModel):
+    """The out-of-distribution gate saved with a model (``gate.npz``)."""
+
+    threshold: float = Field(gt=0.0, description="Largest accepted Mahalanobis distance.")
+    rule: str = Field(description="How the threshold was chosen.")
+    sha256: str = Field(description="sha256 of gate.npz.")
+    layers: list[str] = Field(description="Layers whose pooled activations the distance is measured on.")
+    features: int
+    refusals: dict[str, GateRefusals] = Field(
+        description="Refused / scored per image set: validation X-rays (clean and stressed) and each "
+        "kind of non-X-ray image."
+    )
+
+
+class CalibrationInfo(BaseModel):
+    temperature: float = Field(gt=0.0, description="Softmax temperature fitted on stressed validation.")
+    ece_before: dict[str, float] = Field(description="Expected calibration error (10 bins) before scaling.")
+    ece_after: dict[str, float] = Field(description="Expected calibration error (10 bins) after scaling.")
 
 
 class ModelMetadata(BaseModel):
@@ -74,7 +123,9 @@ class ModelMetadata(BaseModel):
     class_names: list[str]
     input_shape: list[int]
     threshold: float = Field(ge=0.0, le=1.0)
-    target_sensitivity: float
+    target_sensitivity: float | None = Field(
+        default=None, description="Earlier models: the validation sensitivity the threshold was set for."
+    )
     epochs_run: int
     best_epoch: int
     seed: int
@@ -85,6 +136,12 @@ class ModelMetadata(BaseModel):
     created: datetime
     training_seconds: float
     versions: dict[str, str] = Field(description="Library versions used for training.")
+    threshold_rule: str | None = Field(default=None, description="How the threshold was chosen.")
+    stressed_validation: EvaluationReport | None = Field(
+        default=None, description="Validation metrics on augmented copies of the validation split."
+    )
+    calibration: CalibrationInfo | None = None
+    gate: GateInfo | None = None
 
 
 class PredictionResponse(Prediction, DicomIdentifiers):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,6 +44,11 @@ class Settings(BaseSettings):
     )
     tf_inter_op_threads: int = Field(
         default=1, ge=0, description="TensorFlow inter-op threads per process (0: TF's default)."
+    )
+    ood_policy: Literal["refuse", "flag"] = Field(
+        default="refuse",
+        description="Images the input gate finds unlike chest X-rays: `refuse` (422 not_a_chest_xray) or "
+        "`flag` (scored, with out_of_distribution true).",
     )
     predict_batch_size: int = Field(
         default=32, gt=0, description="Images per model call in offline prediction and evaluation."

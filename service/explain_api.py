@@ -22,7 +22,8 @@ from starlette.responses import Response
 
 from pneumoscan.explain import overlay
 from pneumoscan.imaging import decode_grayscale, resize_plane
-from pneumoscan.model import make_prediction
+from pneumoscan.errors import PneumoscanError
+from pneumoscan.decision import judge_scores
 from service.errors import ExplanationUnavailable
 from service.http import InferFn, ModelInfo, read_single_image, request_record
 
@@ -37,6 +38,7 @@ PNG_RESPONSE = {
             "X-Pneumoscan-Probability": "P(pneumonia)",
             "X-Pneumoscan-Threshold": "PNEUMONIA when the probability reaches it",
             "X-Pneumoscan-Model-Version": "the model that answered",
+            "X-Pneumoscan-Out-Of-Distribution": "true when PNEUMOSCAN_OOD_POLICY=flag let an image unlike the training X-rays through",
             "X-Request-Id": "this request's id, as in the request log",
         }.items()
     },
@@ -80,17 +82,17 @@ def add_explain_route(
             image = await anyio.to_thread.run_sync(partial(decode_grayscale, data, max_pixels=info.max_pixels))
             plane = resize_plane(image)
             with anyio.fail_after(info.timeout_s):
-                probabilities, heatmap = await asyncio.gather(
-                    get_infer()(plane[np.newaxis]), get_explain()(plane)
-                )
+                scores, heatmap = await asyncio.gather(get_infer()(plane[np.newaxis]), get_explain()(plane))
+            prediction = judge_scores(info.decision, scores)[0]
+            if isinstance(prediction, PneumoscanError):
+                raise prediction
             png = await anyio.to_thread.run_sync(render_png, image, np.asarray(heatmap, dtype=np.float32))
-        probability = float(np.asarray(probabilities, dtype=np.float64).reshape(-1)[0])
-        prediction = make_prediction(probability, info.threshold, info.model_version)
         headers = {
             "X-Pneumoscan-Label": prediction.label,
             "X-Pneumoscan-Probability": repr(prediction.probability),
             "X-Pneumoscan-Threshold": repr(prediction.threshold),
             "X-Pneumoscan-Model-Version": prediction.model_version,
+            "X-Pneumoscan-Out-Of-Distribution": str(prediction.out_of_distribution).lower(),
             "X-Request-Id": record["request_id"],
             "Cache-Control": "no-store",  # a patient's image: no shared caches
         }

@@ -30,7 +30,7 @@ from pneumoscan.errors import PneumoscanError
 from pneumoscan.dicom import DicomSource
 from pneumoscan.fhir import FHIR_JSON, accepts_fhir, diagnostic_report, report_bundle
 from pneumoscan.imaging import load_plane_with_source
-from pneumoscan.model import make_prediction
+from pneumoscan.decision import Decision, judge_scores
 from pneumoscan.predict import dicom_identifiers
 from pneumoscan.schemas import (
     BatchItemError,
@@ -38,6 +38,7 @@ from pneumoscan.schemas import (
     BatchResponse,
     ErrorInfo,
     ErrorResponse,
+    Prediction,
     PredictionResponse,
 )
 from service.jobs_api import router as jobs_router
@@ -59,18 +60,22 @@ MULTIPART = "multipart/form-data"
 
 log = logging.getLogger("pneumoscan.requests")
 
+# uint8 planes (n, 128, 128) -> (n, 2): calibrated P(pneumonia) and the input gate's distance.
 InferFn = Callable[[np.ndarray], Awaitable[np.ndarray]]
 
 
 @dataclass(frozen=True)
 class ModelInfo:
-    threshold: float
-    model_version: str
+    decision: Decision  # the threshold, the input gate's limit and policy, the model version
     max_pixels: int
     max_batch_items: int
     model_batch_size: int
     timeout_s: float
     explanations: bool = True  # Grad-CAM needs Keras' TensorFlow backend
+
+    @property
+    def model_version(self) -> str:
+        return self.decision.model_version
 
 
 def media_type(request: Request) -> str:
@@ -228,13 +233,15 @@ def create_app(get_infer: Callable[[], InferFn], get_info: Callable[[], ModelInf
         )
         return error_response(BadRequest(detail), None, request.headers.get("accept", ""))
 
-    async def run_model(batch: np.ndarray, info: ModelInfo) -> np.ndarray:
-        """P(pneumonia) per uint8 plane; chunks of at most one model batch go out concurrently."""
+    async def run_model(batch: np.ndarray, info: ModelInfo) -> list[Prediction | PneumoscanError]:
+        """The result, or the input gate's refusal, per uint8 plane; chunks of at most one model
+        batch go out concurrently."""
         infer = get_infer()
         size = info.model_batch_size
         with anyio.fail_after(info.timeout_s):
             outputs = await asyncio.gather(*(infer(batch[i : i + size]) for i in range(0, len(batch), size)))
-        return np.concatenate([np.asarray(output, dtype=np.float64).reshape(-1) for output in outputs])
+        scores = np.concatenate([np.asarray(output, dtype=np.float64).reshape(-1, 2) for output in outputs])
+        return judge_scores(info.decision, scores)
 
     @app.post(
         "/predict",
@@ -249,8 +256,9 @@ def create_app(get_infer: Callable[[], InferFn], get_info: Callable[[], ModelInf
             data = await read_single_image(request)
             record.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
             image, source = await decode_with_source(data, info.max_pixels)
-            probability = (await run_model(image[np.newaxis], info))[0]
-        prediction = make_prediction(probability, info.threshold, info.model_version)
+            prediction = (await run_model(image[np.newaxis], info))[0]
+            if isinstance(prediction, PneumoscanError):
+                raise prediction
         if wants_fhir(request):
             return fhir_json(diagnostic_report(prediction, source=source, request_id=record["request_id"]), record)
         return PredictionResponse(
@@ -273,7 +281,7 @@ def create_app(get_infer: Callable[[], InferFn], get_info: Callable[[], ModelInf
                 bytes=[len(data or b"") for _, data in items],
                 sha256=[hashlib.sha256(data).hexdigest() if data is not None else None for _, data in items],
             )
-            outcomes: list[np.ndarray | PneumoscanError] = [
+            outcomes: list[np.ndarray | Prediction | PneumoscanError] = [
                 MissingImage("This 'images' part is not a file.") for _ in items
             ]
             sources: list[DicomSource | None] = [None] * len(items)
@@ -289,14 +297,14 @@ def create_app(get_infer: Callable[[], InferFn], get_info: Callable[[], ModelInf
                     if data is not None:
                         group.start_soon(decode_item, index, data)
             good = [index for index, outcome in enumerate(outcomes) if isinstance(outcome, np.ndarray)]
-            probabilities = await run_model(np.stack([outcomes[i] for i in good]), info) if good else []
-            record["failed"] = len(items) - len(good)
-        by_index = dict(zip(good, probabilities))
+            judged = await run_model(np.stack([outcomes[i] for i in good]), info) if good else []
+            for index, result in zip(good, judged):
+                outcomes[index] = result
+            record["failed"] = sum(isinstance(outcome, PneumoscanError) for outcome in outcomes)
         if wants_fhir(request):
             entries = [
                 outcome_for(outcome) if isinstance(outcome, PneumoscanError) else diagnostic_report(
-                    make_prediction(by_index[index], info.threshold, info.model_version),
-                    source=sources[index], request_id=uuid.uuid4().hex,
+                    outcome, source=sources[index], request_id=uuid.uuid4().hex,
                 )
                 for index, outcome in enumerate(outcomes)
             ]
@@ -307,9 +315,8 @@ def create_app(get_infer: Callable[[], InferFn], get_info: Callable[[], ModelInf
             if isinstance(outcome, PneumoscanError):
                 results.append(BatchItemError(filename=filename, error=ErrorInfo(**outcome.to_dict())))
             else:
-                prediction = make_prediction(by_index[index], info.threshold, info.model_version)
                 results.append(
-                    BatchItemResult(**prediction.model_dump(), **dicom_identifiers(sources[index]), filename=filename)
+                    BatchItemResult(**outcome.model_dump(), **dicom_identifiers(sources[index]), filename=filename)
                 )
         return BatchResponse(request_id=record["request_id"], results=results)
 

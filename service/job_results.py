@@ -51,7 +51,8 @@ def row_resource(row: dict[str, str], *, job_id: str, issued: datetime) -> Resou
         return outcome_for(error_from_code(row["error_code"], row["error_detail"]))
     prediction = Prediction(
         label=row["label"], probability=float(row["probability"]), threshold=float(row["threshold"]),
-        model_version=row["model_version"],
+        model_version=row["model_version"], out_of_distribution=row.get("out_of_distribution") == "true",
+        ood_score=float(row["ood_score"]) if row.get("ood_score") else None,
     )
     source = None
     if row.get("sop_instance_uid"):

@@ -33,10 +33,11 @@ JOB_FILE, MANIFEST_FILE, RESULTS_FILE, SUMMARY_FILE = "job.json", "manifest", "r
 PLOT_FILE = "summary.png"
 SHARDS_DIR, LEASES_DIR = "shards", "leases"
 RESULT_COLUMNS = [
-    "path", "sha256", "label", "probability", "threshold", "model_version", "status", "error_code", "error_detail",
+    "path", "sha256", "label", "probability", "threshold", "out_of_distribution", "ood_score", "model_version",
+    "status", "error_code", "error_detail",
     "study_instance_uid", "series_instance_uid", "sop_instance_uid", "sop_class_uid", "modality",
 ]
-DICOM_COLUMNS = RESULT_COLUMNS[-5:]
+DICOM_COLUMNS = ["study_instance_uid", "series_instance_uid", "sop_instance_uid", "sop_class_uid", "modality"]
 
 log = logging.getLogger("pneumoscan.jobs")
 

@@ -18,6 +18,7 @@ from bentoml.exceptions import ServiceUnavailable
 
 from pneumoscan import IMAGE_SIZE
 from pneumoscan.imaging import plane_to_input
+from pneumoscan.decision import decision_for
 from pneumoscan.model import load_metadata
 from pneumoscan.settings import get_settings
 from service.errors import Overloaded
@@ -81,8 +82,9 @@ class PneumoniaModel:
         max_latency_ms=settings.batch_max_latency_ms,
     )
     def infer(self, planes: np.ndarray) -> np.ndarray:
-        """P(pneumonia) for a batch of uint8 (n, 128, 128) planes from ``imaging.load_plane``."""
-        return self.predictor.predict_proba(plane_to_input(planes))
+        """(n, 2) for a batch of uint8 (n, 128, 128) planes from ``imaging.load_plane``: calibrated
+        P(pneumonia) and the input gate's distance (NaN for a model without a gate)."""
+        return self.predictor.score(plane_to_input(planes))
 
     @bentoml.api
     def explain(self, plane: np.ndarray) -> np.ndarray:
@@ -151,8 +153,7 @@ class Pneumoscan:
         _configure_request_log()
         metadata = load_metadata(self.model.path)
         self.info = ModelInfo(
-            threshold=metadata.threshold if settings.threshold is None else settings.threshold,
-            model_version=metadata.version,
+            decision=decision_for(metadata, settings.threshold, settings.ood_policy),
             max_pixels=settings.max_image_pixels,
             max_batch_items=settings.max_batch_items,
             model_batch_size=settings.batch_max_size,

@@ -37,7 +37,7 @@ log = logging.getLogger("pneumoscan.jobs")
 
 def _error_row(name: str, sha256: str, model_version: str, error: PneumoscanError) -> dict:
     return {"path": name, "sha256": sha256, "label": "", "probability": "", "threshold": "",
-            "model_version": model_version, "status": "error", "error_code": error.code,
+            "out_of_distribution": "", "ood_score": "", "model_version": model_version, "status": "error", "error_code": error.code,
             "error_detail": error.detail, **dict.fromkeys(DICOM_COLUMNS, "")}
 
 
@@ -47,6 +47,8 @@ def _result_row(name: str, scored: Scored) -> dict:
     identifiers = {column: (dicom and getattr(dicom, column)) or "" for column in DICOM_COLUMNS}
     return {"path": name, "sha256": scored.sha256, "label": prediction.label,
             "probability": repr(prediction.probability), "threshold": repr(prediction.threshold),
+            "out_of_distribution": str(prediction.out_of_distribution).lower(),
+            "ood_score": "" if prediction.ood_score is None else repr(prediction.ood_score),
             "model_version": prediction.model_version, "status": "ok", "error_code": "", "error_detail": "",
             **identifiers}
 

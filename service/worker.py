@@ -42,7 +42,9 @@ def get_predictor() -> Predictor:
         # Share the cores between worker processes instead of oversubscribing them.
         threads = settings.tf_intra_op_threads or max(1, (os.cpu_count() or 1) // _processes)
         configure_tensorflow(threads, settings.tf_inter_op_threads)
-        _predictor = Predictor.from_dir(settings.model_dir, threshold=settings.threshold)
+        _predictor = Predictor.from_dir(
+            settings.model_dir, threshold=settings.threshold, ood_policy=settings.ood_policy
+        )
     return _predictor
 
 

@@ -14,8 +14,8 @@ from tqdm import tqdm
 
 from pneumoscan import CLASS_NAMES
 from pneumoscan.errors import DataError
-from pneumoscan.imaging import IMAGE_SUFFIXES, load_image_file
-from pneumoscan.model import INPUT_SHAPE
+from pneumoscan import IMAGE_SIZE
+from pneumoscan.imaging import IMAGE_SUFFIXES, load_plane, plane_to_input
 
 # person1234_bacteria_5678.jpeg -> person1234; IM-0115-0001.jpeg -> IM-0115;
 # NORMAL2-IM-0402-0001.jpeg -> NORMAL2-IM-0402 (one study id per normal file).
@@ -88,14 +88,22 @@ def fingerprint(examples: Sequence[Example], root: str | Path) -> str:
     return digest.hexdigest()
 
 
+def load_planes(
+    examples: Sequence[Example], description: str = "Loading images", workers: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode every example with the shared pipeline: uint8 (n, 128, 128) planes and labels (n,)."""
+    planes = np.empty((len(examples), *IMAGE_SIZE), dtype=np.uint8)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        decoded = pool.map(lambda e: load_plane(e.path.read_bytes()), examples)
+        for index, plane in enumerate(tqdm(decoded, total=len(examples), desc=description, unit="img")):
+            planes[index] = plane
+    labels = np.array([e.label for e in examples], dtype=np.int64)
+    return planes, labels
+
+
 def load_arrays(
     examples: Sequence[Example], description: str = "Loading images", workers: int = 2
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Decode every example with the shared pipeline: (n, 128, 128, 3) float32 and labels (n,)."""
-    images = np.empty((len(examples), *INPUT_SHAPE), dtype=np.float32)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        decoded = pool.map(lambda e: load_image_file(e.path), examples)
-        for index, array in enumerate(tqdm(decoded, total=len(examples), desc=description, unit="img")):
-            images[index] = array
-    labels = np.array([e.label for e in examples], dtype=np.int64)
-    return images, labels
+    """Decode every example into model inputs: (n, 128, 128, 3) float32 and labels (n,)."""
+    planes, labels = load_planes(examples, description, workers)
+    return plane_to_input(planes), labels

@@ -1,4 +1,4 @@
-"""Metrics with PNEUMONIA as the positive class, and the threshold choice."""
+"""Metrics with PNEUMONIA as the positive class."""
 
 from __future__ import annotations
 
@@ -6,18 +6,6 @@ import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from pneumoscan.schemas import Confusion, EvaluationReport
-
-
-def choose_threshold(labels: np.ndarray, probabilities: np.ndarray, target_sensitivity: float) -> float:
-    """The highest threshold on P(pneumonia) whose sensitivity reaches ``target_sensitivity``."""
-    if not 0.0 < target_sensitivity <= 1.0:
-        raise ValueError(f"target_sensitivity must be in (0, 1], got {target_sensitivity}.")
-    positives = np.sort(np.asarray(probabilities)[np.asarray(labels) == 1])
-    if len(positives) == 0:
-        raise ValueError("Cannot choose a threshold without pneumonia cases.")
-    # Keep the top ceil(target * n) positives at or above the threshold.
-    keep = int(np.ceil(target_sensitivity * len(positives) - 1e-9))
-    return float(positives[len(positives) - keep])
 
 
 def evaluate_predictions(

@@ -67,3 +67,76 @@ def plot_confusion(report: EvaluationReport, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def plot_model_plots(
+    out_dir: Path,
+    metadata,
+    validation: tuple[np.ndarray, np.ndarray, np.ndarray],
+    stressed: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    """reliability.png, roc.png and score_histograms.png for a model card.
+
+    ``validation`` and ``stressed`` are (labels, calibrated P(pneumonia), uncalibrated P(pneumonia)).
+    """
+    from training.calibration import reliability
+    from training.metrics import roc_points
+
+    out_dir = Path(out_dir)
+    sets = {"validation": validation, "stressed validation": stressed}
+
+    figure, axes = plt.subplots(1, 2, figsize=(9.6, 4.6))
+    for axis, (name, (labels, calibrated, raw)) in zip(axes, sets.items()):
+        for probabilities, tag in ((raw, "before scaling"), (calibrated, "after scaling")):
+            predicted, observed, counts = reliability(labels, probabilities)
+            shown = counts > 0
+            axis.plot(predicted[shown], observed[shown], marker="o", label=tag)
+        axis.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
+        axis.set_xlabel("predicted P(pneumonia)")
+        axis.set_ylabel("observed share with pneumonia")
+        axis.set_title(f"{name} (n = {len(labels)})")
+        axis.legend(loc="upper left")
+        axis.grid(alpha=0.3)
+    figure.suptitle(f"Reliability, temperature {metadata.calibration.temperature:.2f}")
+    figure.tight_layout()
+    figure.savefig(out_dir / "reliability.png", dpi=110)
+    plt.close(figure)
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 5))
+    for axis, zoomed in zip(axes, (False, True)):
+        for (name, (labels, calibrated, _)), report in zip(
+            sets.items(), (metadata.validation, metadata.stressed_validation)
+        ):
+            fpr, tpr = roc_points(labels, calibrated)
+            line, = axis.plot(fpr, tpr, label=f"{name}: AUC {report.auc:.4f}")
+            axis.scatter([1 - report.specificity], [report.sensitivity], color=line.get_color(), zorder=3,
+                         edgecolor="black")
+        if zoomed:
+            axis.set_xlim(0, 0.2)
+            axis.set_ylim(0.8, 1.0)
+            axis.set_title("the top-left corner")
+        else:
+            axis.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
+            axis.set_title(f"ROC; dots: operating point at threshold {metadata.threshold:.3f}")
+        axis.set_xlabel("1 - specificity (false-positive rate)")
+        axis.set_ylabel("sensitivity (true-positive rate)")
+        axis.legend(loc="lower right")
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(out_dir / "roc.png", dpi=110)
+    plt.close(figure)
+
+    figure, axes = plt.subplots(1, 2, figsize=(9.6, 3.8), sharey=False)
+    bins = np.linspace(0, 1, 41)
+    for axis, (name, (labels, calibrated, _)) in zip(axes, sets.items()):
+        for label, class_name in enumerate(CLASS_NAMES):
+            axis.hist(calibrated[labels == label], bins=bins, alpha=0.6, label=class_name)
+        axis.axvline(metadata.threshold, color="black", linestyle="--", label="threshold")
+        axis.set_yscale("log")
+        axis.set_xlabel("calibrated P(pneumonia)")
+        axis.set_ylabel("images")
+        axis.set_title(name)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(out_dir / "score_histograms.png", dpi=110)
+    plt.close(figure)

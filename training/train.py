@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-import hashlib
-import platform
 import time
-from dataclasses import replace
-from datetime import datetime, timezone
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from pneumoscan import CLASS_NAMES
-from pneumoscan.model import ARCHITECTURES, INPUT_SHAPE, MODEL_FILE, Predictor, save_metadata
+from pneumoscan.imaging import plane_to_input
+from pneumoscan.model import ARCHITECTURES, MODEL_FILE
 from pneumoscan.schemas import ModelMetadata
-from training.data import find_examples, fingerprint, load_arrays, split_by_patient
-from training.metrics import choose_threshold, evaluate_predictions
+from training.augment import stressed_inputs, training_dataset
+from training.data import Example, find_examples, load_planes, split_by_patient
+from training.finalize import finalize
 from training.recipes import Recipe, get_recipe
 
 DEFAULT_VALIDATION_FRACTION = 0.15
-DEFAULT_TARGET_SENSITIVITY = 0.95
+# Augmented copies of the validation split (fixed seeds) that early stopping, calibration, the
+# threshold and the input gate are judged on, besides the clean split.
+STRESSED_COPIES = 2
+STRESS_SEED = 1000
 
 
 def make_model(recipe: Recipe, steps_per_epoch: int):
@@ -59,6 +61,71 @@ def class_weights_for(labels: np.ndarray) -> dict[int, float]:
     return {index: len(labels) / (len(CLASS_NAMES) * count) for index, count in enumerate(counts)}
 
 
+@dataclass(frozen=True)
+class SplitData:
+    """The patient-grouped split as uint8 planes, and the stressed validation copies."""
+
+    examples: list[Example]
+    train_planes: np.ndarray
+    train_labels: np.ndarray
+    validation_planes: np.ndarray
+    validation_labels: np.ndarray
+    stressed_inputs: np.ndarray  # STRESSED_COPIES augmented copies of validation, in order
+    stressed_labels: np.ndarray
+
+
+def load_split(data_dir: str | Path, validation_fraction: float, seed: int) -> tuple[SplitData, int, int]:
+    """Find, split by patient and decode the data; (data, train count, validation count)."""
+    examples = find_examples(data_dir)
+    train_examples, validation_examples = split_by_patient(examples, validation_fraction, seed)
+    train_planes, train_labels = load_planes(train_examples, "Loading training images")
+    validation_planes, validation_labels = load_planes(validation_examples, "Loading validation images")
+    stressed = np.concatenate(
+        [stressed_inputs(validation_planes, STRESS_SEED + copy) for copy in range(STRESSED_COPIES)]
+    )
+    data = SplitData(
+        examples=examples,
+        train_planes=train_planes,
+        train_labels=train_labels,
+        validation_planes=validation_planes,
+        validation_labels=validation_labels,
+        stressed_inputs=stressed,
+        stressed_labels=np.tile(validation_labels, STRESSED_COPIES),
+    )
+    return data, len(train_examples), len(validation_examples)
+
+
+def fit(recipe: Recipe, data: SplitData, seed: int, verbose: int | str = "auto"):
+    """Train the recipe's model; returns (model, history, seconds). Early stopping watches the
+    AUC on validation plus its stressed copies, which rewards holding up under acquisition shift."""
+    import keras
+
+    one_hot = np.eye(len(CLASS_NAMES), dtype=np.float32)
+    steps_per_epoch = int(np.ceil(len(data.train_labels) / recipe.batch_size))
+    model = make_model(recipe, steps_per_epoch)
+    monitor_inputs = np.concatenate([plane_to_input(data.validation_planes), data.stressed_inputs])
+    monitor_labels = np.concatenate([data.validation_labels, data.stressed_labels])
+    callbacks = [
+        keras.callbacks.EarlyStopping(
+            monitor="val_auc", mode="max", patience=recipe.early_stopping_patience, restore_best_weights=True
+        )
+    ]
+    dataset = training_dataset(
+        data.train_planes, one_hot[data.train_labels], recipe.batch_size, seed, recipe.acquisition_augmentation
+    )
+    started = time.perf_counter()
+    history = model.fit(
+        dataset,
+        epochs=recipe.epochs,
+        validation_data=(monitor_inputs, one_hot[monitor_labels]),
+        class_weight=class_weights_for(data.train_labels) if recipe.class_weights else None,
+        callbacks=callbacks,
+        shuffle=False,  # the dataset shuffles itself, afresh each epoch
+        verbose=verbose,
+    )
+    return model, history.history, time.perf_counter() - started
+
+
 def train(
     data_dir: str | Path,
     out_dir: str | Path,
@@ -66,10 +133,10 @@ def train(
     epochs: int | None = None,
     seed: int = 42,
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
-    target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
     verbose: int | str = "auto",
 ) -> ModelMetadata:
-    """Train a recipe on ``data_dir`` and write model.keras, metadata.json and training_curves.png."""
+    """Train a recipe on ``data_dir`` and write model.keras, metadata.json, the input gate,
+    the plots and MODEL_CARD.md."""
     import keras
     import tensorflow as tf
 
@@ -83,75 +150,10 @@ def train(
 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
-
-    examples = find_examples(data_dir)
-    train_examples, validation_examples = split_by_patient(examples, validation_fraction, seed)
-    train_images, train_labels = load_arrays(train_examples, "Loading training images")
-    validation_images, validation_labels = load_arrays(validation_examples, "Loading validation images")
-    one_hot = np.eye(len(CLASS_NAMES), dtype=np.float32)
-
-    steps_per_epoch = int(np.ceil(len(train_examples) / recipe.batch_size))
-    model = make_model(recipe, steps_per_epoch)
-    callbacks = [
-        keras.callbacks.EarlyStopping(
-            monitor="val_auc", mode="max", patience=recipe.early_stopping_patience, restore_best_weights=True
-        )
-    ]
-    started = time.perf_counter()
-    history = model.fit(
-        train_images,
-        one_hot[train_labels],
-        batch_size=recipe.batch_size,
-        epochs=recipe.epochs,
-        validation_data=(validation_images, one_hot[validation_labels]),
-        class_weight=class_weights_for(train_labels) if recipe.class_weights else None,
-        callbacks=callbacks,
-        shuffle=True,
-        verbose=verbose,
+    data, _, _ = load_split(data_dir, validation_fraction, seed)
+    model, history, training_seconds = fit(recipe, data, seed, verbose)
+    model.save(out_dir / MODEL_FILE)
+    return finalize(
+        model, out_dir, recipe, data, data_dir,
+        seed=seed, history=history, training_seconds=training_seconds,
     )
-    training_seconds = time.perf_counter() - started
-
-    model_path = out_dir / MODEL_FILE
-    model.save(model_path)
-    validation_auc = history.history["val_auc"]
-    created = datetime.now(timezone.utc)
-    model_hash = hashlib.sha256(model_path.read_bytes()).hexdigest()
-
-    # Score validation through the serving path, so the threshold matches what is deployed.
-    predictor = Predictor(model, threshold=0.5, model_version="unsaved")
-    validation_probabilities = predictor.predict_proba(validation_images)
-    threshold = choose_threshold(validation_labels, validation_probabilities, target_sensitivity)
-    report = evaluate_predictions(validation_labels, validation_probabilities, threshold)
-
-    metadata = ModelMetadata(
-        version=f"{recipe.name}-{created:%Y%m%d%H%M}-{model_hash[:8]}",
-        recipe=recipe.name,
-        class_names=list(CLASS_NAMES),
-        input_shape=list(INPUT_SHAPE),
-        threshold=threshold,
-        target_sensitivity=target_sensitivity,
-        epochs_run=len(validation_auc),
-        best_epoch=int(np.argmax(validation_auc)) + 1,
-        seed=seed,
-        validation=report,
-        train_images=len(train_examples),
-        validation_images=len(validation_examples),
-        training_fingerprint=fingerprint(examples, data_dir),
-        created=created,
-        training_seconds=round(training_seconds, 1),
-        versions={
-            "python": platform.python_version(),
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-            "numpy": np.__version__,
-        },
-    )
-    save_metadata(out_dir, metadata)
-
-    from training.model_card import write_model_card
-    from training.plots import plot_training_curves
-
-    plot_training_curves(history.history, out_dir / "training_curves.png", title=f"{recipe.name} recipe")
-    write_model_card(out_dir, metadata)
-    return metadata
-

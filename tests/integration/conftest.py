@@ -14,6 +14,7 @@ from PIL import Image
 
 from tests.conftest import XRAYS
 from tests.dicom_files import make_dicom
+from training.not_xrays import not_xrays
 
 REDIS_URL = os.environ.get("PNEUMOSCAN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -77,7 +78,12 @@ def make_input_folder(root: Path, copies: int = 1) -> tuple[Path, int, int]:
     (folder / "dicom").mkdir()
     (folder / "dicom" / "chest.dcm").write_bytes(make_dicom(radiograph, bits=16, photometric="MONOCHROME1"))
     (folder / "dicom" / "head-ct.dcm").write_bytes(make_dicom(radiograph, modality="CT"))
-    return folder, good + 1, len(BAD_FILES) + 2
+    # What the input gate refuses: a blank frame and a photograph.
+    (folder / "not-xrays").mkdir()
+    Image.new("L", (400, 400), 255).save(folder / "not-xrays" / "white.png")
+    photo = next(image for image in not_xrays() if image.name == "grace_hopper")
+    (folder / "not-xrays" / "portrait.jpg").write_bytes(photo.data)
+    return folder, good + 1, len(BAD_FILES) + 4
 
 
 def check_fhir_export(bundle: Bundle, rows: list[dict], folder: Path) -> None:

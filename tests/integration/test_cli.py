@@ -8,7 +8,7 @@ import pydicom
 from PIL import Image
 
 from pneumoscan.model import load_metadata
-from tests.conftest import encode, run_cli
+from tests.conftest import SCORE_EVERYTHING, encode, run_cli
 from tests.dicom_files import make_dicom
 
 
@@ -24,8 +24,16 @@ def test_train_writes_a_complete_model(tiny_model_dir, tiny_dataset):
     assert 0.0 <= metadata.threshold <= 1.0
     assert metadata.train_images + metadata.validation_images == 24
     assert metadata.validation.n == metadata.validation_images
-    # The threshold was chosen for at least the target sensitivity on validation.
-    assert metadata.validation.sensitivity >= metadata.target_sensitivity
+    # The threshold rule, the calibration and the input gate travel with the model.
+    assert metadata.threshold_rule and metadata.stressed_validation.n == 2 * metadata.validation_images
+    assert metadata.calibration.temperature > 0
+    assert metadata.gate.refusals["validation"].refused == 0, "the gate's limit is the farthest validation X-ray"
+    assert metadata.gate.layers == ["conv1", "last_conv"]
+    assert {"synthetic", "photo", "medical"} <= set(metadata.gate.refusals)
+    assert (tiny_model_dir / "gate.npz").is_file()
+    for plot in ("reliability.png", "roc.png", "score_histograms.png"):
+        with Image.open(tiny_model_dir / plot) as image:
+            image.verify()
     assert len(metadata.training_fingerprint) == 64
     assert metadata.version.startswith("seed-")
     assert {"tensorflow", "keras", "python"} <= set(metadata.versions)
@@ -36,11 +44,12 @@ def test_train_writes_a_complete_model(tiny_model_dir, tiny_dataset):
 
 def test_evaluate_json_is_one_object(tiny_model_dir, tiny_dataset, tmp_path):
     out = tmp_path / "evaluation"
-    result = run_cli("evaluate", "--model", str(tiny_model_dir), "--data", str(tiny_dataset), "--json", "--out", str(out))
+    result = run_cli("evaluate", "--model", str(tiny_model_dir), "--data", str(tiny_dataset), "--json", "--out", str(out),
+                     env=SCORE_EVERYTHING)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout)
-    assert set(report) == {"n", "auc", "accuracy", "sensitivity", "specificity", "threshold", "confusion"}
-    assert report["n"] == 24
+    assert set(report) == {"n", "auc", "accuracy", "sensitivity", "specificity", "threshold", "confusion", "refused"}
+    assert report["n"] == 24 and report["refused"] == {}
     assert sum(report["confusion"].values()) == 24
     assert report["confusion"]["tp"] + report["confusion"]["fn"] == 12
     assert report["threshold"] == load_metadata(tiny_model_dir).threshold
@@ -57,13 +66,14 @@ def test_predict_prints_a_line_per_file(tiny_model_dir, xray_files, xray_image, 
     (tmp_path / "ct.dcm").write_bytes(make_dicom(xray_image, modality="CT"))
     files = [str(p) for p in xray_files[:3]] + [str(broken), str(tmp_path / "missing.png")]
     files += [str(tmp_path / name) for name in ("chest.dcm", "chest.png", "ct.dcm")]
-    result = run_cli("predict", "--model", str(tiny_model_dir), *files)
+    result = run_cli("predict", "--model", str(tiny_model_dir), *files, env=SCORE_EVERYTHING)
     assert result.returncode == 1
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [line["file"] for line in lines] == files
     threshold = load_metadata(tiny_model_dir).threshold
     for line in lines[:3]:
-        assert set(line) == {"file", "label", "probability", "threshold"}
+        assert set(line) == {"file", "label", "probability", "threshold", "out_of_distribution", "ood_score"}
+        assert line["out_of_distribution"] == (line["ood_score"] > 1)
         assert line["label"] == ("PNEUMONIA" if line["probability"] >= threshold else "NORMAL")
         assert line["threshold"] == threshold
     assert lines[3]["error"]["code"] in {"truncated_image", "not_an_image"}
@@ -77,7 +87,7 @@ def test_predict_prints_a_line_per_file(tiny_model_dir, xray_files, xray_image, 
 
 
 def test_predict_succeeds_when_every_file_does(tiny_model_dir, xray_files):
-    result = run_cli("predict", "--model", str(tiny_model_dir), *map(str, xray_files))
+    result = run_cli("predict", "--model", str(tiny_model_dir), *map(str, xray_files), env=SCORE_EVERYTHING)
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(result.stdout.splitlines()) == len(xray_files)
 

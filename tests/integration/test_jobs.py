@@ -68,8 +68,11 @@ def test_score_in_process_writes_a_row_per_file(tmp_path):
     summary = json.loads((job_dir / "summary.json").read_text())
     assert summary["total"] == good + bad and summary["failed"] == bad
     assert summary["error_codes"] == {
-        "not_an_image": 1, "empty_image": 1, "truncated_image": 1, "unsupported_modality": 1
+        "not_an_image": 1, "empty_image": 1, "truncated_image": 1, "unsupported_modality": 1,
+        "blank_image": 1, "not_a_chest_xray": 1,
     }
+    assert by_path["not-xrays/white.png"]["label"] == by_path["not-xrays/portrait.jpg"]["label"] == ""
+    assert all(row["out_of_distribution"] == "false" and float(row["ood_score"]) <= 1.0 for row in ok)
     dicom_row = by_path["dicom/chest.dcm"]
     assert dicom_row["status"] == "ok"
     uids = pydicom.dcmread(folder / "dicom" / "chest.dcm", stop_before_pixels=True)

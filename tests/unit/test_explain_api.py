@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pneumoscan.imaging import plane_to_input
 from service.explain_api import add_explain_route
 from service.http import ModelInfo, create_app
+from tests.conftest import STAND_IN_DECISION, stand_in_scores
 
-INFO = ModelInfo(threshold=0.5, model_version="test-1", max_pixels=50_000_000, max_batch_items=4,
+INFO = ModelInfo(decision=STAND_IN_DECISION, max_pixels=50_000_000, max_batch_items=4,
                  model_batch_size=2, timeout_s=5.0)
 
 
 async def mean_pixel(planes: np.ndarray) -> np.ndarray:
-    return plane_to_input(planes).mean(axis=(1, 2, 3))
+    return stand_in_scores(planes)
 
 
 async def brightness_map(plane: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ a deterministic function of the decoded pixels, so ordering and error mapping ar
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import uuid
 
@@ -14,27 +15,28 @@ import httpx
 import numpy as np
 import pydicom
 import pytest
+from PIL import Image
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 
 from pneumoscan import errors
-from pneumoscan.imaging import load_image, plane_to_input
+from pneumoscan.imaging import load_image
 from pneumoscan.schemas import BatchResponse, PredictionResponse
 from service.errors import Overloaded, status_for
 from service.http import ModelInfo, create_app
 from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, InFlightLimitMiddleware, ReadinessMiddleware
-from tests.conftest import encode
+from tests.conftest import STAND_IN_DECISION, encode, stand_in_scores
 from tests.dicom_files import PATIENT_ID, PATIENT_NAME, make_dicom
 
-INFO = ModelInfo(threshold=0.5, model_version="test-1", max_pixels=50_000_000, max_batch_items=4,
+INFO = ModelInfo(decision=STAND_IN_DECISION, max_pixels=50_000_000, max_batch_items=4,
                  model_batch_size=2, timeout_s=5.0)
 calls: list[int] = []
 
 
 async def mean_pixel(planes: np.ndarray) -> np.ndarray:
     calls.append(len(planes))
-    return plane_to_input(planes).mean(axis=(1, 2, 3))
+    return stand_in_scores(planes)
 
 
 def client_for(app) -> httpx.AsyncClient:
@@ -304,3 +306,29 @@ def test_fhir_batch_is_a_bundle_in_upload_order(app, xray_image, xray_bytes):
     issue = OperationOutcome.model_validate(refused).issue[0]
     assert issue.details.coding[0].code == "unsupported_modality" and issue.code == "invalid"
     assert len({entry["fullUrl"] for entry in entries}) == 3
+
+
+def test_gate_refusals_and_flags_through_the_adapter(xray_bytes, xray_image):
+    """The stand-in model calls dark images out of distribution: refused by default, flagged on request."""
+    dark = encode(Image.fromarray((np.asarray(xray_image, dtype=np.float32) * 0.15).astype(np.uint8)), "PNG")
+    flag_info = dataclasses.replace(INFO, decision=dataclasses.replace(STAND_IN_DECISION, ood_policy="flag"))
+    refusing = create_app(get_infer=lambda: mean_pixel, get_info=lambda: INFO)
+    flagging = create_app(get_infer=lambda: mean_pixel, get_info=lambda: flag_info)
+    parts = [("images", ("dark.png", dark, "image/png")), ("images", ("chest.jpeg", xray_bytes, "image/jpeg"))]
+
+    async def scenario():
+        async with client_for(refusing) as client, client_for(flagging) as flag_client:
+            return (
+                await client.post("/predict", content=dark, headers={"Content-Type": "image/png"}),
+                await client.post("/predict_batch", files=parts),
+                await flag_client.post("/predict", content=dark, headers={"Content-Type": "image/png"}),
+                await client.post("/predict", content=xray_bytes, headers={"Content-Type": "image/jpeg"}),
+            )
+
+    refused, batch, flagged, passed = asyncio.run(scenario())
+    assert refused.status_code == 422 and refused.json()["error"] == "not_a_chest_xray"
+    results = BatchResponse.model_validate(batch.json()).results
+    assert results[0].error.code == "not_a_chest_xray" and results[1].label in ("NORMAL", "PNEUMONIA")
+    body = PredictionResponse.model_validate(flagged.json())
+    assert body.out_of_distribution and body.ood_score == pytest.approx(2.0)
+    assert PredictionResponse.model_validate(passed.json()).out_of_distribution is False

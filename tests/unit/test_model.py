@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from pneumoscan.errors import ModelError
-from pneumoscan.model import LAST_CONV_LAYER, Predictor, build_seed_model, build_tuned_model, label_for, load_metadata
+from pneumoscan.decision import label_for
+from pneumoscan.model import LAST_CONV_LAYER, Predictor, build_seed_model, build_tuned_model, load_metadata
 
 
 def test_seed_architecture_matches_the_course():
@@ -36,10 +37,11 @@ def test_predictor_labels_by_threshold():
     assert probabilities.shape == (4,)
     expected = model(batch).numpy()[:, 1]
     assert np.allclose(probabilities, expected, atol=1e-6)
-    for prediction, probability in zip(predictor.predict(batch), probabilities):
+    for prediction, probability in zip(predictor.judge(predictor.score(batch)), probabilities):
         assert prediction.model_version == "test-1"
         assert prediction.threshold == 0.3
         assert prediction.label == ("PNEUMONIA" if probability >= 0.3 else "NORMAL")
+        assert prediction.ood_score is None and not prediction.out_of_distribution  # no gate
     assert predictor.predict_proba(np.zeros((0, 128, 128, 3), np.float32)).shape == (0,)
     with pytest.raises(ValueError):
         predictor.predict_proba(np.zeros((2, 64, 64, 3), np.float32))

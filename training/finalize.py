@@ -1,0 +1,130 @@
+"""After fitting: calibration, threshold, input gate, metadata, plots and the model card.
+
+Everything here is chosen on the validation split and its stressed copies, never on test data:
+1. the input gate: the Mahalanobis distance of the pooled conv features, fitted on the training
+   X-rays, with its limit at the farthest validation X-ray;
+2. calibration: the softmax temperature that fits the stressed validation copies best;
+3. the threshold: Youden's J on the calibrated stressed copies (``calibration.youden_threshold``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from pneumoscan import CLASS_NAMES
+from pneumoscan.imaging import plane_to_input
+from pneumoscan.decision import calibrate
+from pneumoscan.model import INPUT_SHAPE, MODEL_FILE, Predictor, save_metadata
+from pneumoscan.schemas import CalibrationInfo, GateInfo, ModelMetadata
+from training.calibration import expected_calibration_error, fit_temperature, youden_threshold
+from training.data import fingerprint
+from training.gate import GATE_RULE, feature_layers, fit_gate, gate_refusals
+from training.metrics import evaluate_predictions
+from training.recipes import Recipe
+
+THRESHOLD_RULE = (
+    "Youden's J (highest sensitivity + specificity) on calibrated P(pneumonia) over the stressed "
+    "validation copies"
+)
+
+
+def finalize(
+    model,
+    out_dir: Path,
+    recipe: Recipe,
+    data,
+    data_dir: str | Path,
+    *,
+    seed: int,
+    history: dict[str, list[float]],
+    training_seconds: float,
+) -> ModelMetadata:
+    """Fit the gate and the calibration, choose the threshold, write metadata, plots and card."""
+    layers = feature_layers(model)
+    validation_inputs = plane_to_input(data.validation_planes)
+    validation_softmax = model.predict(validation_inputs, batch_size=256, verbose=0)
+    stressed_softmax = model.predict(data.stressed_inputs, batch_size=256, verbose=0)
+
+    gate = fit_gate(model, layers, plane_to_input(data.train_planes), validation_inputs)
+    gate_sha256 = gate.save(out_dir)
+
+    temperature = fit_temperature(stressed_softmax, data.stressed_labels)
+    validation_probabilities = calibrate(validation_softmax, temperature)
+    stressed_probabilities = calibrate(stressed_softmax, temperature)
+    threshold = youden_threshold(data.stressed_labels, stressed_probabilities)
+    report = evaluate_predictions(data.validation_labels, validation_probabilities, threshold)
+    stressed_report = evaluate_predictions(data.stressed_labels, stressed_probabilities, threshold)
+
+    predictor = Predictor(model, threshold=threshold, model_version="unsaved", gate=gate, temperature=temperature)
+    calibration = CalibrationInfo(
+        temperature=temperature,
+        ece_before={
+            "validation": expected_calibration_error(data.validation_labels, calibrate(validation_softmax, 1.0)),
+            "stressed_validation": expected_calibration_error(data.stressed_labels, calibrate(stressed_softmax, 1.0)),
+        },
+        ece_after={
+            "validation": expected_calibration_error(data.validation_labels, validation_probabilities),
+            "stressed_validation": expected_calibration_error(data.stressed_labels, stressed_probabilities),
+        },
+    )
+    gate_info = GateInfo(
+        threshold=gate.threshold,
+        rule=GATE_RULE,
+        sha256=gate_sha256,
+        layers=list(layers),
+        features=int(gate.mean.shape[0]),
+        refusals=gate_refusals(predictor, validation_inputs, data.stressed_inputs),
+    )
+
+    import keras
+    import tensorflow as tf
+
+    created = datetime.now(timezone.utc)
+    model_hash = hashlib.sha256((out_dir / MODEL_FILE).read_bytes()).hexdigest()
+    validation_auc = history["val_auc"]
+    metadata = ModelMetadata(
+        version=f"{recipe.name}-{created:%Y%m%d%H%M}-{model_hash[:8]}",
+        recipe=recipe.name,
+        class_names=list(CLASS_NAMES),
+        input_shape=list(INPUT_SHAPE),
+        threshold=threshold,
+        target_sensitivity=None,
+        epochs_run=len(validation_auc),
+        best_epoch=int(np.argmax(validation_auc)) + 1,
+        seed=seed,
+        validation=report,
+        train_images=len(data.train_labels),
+        validation_images=len(data.validation_labels),
+        training_fingerprint=fingerprint(data.examples, data_dir),
+        created=created,
+        training_seconds=round(training_seconds, 1),
+        versions={
+            "python": platform.python_version(),
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "numpy": np.__version__,
+        },
+        threshold_rule=THRESHOLD_RULE,
+        stressed_validation=stressed_report,
+        calibration=calibration,
+        gate=gate_info,
+    )
+    save_metadata(out_dir, metadata)
+
+    from training.model_card import write_model_card
+    from training.plots import plot_model_plots, plot_training_curves
+
+    plot_training_curves(history, out_dir / "training_curves.png", title=f"{recipe.name} recipe")
+    plot_model_plots(
+        out_dir,
+        metadata,
+        validation=(data.validation_labels, validation_probabilities, calibrate(validation_softmax, 1.0)),
+        stressed=(data.stressed_labels, stressed_probabilities, calibrate(stressed_softmax, 1.0)),
+    )
+    write_model_card(out_dir, metadata)
+    return metadata

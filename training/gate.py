@@ -1,0 +1,76 @@
+"""Fitting the input gate (``pneumoscan.gate``) on a trained model's features."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.covariance import LedoitWolf
+
+from pneumoscan.errors import PneumoscanError
+from pneumoscan.gate import OodGate, with_features
+from pneumoscan.imaging import load_plane, plane_to_input
+from pneumoscan.model import Predictor
+from pneumoscan.schemas import GateRefusals
+
+GATE_RULE = "the largest distance among the validation X-rays (none of them is refused)"
+
+
+def feature_layers(model) -> tuple[str, ...]:
+    """Every convolution stage after its activation, from the first to the last."""
+    from pneumoscan.explain import stage_layers
+
+    convolutions = {"Conv2D", "SeparableConv2D", "DepthwiseConv2D", "Activation", "ReLU"}
+    return tuple(
+        layer.name for _, layer in stage_layers(model)
+        if type(layer).__name__ in convolutions and len(layer.output.shape) == 4
+    )
+
+
+def pooled_outputs(network, inputs: np.ndarray, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """(softmax (n, 2), pooled features (n, d)) of a model with features."""
+    softmax, features = [], []
+    for start in range(0, len(inputs), batch_size):
+        out_softmax, out_features = network(inputs[start : start + batch_size], training=False)
+        softmax.append(np.asarray(out_softmax))
+        features.append(np.asarray(out_features))
+    return np.concatenate(softmax), np.concatenate(features)
+
+
+def fit_gate(model, layers: tuple[str, ...], train_inputs: np.ndarray, validation_inputs: np.ndarray) -> OodGate:
+    """Mean and shrunk covariance of the training X-rays' features; limit at the farthest
+    validation X-ray, measured by the same graph that serves (``Predictor.score``)."""
+    _, train_features = pooled_outputs(with_features(model, layers), train_inputs)
+    estimate = LedoitWolf().fit(np.sqrt(train_features))
+    gate = OodGate(layers=layers, mean=estimate.location_, precision=estimate.precision_, threshold=1.0)
+    served = Predictor(model, threshold=0.5, model_version="unsaved", gate=gate)
+    threshold = float(served.score(validation_inputs)[:, 1].max())
+    return OodGate(layers=layers, mean=gate.mean, precision=gate.precision, threshold=threshold)
+
+
+def gate_refusals(predictor: Predictor, validation: np.ndarray, stressed: np.ndarray) -> dict[str, GateRefusals]:
+    """Refused / seen for the validation X-rays and each kind of non-X-ray image; the non-X-rays
+    go through the whole input gate (the blank check while decoding, then the distance)."""
+    from training.not_xrays import KINDS, not_xrays
+
+    def scores(inputs: np.ndarray) -> np.ndarray:
+        return predictor.score(inputs)[:, 1] / predictor.gate.threshold
+
+    def xrays(inputs: np.ndarray) -> GateRefusals:
+        ratios = scores(inputs)
+        return GateRefusals(n=len(ratios), refused=int(np.sum(ratios > 1)), nearest=float(ratios.max()))
+
+    counts = {"validation": xrays(validation), "stressed_validation": xrays(stressed)}
+    images = not_xrays()
+    for kind in KINDS:
+        of_kind = [image for image in images if image.kind == kind]
+        planes, blank = [], 0
+        for image in of_kind:
+            try:
+                planes.append(load_plane(image.data))
+            except PneumoscanError:
+                blank += 1
+        ratios = scores(plane_to_input(np.stack(planes))) if planes else np.zeros(0)
+        counts[kind] = GateRefusals(
+            n=len(of_kind), refused=blank + int(np.sum(ratios > 1)),
+            nearest=float(ratios.min()) if len(ratios) else None,
+        )
+    return counts
