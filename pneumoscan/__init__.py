@@ -11,3 +11,6 @@ CLASS_NAMES: tuple[str, str] = ("NORMAL", "PNEUMONIA")
 
 IMAGE_SIZE: tuple[int, int] = (128, 128)
 """(height, width) of the model input; it always has 3 channels."""
+
+DEFAULT_MAX_PIXELS: int = 50_000_000
+"""Largest accepted image, width x height (``PNEUMOSCAN_MAX_IMAGE_PIXELS``): decompression bombs stop here."""

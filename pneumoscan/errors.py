@@ -20,8 +20,18 @@ Every error carries a stable machine-readable ``code``; adapters translate them 
     │   │                           DICOM display transform that is not finite or degenerate
     │   └── NotAChestXray           decodes fine, but the model's features are far from every
     │                               training X-ray (a photo, a drawing, another body part)
+    ├── JobError                a batch job cannot be created, found or read
+    │   ├── FolderNotAllowed        an input folder outside PNEUMOSCAN_INPUT_ROOTS
+    │   ├── FolderNotFound          an input folder that does not exist or is not a folder
+    │   ├── JobNotFound             no job with that id or folder
+    │   ├── JobNotFinished          results asked for before every file is scored
+    │   ├── ResultNotFound          a finished job without the file asked for (summary.png)
+    │   └── WorkerCrashed           a file that kept killing workers (a results.csv error row)
     ├── ModelError              the saved model or its metadata is missing or unusable
     └── DataError               a training/evaluation data folder is unusable
+
+The HTTP adapter adds errors that only exist over HTTP (``service/errors.py``); those never
+appear in a job's rows, so ``error_from_code`` looks only in this module's tree.
 """
 
 from __future__ import annotations
@@ -96,6 +106,34 @@ class NotAChestXray(InvalidImage):
     code = "not_a_chest_xray"
 
 
+class JobError(PneumoscanError):
+    code = "job_error"
+
+
+class FolderNotAllowed(JobError):
+    code = "folder_not_allowed"
+
+
+class FolderNotFound(JobError):
+    code = "folder_not_found"
+
+
+class JobNotFound(JobError):
+    code = "job_not_found"
+
+
+class JobNotFinished(JobError):
+    code = "job_not_finished"
+
+
+class ResultNotFound(JobError):
+    code = "result_not_found"
+
+
+class WorkerCrashed(JobError):
+    code = "worker_crashed"
+
+
 class ModelError(PneumoscanError):
     code = "model_error"
 
@@ -106,11 +144,11 @@ class DataError(PneumoscanError):
 
 def error_from_code(code: str, detail: str) -> PneumoscanError:
     """An error recorded as its code and detail (a batch job's error row), as its class again;
-    a code no loaded class has comes back as the base class with that code."""
+    a code no class of this module has comes back as the base class with that code."""
     pending: list[type[PneumoscanError]] = [PneumoscanError]
     while pending:
         cls = pending.pop()
-        if cls.code == code:
+        if cls.code == code and cls.__module__ == __name__:
             return cls(detail)
         pending.extend(cls.__subclasses__())
     error = PneumoscanError(detail)

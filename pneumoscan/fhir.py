@@ -18,6 +18,7 @@ from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.resource import Resource
 
+from pneumoscan import errors
 from pneumoscan.dicom import DicomSource
 from pneumoscan.schemas import Prediction
 
@@ -61,6 +62,28 @@ def accepts(accept: str, media_type: str) -> bool:
 def accepts_fhir(accept: str) -> bool:
     """True when an Accept header lists ``application/fhir+json``."""
     return accepts(accept, FHIR_JSON)
+
+
+# FHIR OperationOutcome issue types (http://hl7.org/fhir/issue-type) of the core errors, the most
+# specific class first; anything else is an "exception". The HTTP adapter agrees with these for
+# core errors and names the types of its own.
+ISSUE_TYPES: dict[type[errors.PneumoscanError], str] = {
+    errors.ImageTooLarge: "too-costly",
+    errors.InvalidImage: "invalid",
+    errors.FolderNotAllowed: "forbidden",
+    errors.FolderNotFound: "not-found",
+    errors.JobNotFound: "not-found",
+    errors.ResultNotFound: "not-found",
+    errors.JobNotFinished: "conflict",
+    errors.JobError: "invalid",
+}
+
+
+def outcome_for(error: errors.PneumoscanError, issue_type: str | None = None) -> OperationOutcome:
+    """The error as a FHIR OperationOutcome; its issue type from ``ISSUE_TYPES`` unless given."""
+    if issue_type is None:
+        issue_type = next((ISSUE_TYPES[cls] for cls in type(error).__mro__ if cls in ISSUE_TYPES), "exception")
+    return operation_outcome(error.code, error.detail, issue_type)
 
 
 def operation_outcome(code: str, detail: str, issue_type: str) -> OperationOutcome:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pneumoscan import IMAGE_SIZE
+from pneumoscan import DEFAULT_MAX_PIXELS, IMAGE_SIZE
 from pneumoscan.dicom import DicomSource, decode_dicom, is_dicom
 from pneumoscan.errors import (
     BlankImage,
@@ -33,7 +33,6 @@ from pneumoscan.errors import (
 
 SUPPORTED_FORMATS: frozenset[str] = frozenset({"JPEG", "PNG"})
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".dcm"})
-DEFAULT_MAX_PIXELS = 50_000_000
 # Half the model's side: anything smaller is a thumbnail or an icon, and the model would score
 # an upscaled blur. Chest radiographs are hundreds to thousands of pixels on a side.
 MIN_IMAGE_SIDE = 64

@@ -1,7 +1,7 @@
 """The batch-job commands of ``pneumoscan``: submit, status, jobs, results, resume, worker, score.
 
-Thin adapters around ``service.jobs`` and ``service.worker``, imported when a command runs, so
-that the core package imports no queue or server framework.
+Reading jobs (status, jobs, results) needs only ``pneumoscan.jobs``; the commands that put work
+on the queue (submit, resume, worker) import the Huey adapter, ``service.worker``, when they run.
 """
 
 from __future__ import annotations
@@ -41,10 +41,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from service.jobs import job_status
-    from service.worker import find_job
+    from pneumoscan.jobs.folder import find_job
+    from pneumoscan.jobs.results import job_status
 
-    job_dir = find_job(args.job)
+    job_dir = find_job(get_settings().jobs_root, args.job)
     status = job_status(job_dir)
     if args.follow:
         status = _follow(job_dir, status, args.interval)
@@ -58,7 +58,7 @@ def _follow(job_dir: Path, status, interval: float):
 
     from tqdm import tqdm
 
-    from service.jobs import job_status
+    from pneumoscan.jobs.results import job_status
 
     with tqdm(total=status.total, initial=status.done, desc=status.job_id, unit="img") as bar:
         while status.state not in ("done", "failed"):
@@ -70,9 +70,9 @@ def _follow(job_dir: Path, status, interval: float):
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from service.worker import list_jobs
+    from pneumoscan.jobs.results import list_jobs
 
-    for status in list_jobs():
+    for status in list_jobs(get_settings().jobs_root):
         if args.json:
             print(status.model_dump_json())
             continue
@@ -85,11 +85,11 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 def cmd_results(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from service.job_results import export, finished_results
-    from service.jobs import JobNotFinished, job_status
-    from service.worker import find_job
+    from pneumoscan.errors import JobNotFinished
+    from pneumoscan.jobs.folder import find_job
+    from pneumoscan.jobs.results import export, finished_results, job_status
 
-    job_dir = find_job(args.job)
+    job_dir = find_job(get_settings().jobs_root, args.job)
     try:
         finished_results(job_dir)
     except JobNotFinished as exc:
@@ -110,13 +110,16 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from service import jobs
-    from service.worker import enqueue, find_job
+    from pneumoscan.jobs.folder import find_job
+    from pneumoscan.jobs.leases import reconcile
+    from pneumoscan.jobs.results import job_status
+    from service.worker import enqueue
 
-    job_dir = find_job(args.job)
-    queued = jobs.reconcile(job_dir, enqueue, get_settings().lease_seconds, force=True)
+    settings = get_settings()
+    job_dir = find_job(settings.jobs_root, args.job)
+    queued = reconcile(job_dir, enqueue, settings.lease_seconds, force=True)
     print(f"Queued {queued} unfinished shard(s) of {job_dir.name}.", file=sys.stderr)
-    _print_status(jobs.job_status(job_dir), as_json=False)
+    _print_status(job_status(job_dir), as_json=False)
     return EXIT_OK
 
 
@@ -130,29 +133,27 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from service import jobs, shards
+    from pneumoscan.jobs.folder import RESULTS_FILE, check_input_folder, create_job, load_job
+    from pneumoscan.jobs.results import job_status
+    from pneumoscan.jobs.shards import ShardOptions, score_shard
 
     _configure_tensorflow()
     from pneumoscan.model import Predictor
 
     settings = get_settings()
-    folder = jobs.check_input_folder(args.folder, settings.allowed_input_roots)
+    folder = check_input_folder(args.folder, settings.allowed_input_roots)
     predictor = Predictor.from_dir(settings.model_dir, threshold=settings.threshold, ood_policy=settings.ood_policy)
     output = Path(args.output).resolve()
     output.mkdir(parents=True, exist_ok=True)
-    job_dir = jobs.create_job(folder, output, predictor.model_version, settings.shard_size)
-    spec = jobs.load_job(job_dir)
+    job_dir = create_job(folder, output, predictor.model_version, settings.shard_size)
+    spec = load_job(job_dir)
+    options = ShardOptions.from_settings(settings)
     with tqdm(total=spec.total, desc="Scoring", unit="img") as bar:
         for index in range(spec.shards):
-            shards.score_shard(
-                job_dir, index, predictor, batch_size=settings.predict_batch_size,
-                max_pixels=settings.max_image_pixels, decode_threads=settings.decode_threads,
-                lease_seconds=settings.lease_seconds, max_attempts=settings.max_shard_attempts,
-                progress=bar.update,
-            )
-    status = jobs.job_status(job_dir)
+            score_shard(job_dir, index, predictor, options, progress=bar.update)
+    status = job_status(job_dir)
     _print_status(status, as_json=False)
-    print(f"results: {job_dir / jobs.RESULTS_FILE}")
+    print(f"results: {job_dir / RESULTS_FILE}")
     return EXIT_OK
 
 

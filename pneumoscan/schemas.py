@@ -171,3 +171,34 @@ class ErrorResponse(BaseModel):
 
     error: str = Field(description="Stable machine-readable error code.")
     detail: str = Field(description="Human-readable explanation.")
+
+
+JobState = Literal["queued", "running", "done", "failed"]
+
+
+class JobSpec(BaseModel):
+    """``job.json``: what a batch job scores, with which model, in shards of what size."""
+
+    job_id: str
+    input_folder: str
+    model_version: str
+    shard_size: int
+    total: int
+    shards: int
+    created: datetime
+
+
+class JobStatus(BaseModel):
+    """A job's progress, read from its folder (``pneumoscan status --json``, ``GET /jobs/{id}``)."""
+
+    job_id: str
+    state: JobState
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+    images_per_second: float | None = None
+    eta_seconds: float | None = None
+    output: str | None = None
+    input_folder: str | None = None
+    created: datetime | None = None
+    detail: str | None = None

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pneumoscan.imaging import DEFAULT_MAX_PIXELS
+from pneumoscan import DEFAULT_MAX_PIXELS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_MODEL_DIR = PROJECT_ROOT / "models" / "pneumonia-cnn"

@@ -6,11 +6,12 @@ from http import HTTPStatus
 
 from starlette.responses import JSONResponse, Response
 
-from pneumoscan import errors
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 
-from pneumoscan.fhir import FHIR_JSON, accepts_fhir, operation_outcome
-from service.jobs import FolderNotAllowed, FolderNotFound, JobError, JobNotFinished, JobNotFound, ResultNotFound
+from pneumoscan import errors
+from pneumoscan.errors import FolderNotAllowed, FolderNotFound, JobError, JobNotFinished, JobNotFound, ResultNotFound
+from pneumoscan.fhir import FHIR_JSON, accepts_fhir
+from pneumoscan.fhir import outcome_for as core_outcome_for
 
 
 class BadRequest(errors.PneumoscanError):
@@ -100,7 +101,7 @@ def status_for(error: errors.PneumoscanError) -> HTTPStatus:
 
 def outcome_for(error: errors.PneumoscanError) -> OperationOutcome:
     """The error as a FHIR OperationOutcome, its issue type following the HTTP status."""
-    return operation_outcome(error.code, error.detail, ISSUE_TYPE_BY_STATUS.get(status_for(error), "invalid"))
+    return core_outcome_for(error, ISSUE_TYPE_BY_STATUS.get(status_for(error), "invalid"))
 
 
 def error_response(error: errors.PneumoscanError, request_id: str | None = None, accept: str = "") -> Response:

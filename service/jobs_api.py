@@ -14,10 +14,17 @@ from starlette.responses import FileResponse, Response, StreamingResponse
 from pneumoscan.fhir import FHIR_JSON, FHIR_NDJSON, accepts
 from pneumoscan.schemas import ErrorResponse
 from pneumoscan.settings import get_settings
-from service.job_results import MEDIA_TYPES, export, finished_results
-from service.jobs import PLOT_FILE, FolderNotAllowed, JobError, JobStatus, ResultNotFound, job_status
+from pneumoscan.errors import FolderNotAllowed, JobError, ResultNotFound
+from pneumoscan.jobs.folder import PLOT_FILE
+from pneumoscan.jobs.folder import find_job as find_job_in
+from pneumoscan.jobs.results import MEDIA_TYPES, export, finished_results, job_status, list_jobs
+from pneumoscan.schemas import JobStatus
 
 router = APIRouter()
+
+
+def find_job(job_id: str) -> Path:
+    return find_job_in(get_settings().jobs_root, job_id)
 ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 503)}
 JobId = Annotated[str, PathParam(pattern=r"^[0-9a-f]{16}$")]
 
@@ -72,15 +79,11 @@ class JobList(BaseModel):
 
 @router.get("/jobs", response_model=JobList, responses=ERRORS, summary="Every known batch job, newest first")
 async def list_all_jobs() -> JobList:
-    from service.worker import list_jobs
-
-    return JobList(jobs=await anyio.to_thread.run_sync(list_jobs))
+    return JobList(jobs=await anyio.to_thread.run_sync(list_jobs, get_settings().jobs_root))
 
 
 @router.get("/jobs/{job_id}", response_model=JobStatus, responses=ERRORS, summary="Progress of a batch job")
 async def get_job(job_id: JobId) -> JobStatus:
-    from service.worker import find_job
-
     return await anyio.to_thread.run_sync(lambda: job_status(find_job(job_id)))
 
 
@@ -99,8 +102,6 @@ RESULTS_CONTENT = {
 async def get_job_results(job_id: JobId, request: Request) -> Response:
     """``results.csv`` by default; a FHIR Bundle of DiagnosticReports (an OperationOutcome per
     refused file) with ``Accept: application/fhir+json``; FHIR NDJSON with ``application/fhir+ndjson``."""
-    from service.worker import find_job
-
     job_dir = await anyio.to_thread.run_sync(find_job, job_id)
     path = await anyio.to_thread.run_sync(finished_results, job_dir)
     accept = request.headers.get("accept", "")
@@ -117,8 +118,6 @@ async def get_job_results(job_id: JobId, request: Request) -> Response:
     summary="A finished job's summary plot: the spread of its scores, and its refusals",
 )
 async def get_job_summary_plot(job_id: JobId) -> FileResponse:
-    from service.worker import find_job
-
     job_dir = await anyio.to_thread.run_sync(find_job, job_id)
     await anyio.to_thread.run_sync(finished_results, job_dir)
     plot = job_dir / PLOT_FILE

@@ -81,7 +81,7 @@ def test_bentoml_build(registered_home):
     assert not (source / "tests").exists() and not (source / ".venv").exists()
     # Every module the service imports, at any depth (the job queue's too), is packed...
     modules, third_party = reachable_modules(source, "service.service")
-    assert {"service.worker", "service.jobs", "pneumoscan.imaging", "pneumoscan.model"} <= modules
+    assert {"service.worker", "pneumoscan.jobs.folder", "pneumoscan.imaging", "pneumoscan.model"} <= modules
     # ...and every other package it imports is installed by the bento's requirements.
     lines = (bento / "env" / "python" / "requirements.txt").read_text().splitlines()
     requirements = [Requirement(line) for line in lines if line.strip() and not line.startswith(("#", "-"))]

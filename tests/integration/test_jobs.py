@@ -15,8 +15,8 @@ import pydicom
 from PIL import Image
 from fhir.resources.R4B.bundle import Bundle
 
-from service import job_results
-from service.jobs import Lease
+from pneumoscan.jobs import results as job_results
+from pneumoscan.jobs.folder import Lease
 from tests.conftest import REPO_ROOT, run_cli
 from tests.integration.conftest import check_fhir_export, make_input_folder
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.job_plot import ERROR_COLOUR, NORMAL_COLOUR, PNEUMONIA_COLOUR, summary_png
+from pneumoscan.jobs.plot import ERROR_COLOUR, NORMAL_COLOUR, PNEUMONIA_COLOUR, summary_png
 
 
 def row(probability: float | None, threshold: float = 0.6, error: str = "") -> dict[str, str]:

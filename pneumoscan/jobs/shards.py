@@ -2,7 +2,7 @@
 batch, and the crash bookkeeping that pins a file which keeps killing workers.
 
 The shard's result file is written atomically before its lease is dropped, and the job is
-finalized by whichever worker completes its last shard (see ``service.jobs``).
+finalized by whichever worker completes its last shard (``pneumoscan.jobs.results.finalize``).
 """
 
 from __future__ import annotations
@@ -10,19 +10,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from pneumoscan.errors import PneumoscanError
-from pneumoscan.model import Predictor
-from pneumoscan.predict import Scored, score_paths
-from service.jobs import (
+from pneumoscan.errors import PneumoscanError, WorkerCrashed
+from pneumoscan import DEFAULT_MAX_PIXELS
+from pneumoscan.jobs.folder import (
     DICOM_COLUMNS,
     Lease,
     ShardMeta,
-    WorkerCrashed,
     atomic_write,
     csv_bytes,
-    finalize,
     lease_path,
     load_job,
     read_lease,
@@ -31,6 +29,10 @@ from service.jobs import (
     worker_id,
     write_lease,
 )
+from pneumoscan.jobs.results import finalize
+from pneumoscan.model import Predictor
+from pneumoscan.predict import Scored, score_paths
+from pneumoscan.settings import Settings
 
 log = logging.getLogger("pneumoscan.jobs")
 
@@ -53,16 +55,32 @@ def _result_row(name: str, scored: Scored) -> dict:
             **identifiers}
 
 
+@dataclass(frozen=True)
+class ShardOptions:
+    """How a worker scores shards; ``from_settings`` reads them from ``PNEUMOSCAN_*``."""
+
+    batch_size: int = 32
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    decode_threads: int = 2
+    lease_seconds: float = 300.0
+    max_attempts: int = 3
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "ShardOptions":
+        return cls(
+            batch_size=settings.predict_batch_size,
+            max_pixels=settings.max_image_pixels,
+            decode_threads=settings.decode_threads,
+            lease_seconds=settings.lease_seconds,
+            max_attempts=settings.max_shard_attempts,
+        )
+
+
 def score_shard(
     job_dir: Path,
     index: int,
     predictor: Predictor,
-    *,
-    batch_size: int,
-    max_pixels: int,
-    decode_threads: int,
-    lease_seconds: float,
-    max_attempts: int,
+    options: ShardOptions,
     progress: Callable[[int], None] | None = None,
 ) -> bool:
     """Score one shard and write its result file; False when this worker must not score it."""
@@ -87,21 +105,21 @@ def score_shard(
 
     def heartbeat(current: list[str]) -> None:
         lease.current = current
-        lease.expires = time.time() + lease_seconds
+        lease.expires = time.time() + options.lease_seconds
         write_lease(job_dir, index, lease)
 
     names = shard_files(job_dir, spec, index)
     # One crash puts a whole batch in flight under suspicion; the one-at-a-time retries that
     # follow pin it on a single file, which is then recorded instead of scored again.
-    poison = {name for name, count in crashes.items() if count >= max(1, max_attempts - 1)}
+    poison = {name for name, count in crashes.items() if count >= max(1, options.max_attempts - 1)}
     started = time.time()
     heartbeat([])
     folder = Path(spec.input_folder)
     scored: dict[str, dict] = {}
     for outcome in score_paths(
         predictor, [folder / name for name in names if name not in poison],
-        batch_size=1 if suspicious else batch_size, max_pixels=max_pixels,
-        decode_threads=1 if suspicious else decode_threads,
+        batch_size=1 if suspicious else options.batch_size, max_pixels=options.max_pixels,
+        decode_threads=1 if suspicious else options.decode_threads,
         before_batch=lambda chunk: heartbeat([path.relative_to(folder).as_posix() for path in chunk]),
         progress=progress,
     ):

@@ -1,0 +1,205 @@
+"""The job folder: the durable record of a batch job; the queue only carries work.
+
+A job folder holds ``job.json``, a sorted ``manifest`` of input files, and one result file per
+shard under ``shards/``, written to a temporary name, fsynced and renamed: a shard is done exactly
+when its file exists. ``leases/`` records which shards are queued or running and until when
+(``pneumoscan.jobs.leases``). When every shard is done, ``results.csv``, ``summary.json`` and
+``summary.png`` are written (``pneumoscan.jobs.results``). Jobs submitted outside the default root
+are listed in its ``index`` file, so they can be found by id.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import socket
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel
+
+from pneumoscan.errors import FolderNotAllowed, FolderNotFound, JobNotFound
+from pneumoscan.imaging import IMAGE_SUFFIXES
+from pneumoscan.schemas import JobSpec
+
+JOB_FILE, MANIFEST_FILE, RESULTS_FILE, SUMMARY_FILE = "job.json", "manifest", "results.csv", "summary.json"
+PLOT_FILE = "summary.png"
+SHARDS_DIR, LEASES_DIR = "shards", "leases"
+INDEX_FILE = "index"
+RESULT_COLUMNS = [
+    "path", "sha256", "label", "probability", "threshold", "out_of_distribution", "ood_score", "model_version",
+    "status", "error_code", "error_detail",
+    "study_instance_uid", "series_instance_uid", "sop_instance_uid", "sop_class_uid", "modality",
+]
+DICOM_COLUMNS = ["study_instance_uid", "series_instance_uid", "sop_instance_uid", "sop_class_uid", "modality"]
+
+Enqueue = Callable[[Path, int], None]
+
+
+class Lease(BaseModel):
+    state: Literal["queued", "running"]
+    expires: float
+    attempts: int = 0
+    worker: str | None = None
+    current: list[str] = []
+    crashes: dict[str, int] = {}
+
+    def after_death(self) -> "Lease":
+        """The lease of a running attempt that died: its in-flight files each count a crash."""
+        crashes = dict(self.crashes)
+        if self.state == "running":
+            for name in self.current:
+                crashes[name] = crashes.get(name, 0) + 1
+        return self.model_copy(update={"current": [], "crashes": crashes})
+
+
+class ShardMeta(BaseModel):
+    worker: str
+    started: float
+    finished: float
+    files: int
+    failed: int
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary name, fsync, rename: readers see all of the file or none of it."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with temporary.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def check_input_folder(folder: str | Path, allowed_roots: list[Path] | None) -> Path:
+    """The resolved folder (symlinks and '..' followed), if it exists and lies under a root."""
+    try:
+        resolved = Path(folder).expanduser().resolve(strict=True)
+    except (OSError, RuntimeError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise FolderNotFound(f"{folder} does not exist or cannot be read.") from exc
+    if not resolved.is_dir():
+        raise FolderNotFound(f"{folder} is not a folder.")
+    if allowed_roots is not None and not any(resolved.is_relative_to(root) for root in allowed_roots):
+        raise FolderNotAllowed(f"{folder} is outside the allowed input roots (PNEUMOSCAN_INPUT_ROOTS).")
+    return resolved
+
+
+def list_inputs(folder: Path) -> list[str]:
+    """Image files under ``folder``, recursively, as sorted POSIX paths relative to it."""
+    return sorted(
+        path.relative_to(folder).as_posix()
+        for path in folder.rglob("*")
+        if path.suffix.lower() in IMAGE_SUFFIXES and not path.is_dir()
+    )
+
+
+def job_id_for(folder: Path, files: list[str], model_version: str, shard_size: int) -> str:
+    """Same folder, same files (names, sizes, times), same model: same job."""
+    digest = hashlib.sha256(f"{folder}\n{model_version}\n{shard_size}\n".encode())
+    for name in files:
+        try:
+            stat = (folder / name).stat()
+            digest.update(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{name}\t-\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def create_job(folder: Path, output_root: Path, model_version: str, shard_size: int) -> Path:
+    """The job folder for this input, created if new; an unchanged folder maps to the same job."""
+    files = list_inputs(folder)
+    job_id = job_id_for(folder, files, model_version, shard_size)
+    job_dir = output_root / job_id
+    if (job_dir / JOB_FILE).is_file():
+        return job_dir
+    (job_dir / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
+    (job_dir / LEASES_DIR).mkdir(exist_ok=True)
+    atomic_write(job_dir / MANIFEST_FILE, "".join(f"{name}\n" for name in files).encode())
+    spec = JobSpec(
+        job_id=job_id, input_folder=str(folder), model_version=model_version, shard_size=shard_size,
+        total=len(files), shards=max(1, -(-len(files) // shard_size)), created=datetime.now(timezone.utc),
+    )
+    atomic_write(job_dir / JOB_FILE, spec.model_dump_json(indent=2).encode())
+    return job_dir
+
+
+def load_job(job_dir: Path) -> JobSpec:
+    try:
+        return JobSpec.model_validate_json((job_dir / JOB_FILE).read_bytes())
+    except FileNotFoundError as exc:
+        raise JobNotFound(f"No job at {job_dir}.") from exc
+
+
+def shard_files(job_dir: Path, spec: JobSpec, index: int) -> list[str]:
+    names = (job_dir / MANIFEST_FILE).read_text().splitlines()
+    return names[index * spec.shard_size : (index + 1) * spec.shard_size]
+
+
+def shard_path(job_dir: Path, index: int, suffix: str) -> Path:
+    return job_dir / SHARDS_DIR / f"{index:05d}.{suffix}"
+
+
+def lease_path(job_dir: Path, index: int) -> Path:
+    return job_dir / LEASES_DIR / f"{index:05d}.json"
+
+
+def read_lease(job_dir: Path, index: int) -> Lease | None:
+    try:
+        return Lease.model_validate_json(lease_path(job_dir, index).read_bytes())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def write_lease(job_dir: Path, index: int, lease: Lease) -> None:
+    atomic_write(lease_path(job_dir, index), lease.model_dump_json().encode())
+
+
+def csv_bytes(rows: list[dict], header: bool) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=RESULT_COLUMNS, lineterminator="\n")
+    if header:
+        writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue().encode()
+
+
+# --- finding jobs ---------------------------------------------------------------------------------
+
+
+def known_job_dirs(jobs_root: Path) -> list[Path]:
+    """Job folders under ``jobs_root``, plus those submitted with another output root."""
+    found = {path for path in jobs_root.glob("*") if (path / JOB_FILE).is_file()} if jobs_root.is_dir() else set()
+    index = jobs_root / INDEX_FILE
+    if index.is_file():
+        found |= {Path(line) for line in index.read_text().splitlines() if line}
+    return sorted(found)
+
+
+def register_job(jobs_root: Path, job_dir: Path) -> None:
+    """List a job created outside ``jobs_root`` in its index, once."""
+    if job_dir.parent.resolve() == jobs_root.resolve() or job_dir in known_job_dirs(jobs_root):
+        return
+    jobs_root.mkdir(parents=True, exist_ok=True)
+    with (jobs_root / INDEX_FILE).open("a") as index:
+        index.write(f"{job_dir}\n")
+
+
+def find_job(jobs_root: Path, job: str) -> Path:
+    """A job folder from its id (under ``jobs_root`` or in its index) or its path."""
+    candidate = Path(job)
+    if candidate.is_dir():
+        return candidate.resolve()
+    if (jobs_root / job).is_dir():
+        return jobs_root / job
+    for job_dir in known_job_dirs(jobs_root):
+        if job_dir.name == job:
+            return job_dir
+    raise JobNotFound(f"No job {job!r} under {jobs_root}.")
