@@ -50,7 +50,7 @@ loadtest: install
 		--run-time $(RUN_TIME) --samples $(SAMPLES)
 
 bench: install
-	$(BIN)/pneumoscan bench --samples $(SAMPLES)
+	$(BIN)/python -m pneumoscan.cli bench --samples $(SAMPLES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info

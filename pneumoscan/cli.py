@@ -145,7 +145,11 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from bench.run import main as run_bench
+    try:
+        from bench.run import main as run_bench
+    except ModuleNotFoundError:
+        print("pneumoscan: bench/ is not installed; run `make bench` from a checkout.", file=sys.stderr)
+        return EXIT_USAGE
 
     report = run_bench(samples=args.samples, seconds=args.seconds)
     return EXIT_OK if all(target["met"] for target in report["targets"].values()) else EXIT_INPUT_FAILED

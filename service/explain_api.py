@@ -15,8 +15,7 @@ from functools import partial
 
 import anyio
 import numpy as np
-from fastapi import FastAPI, Request
-from fastapi.routing import APIRoute
+from fastapi import APIRouter, Request
 from PIL import Image
 from starlette.responses import Response
 
@@ -25,9 +24,11 @@ from pneumoscan.imaging import decode_grayscale, resize_plane
 from pneumoscan.errors import PneumoscanError
 from pneumoscan.decision import judge_scores
 from service.errors import ExplanationUnavailable
-from service.http import InferFn, ModelInfo, read_single_image, request_record
+from service.http import ERROR_RESPONSES, IMAGE_BODY, model_call, model_info, read_single_image, request_record
 
+# uint8 plane (128, 128) -> float32 heatmap (h, w) in [0, 1].
 ExplainFn = Callable[[np.ndarray], Awaitable[np.ndarray]]
+router = APIRouter()
 PNG_RESPONSE = {
     "description": "The X-ray with the Grad-CAM heatmap of P(pneumonia) over it; the result in X-Pneumoscan-* headers.",
     "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
@@ -51,49 +52,40 @@ def render_png(image: Image.Image, heatmap: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def add_explain_route(
-    app: FastAPI,
-    get_infer: Callable[[], InferFn],
-    get_explain: Callable[[], ExplainFn],
-    get_info: Callable[[], ModelInfo],
-) -> None:
-    """Adds ``POST /explain`` to an app from ``service.http.create_app``."""
-    # The same request body and error documentation as /predict, whatever formats it accepts.
-    predict = next(r for r in app.routes if isinstance(r, APIRoute) and r.path == "/predict")
-    errors = {status: spec for status, spec in predict.responses.items() if int(status) >= 400}
-
-    @app.post(
-        "/explain",
-        response_class=Response,
-        responses={200: PNG_RESPONSE, **errors},
-        openapi_extra=predict.openapi_extra,
-        summary="Grad-CAM explanation of one chest X-ray as a PNG (same upload forms as /predict)",
-    )
-    async def explain(request: Request) -> Response:
-        info = get_info()
-        async with request_record(request, "explain", info) as record:
-            if not info.explanations:
-                raise ExplanationUnavailable(
-                    "Grad-CAM explanations need Keras' TensorFlow backend; this service runs another "
-                    "(KERAS_BACKEND). /predict is unaffected."
-                )
-            data = await read_single_image(request)
-            record.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-            image = await anyio.to_thread.run_sync(partial(decode_grayscale, data, max_pixels=info.max_pixels))
-            plane = resize_plane(image)
-            with anyio.fail_after(info.timeout_s):
-                scores, heatmap = await asyncio.gather(get_infer()(plane[np.newaxis]), get_explain()(plane))
-            prediction = judge_scores(info.decision, scores)[0]
-            if isinstance(prediction, PneumoscanError):
-                raise prediction
-            png = await anyio.to_thread.run_sync(render_png, image, np.asarray(heatmap, dtype=np.float32))
-        headers = {
-            "X-Pneumoscan-Label": prediction.label,
-            "X-Pneumoscan-Probability": repr(prediction.probability),
-            "X-Pneumoscan-Threshold": repr(prediction.threshold),
-            "X-Pneumoscan-Model-Version": prediction.model_version,
-            "X-Pneumoscan-Out-Of-Distribution": str(prediction.out_of_distribution).lower(),
-            "X-Request-Id": record["request_id"],
-            "Cache-Control": "no-store",  # a patient's image: no shared caches
-        }
-        return Response(png, media_type="image/png", headers=headers)
+@router.post(
+    "/explain",
+    response_class=Response,
+    responses={200: PNG_RESPONSE, **ERROR_RESPONSES},
+    openapi_extra=IMAGE_BODY,
+    summary="Grad-CAM explanation of one chest X-ray as a PNG (same upload forms as /predict)",
+)
+async def explain(request: Request) -> Response:
+    info = model_info(request)
+    async with request_record(request, "explain", info) as record:
+        if not info.explanations:
+            raise ExplanationUnavailable(
+                "Grad-CAM explanations need Keras' TensorFlow backend; this service runs another "
+                "(KERAS_BACKEND). /predict is unaffected."
+            )
+        data = await read_single_image(request)
+        record.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+        image = await anyio.to_thread.run_sync(partial(decode_grayscale, data, max_pixels=info.max_pixels))
+        plane = resize_plane(image)
+        with anyio.fail_after(info.timeout_s):
+            scores, heatmap = await asyncio.gather(
+                model_call(request, "infer")(plane[np.newaxis]), model_call(request, "explain")(plane)
+            )
+        prediction = judge_scores(info.decision, scores)[0]
+        if isinstance(prediction, PneumoscanError):
+            raise prediction
+        png = await anyio.to_thread.run_sync(render_png, image, np.asarray(heatmap, dtype=np.float32))
+    headers = {
+        "X-Pneumoscan-Label": prediction.label,
+        "X-Pneumoscan-Probability": repr(prediction.probability),
+        "X-Pneumoscan-Threshold": repr(prediction.threshold),
+        "X-Pneumoscan-Model-Version": prediction.model_version,
+        "X-Pneumoscan-Out-Of-Distribution": str(prediction.out_of_distribution).lower(),
+        "X-Request-Id": record["request_id"],
+        "Cache-Control": "no-store",  # a patient's image: no shared caches
+    }
+    return Response(png, media_type="image/png", headers=headers)

@@ -22,8 +22,8 @@ from pneumoscan.decision import decision_for
 from pneumoscan.model import load_metadata
 from pneumoscan.settings import get_settings
 from service.errors import Overloaded
-from service.explain_api import add_explain_route
-from service.http import ModelInfo, create_app
+from service.app import create_app
+from service.http import ModelInfo
 from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, InFlightLimitMiddleware, ReadinessMiddleware
 
 settings = get_settings()
@@ -131,10 +131,7 @@ async def _call_model(method: str, payload: np.ndarray) -> np.ndarray:
             retries_left -= 1
 
 
-app = create_app(get_infer=lambda: _infer, get_info=lambda: _current().info)
-add_explain_route(
-    app, get_infer=lambda: _infer, get_explain=lambda: _explain, get_info=lambda: _current().info
-)
+app = create_app(get_infer=lambda: _infer, get_explain=lambda: _explain, get_info=lambda: _current().info)
 
 
 @bentoml.asgi_app(app, path="/")

@@ -89,6 +89,11 @@ def stand_in_scores(planes: np.ndarray) -> np.ndarray:
 SCORE_EVERYTHING = {"PNEUMOSCAN_OOD_POLICY": "flag"}
 
 
+async def stand_in_heatmap(plane: np.ndarray) -> np.ndarray:
+    """A stand-in for the model service's ``explain``: the plane's own brightness on an 8x8 grid."""
+    return np.asarray(plane, dtype=np.float32)[::16, ::16] / 255.0
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the real ``pneumoscan`` command in a subprocess."""
     return subprocess.run(

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.explain_api import add_explain_route
-from service.http import ModelInfo, create_app
-from tests.conftest import STAND_IN_DECISION, stand_in_scores
+from service.app import create_app
+from service.http import ModelInfo
+from tests.conftest import STAND_IN_DECISION, stand_in_heatmap, stand_in_scores
 
 INFO = ModelInfo(decision=STAND_IN_DECISION, max_pixels=50_000_000, max_batch_items=4,
                  model_batch_size=2, timeout_s=5.0)
@@ -23,14 +23,8 @@ async def mean_pixel(planes: np.ndarray) -> np.ndarray:
     return stand_in_scores(planes)
 
 
-async def brightness_map(plane: np.ndarray) -> np.ndarray:
-    """A stand-in heatmap on an 8x8 grid: the plane's own brightness."""
-    return np.asarray(plane, dtype=np.float32)[::16, ::16] / 255.0
-
-
 def test_explain_route_answers_png_with_headers_or_json_errors(xray_files):
-    app = create_app(get_infer=lambda: mean_pixel, get_info=lambda: INFO)
-    add_explain_route(app, lambda: mean_pixel, lambda: brightness_map, lambda: INFO)
+    app = create_app(get_infer=lambda: mean_pixel, get_explain=lambda: stand_in_heatmap, get_info=lambda: INFO)
     path = xray_files[-1]
     width, height = Image.open(path).size
 
@@ -56,8 +50,7 @@ def test_explain_route_answers_png_with_headers_or_json_errors(xray_files):
 
 def test_explain_without_tensorflow_answers_501(xray_bytes):
     info = dataclasses.replace(INFO, explanations=False)
-    app = create_app(get_infer=lambda: mean_pixel, get_info=lambda: info)
-    add_explain_route(app, lambda: mean_pixel, lambda: brightness_map, lambda: info)
+    app = create_app(get_infer=lambda: mean_pixel, get_explain=lambda: stand_in_heatmap, get_info=lambda: info)
 
     async def scenario():
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:

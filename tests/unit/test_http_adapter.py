@@ -24,9 +24,10 @@ from pneumoscan import errors
 from pneumoscan.imaging import load_image
 from pneumoscan.schemas import BatchResponse, PredictionResponse
 from service.errors import Overloaded, status_for
-from service.http import ModelInfo, create_app
+from service.app import create_app
+from service.http import ModelInfo
 from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, InFlightLimitMiddleware, ReadinessMiddleware
-from tests.conftest import STAND_IN_DECISION, encode, stand_in_scores
+from tests.conftest import STAND_IN_DECISION, encode, stand_in_heatmap, stand_in_scores
 from tests.dicom_files import PATIENT_ID, PATIENT_NAME, make_dicom
 
 INFO = ModelInfo(decision=STAND_IN_DECISION, max_pixels=50_000_000, max_batch_items=4,
@@ -46,7 +47,7 @@ def client_for(app) -> httpx.AsyncClient:
 @pytest.fixture()
 def app():
     calls.clear()
-    return create_app(get_infer=lambda: mean_pixel, get_info=lambda: INFO)
+    return create_app(get_infer=lambda: mean_pixel, get_explain=lambda: stand_in_heatmap, get_info=lambda: INFO)
 
 
 def test_status_mapping_follows_the_error_tree():
@@ -312,8 +313,8 @@ def test_gate_refusals_and_flags_through_the_adapter(xray_bytes, xray_image):
     """The stand-in model calls dark images out of distribution: refused by default, flagged on request."""
     dark = encode(Image.fromarray((np.asarray(xray_image, dtype=np.float32) * 0.15).astype(np.uint8)), "PNG")
     flag_info = dataclasses.replace(INFO, decision=dataclasses.replace(STAND_IN_DECISION, ood_policy="flag"))
-    refusing = create_app(get_infer=lambda: mean_pixel, get_info=lambda: INFO)
-    flagging = create_app(get_infer=lambda: mean_pixel, get_info=lambda: flag_info)
+    refusing = create_app(get_infer=lambda: mean_pixel, get_explain=lambda: stand_in_heatmap, get_info=lambda: INFO)
+    flagging = create_app(get_infer=lambda: mean_pixel, get_explain=lambda: stand_in_heatmap, get_info=lambda: flag_info)
     parts = [("images", ("dark.png", dark, "image/png")), ("images", ("chest.jpeg", xray_bytes, "image/jpeg"))]
 
     async def scenario():
@@ -332,3 +333,16 @@ def test_gate_refusals_and_flags_through_the_adapter(xray_bytes, xray_image):
     body = PredictionResponse.model_validate(flagged.json())
     assert body.out_of_distribution and body.ood_score == pytest.approx(2.0)
     assert PredictionResponse.model_validate(passed.json()).out_of_distribution is False
+
+
+def test_core_and_http_agree_on_the_fhir_issue_type_of_every_core_error():
+    """Job exports pick issue types in the core, HTTP answers from the status: they must match."""
+    from pneumoscan.fhir import outcome_for as core_outcome_for
+    from service.errors import outcome_for as http_outcome_for
+
+    core_classes = [cls for cls in vars(errors).values()
+                    if isinstance(cls, type) and issubclass(cls, errors.PneumoscanError)]
+    assert len(core_classes) > 20
+    for cls in core_classes:
+        error = cls("detail")
+        assert core_outcome_for(error).issue[0].code == http_outcome_for(error).issue[0].code, cls.__name__

@@ -1,0 +1,56 @@
+"""The HTTP app: one FastAPI application assembling every router, mounted into the BentoML service.
+
+Mounted so that one endpoint can take both a multipart upload and a raw ``image/*`` body, answer
+with the project's error bodies, and appear in ``/docs.json``. The model calls and the model's
+facts are injected (``app.state``), so tests run the same app against stand-ins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+
+from pneumoscan.errors import PneumoscanError
+from service import explain_api, jobs_api, predict_api
+from service.errors import BadRequest, error_response
+from service.explain_api import ExplainFn
+from service.http import InferFn, ModelInfo
+
+
+def create_app(
+    get_infer: Callable[[], InferFn], get_explain: Callable[[], ExplainFn], get_info: Callable[[], ModelInfo]
+) -> FastAPI:
+    """The app; the three callables reach the running BentoML service (or a test's stand-ins)."""
+    app = FastAPI(
+        title="pneumoscan",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,  # BentoML serves the merged spec at /docs.json
+    )
+    app.state.get_infer, app.state.get_explain, app.state.get_info = get_infer, get_explain, get_info
+    for router in (predict_api.router, explain_api.router, jobs_api.router):
+        app.include_router(router)
+
+    @app.exception_handler(PneumoscanError)
+    async def pneumoscan_error(request: Request, exc: PneumoscanError) -> JSONResponse:
+        return error_response(exc, getattr(request.state, "request_id", None), request.headers.get("accept", ""))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        # Starlette's own refusals (e.g. a malformed multipart body) in the same JSON shape.
+        code = "bad_request" if exc.status_code < 500 else "internal_error"
+        return JSONResponse({"error": code, "detail": str(exc.detail)}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # "body.folder: String should have at least 1 character", one clause per problem.
+        detail = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        return error_response(BadRequest(detail), None, request.headers.get("accept", ""))
+
+    return app

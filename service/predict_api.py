@@ -1,0 +1,133 @@
+"""``POST /predict`` and ``POST /predict_batch``: X-rays in, results (JSON or FHIR) out."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+import anyio
+import numpy as np
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from pneumoscan.dicom import DicomSource
+from pneumoscan.errors import PneumoscanError
+from pneumoscan.fhir import diagnostic_report, report_bundle
+from pneumoscan.predict import dicom_identifiers
+from pneumoscan.schemas import (
+    BatchItemError,
+    BatchItemResult,
+    BatchResponse,
+    ErrorInfo,
+    Prediction,
+    PredictionResponse,
+)
+from service.errors import MissingImage, outcome_for
+from service.http import (
+    ERROR_RESPONSES,
+    IMAGE_BODY,
+    decode_with_source,
+    fhir_alternative,
+    fhir_json,
+    model_info,
+    read_batch_images,
+    read_single_image,
+    request_record,
+    score_planes,
+    wants_fhir,
+)
+
+router = APIRouter()
+BATCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"images": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                    "required": ["images"],
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/predict",
+    response_model=PredictionResponse,
+    responses={**ERROR_RESPONSES, **fhir_alternative("DiagnosticReport")},
+    openapi_extra=IMAGE_BODY,
+    summary="Score one chest X-ray (multipart field 'image' or a raw image/jpeg|png or application/dicom body)",
+)
+async def predict(request: Request) -> PredictionResponse | Response:
+    info = model_info(request)
+    async with request_record(request, "predict", info) as record:
+        data = await read_single_image(request)
+        record.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+        image, source = await decode_with_source(data, info.max_pixels)
+        prediction = (await score_planes(request, image[np.newaxis], info))[0]
+        if isinstance(prediction, PneumoscanError):
+            raise prediction
+    if wants_fhir(request):
+        return fhir_json(diagnostic_report(prediction, source=source, request_id=record["request_id"]), record)
+    return PredictionResponse(
+        **prediction.model_dump(), **dicom_identifiers(source), request_id=record["request_id"]
+    )
+
+@router.post(
+    "/predict_batch",
+    response_model=BatchResponse,
+    responses={**ERROR_RESPONSES, **fhir_alternative("Bundle (collection)")},
+    openapi_extra=BATCH_BODY,
+    summary="Score several X-rays (repeated multipart field 'images'); results in upload order",
+)
+async def predict_batch(request: Request) -> BatchResponse | Response:
+    info = model_info(request)
+    async with request_record(request, "predict_batch", info) as record:
+        items = await read_batch_images(request, info.max_batch_items)
+        record.update(
+            images=len(items),
+            bytes=[len(data or b"") for _, data in items],
+            sha256=[hashlib.sha256(data).hexdigest() if data is not None else None for _, data in items],
+        )
+        outcomes: list[np.ndarray | Prediction | PneumoscanError] = [
+            MissingImage("This 'images' part is not a file.") for _ in items
+        ]
+        sources: list[DicomSource | None] = [None] * len(items)
+
+        async def decode_item(index: int, data: bytes) -> None:
+            try:
+                outcomes[index], sources[index] = await decode_with_source(data, info.max_pixels)
+            except PneumoscanError as exc:
+                outcomes[index] = exc
+
+        async with anyio.create_task_group() as group:
+            for index, (_, data) in enumerate(items):
+                if data is not None:
+                    group.start_soon(decode_item, index, data)
+        good = [index for index, outcome in enumerate(outcomes) if isinstance(outcome, np.ndarray)]
+        judged = await score_planes(request, np.stack([outcomes[i] for i in good]), info) if good else []
+        for index, result in zip(good, judged):
+            outcomes[index] = result
+        record["failed"] = sum(isinstance(outcome, PneumoscanError) for outcome in outcomes)
+    if wants_fhir(request):
+        entries = [
+            outcome_for(outcome) if isinstance(outcome, PneumoscanError) else diagnostic_report(
+                outcome, source=sources[index], request_id=uuid.uuid4().hex,
+            )
+            for index, outcome in enumerate(outcomes)
+        ]
+        return fhir_json(report_bundle(entries, request_id=record["request_id"]), record)
+    results: list[BatchItemResult | BatchItemError] = []
+    for index, (filename, _) in enumerate(items):
+        outcome = outcomes[index]
+        if isinstance(outcome, PneumoscanError):
+            results.append(BatchItemError(filename=filename, error=ErrorInfo(**outcome.to_dict())))
+        else:
+            results.append(
+                BatchItemResult(**outcome.model_dump(), **dicom_identifiers(sources[index]), filename=filename)
+            )
+    return BatchResponse(request_id=record["request_id"], results=results)
+
