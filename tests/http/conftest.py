@@ -12,10 +12,7 @@ import httpx
 import pytest
 
 from bench.run import free_port, start_service, stop
-from tests.conftest import run_cli
-
-API_KEY = "test-key-0123456789"
-
+from tests.support import API_KEY, run_cli
 
 @dataclass
 class Server:

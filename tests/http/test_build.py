@@ -15,8 +15,7 @@ from packaging.utils import canonicalize_name
 
 from pneumoscan.model import load_metadata
 from pneumoscan.settings import BUNDLED_MODEL_DIR
-from tests.conftest import REPO_ROOT
-from tests.unit.test_compose import reachable_modules
+from tests.support import REPO_ROOT, reachable_modules
 
 # pyproject dependencies the bento leaves out, and why.
 NOT_IN_BENTO = {

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import encode
+from tests.support import METADATA, assert_error, encode
 from tests.dicom_files import make_dicom
-from tests.http.test_service import METADATA, assert_error
 
 
 def assert_overlay(response, aspect: float) -> None:

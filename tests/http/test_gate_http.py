@@ -12,7 +12,7 @@ from PIL import Image
 
 from pneumoscan.schemas import BatchItemError, BatchItemResult, BatchResponse
 from tests.dicom_files import make_dicom
-from tests.http.test_service import assert_error, check_prediction
+from tests.support import assert_error, check_prediction
 from training.not_xrays import not_xrays
 
 REFUSALS = {"blank_image", "not_a_chest_xray"}

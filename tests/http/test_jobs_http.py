@@ -10,9 +10,7 @@ from pathlib import Path
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 
-from tests.conftest import run_cli
-from tests.http.conftest import API_KEY
-from tests.integration.conftest import check_fhir_export, make_input_folder
+from tests.support import API_KEY, check_fhir_export, make_input_folder, run_cli
 
 
 def test_job_over_http_is_scored_by_the_worker(server, job_roots):

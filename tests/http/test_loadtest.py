@@ -7,8 +7,7 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import REPO_ROOT
-from tests.http.conftest import API_KEY
+from tests.support import API_KEY, REPO_ROOT
 
 
 def test_loadtest_summary_runs_the_locustfile(server, tmp_path):

@@ -11,7 +11,7 @@ from PIL import Image
 from pneumoscan.gate import GATE_FILE
 from pneumoscan.model import MODEL_FILE, build_tuned_model, load_keras_model, load_metadata
 from pneumoscan.settings import BUNDLED_MODEL_DIR
-from tests.conftest import make_tiny_dataset, run_cli
+from tests.support import make_tiny_dataset, run_cli
 from training.not_xrays import not_xrays
 
 

@@ -8,7 +8,7 @@ import pydicom
 from PIL import Image
 
 from pneumoscan.model import load_metadata
-from tests.conftest import SCORE_EVERYTHING, encode, run_cli
+from tests.support import SCORE_EVERYTHING, encode, run_cli
 from tests.dicom_files import make_dicom
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import SCORE_EVERYTHING, run_cli
+from tests.support import SCORE_EVERYTHING, run_cli
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ import yaml
 from pneumoscan import cli, job_commands
 from pneumoscan.settings import Settings
 from service.middleware import is_open
+from tests.support import reachable_modules
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
@@ -90,40 +91,6 @@ def is_ignored(path: str) -> bool:
         if any(regex.fullmatch(prefix) for prefix in prefixes):
             ignored = not pattern.startswith("!")
     return ignored
-
-
-def reachable_modules(root: Path, *starts: str) -> tuple[set[str], set[str]]:
-    """(project modules, other top-level names) imported at any depth, lazily or not, from ``starts``."""
-    local = {path.name for path in root.iterdir() if (path / "__init__.py").is_file()}
-
-    def module_file(name: str) -> Path | None:
-        base = root.joinpath(*name.split("."))
-        return next((p for p in (base.with_suffix(".py"), base / "__init__.py") if p.is_file()), None)
-
-    seen: set[str] = set()
-    others: set[str] = set()
-    todo = list(starts)
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        path = module_file(name)
-        assert path is not None, f"{name} is imported but not under {root}"
-        seen.add(name)
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names
-                                         if module_file(f"{node.module}.{alias.name}")]
-            for imported in names:
-                top = imported.split(".")[0]
-                if top in local:
-                    todo.append(imported)
-                elif top not in sys.stdlib_module_names and top != "__future__":
-                    others.add(top)
-    return seen, others
 
 
 def test_service_and_worker_share_one_environment_of_every_setting():

@@ -21,7 +21,7 @@ from pneumoscan.errors import (
     UnsupportedMode,
 )
 from pneumoscan.imaging import decode, load_image, load_plane_with_source
-from tests.conftest import encode
+from tests.support import encode
 from tests.dicom_files import PATIENT_ID, PATIENT_NAME, make_dicom
 
 LOSSLESS_VARIANTS = [

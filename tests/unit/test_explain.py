@@ -19,7 +19,7 @@ from pneumoscan.explain import (
 from pneumoscan.imaging import decode_grayscale, load_image, to_model_input
 from pneumoscan.model import Predictor, load_keras_model
 from pneumoscan.settings import BUNDLED_MODEL_DIR
-from tests.conftest import encode
+from tests.support import encode
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pneumoscan.errors import BlankImage, ModelError, NotAChestXray
 from pneumoscan.gate import GATE_FILE, OodGate
 from pneumoscan.imaging import load_plane, to_model_input
 from pneumoscan.decision import Decision, judge_scores
-from tests.conftest import encode
+from tests.support import encode
 from tests.dicom_files import make_dicom
 
 SIDE = 256

@@ -27,7 +27,7 @@ from service.errors import Overloaded, status_for
 from service.app import create_app
 from service.http import ModelInfo
 from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, InFlightLimitMiddleware, ReadinessMiddleware
-from tests.conftest import STAND_IN_DECISION, encode, stand_in_heatmap, stand_in_scores
+from tests.support import STAND_IN_DECISION, encode, stand_in_heatmap, stand_in_scores
 from tests.dicom_files import PATIENT_ID, PATIENT_NAME, make_dicom
 
 INFO = ModelInfo(decision=STAND_IN_DECISION, max_pixels=50_000_000, max_batch_items=4,

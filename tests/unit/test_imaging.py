@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
-import zlib
-import struct
 
 import numpy as np
 import pytest
@@ -23,8 +21,8 @@ from pneumoscan.errors import (
     UnsupportedMode,
 )
 from pneumoscan.imaging import load_image, load_image_file, load_plane, plane_to_input
-from tests.conftest import encode
 from tests.dicom_files import make_dicom
+from tests.support import encode, png_bomb
 
 
 def test_real_xrays_become_model_inputs(xray_files):
@@ -163,20 +161,8 @@ def test_images_too_small_to_be_xrays_are_refused(xray_image, size, refused):
             assert load_image(data).shape == (128, 128, 3)
 
 
-def _png_bomb(width: int, height: int) -> bytes:
-    """A valid 1-bit PNG header claiming huge dimensions, with a tiny compressed body."""
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-    row = b"\x00" + b"\x00" * ((width + 7) // 8)
-    body = zlib.compress(row * 64, 9)
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
-
-
 def test_decompression_bomb_is_refused_before_decoding():
-    bomb = _png_bomb(60_000, 60_000)  # 3.6 gigapixels in a few kilobytes
+    bomb = png_bomb(60_000, 60_000)  # 3.6 gigapixels in a few kilobytes
     assert len(bomb) < 100_000
     with pytest.raises(ImageTooLarge):
         load_image(bomb)

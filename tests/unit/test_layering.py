@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.support import REPO_ROOT
 
 # The `pneumoscan` command is the one composition root: only it may reach into the adapters.
 COMPOSITION_ROOT = {"pneumoscan.cli", "pneumoscan.job_commands", "pneumoscan.cli_common"}

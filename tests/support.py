@@ -1,0 +1,226 @@
+"""Helpers every test layer shares: fixture files, inputs made from them, stand-ins for the model
+service, the real CLI in a subprocess, and the checks several test modules make.
+
+Fixtures (``conftest.py`` files) build on these; no test module imports another test module.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fhir.resources.R4B.bundle import Bundle
+import pydicom
+from PIL import Image
+
+from pneumoscan.decision import Decision
+from pneumoscan.imaging import plane_to_input
+from pneumoscan.model import load_metadata
+from pneumoscan.schemas import PredictionResponse
+from pneumoscan.settings import BUNDLED_MODEL_DIR
+from tests.dicom_files import make_dicom
+from training.not_xrays import not_xrays
+
+METADATA = load_metadata(BUNDLED_MODEL_DIR)
+
+FIXTURES = Path(__file__).parent / "fixtures"
+XRAYS = FIXTURES / "xrays"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "test-key-0123456789"
+
+
+def xray_paths() -> list[Path]:
+    return sorted(XRAYS.glob("*/*.jpeg"))
+
+
+def encode(image: Image.Image, format: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format, **options)
+    return buffer.getvalue()
+
+
+def make_tiny_dataset(root: Path, copies: int = 3) -> Path:
+    """A labelled folder of ``8 * copies`` images: the fixtures, shifted, one patient per copy."""
+    for number, source in enumerate(xray_paths()):
+        base = Image.open(source).convert("L")
+        base.thumbnail((256, 256))
+        for copy in range(copies):
+            shifted = Image.fromarray(np.roll(np.asarray(base), copy * 7, axis=1))
+            # One patient (or study) per source and copy; the numbers never collide.
+            if source.parent.name == "PNEUMONIA":
+                name = f"person{900 + copy}{number:03d}_bacteria_{copy}.jpeg"
+            else:
+                name = f"IM-{copy}{number:03d}-0001.jpeg"
+            target = root / source.parent.name / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shifted.save(target, quality=90)
+    return root
+
+
+STAND_IN_DECISION = Decision(threshold=0.5, model_version="test-1", ood_threshold=1.0)
+# Planes darker than this on average are "out of distribution" for the stand-in model.
+STAND_IN_DARK = 0.2
+
+
+def stand_in_scores(planes: np.ndarray) -> np.ndarray:
+    """A deterministic stand-in for the model service's ``infer`` (n, 2): the mean pixel as
+    P(pneumonia), and a gate distance of 2 (twice the limit) for dark planes, 0.5 otherwise."""
+    means = plane_to_input(planes).mean(axis=(1, 2, 3)).astype(np.float64)
+    return np.stack([means, np.where(means < STAND_IN_DARK, 2.0, 0.5)], axis=1)
+
+
+# A one-epoch model's input gate is loose and arbitrary (its limit is the farthest of 8 validation
+# images): tests of the CLI's plumbing with such a model score everything and only flag. The
+# gate itself is tested with the bundled model.
+SCORE_EVERYTHING = {"PNEUMOSCAN_OOD_POLICY": "flag"}
+
+
+async def stand_in_heatmap(plane: np.ndarray) -> np.ndarray:
+    """A stand-in for the model service's ``explain``: the plane's own brightness on an 8x8 grid."""
+    return np.asarray(plane, dtype=np.float32)[::16, ::16] / 255.0
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the real ``pneumoscan`` command in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "pneumoscan.cli", *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A valid 1-bit PNG header claiming huge dimensions, with a tiny compressed body."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    row = b"\x00" + b"\x00" * ((width + 7) // 8)
+    body = zlib.compress(row * 64, 9)
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+def reachable_modules(root: Path, *starts: str) -> tuple[set[str], set[str]]:
+    """(project modules, other top-level names) imported at any depth, lazily or not, from ``starts``."""
+    local = {path.name for path in root.iterdir() if (path / "__init__.py").is_file()}
+
+    def module_file(name: str) -> Path | None:
+        base = root.joinpath(*name.split("."))
+        return next((p for p in (base.with_suffix(".py"), base / "__init__.py") if p.is_file()), None)
+
+    seen: set[str] = set()
+    others: set[str] = set()
+    todo = list(starts)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = module_file(name)
+        assert path is not None, f"{name} is imported but not under {root}"
+        seen.add(name)
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names
+                                         if module_file(f"{node.module}.{alias.name}")]
+            for imported in names:
+                top = imported.split(".")[0]
+                if top in local:
+                    todo.append(imported)
+                elif top not in sys.stdlib_module_names and top != "__future__":
+                    others.add(top)
+    return seen, others
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert body["error"] == code, body
+    assert isinstance(body["detail"], str) and body["detail"]
+    return body
+
+
+def check_prediction(body: dict) -> PredictionResponse:
+    """A /predict answer of the bundled model, its label consistent with its threshold."""
+    prediction = PredictionResponse.model_validate(body)
+    assert prediction.model_version == METADATA.version
+    assert prediction.threshold == METADATA.threshold
+    expected = "PNEUMONIA" if prediction.probability >= prediction.threshold else "NORMAL"
+    assert prediction.label == expected
+    return prediction
+
+
+BAD_FILES = {
+    "corrupt/not-an-image.png": b"this is text, not a PNG",
+    "corrupt/empty.jpeg": b"",
+}
+
+
+def make_input_folder(root: Path, copies: int = 1) -> tuple[Path, int, int]:
+    """Fixture X-rays (``copies`` of each, in nested folders) plus corrupt files; (folder, good, bad)."""
+    folder = root / "input"
+    good = 0
+    for copy in range(copies):
+        for source in sorted(XRAYS.glob("*/*.jpeg")):
+            target = folder / f"batch{copy:02d}" / source.parent.name / source.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            good += 1
+    for name, data in BAD_FILES.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    source = next(XRAYS.glob("NORMAL/*.jpeg")).read_bytes()
+    (folder / "corrupt" / "truncated.jpeg").write_bytes(source[: len(source) // 3])
+    (folder / "notes.txt").write_text("not scored: not an image suffix")
+    radiograph = Image.open(next(XRAYS.glob("PNEUMONIA/*.jpeg"))).convert("L")
+    radiograph.thumbnail((512, 512))
+    (folder / "dicom").mkdir()
+    (folder / "dicom" / "chest.dcm").write_bytes(make_dicom(radiograph, bits=16, photometric="MONOCHROME1"))
+    (folder / "dicom" / "head-ct.dcm").write_bytes(make_dicom(radiograph, modality="CT"))
+    # What the input gate refuses: a blank frame and a photograph.
+    (folder / "not-xrays").mkdir()
+    Image.new("L", (400, 400), 255).save(folder / "not-xrays" / "white.png")
+    photo = next(image for image in not_xrays() if image.name == "grace_hopper")
+    (folder / "not-xrays" / "portrait.jpg").write_bytes(photo.data)
+    return folder, good + 1, len(BAD_FILES) + 4
+
+
+def check_fhir_export(bundle: Bundle, rows: list[dict], folder: Path) -> None:
+    """One entry per results.csv row, in its order: the row's report, or the refusal's code."""
+    assert bundle.type == "collection" and len(bundle.entry) == len(rows)
+    for entry, row in zip(bundle.entry, rows):
+        resource = entry.resource
+        if row["status"] != "ok":
+            assert resource.get_resource_type() == "OperationOutcome"
+            assert resource.issue[0].details.coding[0].code == row["error_code"]
+            continue
+        assert resource.get_resource_type() == "DiagnosticReport" and resource.status == "preliminary"
+        contained = {item.id: item for item in resource.contained}
+        values = {c.code.coding[0].code: c.valueQuantity.value for c in contained["observation"].component}
+        assert float(values["probability"]) == pytest.approx(float(row["probability"]), abs=1e-6)
+        assert contained["observation"].valueCodeableConcept.text == row["label"]
+        if row["path"].endswith(".dcm"):
+            uids = pydicom.dcmread(folder / row["path"], stop_before_pixels=True)
+            series = contained["study"].series[0]
+            assert (series.uid, series.instance[0].uid, series.modality.code) == (
+                uids.SeriesInstanceUID, uids.SOPInstanceUID, uids.Modality)
+            assert series.instance[0].sopClass.code == f"urn:oid:{uids.SOPClassUID}"
+        else:
+            assert resource.imagingStudy is None
