@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -33,6 +34,42 @@ THRESHOLD_RULE = (
 )
 
 
+@dataclass(frozen=True)
+class Scored:
+    """One labelled set's softmax outputs, before and after temperature scaling."""
+
+    labels: np.ndarray
+    raw: np.ndarray  # P(pneumonia) before scaling
+    calibrated: np.ndarray
+
+
+def calibrate_and_choose(model, data) -> tuple[float, float, Scored, Scored]:
+    """(temperature, threshold, validation, stressed validation): the temperature fitted and the
+    threshold chosen on the stressed copies."""
+    validation_softmax = model.predict(plane_to_input(data.validation_planes), batch_size=256, verbose=0)
+    stressed_softmax = model.predict(data.stressed_inputs, batch_size=256, verbose=0)
+    temperature = fit_temperature(stressed_softmax, data.stressed_labels)
+    validation = Scored(data.validation_labels, calibrate(validation_softmax, 1.0), calibrate(validation_softmax, temperature))
+    stressed = Scored(data.stressed_labels, calibrate(stressed_softmax, 1.0), calibrate(stressed_softmax, temperature))
+    return temperature, youden_threshold(stressed.labels, stressed.calibrated), validation, stressed
+
+
+def calibration_info(temperature: float, sets: dict[str, Scored]) -> CalibrationInfo:
+    return CalibrationInfo(
+        temperature=temperature,
+        ece_before={name: expected_calibration_error(scored.labels, scored.raw) for name, scored in sets.items()},
+        ece_after={name: expected_calibration_error(scored.labels, scored.calibrated) for name, scored in sets.items()},
+    )
+
+
+def versions() -> dict[str, str]:
+    import keras
+    import tensorflow as tf
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__}
+
+
 def finalize(
     model,
     out_dir: Path,
@@ -47,31 +84,10 @@ def finalize(
     """Fit the gate and the calibration, choose the threshold, write metadata, plots and card."""
     layers = feature_layers(model)
     validation_inputs = plane_to_input(data.validation_planes)
-    validation_softmax = model.predict(validation_inputs, batch_size=256, verbose=0)
-    stressed_softmax = model.predict(data.stressed_inputs, batch_size=256, verbose=0)
-
     gate = fit_gate(model, layers, plane_to_input(data.train_planes), validation_inputs)
     gate_sha256 = gate.save(out_dir)
-
-    temperature = fit_temperature(stressed_softmax, data.stressed_labels)
-    validation_probabilities = calibrate(validation_softmax, temperature)
-    stressed_probabilities = calibrate(stressed_softmax, temperature)
-    threshold = youden_threshold(data.stressed_labels, stressed_probabilities)
-    report = evaluate_predictions(data.validation_labels, validation_probabilities, threshold)
-    stressed_report = evaluate_predictions(data.stressed_labels, stressed_probabilities, threshold)
-
+    temperature, threshold, validation, stressed = calibrate_and_choose(model, data)
     predictor = Predictor(model, threshold=threshold, model_version="unsaved", gate=gate, temperature=temperature)
-    calibration = CalibrationInfo(
-        temperature=temperature,
-        ece_before={
-            "validation": expected_calibration_error(data.validation_labels, calibrate(validation_softmax, 1.0)),
-            "stressed_validation": expected_calibration_error(data.stressed_labels, calibrate(stressed_softmax, 1.0)),
-        },
-        ece_after={
-            "validation": expected_calibration_error(data.validation_labels, validation_probabilities),
-            "stressed_validation": expected_calibration_error(data.stressed_labels, stressed_probabilities),
-        },
-    )
     gate_info = GateInfo(
         threshold=gate.threshold,
         rule=GATE_RULE,
@@ -80,10 +96,6 @@ def finalize(
         features=int(gate.mean.shape[0]),
         refusals=gate_refusals(predictor, validation_inputs, data.stressed_inputs),
     )
-
-    import keras
-    import tensorflow as tf
-
     created = datetime.now(timezone.utc)
     model_hash = hashlib.sha256((out_dir / MODEL_FILE).read_bytes()).hexdigest()
     validation_auc = history["val_auc"]
@@ -93,25 +105,19 @@ def finalize(
         class_names=list(CLASS_NAMES),
         input_shape=list(INPUT_SHAPE),
         threshold=threshold,
-        target_sensitivity=None,
         epochs_run=len(validation_auc),
         best_epoch=int(np.argmax(validation_auc)) + 1,
         seed=seed,
-        validation=report,
+        validation=evaluate_predictions(validation.labels, validation.calibrated, threshold),
         train_images=len(data.train_labels),
         validation_images=len(data.validation_labels),
         training_fingerprint=fingerprint(data.examples, data_dir),
         created=created,
         training_seconds=round(training_seconds, 1),
-        versions={
-            "python": platform.python_version(),
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-            "numpy": np.__version__,
-        },
+        versions=versions(),
         threshold_rule=THRESHOLD_RULE,
-        stressed_validation=stressed_report,
-        calibration=calibration,
+        stressed_validation=evaluate_predictions(stressed.labels, stressed.calibrated, threshold),
+        calibration=calibration_info(temperature, {"validation": validation, "stressed_validation": stressed}),
         gate=gate_info,
     )
     save_metadata(out_dir, metadata)
@@ -121,10 +127,9 @@ def finalize(
 
     plot_training_curves(history, out_dir / "training_curves.png", title=f"{recipe.name} recipe")
     plot_model_plots(
-        out_dir,
-        metadata,
-        validation=(data.validation_labels, validation_probabilities, calibrate(validation_softmax, 1.0)),
-        stressed=(data.stressed_labels, stressed_probabilities, calibrate(stressed_softmax, 1.0)),
+        out_dir, metadata,
+        validation=(validation.labels, validation.calibrated, validation.raw),
+        stressed=(stressed.labels, stressed.calibrated, stressed.raw),
     )
     write_model_card(out_dir, metadata)
     return metadata

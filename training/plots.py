@@ -79,11 +79,16 @@ def plot_model_plots(
 
     ``validation`` and ``stressed`` are (labels, calibrated P(pneumonia), uncalibrated P(pneumonia)).
     """
-    from training.calibration import reliability
-    from training.metrics import roc_points
-
     out_dir = Path(out_dir)
     sets = {"validation": validation, "stressed validation": stressed}
+    plot_reliability(sets, metadata.calibration.temperature, out_dir / "reliability.png")
+    plot_roc_operating_point(sets, metadata, out_dir / "roc.png")
+    plot_score_histograms(sets, metadata.threshold, out_dir / "score_histograms.png")
+
+
+def plot_reliability(sets: dict, temperature: float, path: Path) -> None:
+    """Observed pneumonia share against predicted P(pneumonia), before and after scaling."""
+    from training.calibration import reliability
 
     figure, axes = plt.subplots(1, 2, figsize=(9.6, 4.6))
     for axis, (name, (labels, calibrated, raw)) in zip(axes, sets.items()):
@@ -97,10 +102,15 @@ def plot_model_plots(
         axis.set_title(f"{name} (n = {len(labels)})")
         axis.legend(loc="upper left")
         axis.grid(alpha=0.3)
-    figure.suptitle(f"Reliability, temperature {metadata.calibration.temperature:.2f}")
+    figure.suptitle(f"Reliability, temperature {temperature:.2f}")
     figure.tight_layout()
-    figure.savefig(out_dir / "reliability.png", dpi=110)
+    figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def plot_roc_operating_point(sets: dict, metadata, path: Path) -> None:
+    """ROC of each set with the operating point at the saved threshold, and the top-left corner."""
+    from training.metrics import roc_points
 
     figure, axes = plt.subplots(1, 2, figsize=(10, 5))
     for axis, zoomed in zip(axes, (False, True)):
@@ -123,20 +133,23 @@ def plot_model_plots(
         axis.legend(loc="lower right")
         axis.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(out_dir / "roc.png", dpi=110)
+    figure.savefig(path, dpi=110)
     plt.close(figure)
 
+
+def plot_score_histograms(sets: dict, threshold: float, path: Path) -> None:
+    """Calibrated scores per class, with the threshold."""
     figure, axes = plt.subplots(1, 2, figsize=(9.6, 3.8), sharey=False)
     bins = np.linspace(0, 1, 41)
     for axis, (name, (labels, calibrated, _)) in zip(axes, sets.items()):
         for label, class_name in enumerate(CLASS_NAMES):
             axis.hist(calibrated[labels == label], bins=bins, alpha=0.6, label=class_name)
-        axis.axvline(metadata.threshold, color="black", linestyle="--", label="threshold")
+        axis.axvline(threshold, color="black", linestyle="--", label="threshold")
         axis.set_yscale("log")
         axis.set_xlabel("calibrated P(pneumonia)")
         axis.set_ylabel("images")
         axis.set_title(name)
         axis.legend()
     figure.tight_layout()
-    figure.savefig(out_dir / "score_histograms.png", dpi=110)
+    figure.savefig(path, dpi=110)
     plt.close(figure)

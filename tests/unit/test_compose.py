@@ -22,7 +22,8 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from pneumoscan import cli, job_commands
+from pneumoscan import cli
+from pneumoscan.cli import jobs as job_commands
 from pneumoscan.settings import Settings
 from service.middleware import is_open
 from tests.support import reachable_modules

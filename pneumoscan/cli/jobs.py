@@ -1,4 +1,4 @@
-"""The batch-job commands of ``pneumoscan``: submit, status, jobs, results, resume, worker, score.
+"""``pneumoscan submit``, ``status``, ``jobs``, ``results``, ``resume``, ``worker``, ``score``: batch jobs.
 
 Reading jobs (status, jobs, results) needs only ``pneumoscan.jobs``; the commands that put work
 on the queue (submit, resume, worker) import the Huey adapter, ``service.worker``, when they run.
@@ -10,8 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from pneumoscan.cli_common import EXIT_JOB_FAILED, EXIT_OK
-from pneumoscan.cli_common import configure_tensorflow_from_settings as _configure_tensorflow
+from pneumoscan.cli.common import EXIT_JOB_FAILED, EXIT_OK
+from pneumoscan.cli.common import configure_tensorflow_from_settings as _configure_tensorflow
 from pneumoscan.settings import get_settings
 
 
@@ -157,7 +157,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def add_job_commands(commands: argparse._SubParsersAction) -> None:
+def add_commands(commands: argparse._SubParsersAction) -> None:
     """Register the batch-job subcommands on the ``pneumoscan`` parser."""
     submit = commands.add_parser("submit", help="queue a folder of X-rays for batch scoring; prints the job id")
     submit.add_argument("folder", type=Path)

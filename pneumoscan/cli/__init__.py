@@ -1,0 +1,47 @@
+"""The ``pneumoscan`` command: parses arguments, calls the core or an adapter, prints.
+
+The one composition root: the only core modules that import ``training/``, ``service/`` or
+``bench/`` are here, one module per noun (``model``: train, evaluate, register; ``score``:
+predict, explain; ``jobs``: the batch-job commands; ``bench``), each importing its adapter when
+its command runs. Exit codes are listed in ``pneumoscan.cli.common``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from pneumoscan.cli import bench, jobs, model, score
+from pneumoscan.cli.common import EXIT_MODEL, EXIT_OK, EXIT_USAGE
+from pneumoscan.errors import DataError, ModelError, PneumoscanError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pneumoscan", description="Pneumonia screening on chest X-rays.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for noun in (model, score, jobs, bench):
+        noun.add_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.handler(args)
+        sys.stdout.flush()
+        return code
+    except KeyboardInterrupt:
+        print("pneumoscan: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (``pneumoscan results JOB | head``): stop quietly, as cat does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except ModelError as exc:
+        print(f"pneumoscan: model error: {exc.detail}", file=sys.stderr)
+        return EXIT_MODEL
+    except (DataError, PneumoscanError, ValueError) as exc:
+        print(f"pneumoscan: {getattr(exc, 'detail', exc)}", file=sys.stderr)
+        return EXIT_USAGE

@@ -1,0 +1,97 @@
+"""``pneumoscan predict`` and ``explain``: score files here, one JSON line each."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pneumoscan.cli.common import EXIT_INPUT_FAILED, EXIT_OK, EXIT_USAGE
+from pneumoscan.cli.common import configure_tensorflow_from_settings as _configure_tensorflow
+from pneumoscan.errors import PneumoscanError
+from pneumoscan.settings import get_settings
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    _configure_tensorflow()
+    from pneumoscan.model import Predictor
+    from pneumoscan.predict import predict_files
+
+    settings = get_settings()
+    predictor = Predictor.from_dir(
+        args.model or settings.model_dir, threshold=settings.threshold, ood_policy=settings.ood_policy
+    )
+    failed = 0
+    for result in predict_files(
+        predictor, args.files, batch_size=settings.predict_batch_size, max_pixels=settings.max_image_pixels
+    ):
+        failed += result.error is not None
+        print(result.model_dump_json(exclude_none=True), flush=True)
+    return EXIT_INPUT_FAILED if failed else EXIT_OK
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+
+    from pneumoscan.imaging import decode_grayscale, to_model_input
+    from pneumoscan.predict import read_file
+    from pneumoscan.schemas import ErrorInfo, FilePrediction
+
+    settings = get_settings()
+    def refuse(exc: PneumoscanError) -> int:
+        error = FilePrediction(file=str(args.file), error=ErrorInfo(**exc.to_dict()))
+        print(error.model_dump_json(exclude_none=True), flush=True)
+        return EXIT_INPUT_FAILED
+
+    # The input is checked before TensorFlow and the model load, so a bad file fails at once.
+    try:
+        image = decode_grayscale(read_file(args.file), max_pixels=settings.max_image_pixels)
+        model_input = to_model_input(image)  # exactly what predict and the service feed the model
+    except PneumoscanError as exc:
+        return refuse(exc)
+    _configure_tensorflow()
+    from pneumoscan.explain import GradCam, feature_maps, overlay, save_feature_map_grids
+    from pneumoscan.model import Predictor
+
+    predictor = Predictor.from_dir(
+        args.model or settings.model_dir, threshold=settings.threshold, ood_policy=settings.ood_policy
+    )
+    prediction = predictor.judge(predictor.score(model_input[np.newaxis]))[0]
+    if isinstance(prediction, PneumoscanError):
+        return refuse(prediction)
+    _, heatmap = GradCam(predictor.model)(model_input)
+    out = args.out / "gradcam.png" if args.feature_maps else args.out
+    result = {"file": str(args.file), "label": prediction.label, "probability": prediction.probability,
+              "threshold": prediction.threshold, "out_of_distribution": prediction.out_of_distribution,
+              "out": str(out)}
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        overlay(image, heatmap).save(out, format="PNG")
+        if args.feature_maps:
+            written = save_feature_map_grids(feature_maps(predictor.model, model_input), args.out)
+            result["feature_maps"] = [str(path) for path in written]
+    except OSError as exc:
+        print(f"pneumoscan: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(json.dumps(result), flush=True)
+    return EXIT_OK
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    predict = commands.add_parser("predict", help="score image files, one JSON line each")
+    predict.add_argument("files", nargs="+", type=Path)
+    predict.add_argument("--model", type=Path, default=None, help="model folder (default: PNEUMOSCAN_MODEL_DIR)")
+    predict.set_defaults(handler=cmd_predict)
+
+
+    explain = commands.add_parser("explain", help="Grad-CAM overlay (and feature maps) of one image as PNG")
+    explain.add_argument("file", type=Path)
+    explain.add_argument("--out", required=True, type=Path, help="PNG to write; a folder with --feature-maps")
+    explain.add_argument(
+        "--feature-maps", action="store_true",
+        help="write OUT/gradcam.png and one grid of the first 16 channels per network stage",
+    )
+    explain.add_argument("--model", type=Path, default=None, help="model folder (default: PNEUMOSCAN_MODEL_DIR)")
+    explain.set_defaults(handler=cmd_explain)
