@@ -1,5 +1,9 @@
 """Bytes -> model input. The one preprocessing path shared by training, the service and the worker.
 
+Four steps, each a function: ``decode`` (bytes -> upright grey image, DICOM UIDs),
+``resize_plane`` (image -> the uint8 128x128 plane, refusing blank ones), ``plane_to_input``
+(planes -> float32 model inputs); ``load_plane`` and ``load_image`` compose them for bytes.
+
 Every X-ray, whatever its format, becomes a float32 array of shape (128, 128, 3) in [0, 1]:
 decoded (JPEGs with DCT downscaling via ``Image.draft`` first, which is ~3x faster on full-size
 radiographs; DICOM through its display pipeline in ``pneumoscan.dicom``), turned upright by its
@@ -12,7 +16,6 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -56,40 +59,9 @@ class Decoded:
     dicom: DicomSource | None = None
 
 
-def load_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode JPEG, PNG or DICOM bytes into the model input: float32 (128, 128, 3) in [0, 1]."""
-    return plane_to_input(load_plane(data, max_pixels=max_pixels))
-
-
-def load_plane(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """The first half of ``load_image``: the uint8 (128, 128) grayscale plane.
-
-    The service ships planes (16 KiB) instead of model inputs (192 KiB) to its model process,
-    which finishes with ``plane_to_input``; the composition is exactly ``load_image``.
-    """
-    return resize_plane(decode_grayscale(data, max_pixels=max_pixels))
-
-
-def load_plane_with_source(
-    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> tuple[np.ndarray, DicomSource | None]:
-    """``load_plane`` plus the DICOM UIDs of the input (None for JPEG and PNG)."""
-    decoded = decode(data, max_pixels=max_pixels)
-    return resize_plane(decoded.image), decoded.dicom
-
-
-def load_image_file(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """``load_image`` on the bytes of a file."""
-    return load_image(Path(path).read_bytes(), max_pixels=max_pixels)
-
-
-def decode_grayscale(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode to an upright 8-bit grayscale ("L") image (JPEGs already reduced near the model size)."""
-    return decode(data, max_pixels=max_pixels).image
-
-
 def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
-    """``decode_grayscale`` keeping the DICOM identifiers of the input."""
+    """JPEG, PNG or DICOM bytes -> an upright 8-bit grayscale ("L") image (JPEGs already reduced
+    near the model size) and, for DICOM, the UIDs that identify it."""
     if not data:
         raise EmptyImage("The upload is empty (0 bytes).")
     if is_dicom(data):
@@ -152,15 +124,24 @@ def check_content(plane: np.ndarray) -> None:
         )
 
 
+def load_plane(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """``resize_plane(decode(data).image)``: the uint8 (128, 128) plane of an upload.
+
+    The service ships planes (16 KiB) instead of model inputs (192 KiB) to its model process,
+    which finishes with ``plane_to_input``.
+    """
+    return resize_plane(decode(data, max_pixels=max_pixels).image)
+
+
+def load_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """``plane_to_input(load_plane(data))``: the model input of an upload, float32 (128, 128, 3)."""
+    return plane_to_input(load_plane(data, max_pixels=max_pixels))
+
+
 def plane_to_input(planes: np.ndarray) -> np.ndarray:
     """uint8 planes (..., 128, 128) to model inputs: float32 (..., 128, 128, 3) in [0, 1]."""
     scaled = np.asarray(planes, dtype=np.float32) / np.float32(255.0)
     return np.repeat(scaled[..., np.newaxis], 3, axis=-1)
-
-
-def to_model_input(grayscale: Image.Image) -> np.ndarray:
-    """Resize an "L" image and scale it to the model input: float32 (128, 128, 3) in [0, 1]."""
-    return plane_to_input(resize_plane(grayscale))
 
 
 def _open(data: bytes) -> Image.Image:
@@ -204,15 +185,11 @@ def _to_eight_bit_gray(image: Image.Image) -> Image.Image:
 __all__ = [
     "IMAGE_SUFFIXES",
     "Decoded",
-    "check_content",
     "InvalidImage",
+    "check_content",
     "decode",
-    "decode_grayscale",
     "load_image",
-    "load_image_file",
     "load_plane",
-    "load_plane_with_source",
     "plane_to_input",
     "resize_plane",
-    "to_model_input",
 ]

@@ -16,7 +16,7 @@ import numpy as np
 
 from pneumoscan.dicom import DicomSource
 from pneumoscan.errors import PneumoscanError, UnreadableFile
-from pneumoscan.imaging import DEFAULT_MAX_PIXELS, decode, to_model_input
+from pneumoscan.imaging import DEFAULT_MAX_PIXELS, decode, plane_to_input, resize_plane
 from pneumoscan.model import Predictor
 from pneumoscan.schemas import ErrorInfo, FilePrediction, Prediction
 
@@ -52,7 +52,7 @@ def read_and_decode(
     sha256 = hashlib.sha256(data).hexdigest()
     try:
         decoded = decode(data, max_pixels=max_pixels)
-        model_input = to_model_input(decoded.image)
+        model_input = plane_to_input(resize_plane(decoded.image))
     except PneumoscanError as exc:
         return sha256, exc, None
     return sha256, model_input, decoded.dicom

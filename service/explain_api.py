@@ -20,7 +20,7 @@ from PIL import Image
 from starlette.responses import Response
 
 from pneumoscan.explain import overlay
-from pneumoscan.imaging import decode_grayscale, resize_plane
+from pneumoscan.imaging import decode, resize_plane
 from pneumoscan.errors import PneumoscanError
 from pneumoscan.decision import judge_scores
 from service.errors import ExplanationUnavailable
@@ -69,7 +69,8 @@ async def explain(request: Request) -> Response:
             )
         data = await read_single_image(request)
         record.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-        image = await anyio.to_thread.run_sync(partial(decode_grayscale, data, max_pixels=info.max_pixels))
+        decoded = await anyio.to_thread.run_sync(partial(decode, data, max_pixels=info.max_pixels))
+        image = decoded.image
         plane = resize_plane(image)
         with anyio.fail_after(info.timeout_s):
             scores, heatmap = await asyncio.gather(

@@ -15,7 +15,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from functools import partial
 
 import anyio
 import numpy as np
@@ -28,7 +27,7 @@ from pneumoscan.decision import Decision, judge_scores
 from pneumoscan.dicom import DicomSource
 from pneumoscan.errors import PneumoscanError
 from pneumoscan.fhir import FHIR_JSON, accepts_fhir
-from pneumoscan.imaging import load_plane_with_source
+from pneumoscan.imaging import decode, resize_plane
 from pneumoscan.schemas import ErrorResponse, Prediction
 from service.errors import MissingImage, RequestTimeout, TooManyImages, UnsupportedMediaType, status_for
 
@@ -106,7 +105,11 @@ async def read_batch_images(request: Request, max_items: int) -> list[tuple[str 
 async def decode_with_source(data: bytes, max_pixels: int) -> tuple[np.ndarray, DicomSource | None]:
     """The core decoder up to the uint8 plane, in a thread (Pillow releases the GIL meanwhile),
     and the UIDs of a DICOM input."""
-    return await anyio.to_thread.run_sync(partial(load_plane_with_source, data, max_pixels=max_pixels))
+    def plane_and_source() -> tuple[np.ndarray, DicomSource | None]:
+        decoded = decode(data, max_pixels=max_pixels)
+        return resize_plane(decoded.image), decoded.dicom
+
+    return await anyio.to_thread.run_sync(plane_and_source)
 
 
 def fhir_alternative(resource: str) -> dict:

@@ -35,7 +35,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from pneumoscan.imaging import decode_grayscale, to_model_input
+    from pneumoscan.imaging import decode, plane_to_input, resize_plane
     from pneumoscan.predict import read_file
     from pneumoscan.schemas import ErrorInfo, FilePrediction
 
@@ -47,8 +47,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     # The input is checked before TensorFlow and the model load, so a bad file fails at once.
     try:
-        image = decode_grayscale(read_file(args.file), max_pixels=settings.max_image_pixels)
-        model_input = to_model_input(image)  # exactly what predict and the service feed the model
+        image = decode(read_file(args.file), max_pixels=settings.max_image_pixels).image
+        model_input = plane_to_input(resize_plane(image))  # exactly what predict and the service feed the model
     except PneumoscanError as exc:
         return refuse(exc)
     _configure_tensorflow()

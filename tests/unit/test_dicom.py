@@ -20,7 +20,7 @@ from pneumoscan.errors import (
     UnsupportedModality,
     UnsupportedMode,
 )
-from pneumoscan.imaging import decode, load_image, load_plane_with_source
+from pneumoscan.imaging import decode, load_image, load_plane
 from tests.support import encode
 from tests.dicom_files import PATIENT_ID, PATIENT_NAME, make_dicom
 
@@ -75,13 +75,14 @@ def test_twelve_bit_data_without_window_spans_the_full_range(xray_image):
 
 
 def test_dicom_source_carries_uids_and_no_patient_data(xray_image):
-    plane, source = load_plane_with_source(make_dicom(xray_image, modality="DX"))
+    data = make_dicom(xray_image, modality="DX")
+    plane, source = load_plane(data), decode(data).dicom
     assert plane.shape == (128, 128)
     assert source.study_instance_uid and source.series_instance_uid and source.sop_instance_uid
     assert source.study_instance_uid != source.series_instance_uid
     assert source.modality == "DX"
     assert PATIENT_NAME not in repr(source) and PATIENT_ID not in repr(source)
-    assert load_plane_with_source(encode(xray_image, "PNG"))[1] is None
+    assert decode(encode(xray_image, "PNG")).dicom is None
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from pneumoscan.explain import (
     save_feature_map_grids,
     stage_layers,
 )
-from pneumoscan.imaging import decode_grayscale, load_image, to_model_input
+from pneumoscan.imaging import decode, load_image, plane_to_input, resize_plane
 from pneumoscan.model import Predictor, load_keras_model
 from pneumoscan.settings import BUNDLED_MODEL_DIR
 from tests.support import encode
@@ -59,8 +59,8 @@ def test_grad_cam_probability_is_the_served_probability(tuned_model, xray_files)
 def test_overlay_keeps_the_input_aspect_and_shows_the_heat(tuned_model, xray_files):
     for path in xray_files:
         width, height = Image.open(path).size
-        decoded = decode_grayscale(path.read_bytes())
-        image = overlay(decoded, grad_cam(tuned_model, to_model_input(decoded)))
+        decoded = decode(path.read_bytes()).image
+        image = overlay(decoded, grad_cam(tuned_model, plane_to_input(resize_plane(decoded))))
         assert image.mode == "RGB" and 512 <= max(image.size) <= 1024
         assert image.width / image.height == pytest.approx(width / height, rel=0.02)
         pixels = np.asarray(image, dtype=np.int16)
@@ -69,7 +69,7 @@ def test_overlay_keeps_the_input_aspect_and_shows_the_heat(tuned_model, xray_fil
 
 def test_overlay_limits_large_images_and_leaves_cold_regions_plain(xray_image):
     large = xray_image.resize((1800, 1200))
-    decoded = decode_grayscale(encode(large, "PNG"))  # PNGs are not downscaled while decoding
+    decoded = decode(encode(large, "PNG")).image  # PNGs are not downscaled while decoding
     cold = overlay(decoded, np.zeros((8, 8), dtype=np.float32))
     assert cold.size == (1024, 683)
     pixels = np.asarray(cold)

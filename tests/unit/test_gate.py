@@ -8,7 +8,7 @@ from PIL import Image
 
 from pneumoscan.errors import BlankImage, ModelError, NotAChestXray
 from pneumoscan.gate import GATE_FILE, OodGate
-from pneumoscan.imaging import load_plane, to_model_input
+from pneumoscan.imaging import load_plane, resize_plane
 from pneumoscan.decision import Decision, judge_scores
 from tests.support import encode
 from tests.dicom_files import make_dicom
@@ -148,9 +148,9 @@ def test_judge_scores_returns_refusals_in_place():
     assert outcomes[2].label == "NORMAL" and outcomes[2].ood_score is None
 
 
-def test_to_model_input_applies_the_blank_check():
+def test_resize_plane_applies_the_blank_check():
     with pytest.raises(BlankImage):
-        to_model_input(Image.new("L", (SIDE, SIDE), 0))
+        resize_plane(Image.new("L", (SIDE, SIDE), 0))
 
 
 def test_the_served_distance_is_the_fitted_one():

@@ -20,14 +20,14 @@ from pneumoscan.errors import (
     UnsupportedFormat,
     UnsupportedMode,
 )
-from pneumoscan.imaging import load_image, load_image_file, load_plane, plane_to_input
+from pneumoscan.imaging import load_image, load_plane, plane_to_input
 from tests.dicom_files import make_dicom
 from tests.support import encode, png_bomb
 
 
 def test_real_xrays_become_model_inputs(xray_files):
     for path in xray_files:
-        array = load_image_file(path)
+        array = load_image(path.read_bytes())
         assert array.shape == (128, 128, 3)
         assert array.dtype == np.float32
         assert 0.0 <= array.min() < array.max() <= 1.0
