@@ -153,20 +153,23 @@ async def request_record(request: Request, event: str, info: ModelInfo) -> Async
 
 
 ERROR_RESPONSES = {status: {"model": ErrorResponse} for status in (400, 401, 413, 415, 422, 503, 504)}
+BINARY = {"type": "string", "format": "binary"}
+
+
+def multipart_files(field: str, many: bool = False) -> dict:
+    """The OpenAPI schema of a multipart form with one (or a repeated) file field."""
+    schema = {"type": "array", "items": BINARY} if many else BINARY
+    return {"schema": {"type": "object", "properties": {field: schema}, "required": [field]}}
+
+
 IMAGE_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"image": {"type": "string", "format": "binary"}},
-                    "required": ["image"],
-                }
-            },
-            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-            "image/png": {"schema": {"type": "string", "format": "binary"}},
-            "application/dicom": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": multipart_files("image"),
+            "image/jpeg": {"schema": BINARY},
+            "image/png": {"schema": BINARY},
+            "application/dicom": {"schema": BINARY},
         },
     }
 }

@@ -27,6 +27,7 @@ from service.http import (
     ERROR_RESPONSES,
     IMAGE_BODY,
     decode_with_source,
+    multipart_files,
     fhir_alternative,
     fhir_json,
     model_info,
@@ -38,20 +39,7 @@ from service.http import (
 )
 
 router = APIRouter()
-BATCH_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"images": {"type": "array", "items": {"type": "string", "format": "binary"}}},
-                    "required": ["images"],
-                }
-            }
-        },
-    }
-}
+BATCH_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": multipart_files("images", many=True)}}}
 
 
 @router.post(
@@ -75,6 +63,7 @@ async def predict(request: Request) -> PredictionResponse | Response:
     return PredictionResponse(
         **prediction.model_dump(), **dicom_identifiers(source), request_id=record["request_id"]
     )
+
 
 @router.post(
     "/predict_batch",
