@@ -18,7 +18,7 @@ from pneumoscan.dicom import DicomSource
 from pneumoscan.errors import PneumoscanError, UnreadableFile
 from pneumoscan.imaging import DEFAULT_MAX_PIXELS, decode, plane_to_input, resize_plane
 from pneumoscan.model import Predictor
-from pneumoscan.schemas import ErrorInfo, FilePrediction, Prediction
+from pneumoscan.schemas import DicomIdentifiers, ErrorInfo, FilePrediction, Prediction
 
 
 @dataclass(frozen=True)
@@ -95,11 +95,7 @@ def dicom_identifiers(source: DicomSource | None) -> dict[str, str | None]:
     """The ``DicomIdentifiers`` fields of a result; empty for JPEG and PNG."""
     if source is None:
         return {}
-    return {
-        "study_instance_uid": source.study_instance_uid,
-        "series_instance_uid": source.series_instance_uid,
-        "sop_instance_uid": source.sop_instance_uid,
-    }
+    return {name: getattr(source, name) for name in DicomIdentifiers.model_fields}
 
 
 def predict_files(

@@ -16,12 +16,14 @@ import io
 import os
 import socket
 from collections.abc import Callable
+from dataclasses import fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel
 
+from pneumoscan.dicom import DicomSource
 from pneumoscan.errors import FolderNotAllowed, FolderNotFound, JobNotFound
 from pneumoscan.imaging import IMAGE_SUFFIXES
 from pneumoscan.schemas import JobSpec
@@ -30,12 +32,12 @@ JOB_FILE, MANIFEST_FILE, RESULTS_FILE, SUMMARY_FILE = "job.json", "manifest", "r
 PLOT_FILE = "summary.png"
 SHARDS_DIR, LEASES_DIR = "shards", "leases"
 INDEX_FILE = "index"
+# A DICOM input's identifiers, for matching a row back to the PACS: every field of DicomSource.
+DICOM_COLUMNS = [field.name for field in fields(DicomSource)]
 RESULT_COLUMNS = [
     "path", "sha256", "label", "probability", "threshold", "out_of_distribution", "ood_score", "model_version",
-    "status", "error_code", "error_detail",
-    "study_instance_uid", "series_instance_uid", "sop_instance_uid", "sop_class_uid", "modality",
+    "status", "error_code", "error_detail", *DICOM_COLUMNS,
 ]
-DICOM_COLUMNS = ["study_instance_uid", "series_instance_uid", "sop_instance_uid", "sop_class_uid", "modality"]
 
 Enqueue = Callable[[Path, int], None]
 
