@@ -1,7 +1,7 @@
 """The naive baseline: what a first deployment commonly looks like.
 
 A minimal Starlette app that decodes each upload at full resolution (no DCT downscaling) and
-calls ``model.predict`` once per request. ``make bench`` serves it with uvicorn beside the real
+calls ``model.predict`` once per request, without the input gate. ``make bench`` serves it with uvicorn beside the real
 service to show what the real service's batching and decoding buy.
 
     .venv/bin/uvicorn bench.naive_app:app --port 3001
@@ -18,12 +18,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from pneumoscan.decision import calibrate
 from pneumoscan.model import load_keras_model, load_metadata
 from pneumoscan.settings import get_settings
 
 MODEL_DIR = get_settings().model_dir
 model = load_keras_model(MODEL_DIR)
 metadata = load_metadata(MODEL_DIR)
+TEMPERATURE = metadata.calibration.temperature if metadata.calibration else 1.0
 
 
 async def predict(request: Request) -> JSONResponse:
@@ -35,7 +37,8 @@ async def predict(request: Request) -> JSONResponse:
         data = await request.body()
     image = Image.open(io.BytesIO(data)).convert("RGB").resize((128, 128))
     batch = np.asarray(image, dtype=np.float32)[np.newaxis] / 255.0
-    probability = float(model.predict(batch, verbose=0)[0, 1])
+    # The saved threshold applies to calibrated P(pneumonia); no input gate here.
+    probability = float(calibrate(model.predict(batch, verbose=0), TEMPERATURE)[0])
     label = "PNEUMONIA" if probability >= metadata.threshold else "NORMAL"
     return JSONResponse({"label": label, "probability": probability, "threshold": metadata.threshold,
                          "model_version": metadata.version, "request_id": "naive"})
