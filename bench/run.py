@@ -17,8 +17,6 @@ import csv
 import json
 import os
 import resource
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +29,7 @@ import numpy as np
 import psutil
 
 from bench.worker_bench import build_folder, queue_run, summary_rate
+from service.launch import free_port, start, start_service, stop
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "out"
@@ -85,8 +84,8 @@ def ceiling_stage(paths: list[Path], seconds: float, batch_sizes: tuple[int, ...
     with ThreadPoolExecutor(cores) as pool:
         started = time.perf_counter()
         decoded = pool.map(load_image, work)
-        for start in range(0, len(work), best):
-            predictor.predict_proba(np.stack([next(decoded) for _ in work[start : start + best]]))
+        for offset in range(0, len(work), best):
+            predictor.predict_proba(np.stack([next(decoded) for _ in work[offset : offset + best]]))
         pipeline_rate = len(work) / (time.perf_counter() - started)
     return {
         "images": len(work),
@@ -99,57 +98,6 @@ def ceiling_stage(paths: list[Path], seconds: float, batch_sizes: tuple[int, ...
 
 
 # --- servers and Locust -------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_ready(url: str, process: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} not ready in {timeout} s")
-
-
-def start(command: list[str], env: dict, log: Path) -> subprocess.Popen:
-    with log.open("wb") as handle:
-        return subprocess.Popen(command, cwd=REPO, env={**os.environ, **env}, stdout=handle,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop(process: subprocess.Popen) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-def start_service(home: Path, port: int, settings: dict, log: Path | None = None) -> subprocess.Popen:
-    """``bentoml serve`` of the service on 127.0.0.1:port, returned once /readyz answers 200."""
-    env = {"BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", **settings}
-    log = log or OUT / f"serve-{port}.log"
-    process = start([sys.executable, "-m", "bentoml", "serve", "service.service:Pneumoscan",
-                     "--host", "127.0.0.1", "--port", str(port)], env, log)
-    try:
-        wait_ready(f"http://127.0.0.1:{port}/readyz", process)
-    except RuntimeError as exc:
-        stop(process)
-        raise RuntimeError(f"{exc}:\n{log.read_text(errors='replace')[-4000:]}") from exc
-    return process
 
 
 def batch_histogram(url: str) -> tuple[float, float]:
@@ -213,7 +161,7 @@ def cpu_seconds(processes: list[psutil.Process]) -> float:
 def service_stage(home: Path, samples: Path, seconds: float, batching: bool, users: tuple[int, ...]) -> dict:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    process = start_service(home, port, {"PNEUMOSCAN_ADAPTIVE_BATCHING": str(batching).lower()})
+    process = start_service(home, port, {"PNEUMOSCAN_ADAPTIVE_BATCHING": str(batching).lower()}, OUT / f"serve-{port}.log")
     roles = service_processes(process)
     try:
         runs = []

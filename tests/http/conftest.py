@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.run import free_port, start_service, stop
+from service.launch import free_port, start_service, stop
 from tests.support import API_KEY, run_cli
 
 @dataclass
