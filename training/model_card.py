@@ -21,8 +21,9 @@ diagnose, treat or triage patients without a qualified clinician reading the ima
 
 ## Intended use
 Flagging paediatric anterior-posterior chest X-rays that show signs of pneumonia (bacterial or
-viral), to exercise and evaluate the pneumoscan service. Output: P(pneumonia) and a label at a
-threshold chosen for high sensitivity.
+viral), to exercise and evaluate the pneumoscan service. Output: a calibrated P(pneumonia) and
+a label at a threshold that balances sensitivity and specificity, or a refusal (`blank_image`,
+`not_a_chest_xray`) for an image that is not a chest X-ray like those it was trained on.
 
 ## Training data
 Kermany, Zhang, Goldbaum et al., Cell 172(5):1122-1131, 2018 (doi:10.1016/j.cell.2018.02.010),
