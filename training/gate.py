@@ -25,20 +25,19 @@ def feature_layers(model) -> tuple[str, ...]:
     )
 
 
-def pooled_outputs(network, inputs: np.ndarray, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """(softmax (n, 2), pooled features (n, d)) of a model with features."""
-    softmax, features = [], []
-    for start in range(0, len(inputs), batch_size):
-        out_softmax, out_features = network(inputs[start : start + batch_size], training=False)
-        softmax.append(np.asarray(out_softmax))
-        features.append(np.asarray(out_features))
-    return np.concatenate(softmax), np.concatenate(features)
+def pooled_features(model, layers: tuple[str, ...], inputs: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    """The gate's pooled features (n, d) of ``inputs``, a batch at a time."""
+    network = with_features(model, layers)
+    return np.concatenate(
+        [np.asarray(network(inputs[start : start + batch_size], training=False)[1])
+         for start in range(0, len(inputs), batch_size)]
+    )
 
 
 def fit_gate(model, layers: tuple[str, ...], train_inputs: np.ndarray, validation_inputs: np.ndarray) -> OodGate:
     """Mean and shrunk covariance of the training X-rays' features; limit at the farthest
     validation X-ray, measured by the same graph that serves (``Predictor.score``)."""
-    _, train_features = pooled_outputs(with_features(model, layers), train_inputs)
+    train_features = pooled_features(model, layers, train_inputs)
     estimate = LedoitWolf().fit(np.sqrt(train_features))
     gate = OodGate(layers=layers, mean=estimate.location_, precision=estimate.precision_, threshold=1.0)
     served = Predictor(model, threshold=0.5, model_version="unsaved", gate=gate)
