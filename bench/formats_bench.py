@@ -24,7 +24,7 @@ from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, JPEGLSLossless, RLEL
 
 from pneumoscan.imaging import load_image, load_plane  # noqa: E402
 from tests.conftest import encode  # noqa: E402
-from tests.dicom_files import make_dicom  # noqa: E402
+from tests.support.dicom_files import make_dicom  # noqa: E402
 
 VARIANTS = {
     "DICOM 8-bit": {},

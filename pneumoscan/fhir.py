@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 
 from fhir.resources.R4B.bundle import Bundle
@@ -20,6 +20,7 @@ from fhir.resources.R4B.resource import Resource
 
 from pneumoscan import errors
 from pneumoscan.dicom import DicomSource
+from pneumoscan.result import Result
 from pneumoscan.schemas import Prediction
 
 FHIR_JSON = "application/fhir+json"
@@ -150,6 +151,20 @@ def diagnostic_report(
         contained.append(_imaging_study(source))
         report["imagingStudy"] = [{"reference": "#study"}]
     return DiagnosticReport.model_validate(report)
+
+
+def result_resource(
+    result: Result,
+    *,
+    request_id: str | None = None,
+    issued: datetime | None = None,
+    outcome: Callable[[errors.PneumoscanError], OperationOutcome] | None = None,
+) -> Resource:
+    """A result as FHIR: its DiagnosticReport, or for a refused input an OperationOutcome
+    (``outcome`` builds it, :func:`outcome_for` unless given)."""
+    if result.error is not None:
+        return (outcome or outcome_for)(result.error)
+    return diagnostic_report(result.prediction, source=result.dicom, request_id=request_id, issued=issued)
 
 
 def report_bundle(

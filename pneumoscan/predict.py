@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,19 +17,8 @@ from pneumoscan.dicom import DicomSource
 from pneumoscan.errors import PneumoscanError, UnreadableFile
 from pneumoscan.imaging import DEFAULT_MAX_PIXELS, decode, plane_to_input, resize_plane
 from pneumoscan.model import Predictor
-from pneumoscan.schemas import DicomIdentifiers, ErrorInfo, FilePrediction, Prediction
-
-
-@dataclass(frozen=True)
-class Scored:
-    """One file's outcome: a prediction or an error, the sha256 of its bytes if read, and the
-    UIDs of a DICOM file."""
-
-    path: Path
-    sha256: str
-    prediction: Prediction | None = None
-    error: PneumoscanError | None = None
-    dicom: DicomSource | None = None
+from pneumoscan.result import Result
+from pneumoscan.schemas import FilePrediction
 
 
 def read_file(path: Path) -> bytes:
@@ -67,8 +55,8 @@ def score_paths(
     decode_threads: int = 1,
     before_batch: Callable[[list[Path]], None] | None = None,
     progress: Callable[[int], None] | None = None,
-) -> Iterator[Scored]:
-    """One ``Scored`` per path, in order; decoding in threads overlaps the model's batches."""
+) -> Iterator[Result]:
+    """One ``Result`` per path (named by the path), in order; decoding in threads overlaps the model's batches."""
     paths = [Path(p) for p in paths]
     with ThreadPoolExecutor(max_workers=decode_threads) as pool:
         decoded = pool.map(lambda path: read_and_decode(path, max_pixels), paths)
@@ -85,17 +73,7 @@ def score_paths(
             for i, path in enumerate(chunk):
                 sha256, outcome, dicom = outcomes[i]
                 result = by_index.get(i, outcome)
-                if isinstance(result, PneumoscanError):
-                    yield Scored(path, sha256, error=result, dicom=dicom)
-                else:
-                    yield Scored(path, sha256, prediction=result, dicom=dicom)
-
-
-def dicom_identifiers(source: DicomSource | None) -> dict[str, str | None]:
-    """The ``DicomIdentifiers`` fields of a result; empty for JPEG and PNG."""
-    if source is None:
-        return {}
-    return {name: getattr(source, name) for name in DicomIdentifiers.model_fields}
+                yield Result.of(result, name=str(path), sha256=sha256, dicom=dicom)
 
 
 def predict_files(
@@ -105,16 +83,5 @@ def predict_files(
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Iterator[FilePrediction]:
     """One ``FilePrediction`` per path, in order, ``batch_size`` images per model call."""
-    for scored in score_paths(predictor, paths, batch_size=batch_size, max_pixels=max_pixels):
-        if scored.error is not None:
-            yield FilePrediction(file=str(scored.path), error=ErrorInfo(**scored.error.to_dict()))
-        else:
-            yield FilePrediction(
-                file=str(scored.path),
-                label=scored.prediction.label,
-                probability=scored.prediction.probability,
-                threshold=scored.prediction.threshold,
-                out_of_distribution=scored.prediction.out_of_distribution,
-                ood_score=scored.prediction.ood_score,
-                **dicom_identifiers(scored.dicom),
-            )
+    for result in score_paths(predictor, paths, batch_size=batch_size, max_pixels=max_pixels):
+        yield result.file_line()

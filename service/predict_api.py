@@ -12,16 +12,9 @@ from starlette.responses import Response
 
 from pneumoscan.dicom import DicomSource
 from pneumoscan.errors import PneumoscanError
-from pneumoscan.fhir import diagnostic_report, report_bundle
-from pneumoscan.predict import dicom_identifiers
-from pneumoscan.schemas import (
-    BatchItemError,
-    BatchItemResult,
-    BatchResponse,
-    ErrorInfo,
-    Prediction,
-    PredictionResponse,
-)
+from pneumoscan.fhir import report_bundle, result_resource
+from pneumoscan.result import Result
+from pneumoscan.schemas import BatchResponse, Prediction, PredictionResponse
 from service.errors import MissingImage, outcome_for
 from service.http import (
     ERROR_RESPONSES,
@@ -58,11 +51,10 @@ async def predict(request: Request) -> PredictionResponse | Response:
         prediction = (await score_planes(request, image[np.newaxis], info))[0]
         if isinstance(prediction, PneumoscanError):
             raise prediction
+        result = Result(prediction=prediction, sha256=record["sha256"], dicom=source)
     if wants_fhir(request):
-        return fhir_json(diagnostic_report(prediction, source=source, request_id=record["request_id"]), record)
-    return PredictionResponse(
-        **prediction.model_dump(), **dicom_identifiers(source), request_id=record["request_id"]
-    )
+        return fhir_json(result_resource(result, request_id=record["request_id"]), record)
+    return result.response(record["request_id"])
 
 
 @router.post(
@@ -100,23 +92,12 @@ async def predict_batch(request: Request) -> BatchResponse | Response:
         judged = await score_planes(request, np.stack([outcomes[i] for i in good]), info) if good else []
         for index, result in zip(good, judged):
             outcomes[index] = result
-        record["failed"] = sum(isinstance(outcome, PneumoscanError) for outcome in outcomes)
-    if wants_fhir(request):
-        entries = [
-            outcome_for(outcome) if isinstance(outcome, PneumoscanError) else diagnostic_report(
-                outcome, source=sources[index], request_id=uuid.uuid4().hex,
-            )
-            for index, outcome in enumerate(outcomes)
+        results = [
+            Result.of(outcome, name=filename, sha256=record["sha256"][index] or "", dicom=sources[index])
+            for index, (outcome, (filename, _)) in enumerate(zip(outcomes, items))
         ]
+        record["failed"] = sum(not result.ok for result in results)
+    if wants_fhir(request):
+        entries = [result_resource(result, request_id=uuid.uuid4().hex, outcome=outcome_for) for result in results]
         return fhir_json(report_bundle(entries, request_id=record["request_id"]), record)
-    results: list[BatchItemResult | BatchItemError] = []
-    for index, (filename, _) in enumerate(items):
-        outcome = outcomes[index]
-        if isinstance(outcome, PneumoscanError):
-            results.append(BatchItemError(filename=filename, error=ErrorInfo(**outcome.to_dict())))
-        else:
-            results.append(
-                BatchItemResult(**outcome.model_dump(), **dicom_identifiers(sources[index]), filename=filename)
-            )
-    return BatchResponse(request_id=record["request_id"], results=results)
-
+    return BatchResponse(request_id=record["request_id"], results=[result.batch_item() for result in results])

@@ -37,12 +37,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     from pneumoscan.imaging import decode, plane_to_input, resize_plane
     from pneumoscan.predict import read_file
-    from pneumoscan.schemas import ErrorInfo, FilePrediction
+    from pneumoscan.result import Result
 
     settings = get_settings()
+
     def refuse(exc: PneumoscanError) -> int:
-        error = FilePrediction(file=str(args.file), error=ErrorInfo(**exc.to_dict()))
-        print(error.model_dump_json(exclude_none=True), flush=True)
+        print(Result(error=exc, name=str(args.file)).file_line().model_dump_json(exclude_none=True), flush=True)
         return EXIT_INPUT_FAILED
 
     # The input is checked before TensorFlow and the model load, so a bad file fails at once.

@@ -16,28 +16,21 @@ import io
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel
 
-from pneumoscan.dicom import DicomSource
 from pneumoscan.errors import FolderNotAllowed, FolderNotFound, JobNotFound
 from pneumoscan.imaging import IMAGE_SUFFIXES
+from pneumoscan.result import RESULT_COLUMNS
 from pneumoscan.schemas import JobSpec
 
 JOB_FILE, MANIFEST_FILE, RESULTS_FILE, SUMMARY_FILE = "job.json", "manifest", "results.csv", "summary.json"
 PLOT_FILE = "summary.png"
 SHARDS_DIR, LEASES_DIR = "shards", "leases"
 INDEX_FILE = "index"
-# A DICOM input's identifiers, for matching a row back to the PACS: every field of DicomSource.
-DICOM_COLUMNS = [field.name for field in fields(DicomSource)]
-RESULT_COLUMNS = [
-    "path", "sha256", "label", "probability", "threshold", "out_of_distribution", "ood_score", "model_version",
-    "status", "error_code", "error_detail", *DICOM_COLUMNS,
-]
 
 Enqueue = Callable[[Path, int], None]
 

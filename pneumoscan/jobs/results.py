@@ -22,13 +22,10 @@ from pathlib import Path
 
 from fhir.resources.R4B.resource import Resource
 
-from pneumoscan.dicom import DicomSource
-from pneumoscan.errors import JobNotFinished, JobNotFound, error_from_code
-from pneumoscan.fhir import FHIR_JSON, FHIR_NDJSON, diagnostic_report, ndjson_lines, outcome_for, stream_bundle
+from pneumoscan.errors import JobNotFinished, JobNotFound
+from pneumoscan.fhir import FHIR_JSON, FHIR_NDJSON, ndjson_lines, result_resource, stream_bundle
 from pneumoscan.jobs.folder import (
-    DICOM_COLUMNS,
     PLOT_FILE,
-    RESULT_COLUMNS,
     RESULTS_FILE,
     SUMMARY_FILE,
     ShardMeta,
@@ -39,7 +36,8 @@ from pneumoscan.jobs.folder import (
     read_lease,
     shard_path,
 )
-from pneumoscan.schemas import JobSpec, JobState, JobStatus, Prediction
+from pneumoscan.result import RESULT_COLUMNS, Result
+from pneumoscan.schemas import JobSpec, JobState, JobStatus
 
 log = logging.getLogger("pneumoscan.jobs")
 
@@ -156,17 +154,7 @@ def report_id(job_id: str, path: str) -> str:
 
 def row_resource(row: dict[str, str], *, job_id: str, issued: datetime) -> Resource:
     """One ``results.csv`` row as a DiagnosticReport, or an OperationOutcome for a refused file."""
-    if row["status"] != "ok":
-        return outcome_for(error_from_code(row["error_code"], row["error_detail"]))
-    prediction = Prediction(
-        label=row["label"], probability=float(row["probability"]), threshold=float(row["threshold"]),
-        model_version=row["model_version"], out_of_distribution=row.get("out_of_distribution") == "true",
-        ood_score=float(row["ood_score"]) if row.get("ood_score") else None,
-    )
-    source = None
-    if row.get("sop_instance_uid"):
-        source = DicomSource(**{column: row.get(column) or None for column in DICOM_COLUMNS})
-    return diagnostic_report(prediction, source=source, request_id=report_id(job_id, row["path"]), issued=issued)
+    return result_resource(Result.from_row(row), request_id=report_id(job_id, row["path"]), issued=issued)
 
 
 def _finished_at(job_dir: Path) -> datetime:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pneumoscan.errors import PneumoscanError, WorkerCrashed
+from pneumoscan.errors import WorkerCrashed
 from pneumoscan import DEFAULT_MAX_PIXELS
 from pneumoscan.jobs.folder import (
-    DICOM_COLUMNS,
     Lease,
     ShardMeta,
     atomic_write,
@@ -31,28 +30,11 @@ from pneumoscan.jobs.folder import (
 )
 from pneumoscan.jobs.results import finalize
 from pneumoscan.model import Predictor
-from pneumoscan.predict import Scored, score_paths
+from pneumoscan.predict import score_paths
+from pneumoscan.result import Result
 from pneumoscan.settings import Settings
 
 log = logging.getLogger("pneumoscan.jobs")
-
-
-def _error_row(name: str, sha256: str, model_version: str, error: PneumoscanError) -> dict:
-    return {"path": name, "sha256": sha256, "label": "", "probability": "", "threshold": "",
-            "out_of_distribution": "", "ood_score": "", "model_version": model_version, "status": "error", "error_code": error.code,
-            "error_detail": error.detail, **dict.fromkeys(DICOM_COLUMNS, "")}
-
-
-def _result_row(name: str, scored: Scored) -> dict:
-    prediction, dicom = scored.prediction, scored.dicom
-    # DICOM files carry the identifiers a PACS matches results on.
-    identifiers = {column: (dicom and getattr(dicom, column)) or "" for column in DICOM_COLUMNS}
-    return {"path": name, "sha256": scored.sha256, "label": prediction.label,
-            "probability": repr(prediction.probability), "threshold": repr(prediction.threshold),
-            "out_of_distribution": str(prediction.out_of_distribution).lower(),
-            "ood_score": "" if prediction.ood_score is None else repr(prediction.ood_score),
-            "model_version": prediction.model_version, "status": "ok", "error_code": "", "error_detail": "",
-            **identifiers}
 
 
 @dataclass(frozen=True)
@@ -123,17 +105,13 @@ def score_shard(
         before_batch=lambda chunk: heartbeat([path.relative_to(folder).as_posix() for path in chunk]),
         progress=progress,
     ):
-        name = outcome.path.relative_to(folder).as_posix()
-        scored[name] = (
-            _error_row(name, outcome.sha256, predictor.model_version, outcome.error)
-            if outcome.error is not None
-            else _result_row(name, outcome)
-        )
+        name = Path(outcome.name).relative_to(folder).as_posix()
+        scored[name] = replace(outcome, name=name).to_row(predictor.model_version)
     rows = []
     for name in names:
         if name in poison:
             error = WorkerCrashed(f"Scoring this file stopped a worker {crashes[name]} times; it was skipped.")
-            rows.append(_error_row(name, "", predictor.model_version, error))
+            rows.append(Result(error=error, name=name).to_row(predictor.model_version))
             if progress is not None:
                 progress(1)
         else:

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from tests.support import METADATA, assert_error, encode
-from tests.dicom_files import make_dicom
+from tests.support.dicom_files import make_dicom
 
 
 def assert_overlay(response, aspect: float) -> None:

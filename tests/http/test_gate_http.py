@@ -11,7 +11,7 @@ from fhir.resources.R4B.operationoutcome import OperationOutcome
 from PIL import Image
 
 from pneumoscan.schemas import BatchItemError, BatchItemResult, BatchResponse
-from tests.dicom_files import make_dicom
+from tests.support.dicom_files import make_dicom
 from tests.support import assert_error, check_prediction
 from training.not_xrays import not_xrays
 

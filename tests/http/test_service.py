@@ -11,7 +11,7 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 
 from pneumoscan.schemas import BatchItemError, BatchItemResult, BatchResponse
-from tests.dicom_files import PATIENT_ID, PATIENT_NAME, make_dicom
+from tests.support.dicom_files import PATIENT_ID, PATIENT_NAME, make_dicom
 from tests.support import METADATA, assert_error, check_prediction, encode, png_bomb
 
 def test_predict_multipart_and_raw_body_agree(server, xray_files):

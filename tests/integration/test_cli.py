@@ -9,7 +9,7 @@ from PIL import Image
 
 from pneumoscan.model import load_metadata
 from tests.support import SCORE_EVERYTHING, encode, run_cli
-from tests.dicom_files import make_dicom
+from tests.support.dicom_files import make_dicom
 
 
 def test_train_writes_a_complete_model(tiny_model_dir, tiny_dataset):

@@ -22,7 +22,7 @@ from pneumoscan.errors import (
 )
 from pneumoscan.imaging import decode, load_image, load_plane
 from tests.support import encode
-from tests.dicom_files import PATIENT_ID, PATIENT_NAME, make_dicom
+from tests.support.dicom_files import PATIENT_ID, PATIENT_NAME, make_dicom
 
 LOSSLESS_VARIANTS = [
     pytest.param({}, id="mono2-8bit"),

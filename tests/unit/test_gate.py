@@ -11,7 +11,7 @@ from pneumoscan.gate import GATE_FILE, OodGate
 from pneumoscan.imaging import load_plane, resize_plane
 from pneumoscan.decision import Decision, judge_scores
 from tests.support import encode
-from tests.dicom_files import make_dicom
+from tests.support.dicom_files import make_dicom
 
 SIDE = 256
 

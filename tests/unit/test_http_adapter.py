@@ -28,7 +28,7 @@ from service.app import create_app
 from service.http import ModelInfo
 from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, InFlightLimitMiddleware, ReadinessMiddleware
 from tests.support import STAND_IN_DECISION, encode, stand_in_heatmap, stand_in_scores
-from tests.dicom_files import PATIENT_ID, PATIENT_NAME, make_dicom
+from tests.support.dicom_files import PATIENT_ID, PATIENT_NAME, make_dicom
 
 INFO = ModelInfo(decision=STAND_IN_DECISION, max_pixels=50_000_000, max_batch_items=4,
                  model_batch_size=2, timeout_s=5.0)

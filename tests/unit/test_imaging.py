@@ -21,7 +21,7 @@ from pneumoscan.errors import (
     UnsupportedMode,
 )
 from pneumoscan.imaging import load_image, load_plane, plane_to_input
-from tests.dicom_files import make_dicom
+from tests.support.dicom_files import make_dicom
 from tests.support import encode, png_bomb
 
 

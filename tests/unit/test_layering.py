@@ -18,10 +18,10 @@ ADAPTERS = {"training", "service", "bench", "loadtests"}
 FRAMEWORKS = {"huey", "bentoml", "starlette", "fastapi", "redis", "tensorflow", "keras", "locust", "aiohttp"}
 
 
-def core_modules() -> dict[str, list[str]]:
-    """Each core module and every module it imports (top-level and inside functions)."""
+def imports_under(folder: str) -> dict[str, list[str]]:
+    """Each module under ``folder`` and every module it imports (top-level and inside functions)."""
     modules = {}
-    for path in sorted((REPO_ROOT / "pneumoscan").rglob("*.py")):
+    for path in sorted((REPO_ROOT / folder).rglob("*.py")):
         parts = path.relative_to(REPO_ROOT).with_suffix("").parts
         name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
         imported = []
@@ -32,6 +32,10 @@ def core_modules() -> dict[str, list[str]]:
                 imported.append(node.module)
         modules[name] = imported
     return modules
+
+
+def core_modules() -> dict[str, list[str]]:
+    return imports_under("pneumoscan")
 
 
 def in_composition_root(module: str) -> bool:
@@ -46,6 +50,16 @@ def test_only_the_command_line_imports_adapters():
         name: sorted(i for i in imported if i.split(".")[0] in ADAPTERS or in_composition_root(i))
         for name, imported in modules.items()
         if not in_composition_root(name)
+    }
+    assert {name: bad for name, bad in offenders.items() if bad} == {}
+
+
+def test_tests_import_no_other_test_module_and_no_bench():
+    modules = imports_under("tests")
+    assert "tests.support" in modules["tests.unit.test_layering"], "the check sees imports"
+    offenders = {
+        name: sorted(i for i in imported if i.split(".")[0] == "bench" or (i.startswith("tests.") and not (i == "tests.support" or i.startswith("tests.support."))))
+        for name, imported in modules.items()
     }
     assert {name: bad for name, bad in offenders.items() if bad} == {}
 

@@ -1,4 +1,4 @@
-"""The benchmark's report builder on hand-made stage results."""
+"""The benchmark's report builder on hand-made stage results (bench/ tests itself; tests/ never imports it)."""
 
 from __future__ import annotations
 

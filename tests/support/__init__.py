@@ -28,14 +28,14 @@ from pneumoscan.imaging import plane_to_input
 from pneumoscan.model import load_metadata
 from pneumoscan.schemas import PredictionResponse
 from pneumoscan.settings import BUNDLED_MODEL_DIR
-from tests.dicom_files import make_dicom
+from tests.support.dicom_files import make_dicom
 from training.not_xrays import not_xrays
 
 METADATA = load_metadata(BUNDLED_MODEL_DIR)
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 XRAYS = FIXTURES / "xrays"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "test-key-0123456789"
 
 

@@ -1,0 +1,123 @@
+"""One image's result, whichever way it came in, and every form it goes out in.
+
+A :class:`Result` is what scoring one input gives: the :class:`~pneumoscan.schemas.Prediction`
+or the :class:`~pneumoscan.errors.PneumoscanError` that refused it, the sha256 of its bytes, and
+the :class:`~pneumoscan.dicom.DicomSource` of a DICOM input. The HTTP API, ``pneumoscan predict``,
+batch jobs and FHIR all render from it:
+
+- ``response``, ``batch_item`` and ``file_line``: the JSON bodies of ``/predict``,
+  ``/predict_batch`` and ``pneumoscan predict`` (their schemas are in ``pneumoscan.schemas``);
+- ``to_row`` and ``from_row``: a ``results.csv`` row and back;
+- ``pneumoscan.fhir.result_resource``: a DiagnosticReport, or an OperationOutcome for a refusal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from pneumoscan.dicom import DicomSource
+from pneumoscan.errors import PneumoscanError, error_from_code
+from pneumoscan.schemas import (
+    BatchItemError,
+    BatchItemResult,
+    DicomIdentifiers,
+    ErrorInfo,
+    FilePrediction,
+    Prediction,
+    PredictionResponse,
+)
+
+# A DICOM input's identifiers, for matching a row back to the PACS: every field of DicomSource.
+DICOM_COLUMNS = [field.name for field in fields(DicomSource)]
+RESULT_COLUMNS = [
+    "path", "sha256", "label", "probability", "threshold", "out_of_distribution", "ood_score", "model_version",
+    "status", "error_code", "error_detail", *DICOM_COLUMNS,
+]
+
+
+@dataclass(frozen=True)
+class Result:
+    """A prediction or the error that refused the input; ``name`` is the file's path or the
+    upload's filename, when there is one."""
+
+    prediction: Prediction | None = None
+    error: PneumoscanError | None = None
+    name: str | None = None
+    sha256: str = ""
+    dicom: DicomSource | None = None
+
+    def __post_init__(self) -> None:
+        if (self.prediction is None) == (self.error is None):
+            raise ValueError("A Result holds either a prediction or an error.")
+
+    @classmethod
+    def of(cls, outcome: Prediction | PneumoscanError, **fields) -> "Result":
+        """The result for a prediction or an error, whichever ``outcome`` is."""
+        if isinstance(outcome, PneumoscanError):
+            return cls(error=outcome, **fields)
+        return cls(prediction=outcome, **fields)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def identifiers(self) -> dict[str, str | None]:
+        """The ``DicomIdentifiers`` fields; empty for JPEG and PNG."""
+        if self.dicom is None:
+            return {}
+        return {name: getattr(self.dicom, name) for name in DicomIdentifiers.model_fields}
+
+    def _error_info(self) -> ErrorInfo:
+        return ErrorInfo(**self.error.to_dict())
+
+    # --- JSON -------------------------------------------------------------------------------------
+
+    def response(self, request_id: str) -> PredictionResponse:
+        """``POST /predict``'s body; the caller raises ``error`` instead."""
+        return PredictionResponse(**self.prediction.model_dump(), **self.identifiers(), request_id=request_id)
+
+    def batch_item(self) -> BatchItemResult | BatchItemError:
+        """One entry of ``POST /predict_batch``'s ``results``."""
+        if self.error is not None:
+            return BatchItemError(filename=self.name, error=self._error_info())
+        return BatchItemResult(**self.prediction.model_dump(), **self.identifiers(), filename=self.name)
+
+    def file_line(self) -> FilePrediction:
+        """One line of ``pneumoscan predict``."""
+        if self.error is not None:
+            return FilePrediction(file=self.name, error=self._error_info())
+        fields = self.prediction.model_dump(exclude={"model_version"})
+        return FilePrediction(file=self.name, **fields, **self.identifiers())
+
+    # --- results.csv ------------------------------------------------------------------------------
+
+    def to_row(self, model_version: str) -> dict[str, str]:
+        """The ``results.csv`` row; ``model_version`` is the scoring model's, for refused files."""
+        identifiers = {column: (self.dicom and getattr(self.dicom, column)) or "" for column in DICOM_COLUMNS}
+        row = {"path": self.name or "", "sha256": self.sha256, **identifiers}
+        if self.error is not None:
+            return {**row, "label": "", "probability": "", "threshold": "", "out_of_distribution": "",
+                    "ood_score": "", "model_version": model_version, "status": "error",
+                    "error_code": self.error.code, "error_detail": self.error.detail}
+        prediction = self.prediction
+        return {**row, "label": prediction.label, "probability": repr(prediction.probability),
+                "threshold": repr(prediction.threshold),
+                "out_of_distribution": str(prediction.out_of_distribution).lower(),
+                "ood_score": "" if prediction.ood_score is None else repr(prediction.ood_score),
+                "model_version": prediction.model_version, "status": "ok", "error_code": "", "error_detail": ""}
+
+    @classmethod
+    def from_row(cls, row: dict[str, str]) -> "Result":
+        """The result a ``results.csv`` row records; the error's class is found from its code."""
+        dicom = None
+        if row.get("sop_instance_uid"):
+            dicom = DicomSource(**{column: row.get(column) or None for column in DICOM_COLUMNS})
+        common = {"name": row["path"], "sha256": row.get("sha256", ""), "dicom": dicom}
+        if row["status"] != "ok":
+            return cls(error=error_from_code(row["error_code"], row["error_detail"]), **common)
+        prediction = Prediction(
+            label=row["label"], probability=float(row["probability"]), threshold=float(row["threshold"]),
+            model_version=row["model_version"], out_of_distribution=row.get("out_of_distribution") == "true",
+            ood_score=float(row["ood_score"]) if row.get("ood_score") else None,
+        )
+        return cls(prediction=prediction, **common)
