@@ -1,9 +1,11 @@
 """The GPU part of the benchmark (``bench/gpu_check.sh``): ceiling and service on an accelerator.
 
 Uses TensorFlow when it is installed with GPU support, otherwise Keras' JAX backend
-(``KERAS_BACKEND=jax``), so that the same saved model and ``Predictor`` run on a GPU machine
-that has JAX but no TensorFlow. The service stage needs BentoML and is skipped, with the reason
-printed, where it is not installed.
+(``KERAS_BACKEND=jax``, the forward pass compiled with ``jax.jit``), so that the same saved model
+and ``Predictor`` run on a GPU machine that has JAX but no TensorFlow. The ceiling decodes in one
+process per core. The service stage runs the GPU layout: one HTTP worker per core, each batching
+its requests, in front of one model process on the GPU whose adaptive batching merges their
+batches. It needs BentoML and is skipped, with the reason printed, where it is not installed.
 """
 
 from __future__ import annotations
@@ -54,12 +56,14 @@ def main() -> None:
             home = Path(tmp) / "bentoml"
             subprocess.run([sys.executable, "-m", "pneumoscan.cli", "register"], check=True, capture_output=True,
                            env={**os.environ, "BENTOML_HOME": str(home)})
-            report["service"] = service_stage(home, args.samples, args.seconds, True, (1, 8, 32, 64))
+            report["service"] = service_stage(
+                home, args.samples, args.seconds, (1, 8, 32, 64, 128), placement="model_service"
+            )
     (OUT / "gpu_report.json").write_text(json.dumps(report, indent=2) + "\n")
     ceiling = report["ceiling"]
     print(f"Device: {report['device']} ({report['cores']} CPU cores), Keras backend {report['keras_backend']}")
     print("| stage | images/s |\n|---|---|")
-    print(f"| decode alone ({ceiling['cores']} threads) | {ceiling['decode_images_per_s']} |")
+    print(f"| decode alone ({ceiling['decode_processes']} processes) | {ceiling['decode_images_per_s']} |")
     for size, rate in ceiling["model_images_per_s"].items():
         print(f"| model alone, batch {size} | {rate} |")
     print(f"| decode + batched predict (batch {ceiling['best_batch_size']}) | {ceiling['images_per_s']} |")
@@ -67,7 +71,8 @@ def main() -> None:
         print(report["service"])
     else:
         for run in report["service"]["runs"]:
-            print(f"| service, {run['users']} users | {run['requests_per_s']} req/s, p99 {run['p99_ms']:g} ms |")
+            print(f"| service, {run['users']} users | {run['requests_per_s']} req/s, p99 {run['p99_ms']:g} ms, "
+                  f"{run['failures']} failed, {run['retries']} retries, mean batch {run['mean_batch_size']} |")
 
 
 if __name__ == "__main__":

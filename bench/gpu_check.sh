@@ -15,6 +15,7 @@ fi
 if ! "$python" -c "import tensorflow as tf; assert tf.config.list_physical_devices('GPU')" 2>/dev/null; then
     export KERAS_BACKEND=jax   # no GPU TensorFlow here: run the same model through Keras on JAX
 fi
-export PNEUMOSCAN_USE_GPU=true    # the model service asks BentoML for the GPU
+export PNEUMOSCAN_USE_GPU=true    # one model process asks BentoML for the GPU; HTTP workers batch in front of it
+export XLA_PYTHON_CLIENT_PREALLOCATE=false   # several processes may share the card under JAX
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 "$python" -m bench.gpu --samples "$samples"

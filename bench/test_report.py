@@ -14,16 +14,18 @@ def run(users: int, rps: float, p99: float = 100.0, failures: int = 0, batch: fl
 def test_report_ratios_and_targets():
     ceiling = {"images": 400, "cores": 2, "decode_images_per_s": 300.0, "best_batch_size": 32,
                "model_images_per_s": {"1": 150.0, "8": 300.0, "32": 320.0, "64": 290.0}, "images_per_s": 200.0}
-    service = {"adaptive_batching": True,
+    service = {"adaptive_batching": True, "http_workers": 2,
                "runs": [run(1, 30), run(8, 120, p99=140, batch=3.0), run(32, 160, batch=8.0), run(64, 150, failures=2)]}
-    service["runs"][2]["cpu_percent"] = {"http": 45.0, "model": 80.0}
+    service["runs"][2]["cpu_percent"] = {"http": 125.0, "model": 0.0}
     off = {"adaptive_batching": False, "runs": [run(32, 60)]}
+    model_service = {"placement": "model_service", "runs": [{**run(32, 120, batch=6.0), "retries": 3}]}
     naive = run(32, 20)
     worker = {"images": 520, "score_images_per_s": 180.0, "queue_1_worker_images_per_s": 150.0,
               "queue_2_workers_images_per_s": 160.0}
-    report = build_report(ceiling, service, off, naive, worker)
-    assert set(report) == {"machine", "ceiling", "service", "service_batching_off", "naive_baseline",
-                           "worker", "targets"}
+    report = build_report(ceiling, service, off, model_service, naive, worker)
+    assert set(report) == {"machine", "ceiling", "service", "service_batching_off", "service_model_service",
+                           "model_service_vs_in_process_32", "naive_baseline", "worker", "targets"}
+    assert report["model_service_vs_in_process_32"] == 0.75
     targets = report["targets"]
     assert targets["service_32_vs_ceiling"] == {"value": 0.8, "goal": ">= 0.7", "met": True}
     assert targets["service_32_vs_naive"]["value"] == 8.0 and targets["service_32_vs_naive"]["met"]
@@ -32,11 +34,14 @@ def test_report_ratios_and_targets():
     assert targets["two_workers_vs_one"]["met"]
     assert targets["p99_at_8_users_ms"]["met"]
     assert targets["failed_requests"] == {"value": 2, "goal": "== 0", "met": False}
+    assert targets["mean_batch_at_32_users"] == {"value": 8.0, "goal": ">= 4.0", "met": True}
+    assert targets["model_call_retries"] == {"value": 3, "goal": "== 0", "met": False}
     table = markdown(report)
     assert "| service | 32 | 160 | 0.80 |" in table
+    assert "| service, model in its own process | 32 | 120 | 0.60 |" in table
     assert "| failed_requests | 2 | == 0 | NO |" in table
-    assert "| 45 / 80 |" in table
-    assert "HTTP process used 45 % and the model process 80 %" in table
+    assert "| 125 / - |" in table
+    assert "HTTP workers used 125 % of a core (the model runs inside them)" in table
     assert "not on the model" in table
 
 

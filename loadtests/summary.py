@@ -3,7 +3,8 @@
     .venv/bin/python -m loadtests.summary http://localhost:3000 --users 32 --run-time 60s
 
 Writes Locust's CSV and HTML reports to ``bench/out/load*`` and prints requests/s, p50/p95/p99
-latency, failures and the mean adaptive batch size read from ``/metrics`` before and after.
+latency, failures, and the mean images per model call and the model-call retries read from
+``/metrics`` before and after.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 import sys
 from pathlib import Path
 
-from bench.run import OUT, batch_histogram, run_locust
+from bench.run import OUT, run_locust, scrape
 
 
 def seconds(text: str) -> float:
@@ -33,17 +34,19 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=OUT, help="report folder (default bench/out)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    before = batch_histogram(args.host)
+    before = scrape(args.host)
     run = run_locust(args.host, args.users, args.run_time, args.out / "load", args.samples, args.spawn_rate)
-    after = batch_histogram(args.host)
-    batches = after[1] - before[1]
-    mean_batch = f"{(after[0] - before[0]) / batches:.2f} over {batches:.0f} model calls" if batches else "no batches"
+    after = scrape(args.host)
+    calls = after["calls"] - before["calls"]
+    images = after["images"] - before["images"]
+    mean_batch = f"{images / calls:.2f} images over {calls:.0f} model calls" if calls else "no model calls"
     print(
         f"{args.users} users for {args.run_time:g} s against {args.host}\n"
         f"  requests/s      {run['requests_per_s']}\n"
         f"  latency ms      p50 {run['p50_ms']:g}   p95 {run['p95_ms']:g}   p99 {run['p99_ms']:g}\n"
         f"  requests        {run['requests']} ({run['failures']} failed)\n"
-        f"  adaptive batch  mean {mean_batch}\n"
+        f"  batching        mean {mean_batch}\n"
+        f"  retries         {after['retries'] - before['retries']:.0f} model calls retried\n"
         f"  Locust CPU      {run['locust_cpu_s']} s\n"
         f"  reports         {args.out}/load_stats.csv, {args.out}/load.html"
     )

@@ -20,6 +20,33 @@ LAST_CONV_LAYER = "last_conv"
 INPUT_SHAPE: tuple[int, int, int] = (*IMAGE_SIZE, 3)
 
 
+def _padded(call):
+    """``call`` on batches padded to a power of two, so a few compilations serve every size."""
+    def forward(batch: np.ndarray):
+        size = 1 << (len(batch) - 1).bit_length()
+        padding = np.zeros((size - len(batch), *INPUT_SHAPE), dtype=np.float32)
+        outputs = _numpy_outputs(call(np.concatenate([batch, padding])))
+        return tuple(output[: len(batch)] for output in outputs)
+
+    return forward
+
+
+def _jax_forward(network):
+    """The network's forward pass compiled once per padded batch size with ``jax.jit`` of Keras'
+    stateless call: no ``predict_on_batch`` bookkeeping per call (Keras' JAX backend)."""
+    import jax
+
+    trainable = [variable.value for variable in network.trainable_variables]
+    non_trainable = [variable.value for variable in network.non_trainable_variables]
+
+    @jax.jit
+    def forward(trainable, non_trainable, batch):
+        outputs, _ = network.stateless_call(trainable, non_trainable, batch, training=False)
+        return outputs
+
+    return _padded(lambda batch: forward(trainable, non_trainable, batch))
+
+
 def configure_tensorflow(intra_op_threads: int = 0, inter_op_threads: int = 0) -> None:
     """Set TensorFlow's thread pools; must run before the first TF op in the process."""
     # TF reports failures as Python exceptions; its C++ log lines (absl) are noise for users.
@@ -153,16 +180,11 @@ class Predictor:
                 lambda batch: network(batch, training=False), input_signature=signature, autograph=False
             )
             self._forward = lambda batch: _numpy_outputs(forward(batch))
+        elif keras.backend.backend() == "jax":
+            self._forward = _jax_forward(network)
         else:
-            # Other Keras backends (JAX on a GPU machine without TensorFlow) compile predict_on_batch
-            # once per batch shape: pad to a power of two so a few compilations serve every size.
-            def padded(batch: np.ndarray):
-                size = 1 << (len(batch) - 1).bit_length()
-                padding = np.zeros((size - len(batch), *INPUT_SHAPE), dtype=np.float32)
-                outputs = _numpy_outputs(network.predict_on_batch(np.concatenate([batch, padding])))
-                return tuple(output[: len(batch)] for output in outputs)
-
-            self._forward = padded
+            # Other Keras backends compile predict_on_batch once per batch shape.
+            self._forward = _padded(lambda batch: network.predict_on_batch(batch))
 
     @property
     def threshold(self) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -12,6 +13,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pneumoscan import DEFAULT_MAX_PIXELS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which container limits narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 BUNDLED_MODEL_DIR = PROJECT_ROOT / "models" / "pneumonia-cnn"
 
 
@@ -40,7 +49,10 @@ class Settings(BaseSettings):
         description="Override of the model's saved decision threshold on P(pneumonia).",
     )
     tf_intra_op_threads: int = Field(
-        default=0, ge=0, description="TensorFlow intra-op threads per process (0: one per core)."
+        default=0,
+        ge=0,
+        description="TensorFlow intra-op threads per process (0: one per core; in the service, the cores "
+        "divided between the HTTP workers).",
     )
     tf_inter_op_threads: int = Field(
         default=1, ge=0, description="TensorFlow inter-op threads per process (0: TF's default)."
@@ -66,19 +78,36 @@ class Settings(BaseSettings):
         default=64, gt=0, description="Most images in one /predict_batch request."
     )
     adaptive_batching: bool = Field(
-        default=True, description="Merge concurrent requests into one model call (BentoML adaptive batching)."
+        default=True,
+        description="Merge concurrent requests into one model call (off: one call per request, for comparison).",
     )
-    batch_max_size: int = Field(default=32, ge=2, description="Largest adaptive batch, in images.")
+    batch_max_size: int = Field(default=32, ge=2, description="Largest batch per model call, in images.")
     batch_max_latency_ms: int = Field(
-        default=5000, gt=0, description="Adaptive batching latency budget; requests beyond it get 503."
+        default=5000,
+        gt=0,
+        description="Latency budget of the batching queue: a request that would wait longer gets 503 overloaded.",
     )
-    http_workers: int = Field(default=1, gt=0, description="Processes decoding requests and serving HTTP.")
-    model_workers: int = Field(default=1, gt=0, description="Processes running the model.")
+    http_workers: int = Field(
+        default=0,
+        ge=0,
+        description="Processes serving HTTP, each decoding and batching its own requests (0: one per core).",
+    )
+    model_placement: Literal["auto", "in_process", "model_service"] = Field(
+        default="auto",
+        description="Where batches are scored: `in_process` (each HTTP worker holds the model), "
+        "`model_service` (one model process behind the HTTP workers), `auto` (model_service with "
+        "PNEUMOSCAN_USE_GPU, otherwise in_process).",
+    )
+    model_workers: int = Field(
+        default=1, gt=0, description="Processes running the model when model_placement is model_service."
+    )
     max_in_flight: int = Field(
         default=128, gt=0, description="Requests in progress per HTTP worker before new ones get 503."
     )
     request_timeout_s: float = Field(default=30.0, gt=0, description="Time limit per request, in seconds.")
-    use_gpu: bool = Field(default=False, description="Ask BentoML for one GPU for the model service.")
+    use_gpu: bool = Field(
+        default=False, description="Run the model in one model service process that asks BentoML for a GPU."
+    )
 
     # Batch scoring (queue worker)
     data_dir: Path = Field(
@@ -105,6 +134,28 @@ class Settings(BaseSettings):
         default=3, gt=0, description="Attempts before a file that kills workers is recorded as an error."
     )
     decode_threads: int = Field(default=2, gt=0, description="Threads decoding images in each worker.")
+
+    @property
+    def http_worker_count(self) -> int:
+        return self.http_workers or available_cores()
+
+    @property
+    def model_in_process(self) -> bool:
+        """True when each HTTP worker scores its own batches (the CPU default)."""
+        if self.model_placement == "auto":
+            return not self.use_gpu
+        return self.model_placement == "in_process"
+
+    def service_intra_op_threads(self) -> int:
+        """TensorFlow intra-op threads for a process of the service that runs the model."""
+        if self.tf_intra_op_threads:
+            return self.tf_intra_op_threads
+        sharing = self.http_worker_count if self.model_in_process else self.model_workers
+        return max(1, available_cores() // sharing)
+
+    def service_decode_threads(self) -> int:
+        """Threads decoding uploads in each HTTP worker: the cores divided between the workers."""
+        return max(1, available_cores() // self.http_worker_count)
 
     @property
     def jobs_root(self) -> Path:

@@ -24,7 +24,15 @@ from pneumoscan.imaging import decode, resize_plane
 from pneumoscan.errors import PneumoscanError
 from pneumoscan.decision import judge_scores
 from service.errors import ExplanationUnavailable
-from service.http import ERROR_RESPONSES, IMAGE_BODY, model_call, model_info, read_single_image, request_record
+from service.http import (
+    ERROR_RESPONSES,
+    IMAGE_BODY,
+    in_decode_thread,
+    model_call,
+    model_info,
+    read_single_image,
+    request_record,
+)
 
 # uint8 plane (128, 128) -> float32 heatmap (h, w) in [0, 1].
 ExplainFn = Callable[[np.ndarray], Awaitable[np.ndarray]]
@@ -69,7 +77,7 @@ async def explain(request: Request) -> Response:
             )
         data = await read_single_image(request)
         record.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-        decoded = await anyio.to_thread.run_sync(partial(decode, data, max_pixels=info.max_pixels))
+        decoded = await in_decode_thread(request, partial(decode, data, max_pixels=info.max_pixels))
         image = decoded.image
         plane = resize_plane(image)
         with anyio.fail_after(info.timeout_s):
@@ -79,7 +87,7 @@ async def explain(request: Request) -> Response:
         prediction = judge_scores(info.decision, scores)[0]
         if isinstance(prediction, PneumoscanError):
             raise prediction
-        png = await anyio.to_thread.run_sync(render_png, image, np.asarray(heatmap, dtype=np.float32))
+        png = await in_decode_thread(request, render_png, image, np.asarray(heatmap, dtype=np.float32))
     headers = {
         "X-Pneumoscan-Label": prediction.label,
         "X-Pneumoscan-Probability": repr(prediction.probability),

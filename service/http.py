@@ -7,7 +7,6 @@ the running service reaches them through ``app.state`` (``model_info``, ``model_
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -47,8 +46,8 @@ class ModelInfo:
     decision: Decision  # the threshold, the input gate's limit and policy, the model version
     max_pixels: int
     max_batch_items: int
-    model_batch_size: int
     timeout_s: float
+    decode_threads: int = 1  # threads decoding uploads in this process
     explanations: bool = True  # Grad-CAM needs Keras' TensorFlow backend
 
     @property
@@ -102,14 +101,26 @@ async def read_batch_images(request: Request, max_items: int) -> list[tuple[str 
         return items
 
 
-async def decode_with_source(data: bytes, max_pixels: int) -> tuple[np.ndarray, DicomSource | None]:
-    """The core decoder up to the uint8 plane, in a thread (Pillow releases the GIL meanwhile),
-    and the UIDs of a DICOM input."""
+async def in_decode_thread(request: Request, function: Callable, *args):
+    """``function(*args)`` in one of this process's decoding threads (Pillow and pydicom release
+    the GIL meanwhile); ``ModelInfo.decode_threads`` of them, not anyio's default of 40, so
+    decoding never starves the model of cores."""
+    state = request.app.state
+    limiter = getattr(state, "decode_limiter", None)
+    if limiter is None:
+        limiter = state.decode_limiter = anyio.CapacityLimiter(model_info(request).decode_threads)
+    return await anyio.to_thread.run_sync(function, *args, limiter=limiter)
+
+
+async def decode_with_source(request: Request, data: bytes) -> tuple[np.ndarray, DicomSource | None]:
+    """The core decoder up to the uint8 plane, and the UIDs of a DICOM input."""
+    max_pixels = model_info(request).max_pixels
+
     def plane_and_source() -> tuple[np.ndarray, DicomSource | None]:
         decoded = decode(data, max_pixels=max_pixels)
         return resize_plane(decoded.image), decoded.dicom
 
-    return await anyio.to_thread.run_sync(plane_and_source)
+    return await in_decode_thread(request, plane_and_source)
 
 
 def fhir_alternative(resource: str) -> dict:
@@ -186,11 +197,8 @@ def model_call(request: Request, name: str = "infer"):
 
 
 async def score_planes(request: Request, batch: np.ndarray, info: ModelInfo) -> list[Prediction | PneumoscanError]:
-    """The result, or the input gate's refusal, per uint8 plane; chunks of at most one model
-    batch go out concurrently."""
-    infer = model_call(request)
-    size = info.model_batch_size
+    """The result, or the input gate's refusal, per uint8 plane (the batcher splits a request
+    larger than one model batch)."""
     with anyio.fail_after(info.timeout_s):
-        outputs = await asyncio.gather(*(infer(batch[i : i + size]) for i in range(0, len(batch), size)))
-    scores = np.concatenate([np.asarray(output, dtype=np.float64).reshape(-1, 2) for output in outputs])
-    return judge_scores(info.decision, scores)
+        scores = await model_call(request)(batch)
+    return judge_scores(info.decision, np.asarray(scores, dtype=np.float64).reshape(-1, 2))

@@ -47,7 +47,7 @@ async def predict(request: Request) -> PredictionResponse | Response:
     async with request_record(request, "predict", info) as record:
         data = await read_single_image(request)
         record.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-        image, source = await decode_with_source(data, info.max_pixels)
+        image, source = await decode_with_source(request, data)
         prediction = (await score_planes(request, image[np.newaxis], info))[0]
         if isinstance(prediction, PneumoscanError):
             raise prediction
@@ -80,7 +80,7 @@ async def predict_batch(request: Request) -> BatchResponse | Response:
 
         async def decode_item(index: int, data: bytes) -> None:
             try:
-                outcomes[index], sources[index] = await decode_with_source(data, info.max_pixels)
+                outcomes[index], sources[index] = await decode_with_source(request, data)
             except PneumoscanError as exc:
                 outcomes[index] = exc
 

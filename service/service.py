@@ -1,8 +1,11 @@
 """The BentoML service: ``bentoml serve`` (or ``make run``) starts it on port 3000.
 
-Two services, as in BentoML's batching examples: ``PneumoniaModel`` owns the model and merges
-concurrent calls into batches (adaptive batching); ``Pneumoscan`` is the public HTTP service that
-reads uploads, decodes them with the core pipeline in threads, and calls the model service.
+``Pneumoscan`` is the public HTTP service. Each of its workers (one per core by default) reads
+uploads, decodes them with the core pipeline in a few threads, and hands the planes to its own
+micro-batcher (``service.batcher``), which scores what queued while the previous call ran as one
+batch. On the CPU the batch is scored by the model in the same worker (``LocalModel``); with
+``PNEUMOSCAN_USE_GPU`` it goes to ``PneumoniaModel``, one model process whose adaptive batching
+merges the batches of every HTTP worker (``RemoteModel``).
 """
 
 from __future__ import annotations
@@ -11,19 +14,19 @@ import logging
 import os
 import sys
 
-import aiohttp
 import bentoml
 import numpy as np
 from bentoml.exceptions import ServiceUnavailable
 
-from pneumoscan import IMAGE_SIZE
-from pneumoscan.imaging import plane_to_input
 from pneumoscan.decision import decision_for
+from pneumoscan.imaging import plane_to_input
 from pneumoscan.model import load_metadata
 from pneumoscan.settings import get_settings
-from service.errors import Overloaded
 from service.app import create_app
+from service.backends import LocalModel, RemoteModel, warm_up
+from service.batcher import MicroBatcher
 from service.http import ModelInfo
+from service import metrics
 from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, InFlightLimitMiddleware, ReadinessMiddleware
 
 settings = get_settings()
@@ -53,9 +56,14 @@ class _ShedRequestFilter(logging.Filter):
     workers=settings.model_workers,
     resources={"gpu": 1} if settings.use_gpu else {"cpu": "1"},
     traffic={"timeout": settings.request_timeout_s + 5},
+    logging={"access": {"enabled": False}},
+    # BentoML's client replaces its connection pool every `max_requests` calls and aborts the
+    # calls still in flight on the old one; batches arrive at most a few hundred a second.
+    runner_connection={"max_requests": 1 << 30, "max_age": 24 * 3600.0},
 )
 class PneumoniaModel:
-    """The model behind the HTTP service: a batch of preprocessed images in, P(pneumonia) out."""
+    """The model process behind the HTTP workers when ``model_placement`` is ``model_service``:
+    batches of planes in, scores out, batches of all HTTP workers merged (adaptive batching)."""
 
     model = MODEL
 
@@ -63,14 +71,9 @@ class PneumoniaModel:
         from pneumoscan.model import Predictor, configure_tensorflow
 
         logging.getLogger("bentoml._internal.server.http_app").addFilter(_ShedRequestFilter())
-        configure_tensorflow(settings.tf_intra_op_threads, settings.tf_inter_op_threads)
+        configure_tensorflow(settings.service_intra_op_threads(), settings.tf_inter_op_threads)
         self.predictor = Predictor.from_dir(self.model.path, threshold=settings.threshold)
-        # Compile for every batch size the model will see before reporting ready: one trace under
-        # TensorFlow, one per power of two (the padded sizes) under Keras' JAX backend.
-        size = 1
-        while size < settings.batch_max_size * 2:
-            self.infer(np.zeros((min(size, settings.batch_max_size), *IMAGE_SIZE), dtype=np.uint8))
-            size *= 2
+        warm_up(self.infer, settings.batch_max_size)
         self.ready = True
 
     def __is_ready__(self) -> bool:
@@ -78,7 +81,8 @@ class PneumoniaModel:
 
     @bentoml.api(
         batchable=settings.adaptive_batching,
-        max_batch_size=settings.batch_max_size,
+        # The HTTP workers send gathered batches; merging them may reach this many images.
+        max_batch_size=settings.batch_max_size * settings.http_worker_count,
         max_latency_ms=settings.batch_max_latency_ms,
     )
     def infer(self, planes: np.ndarray) -> np.ndarray:
@@ -101,60 +105,54 @@ def _current() -> "Pneumoscan":
     return bentoml.get_current_service()
 
 
-# BentoML's client for a dependency can reuse a pooled connection that the model service has
-# just closed (bentoml/BentoML#4971, fixed upstream only by a pending pull request): aiohttp then
-# raises a ClientConnectionError, or RuntimeError("Connection closed.") while reading the body.
-# Inference is idempotent, so such failures are retried on a fresh connection.
-CONNECTION_RETRIES = 2
 # How long /readyz waits for BentoML's own probe of the model service before answering 503.
 READINESS_PROBE_SECONDS = 5.0
 
-
-async def _infer(batch: np.ndarray) -> np.ndarray:
-    return await _call_model("infer", batch)
-
-
-async def _explain(plane: np.ndarray) -> np.ndarray:
-    return await _call_model("explain", plane)
-
-
-async def _call_model(method: str, payload: np.ndarray) -> np.ndarray:
-    retries_left = CONNECTION_RETRIES
-    while True:
-        try:
-            return await getattr(_current().model_service.to_async, method)(payload)
-        except ServiceUnavailable as exc:
-            raise Overloaded("The model queue is full; retry shortly.") from exc
-        except (aiohttp.ClientConnectionError, RuntimeError) as exc:
-            if retries_left == 0:
-                raise Overloaded("The model service is unreachable; retry shortly.") from exc
-            retries_left -= 1
-
-
-app = create_app(get_infer=lambda: _infer, get_explain=lambda: _explain, get_info=lambda: _current().info)
+app = create_app(
+    get_infer=lambda: _current().batcher,
+    get_explain=lambda: _current().backend.explain,
+    get_info=lambda: _current().info,
+)
 
 
 @bentoml.asgi_app(app, path="/")
 @bentoml.service(
     name="pneumoscan",
-    workers=settings.http_workers,
+    workers=settings.http_worker_count,
     traffic={"timeout": settings.request_timeout_s + 5},
+    # pneumoscan writes its own request line (pneumoscan.requests).
+    logging={"access": {"enabled": False}},
 )
 class Pneumoscan:
     """Pneumonia screening on chest X-rays. Not a diagnostic device."""
 
     model = MODEL
-    model_service = bentoml.depends(PneumoniaModel)
+    if not settings.model_in_process:
+        model_service = bentoml.depends(PneumoniaModel)
 
     def __init__(self) -> None:
         _configure_request_log()
+        metrics.register()
         metadata = load_metadata(self.model.path)
+        if settings.model_in_process:
+            from pneumoscan.model import configure_tensorflow
+
+            configure_tensorflow(settings.service_intra_op_threads(), settings.tf_inter_op_threads)
+            self.backend = LocalModel(self.model.path, settings.threshold, settings.batch_max_size)
+        else:
+            self.backend = RemoteModel(self.model_service, count_retry=metrics.count_model_retry)
+        self.batcher = MicroBatcher(
+            self.backend.infer,
+            max_batch_size=settings.batch_max_size if settings.adaptive_batching else 1,
+            latency_budget_s=settings.batch_max_latency_ms / 1000,
+            observe_batch=metrics.observe_batch_size,
+        )
         self.info = ModelInfo(
             decision=decision_for(metadata, settings.threshold, settings.ood_policy),
             max_pixels=settings.max_image_pixels,
             max_batch_items=settings.max_batch_items,
-            model_batch_size=settings.batch_max_size,
             timeout_s=settings.request_timeout_s,
+            decode_threads=settings.service_decode_threads(),
             explanations=os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow",
         )
 

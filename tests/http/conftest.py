@@ -91,3 +91,12 @@ def overloaded_server(tmp_path_factory, registered_home) -> Iterator[Server]:
     server = start_server(tmp_path_factory.mktemp("serve-overloaded"), registered_home, settings)
     yield server
     stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def model_service_server(tmp_path_factory, registered_home) -> Iterator[Server]:
+    """The GPU layout on the CPU: two HTTP workers batching in front of one model process."""
+    settings = {"PNEUMOSCAN_MODEL_PLACEMENT": "model_service", "PNEUMOSCAN_HTTP_WORKERS": "2"}
+    server = start_server(tmp_path_factory.mktemp("serve-model-service"), registered_home, settings)
+    yield server
+    stop_server(server)

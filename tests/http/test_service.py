@@ -158,15 +158,15 @@ def test_openapi_documents_the_endpoints(server):
 
 
 def _batch_size_counts(metrics: str) -> tuple[float, float]:
-    """(observations of batch size <= 1, all observations) of the adaptive batch histogram."""
+    """(observations of batch size <= 1, all observations) of the images-per-model-call histogram."""
     ones = total = 0.0
     for line in metrics.splitlines():
-        if not line.startswith("bentoml_service_adaptive_batch_size_"):
+        if not line.startswith("pneumoscan_model_batch_size_"):
             continue
         value = float(line.rsplit(" ", 1)[1])
-        if line.startswith("bentoml_service_adaptive_batch_size_bucket") and 'le="1.0"' in line:
+        if line.startswith("pneumoscan_model_batch_size_bucket") and 'le="1.0"' in line:
             ones += value
-        elif line.startswith("bentoml_service_adaptive_batch_size_count"):
+        elif line.startswith("pneumoscan_model_batch_size_count"):
             total += value
     return ones, total
 
@@ -190,7 +190,7 @@ def test_concurrent_requests_are_batched(server, xray_files):
         ones_after, total_after = _batch_size_counts(client.get("/metrics").text)
     batches = total_after - total_before
     assert 0 < batches < 256, "256 images should arrive in fewer, merged model calls"
-    assert batches - (ones_after - ones_before) > 0, "no adaptive batch larger than one image"
+    assert batches - (ones_after - ones_before) > 0, "no model call of more than one image"
 
 
 def test_request_log_has_hashes_not_names(server, xray_bytes):

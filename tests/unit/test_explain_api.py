@@ -15,8 +15,7 @@ from service.app import create_app
 from service.http import ModelInfo
 from tests.support import STAND_IN_DECISION, stand_in_heatmap, stand_in_scores
 
-INFO = ModelInfo(decision=STAND_IN_DECISION, max_pixels=50_000_000, max_batch_items=4,
-                 model_batch_size=2, timeout_s=5.0)
+INFO = ModelInfo(decision=STAND_IN_DECISION, max_pixels=50_000_000, max_batch_items=4, timeout_s=5.0)
 
 
 async def mean_pixel(planes: np.ndarray) -> np.ndarray:

@@ -25,13 +25,13 @@ from pneumoscan.imaging import load_image
 from pneumoscan.schemas import BatchResponse, PredictionResponse
 from service.errors import Overloaded, status_for
 from service.app import create_app
+from service.batcher import MicroBatcher
 from service.http import ModelInfo
 from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, InFlightLimitMiddleware, ReadinessMiddleware
 from tests.support import STAND_IN_DECISION, encode, stand_in_heatmap, stand_in_scores
 from tests.support.dicom_files import PATIENT_ID, PATIENT_NAME, make_dicom
 
-INFO = ModelInfo(decision=STAND_IN_DECISION, max_pixels=50_000_000, max_batch_items=4,
-                 model_batch_size=2, timeout_s=5.0)
+INFO = ModelInfo(decision=STAND_IN_DECISION, max_pixels=50_000_000, max_batch_items=4, timeout_s=5.0)
 calls: list[int] = []
 
 
@@ -47,7 +47,8 @@ def client_for(app) -> httpx.AsyncClient:
 @pytest.fixture()
 def app():
     calls.clear()
-    return create_app(get_infer=lambda: mean_pixel, get_explain=lambda: stand_in_heatmap, get_info=lambda: INFO)
+    batcher = MicroBatcher(mean_pixel, max_batch_size=2, latency_budget_s=5.0)
+    return create_app(get_infer=lambda: batcher, get_explain=lambda: stand_in_heatmap, get_info=lambda: INFO)
 
 
 def test_status_mapping_follows_the_error_tree():
@@ -88,7 +89,7 @@ def test_batch_results_keep_upload_order_and_chunk_model_calls(app, xray_files):
     assert results[2].error.code in {"truncated_image", "not_an_image"}
     for result, path in zip([results[0], results[1], results[3]], xray_files[:3]):
         assert result.probability == pytest.approx(float(load_image(path.read_bytes()).mean()), rel=1e-6)
-    assert sorted(calls) == [1, 2], "three good images in chunks of at most model_batch_size"
+    assert sorted(calls) == [1, 2], "three good images in model calls of at most the batcher's size"
 
 
 def test_too_many_batch_items(app, xray_bytes):
