@@ -171,11 +171,12 @@ def cpu_seconds(processes: list[psutil.Process]) -> float:
 
 def service_stage(
     home: Path, samples: Path, seconds: float, users: tuple[int, ...], batching: bool = True,
-    placement: str = "in_process",
+    placement: str = "in_process", settings: dict[str, str] | None = None,
 ) -> dict:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    settings = {"PNEUMOSCAN_ADAPTIVE_BATCHING": str(batching).lower(), "PNEUMOSCAN_MODEL_PLACEMENT": placement}
+    settings = {"PNEUMOSCAN_ADAPTIVE_BATCHING": str(batching).lower(), "PNEUMOSCAN_MODEL_PLACEMENT": placement,
+                **(settings or {})}
     process = start_service(home, port, settings, OUT / f"serve-{port}.log")
     roles = service_processes(process)
     name = f"service-{placement}-{'on' if batching else 'off'}"

@@ -154,8 +154,10 @@ class Settings(BaseSettings):
         return max(1, available_cores() // sharing)
 
     def service_decode_threads(self) -> int:
-        """Threads decoding uploads in each HTTP worker: the cores divided between the workers."""
-        return max(1, available_cores() // self.http_worker_count)
+        """Threads decoding uploads in each HTTP worker: one per core. Decoders release the GIL,
+        so a worker keeps its batcher fed while its event loop holds the GIL; more threads than
+        cores would only queue for them."""
+        return available_cores()
 
     @property
     def jobs_root(self) -> Path:

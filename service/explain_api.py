@@ -1,8 +1,8 @@
 """``POST /explain``: one X-ray in, its Grad-CAM overlay out as a PNG, the prediction in headers.
 
-The upload is read and decoded exactly as for ``/predict``; the model service scores the plane
-(the batched path ``/predict`` uses, so both report the same probability) and computes the
-heatmap; this process draws the heatmap over the decoded X-ray at the image's own aspect.
+The upload is read and decoded exactly as for ``/predict``; the plane is scored through the
+batcher (the path ``/predict`` uses, so both report the same probability) and the model computes
+the heatmap; the heatmap is drawn over the decoded X-ray at the image's own aspect.
 """
 
 from __future__ import annotations

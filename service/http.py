@@ -7,6 +7,7 @@ the running service reaches them through ``app.state`` (``model_info``, ``model_
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -112,11 +113,17 @@ async def in_decode_thread(request: Request, function: Callable, *args):
     return await anyio.to_thread.run_sync(function, *args, limiter=limiter)
 
 
-async def decode_with_source(request: Request, data: bytes) -> tuple[np.ndarray, DicomSource | None]:
-    """The core decoder up to the uint8 plane, and the UIDs of a DICOM input."""
+async def decode_with_source(
+    request: Request, data: bytes, record: dict | None = None
+) -> tuple[np.ndarray, DicomSource | None]:
+    """The core decoder up to the uint8 plane, and the UIDs of a DICOM input. Given a request
+    ``record``, the upload's sha256 goes into it first, in the same thread: hashing megabytes is
+    work the event loop should not do."""
     max_pixels = model_info(request).max_pixels
 
     def plane_and_source() -> tuple[np.ndarray, DicomSource | None]:
+        if record is not None:
+            record["sha256"] = hashlib.sha256(data).hexdigest()
         decoded = decode(data, max_pixels=max_pixels)
         return resize_plane(decoded.image), decoded.dicom
 

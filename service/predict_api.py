@@ -20,6 +20,7 @@ from service.http import (
     ERROR_RESPONSES,
     IMAGE_BODY,
     decode_with_source,
+    in_decode_thread,
     multipart_files,
     fhir_alternative,
     fhir_json,
@@ -46,8 +47,8 @@ async def predict(request: Request) -> PredictionResponse | Response:
     info = model_info(request)
     async with request_record(request, "predict", info) as record:
         data = await read_single_image(request)
-        record.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-        image, source = await decode_with_source(request, data)
+        record["bytes"] = len(data)
+        image, source = await decode_with_source(request, data, record)
         prediction = (await score_planes(request, image[np.newaxis], info))[0]
         if isinstance(prediction, PneumoscanError):
             raise prediction
@@ -71,7 +72,9 @@ async def predict_batch(request: Request) -> BatchResponse | Response:
         record.update(
             images=len(items),
             bytes=[len(data or b"") for _, data in items],
-            sha256=[hashlib.sha256(data).hexdigest() if data is not None else None for _, data in items],
+            sha256=await in_decode_thread(
+                request, lambda: [hashlib.sha256(data).hexdigest() if data is not None else None for _, data in items]
+            ),
         )
         outcomes: list[np.ndarray | Prediction | PneumoscanError] = [
             MissingImage("This 'images' part is not a file.") for _ in items
