@@ -16,6 +16,9 @@ Every error carries a stable machine-readable ``code``; adapters translate them 
     │   ├── NoPixelData             a DICOM file without an image (a report, a presentation state)
     │   ├── MultiFrameImage         a DICOM file with several frames
     │   ├── UnsupportedModality     a DICOM image that is not a radiograph (CT, MR, US, ...)
+    │   ├── UnsupportedView         a DICOM radiograph that is not frontal (lateral, decubitus, oblique)
+    │   ├── UnsupportedBodyPart     a DICOM radiograph whose BodyPartExamined is not the chest (or is empty)
+    │   ├── NotForPresentation      a DICOM "FOR PROCESSING" image (raw detector data, not for display)
     │   ├── BlankImage              no usable content: near-constant, too few grey levels, or a
     │   │                           DICOM display transform that is not finite or degenerate
     │   └── NotAChestXray           decodes fine, but the model's features are far from every
@@ -96,6 +99,18 @@ class MultiFrameImage(InvalidImage):
 
 class UnsupportedModality(InvalidImage):
     code = "unsupported_modality"
+
+
+class UnsupportedView(InvalidImage):
+    code = "unsupported_view"
+
+
+class UnsupportedBodyPart(InvalidImage):
+    code = "unsupported_body_part"
+
+
+class NotForPresentation(InvalidImage):
+    code = "not_for_presentation"
 
 
 class BlankImage(InvalidImage):

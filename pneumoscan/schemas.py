@@ -186,6 +186,11 @@ class JobSpec(BaseModel):
     total: int
     shards: int
     created: datetime
+    dicom_outbox: str | None = Field(
+        default=None,
+        description="For studies received by the DICOM node: the folder the results go to as DICOM "
+        "(an SR per image and a Secondary Capture per scored image), to be sent to the PACS.",
+    )
 
 
 class JobStatus(BaseModel):

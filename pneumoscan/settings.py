@@ -159,6 +159,38 @@ class Settings(BaseSettings):
         cores would only queue for them."""
         return available_cores()
 
+    # DICOM node (pneumoscan dicom-node)
+    dicom_ae_title: str = Field(
+        default="PNEUMOSCAN", min_length=1, max_length=16, description="The node's AE title (called AE)."
+    )
+    dicom_port: int = Field(default=11112, gt=0, lt=65536, description="Port the node listens on for C-ECHO and C-STORE.")
+    dicom_host: str = Field(default="0.0.0.0", description="Address the node listens on.")
+    dicom_allowed_aes: str = Field(
+        default="",
+        description="Comma-separated calling AE titles allowed to associate; empty refuses every association.",
+    )
+    dicom_destination: str | None = Field(
+        default=None,
+        pattern=r"^[^@\\]{1,16}@[^:@]+:\d{1,5}$",
+        description="`AET@host:port` that results (SR and Secondary Capture) are sent to by C-STORE; unset: "
+        "results stay in the outbox.",
+    )
+    dicom_study_quiet_s: float = Field(
+        default=10.0, gt=0, description="A study is scored once no instance of it has arrived for this long."
+    )
+    dicom_retry_max_s: float = Field(
+        default=300.0, gt=0, description="Longest wait between attempts to deliver a result to the destination."
+    )
+
+    @property
+    def allowed_calling_aes(self) -> list[str]:
+        return [title.strip() for title in self.dicom_allowed_aes.split(",") if title.strip()]
+
+    @property
+    def dicom_root(self) -> Path:
+        """Where the node keeps received instances (``incoming/``) and undelivered results (``outbox/``)."""
+        return self.data_dir / "dicom"
+
     @property
     def jobs_root(self) -> Path:
         return self.jobs_dir if self.jobs_dir is not None else self.data_dir / "jobs"

@@ -89,13 +89,19 @@ def reconcile_known_jobs(force: bool = False) -> int:
     return queued
 
 
-def submit(folder: str | Path, output: str | Path | None, allowed_roots: list[Path] | None) -> JobStatus:
-    """Create (or find) the job for ``folder`` and queue its unfinished shards."""
+def submit(
+    folder: str | Path,
+    output: str | Path | None,
+    allowed_roots: list[Path] | None,
+    dicom_outbox: Path | None = None,
+) -> JobStatus:
+    """Create (or find) the job for ``folder`` and queue its unfinished shards; with
+    ``dicom_outbox``, its results are also written there as DICOM."""
     resolved = check_input_folder(folder, allowed_roots)
     output_root = Path(output).resolve() if output else settings.jobs_root
     output_root.mkdir(parents=True, exist_ok=True)
     model_version = load_metadata(settings.model_dir).version
-    job_dir = create_job(resolved, output_root, model_version, settings.shard_size)
+    job_dir = create_job(resolved, output_root, model_version, settings.shard_size, dicom_outbox)
     register_job(settings.jobs_root, job_dir)
     reconcile(job_dir, enqueue, settings.lease_seconds, queue_idle=huey.pending_count() == 0)
     return job_status(job_dir)

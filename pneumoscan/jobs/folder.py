@@ -96,9 +96,12 @@ def list_inputs(folder: Path) -> list[str]:
     )
 
 
-def job_id_for(folder: Path, files: list[str], model_version: str, shard_size: int) -> str:
-    """Same folder, same files (names, sizes, times), same model: same job."""
-    digest = hashlib.sha256(f"{folder}\n{model_version}\n{shard_size}\n".encode())
+def job_id_for(
+    folder: Path, files: list[str], model_version: str, shard_size: int, dicom_outbox: Path | None = None
+) -> str:
+    """Same folder, same files (names, sizes, times), same model, same outputs: same job."""
+    outputs = f"dicom:{dicom_outbox}\n" if dicom_outbox is not None else ""
+    digest = hashlib.sha256(f"{folder}\n{model_version}\n{shard_size}\n{outputs}".encode())
     for name in files:
         try:
             stat = (folder / name).stat()
@@ -108,10 +111,13 @@ def job_id_for(folder: Path, files: list[str], model_version: str, shard_size: i
     return digest.hexdigest()[:16]
 
 
-def create_job(folder: Path, output_root: Path, model_version: str, shard_size: int) -> Path:
-    """The job folder for this input, created if new; an unchanged folder maps to the same job."""
+def create_job(
+    folder: Path, output_root: Path, model_version: str, shard_size: int, dicom_outbox: Path | None = None
+) -> Path:
+    """The job folder for this input, created if new; an unchanged folder maps to the same job.
+    With ``dicom_outbox``, results are also written there as DICOM (``pneumoscan.jobs.dicom_outputs``)."""
     files = list_inputs(folder)
-    job_id = job_id_for(folder, files, model_version, shard_size)
+    job_id = job_id_for(folder, files, model_version, shard_size, dicom_outbox)
     job_dir = output_root / job_id
     if (job_dir / JOB_FILE).is_file():
         return job_dir
@@ -121,6 +127,7 @@ def create_job(folder: Path, output_root: Path, model_version: str, shard_size: 
     spec = JobSpec(
         job_id=job_id, input_folder=str(folder), model_version=model_version, shard_size=shard_size,
         total=len(files), shards=max(1, -(-len(files) // shard_size)), created=datetime.now(timezone.utc),
+        dicom_outbox=str(dicom_outbox) if dicom_outbox is not None else None,
     )
     atomic_write(job_dir / JOB_FILE, spec.model_dump_json(indent=2).encode())
     return job_dir

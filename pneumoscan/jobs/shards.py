@@ -97,6 +97,11 @@ def score_shard(
     started = time.time()
     heartbeat([])
     folder = Path(spec.input_folder)
+    writer = None
+    if spec.dicom_outbox is not None:
+        from pneumoscan.jobs.dicom_outputs import DicomResultWriter
+
+        writer = DicomResultWriter(predictor, Path(spec.dicom_outbox), options.max_pixels)
     scored: dict[str, dict] = {}
     for outcome in score_paths(
         predictor, [folder / name for name in names if name not in poison],
@@ -107,6 +112,8 @@ def score_shard(
     ):
         name = Path(outcome.name).relative_to(folder).as_posix()
         scored[name] = replace(outcome, name=name).to_row(predictor.model_version)
+        if writer is not None:
+            writer.write(Path(outcome.name), outcome)
     rows = []
     for name in names:
         if name in poison:

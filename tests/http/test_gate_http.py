@@ -25,7 +25,7 @@ def ct_as_dx() -> bytes:
     from pydicom.data import get_testdata_file
 
     dataset = pydicom.dcmread(get_testdata_file("CT_small.dcm", download=False))
-    dataset.Modality = "DX"
+    dataset.Modality, dataset.BodyPartExamined = "DX", "CHEST"
     buffer = io.BytesIO()
     dataset.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()

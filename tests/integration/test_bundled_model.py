@@ -92,7 +92,7 @@ def test_a_ct_slice_sent_as_a_radiograph_is_refused(tmp_path):
     from pydicom.data import get_testdata_file
 
     dataset = pydicom.dcmread(get_testdata_file("CT_small.dcm", download=False))
-    dataset.Modality = "DX"
+    dataset.Modality, dataset.BodyPartExamined = "DX", "CHEST"
     dataset.save_as(tmp_path / "ct-as-dx.dcm", enforce_file_format=True)
     result = run_cli("predict", str(tmp_path / "ct-as-dx.dcm"))
     assert json.loads(result.stdout)["error"]["code"] == "not_a_chest_xray"

@@ -12,17 +12,26 @@ from pydicom.encaps import generate_frames
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, JPEGLSLossless, RLELossless
 
 from pneumoscan.errors import (
+    BlankImage,
     ImageTooLarge,
+    InvalidImage,
     MultiFrameImage,
     NoPixelData,
     NotAnImage,
+    NotForPresentation,
     TruncatedImage,
+    UnsupportedBodyPart,
     UnsupportedModality,
     UnsupportedMode,
+    UnsupportedView,
+    error_from_code,
 )
 from pneumoscan.imaging import decode, load_image, load_plane
 from tests.support import encode
 from tests.support.dicom_files import PATIENT_ID, PATIENT_NAME, make_dicom
+
+# Code strings are upper case; some vendors write lower case anyway, and pydicom warns on writing it.
+LOWER_CASE_CS = pytest.mark.filterwarnings("ignore:Invalid value for VR CS")
 
 LOSSLESS_VARIANTS = [
     pytest.param({}, id="mono2-8bit"),
@@ -35,7 +44,20 @@ LOSSLESS_VARIANTS = [
     pytest.param({"transfer_syntax": JPEGLSLossless, "bits": 16, "photometric": "MONOCHROME1"}, id="jpegls-16bit"),
     pytest.param({"bits": 16, "rescale": (2.0, -100.0)}, id="rescale-slope-intercept"),
     pytest.param({"modality": "CR"}, id="modality-cr"),
-    pytest.param({"modality": None}, id="modality-unset"),
+    # The intended use: frontal chest radiographs meant for presentation.
+    pytest.param({"view_position": "AP"}, id="view-ap"),
+    pytest.param({"view_position": "PA"}, id="view-pa"),
+    pytest.param({"view_position": "AP SUPINE"}, id="view-ap-qualified"),
+    pytest.param({"view_position": ""}, id="view-empty"),
+    pytest.param({"view_position": None}, id="view-absent"),
+    pytest.param({"body_part": "THORAX"}, id="body-part-thorax"),
+    pytest.param({"body_part": "LUNG"}, id="body-part-lung"),
+    pytest.param({"body_part": "Chest"}, id="body-part-any-case", marks=LOWER_CASE_CS),
+    pytest.param({"presentation_intent": "FOR PRESENTATION"}, id="for-presentation"),
+    pytest.param({"presentation_lut_shape": "IDENTITY"}, id="presentation-lut-identity"),
+    pytest.param({"presentation_lut_shape": "INVERSE", "bits": 16}, id="presentation-lut-inverse"),
+    # INVERSE is what MONOCHROME1 means already (the DX module requires it there): one inversion.
+    pytest.param({"photometric": "MONOCHROME1", "presentation_lut_shape": "INVERSE"}, id="mono1-inverse"),
 ]
 
 
@@ -69,7 +91,7 @@ def test_window_is_applied(xray_image):
 
 
 def test_twelve_bit_data_without_window_spans_the_full_range(xray_image):
-    data = make_dicom(xray_image, bits=16, rescale=(1 / 16, 0.0))  # values 0..4095 in 16 bits
+    data = make_dicom(xray_image, bits=16, rescale=(16.0, 0.0))  # stored values 0..4096 in 16 bits
     image = np.asarray(decode(data).image)
     assert image.min() == 0 and image.max() == 255
 
@@ -94,12 +116,131 @@ def test_dicom_source_carries_uids_and_no_patient_data(xray_image):
         pytest.param({"modality": "CT"}, UnsupportedModality, id="ct"),
         pytest.param({"modality": "MR"}, UnsupportedModality, id="mr"),
         pytest.param({"modality": "US"}, UnsupportedModality, id="us"),
+        pytest.param({"modality": None}, UnsupportedModality, id="modality-missing"),
+        pytest.param({"modality": ""}, UnsupportedModality, id="modality-empty"),
     ],
 )
 def test_unusable_dicom_is_refused(xray_image, variant, error):
     with pytest.raises(error) as raised:
         load_image(make_dicom(xray_image, **variant))
     assert PATIENT_NAME not in str(raised.value) and PATIENT_ID not in str(raised.value)
+
+
+# Files that decode fine but are not the frontal chest radiographs the model was made for.
+NOT_INTENDED_USE = [
+    pytest.param({"view_position": "LL"}, "unsupported_view", "LL", id="lateral-ll"),
+    pytest.param({"view_position": "RL"}, "unsupported_view", "RL", id="lateral-rl"),
+    pytest.param({"view_position": "LATERAL"}, "unsupported_view", "LATERAL", id="lateral-word"),
+    pytest.param({"view_position": "RLD"}, "unsupported_view", "RLD", id="decubitus-rld"),
+    pytest.param({"view_position": "LLD"}, "unsupported_view", "LLD", id="decubitus-lld"),
+    pytest.param({"view_position": "RLO"}, "unsupported_view", "RLO", id="oblique-rlo"),
+    pytest.param({"view_position": "LLO"}, "unsupported_view", "LLO", id="oblique-llo"),
+    pytest.param({"view_position": "AP LLD"}, "unsupported_view", "AP LLD", id="decubitus-ap-lld"),
+    pytest.param({"body_part": "HAND"}, "unsupported_body_part", "HAND", id="body-part-hand"),
+    pytest.param({"body_part": "SKULL"}, "unsupported_body_part", "SKULL", id="body-part-skull"),
+    pytest.param({"body_part": "abdomen"}, "unsupported_body_part", "ABDOMEN", id="body-part-abdomen",
+                 marks=LOWER_CASE_CS),
+    pytest.param({"body_part": ""}, "unsupported_body_part", "BodyPartExamined", id="body-part-empty"),
+    pytest.param({"body_part": None}, "unsupported_body_part", "BodyPartExamined", id="body-part-absent"),
+    pytest.param({"presentation_intent": "FOR PROCESSING"}, "not_for_presentation", "FOR PRESENTATION",
+                 id="for-processing"),
+    pytest.param({"modality": None}, "unsupported_modality", "Modality", id="modality-missing"),
+    # The modality is checked first; a frontal chest CT is still a CT.
+    pytest.param({"modality": "CT", "body_part": "HAND"}, "unsupported_modality", "CT", id="ct-before-body-part"),
+]
+
+
+@pytest.mark.parametrize(("variant", "code", "quoted"), NOT_INTENDED_USE)
+def test_dicom_outside_the_intended_use_is_refused_with_a_code(xray_image, variant, code, quoted):
+    from service.errors import status_for
+
+    with pytest.raises(InvalidImage) as raised:
+        load_image(make_dicom(xray_image, **variant))
+    error = raised.value
+    assert error.code == code
+    assert type(error_from_code(code, error.detail)) is type(error)
+    assert status_for(error) == 422, "refused as unusable input, like unsupported_modality, never a 500"
+    assert quoted in error.detail
+    for patient_field in (PATIENT_NAME, PATIENT_ID, "20190101"):
+        assert patient_field not in error.detail
+
+
+def test_intended_use_errors_sit_beside_unsupported_modality():
+    for cls in (UnsupportedView, UnsupportedBodyPart, NotForPresentation):
+        assert cls.__bases__ == UnsupportedModality.__bases__
+
+
+def test_for_processing_sop_class_is_refused_without_a_presentation_intent(xray_image):
+    from pydicom.uid import DigitalXRayImageStorageForProcessing
+
+    dataset = pydicom.dcmread(io.BytesIO(make_dicom(xray_image)))
+    dataset.SOPClassUID = dataset.file_meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForProcessing
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    with pytest.raises(NotForPresentation, match="only FOR PRESENTATION"):
+        load_image(buffer.getvalue())
+
+
+def test_presentation_lut_inverse_inverts_a_monochrome2_image(xray_image):
+    plain = np.asarray(decode(make_dicom(xray_image)).image).astype(int)
+    dataset = pydicom.dcmread(io.BytesIO(make_dicom(xray_image)))
+    dataset.PresentationLUTShape = "INVERSE"  # the same stored values, now to be shown inverted
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    inverse = np.asarray(decode(buffer.getvalue()).image).astype(int)
+    assert np.abs(inverse - (255 - plain)).max() <= 1
+    assert np.abs(inverse - plain).mean() > 50
+
+
+@pytest.mark.parametrize(("rescale", "padding_value"), [
+    pytest.param((16.0, 0.0), 65535, id="high-padding"),  # stored 0..4096, padding 65535
+    pytest.param((16.0, -16000.0), 0, id="low-padding"),  # stored 1000..5096, padding 0
+])
+def test_padding_does_not_squash_the_contrast(xray_image, rescale, padding_value):
+    border = 24
+    unpadded = np.asarray(decode(make_dicom(xray_image, bits=16, rescale=rescale)).image).astype(int)
+    padded_file = make_dicom(xray_image, bits=16, rescale=rescale, padding=(border, padding_value))
+    padded = np.asarray(decode(padded_file).image).astype(int)
+    inside = (slice(border, -border), slice(border, -border))
+    difference = np.abs(padded[inside] - unpadded[inside])
+    # The unpadded image's range includes its border, so the stretch may differ by a level or two.
+    assert difference.mean() < 2 and difference.max() <= 4
+    assert (padded[:border] == 0).all() and (padded[:, -border:] == 0).all(), "padding is shown black"
+    # Without the padding declared, the same pixels would squash the contrast.
+    dataset = pydicom.dcmread(io.BytesIO(padded_file))
+    del dataset.PixelPaddingValue
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    squashed = np.asarray(decode(buffer.getvalue()).image).astype(int)
+    assert np.abs(squashed[inside] - unpadded[inside]).mean() > 10
+
+
+def test_padding_range_limit_excludes_the_whole_range(xray_image):
+    border = 16
+    rescale = (16.0, 0.0)  # stored 0..4096
+    unpadded = np.asarray(decode(make_dicom(xray_image, bits=16, rescale=rescale)).image).astype(int)
+    padded = np.asarray(decode(make_dicom(
+        xray_image, bits=16, rescale=rescale, padding=(border, 60000), padding_range_limit=65535,
+    )).image).astype(int)
+    inside = (slice(border, -border), slice(border, -border))
+    assert np.abs(padded[inside] - unpadded[inside]).mean() < 2
+    assert (padded[:border] == 0).all()
+
+
+def test_padding_on_the_lookup_table_and_pixelwise_paths_agree(xray_image, monkeypatch):
+    from pneumoscan import dicom
+
+    dataset = pydicom.dcmread(io.BytesIO(make_dicom(xray_image, bits=16, padding=(8, 65535))))
+    by_table = dicom._display_values(dataset.pixel_array, dataset)
+    monkeypatch.setattr(dicom, "LOOKUP_TABLE_LIMIT", 0)  # every value range goes pixel by pixel
+    by_pixel = dicom._display_values(dataset.pixel_array, dataset)
+    assert np.array_equal(by_table, by_pixel)
+    assert (by_table[:8] == 0).all() and by_table[8:-8, 8:-8].max() == 255
+
+
+def test_an_image_that_is_all_padding_is_blank(xray_image):
+    with pytest.raises(BlankImage):
+        load_image(make_dicom(xray_image, bits=16, padding=(400, 1000)))
 
 
 def test_truncated_dicom_is_refused(xray_image):

@@ -1,0 +1,80 @@
+"""A DICOM-node job's results as DICOM, written to its outbox by the worker that scores a shard.
+
+Per source instance: a TID 1500 Structured Report with the finding and probability, and an RGB
+Secondary Capture of the Grad-CAM overlay with its burned-in banner; for a refused instance, an
+SR stating that it was not analysed and why (``pneumoscan.dicom_results``). Their UIDs derive from
+the source instance and the model version, so scoring a shard again rewrites the same files, and
+the PACS sees no new instances. Files that are not DICOM, or whose header gives no study or
+instance UID, get no DICOM result.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from pneumoscan import DEFAULT_MAX_PIXELS
+from pneumoscan.dicom_store import durable_write, is_uid
+from pneumoscan.model import Predictor
+from pneumoscan.result import Result
+
+log = logging.getLogger("pneumoscan.jobs")
+
+
+def part10_bytes(dataset: pydicom.Dataset) -> bytes:
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+class DicomResultWriter:
+    """Writes the DICOM results of scored files into ``outbox``."""
+
+    def __init__(self, predictor: Predictor, outbox: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        self.predictor = predictor
+        self.outbox = outbox
+        self.max_pixels = max_pixels
+        self._grad_cam = None
+
+    def write(self, path: Path, result: Result) -> int:
+        """The number of DICOM results written for ``path``."""
+        from pneumoscan.dicom_results import not_analysed_report, secondary_capture, structured_report
+
+        try:
+            source = pydicom.dcmread(path, stop_before_pixels=True)
+        except (OSError, InvalidDicomError, ValueError, TypeError, AttributeError):
+            return 0
+        if not (is_uid(source.get("StudyInstanceUID")) and is_uid(source.get("SOPInstanceUID"))):
+            return 0
+        version = self.predictor.model_version
+        if result.error is not None:
+            datasets = [not_analysed_report(source, version, result.error.code, result.error.detail)]
+        else:
+            datasets = [structured_report(source, result.prediction)]
+            overlay = self._overlay(path)
+            if overlay is not None:
+                datasets.append(secondary_capture(source, overlay, version))
+        self.outbox.mkdir(parents=True, exist_ok=True)
+        for dataset in datasets:
+            durable_write(self.outbox / f"{dataset.SOPInstanceUID}.dcm", part10_bytes(dataset))
+        return len(datasets)
+
+    def _overlay(self, path: Path):
+        """The Grad-CAM overlay of the image (RGB), or None where Grad-CAM is unavailable."""
+        import keras
+
+        from pneumoscan.explain import GradCam, overlay
+        from pneumoscan.imaging import decode, plane_to_input, resize_plane
+
+        if keras.backend.backend() != "tensorflow":
+            log.warning("No Secondary Capture: Grad-CAM needs Keras' TensorFlow backend.")
+            return None
+        if self._grad_cam is None:
+            self._grad_cam = GradCam(self.predictor.model)
+        image = decode(path.read_bytes(), max_pixels=self.max_pixels).image
+        _, heatmap = self._grad_cam(plane_to_input(resize_plane(image)))
+        return overlay(image, heatmap)
