@@ -14,7 +14,7 @@ RUN_TIME ?= 60s
 SAMPLES ?= tests/fixtures/xrays
 LOAD_HOST ?= http://localhost:$(PORT)
 
-.PHONY: install register run test train evaluate loadtest bench clean
+.PHONY: install register run test train evaluate loadtest bench container-test clean
 
 install: $(VENV)/.installed
 
@@ -51,6 +51,10 @@ loadtest: install
 
 bench: install
 	$(BIN)/python -m pneumoscan.cli bench --samples $(SAMPLES)
+
+# Builds the image with podman and runs it, then the compose file (root; see the README).
+container-test:
+	deploy/container-test.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info
