@@ -1,0 +1,205 @@
+"""Workers on separate hosts: network namespaces joined by veth pairs through a bridge.
+
+One "host" runs Redis on its own address, two others run ``pneumoscan worker`` against it through
+``PNEUMOSCAN_QUEUE_URL``; the job folders are shared, as they would be over NFS. Everything lives
+in namespaces made here (the bridge too) and is removed afterwards. Needs root (``ip netns``).
+
+Losing a worker host: its link is cut and its processes are frozen, as a host behind a cut link
+with a hard NFS mount would be: it neither reaches the queue nor writes to the job folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import pytest
+
+from service.launch import start, stop
+from tests.support import make_input_folder
+
+SUBNET = "10.231.77"
+REDIS_PORT = 6399
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=30)
+
+
+def wait_until(check: Callable[[], object], timeout: float, message: Callable[[], str] | str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(message() if callable(message) else message)
+
+
+@dataclass
+class Hosts:
+    """A bridge namespace and one namespace per host, each host at SUBNET.<n> on a veth pair."""
+
+    tag: str
+    names: dict[str, int] = field(default_factory=lambda: {"redis": 1, "w1": 2, "w2": 3})
+
+    def ns(self, host: str) -> str:
+        return f"pn{self.tag}-{host}"
+
+    def veth(self, host: str) -> str:
+        return f"pv{self.names[host]}x{self.tag}"
+
+    def address(self, host: str) -> str:
+        return f"{SUBNET}.{self.names[host]}"
+
+    def create(self) -> None:
+        switch = self.ns("sw")
+        ip("netns", "add", switch)
+        ip("-n", switch, "link", "add", "br0", "type", "bridge")
+        ip("-n", switch, "link", "set", "br0", "up")
+        for host, number in self.names.items():
+            namespace, inside, outside = self.ns(host), self.veth(host), f"ps{number}x{self.tag}"
+            ip("netns", "add", namespace)
+            ip("-n", namespace, "link", "set", "lo", "up")
+            ip("link", "add", inside, "type", "veth", "peer", "name", outside)
+            ip("link", "set", inside, "netns", namespace)
+            ip("link", "set", outside, "netns", switch)
+            ip("-n", switch, "link", "set", outside, "master", "br0", "up")
+            ip("-n", namespace, "addr", "add", f"{self.address(host)}/24", "dev", inside)
+            ip("-n", namespace, "link", "set", inside, "up")
+
+    def cut(self, host: str) -> None:
+        ip("-n", self.ns(host), "link", "set", self.veth(host), "down")
+
+    def remove(self) -> None:
+        for host in [*self.names, "sw"]:
+            subprocess.run(["ip", "netns", "del", self.ns(host)], capture_output=True, timeout=30)
+
+    def run(self, host: str, *command: str) -> list[str]:
+        return ["ip", "netns", "exec", self.ns(host), *command]
+
+
+@dataclass
+class Cluster:
+    hosts: Hosts
+    folder: Path
+    env: dict[str, str]
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def start_redis(self) -> None:
+        command = self.hosts.run("redis", shutil.which("redis-server"), "--bind", self.hosts.address("redis"),
+                                 "--port", str(REDIS_PORT), "--save", "", "--appendonly", "no", "--protected-mode", "no")
+        self.processes["redis"] = start(command, {}, self.folder / "redis.log")
+
+    def start_worker(self, host: str) -> None:
+        command = self.hosts.run(host, sys.executable, "-m", "pneumoscan.cli", "worker")
+        self.processes[host] = start(command, self.env, self.folder / f"{host}.log")
+
+    def cli(self, host: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(self.hosts.run(host, sys.executable, "-m", "pneumoscan.cli", *args),
+                              env={**os.environ, **self.env}, capture_output=True, text=True, timeout=120)
+
+    def pids(self, host: str) -> set[int]:
+        root = psutil.Process(self.processes[host].pid)
+        return {root.pid, *(child.pid for child in root.children(recursive=True))}
+
+    def logs(self) -> str:
+        return "".join(f"--- {p.name}\n{p.read_text(errors='replace')[-2500:]}" for p in sorted(self.folder.glob("*.log")))
+
+
+def results(job_dir: Path) -> list[dict] | None:
+    path = job_dir / "results.csv"
+    if not path.exists():
+        return None
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture()
+def cluster(tmp_path) -> Iterator[Cluster]:
+    if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("redis-server") is None:
+        message = "needs root, iproute2 and redis-server"
+        if os.environ.get("PNEUMOSCAN_REQUIRE_NETNS") == "1":
+            pytest.fail(f"PNEUMOSCAN_REQUIRE_NETNS=1 but this run {message}")
+        pytest.skip(f"{message}; set PNEUMOSCAN_REQUIRE_NETNS=1 to make this a failure")
+    hosts = Hosts(tag=str(os.getpid() % 100000))
+    env = {
+        "PNEUMOSCAN_QUEUE_URL": f"redis://{hosts.address('redis')}:{REDIS_PORT}/0",
+        "PNEUMOSCAN_QUEUE_NAME": f"multihost-{hosts.tag}", "PNEUMOSCAN_DATA_DIR": str(tmp_path / "var"),
+        "PNEUMOSCAN_SHARD_SIZE": "4", "PNEUMOSCAN_LEASE_SECONDS": "4", "PNEUMOSCAN_TF_INTRA_OP_THREADS": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
+    cluster = Cluster(hosts, tmp_path, env)
+    hosts.create()
+    try:
+        cluster.start_redis()
+        yield cluster
+    finally:
+        for process in cluster.processes.values():
+            try:
+                os.killpg(process.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+            stop(process)
+        hosts.remove()
+
+
+def submit(cluster: Cluster, host: str, folder: Path) -> Path:
+    submitted = wait_until(lambda: (r := cluster.cli(host, "submit", str(folder))).returncode == 0 and r, 30,
+                           lambda: cluster.logs())
+    job_id = submitted.stdout.strip()
+    status = cluster.cli(host, "status", job_id, "--json")
+    return Path(json.loads(status.stdout)["output"])
+
+
+def test_a_lost_worker_host_costs_its_shard_and_the_other_host_finishes(cluster, tmp_path):
+    folder, good, bad = make_input_folder(tmp_path / "job", copies=4)
+    job_dir = submit(cluster, "w1", folder)
+    total = len((job_dir / "manifest").read_text().splitlines())
+    cluster.start_worker("w1")
+    cluster.start_worker("w2")
+
+    def shard_held_by_w1() -> str | None:
+        w1 = cluster.pids("w1")
+        for lease in (job_dir / "leases").glob("*.json"):
+            text = lease.read_text(errors="replace")
+            if '"running"' in text and any(f':{pid}"' in text for pid in w1):
+                return lease.stem
+        return None
+
+    held = wait_until(shard_held_by_w1, 120, lambda: f"w1 never took a shard:\n{cluster.logs()}")
+    frozen = cluster.pids("w1")
+    cluster.hosts.cut("w1")
+    os.killpg(cluster.processes["w1"].pid, signal.SIGSTOP)
+    rows = wait_until(lambda: results(job_dir), 180, lambda: f"w2 did not finish the job:\n{cluster.logs()}")
+    assert sorted(row["path"] for row in rows) == sorted((job_dir / "manifest").read_text().splitlines())
+    assert len(rows) == total == good + bad
+    # The shard w1 held when its host was lost was scored again, by w2.
+    meta = json.loads((job_dir / "shards" / f"{held}.json").read_text())
+    assert int(meta["worker"].rsplit(":", 1)[1]) not in frozen
+
+
+def test_a_restarted_redis_loses_the_queue_and_resume_finishes_the_job(cluster, tmp_path):
+    folder, good, bad = make_input_folder(tmp_path / "job", copies=4)
+    cluster.start_worker("w2")
+    job_dir = submit(cluster, "w1", folder)
+    wait_until(lambda: list((job_dir / "shards").glob("*.csv")), 120, lambda: f"no shard scored:\n{cluster.logs()}")
+    # Mid-job, the Redis host restarts; it keeps nothing on disk, so the queued shards are gone.
+    stop(cluster.processes.pop("redis"))
+    cluster.start_redis()
+    resumed = wait_until(lambda: (r := cluster.cli("w1", "resume", job_dir.name)).returncode == 0 and r, 30,
+                         lambda: cluster.logs())
+    assert "Queued" in resumed.stderr
+    rows = wait_until(lambda: results(job_dir), 180, lambda: f"the job did not finish after resume:\n{cluster.logs()}")
+    assert sorted(row["path"] for row in rows) == sorted((job_dir / "manifest").read_text().splitlines())
+    assert len(rows) == good + bad
