@@ -21,7 +21,7 @@ from __future__ import annotations
 import io
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pydicom
@@ -85,14 +85,32 @@ logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
 
 @dataclass(frozen=True)
+class PatientContext:
+    """The patient and order a DICOM image belongs to, so that a result can be filed under them
+    (the DICOM node's SR, HL7 and FHIR); read from the file, never logged or put in an error."""
+
+    patient_id: str | None = None
+    patient_id_issuer: str | None = None
+    accession_number: str | None = None
+    placer_order_number: str | None = None
+    filler_order_number: str | None = None
+    acquired: str | None = None  # DICOM DT, YYYYMMDD[HHMMSS[.F]][+/-ZZXX]: when the image was taken
+
+
+@dataclass(frozen=True)
 class DicomSource:
-    """The identifiers of a DICOM image, for citing it in a report; no patient data."""
+    """The identifiers of a DICOM image, for citing it in a report, and its patient context."""
 
     study_instance_uid: str | None
     series_instance_uid: str | None
     sop_instance_uid: str | None
     sop_class_uid: str | None
     modality: str | None
+    patient: PatientContext | None = field(default=None, repr=False)
+
+
+# The identifiers of DicomSource, without the patient context.
+IDENTIFIER_FIELDS = ("study_instance_uid", "series_instance_uid", "sop_instance_uid", "sop_class_uid", "modality")
 
 
 def is_dicom(data: bytes) -> bool:
@@ -180,6 +198,29 @@ def _source(dataset: pydicom.Dataset) -> DicomSource:
         sop_instance_uid=text("SOPInstanceUID"),
         sop_class_uid=text("SOPClassUID"),
         modality=text("Modality"),
+        patient=_patient(dataset, text),
+    )
+
+
+def _patient(dataset: pydicom.Dataset, text) -> PatientContext:
+    """Patient ID and issuer, accession and order numbers, and the acquisition date-time."""
+    acquired = text("AcquisitionDateTime")
+    if acquired is None:
+        for date, time_ in (("AcquisitionDate", "AcquisitionTime"), ("ContentDate", "ContentTime"),
+                            ("StudyDate", "StudyTime")):
+            if text(date):
+                acquired = text(date) + (text(time_) or "")
+                break
+        offset = text("TimezoneOffsetFromUTC")
+        if acquired is not None and offset is not None and len(acquired) > 8:
+            acquired += offset if offset[0] in "+-" else f"+{offset}"
+    return PatientContext(
+        patient_id=text("PatientID"),
+        patient_id_issuer=text("IssuerOfPatientID"),
+        accession_number=text("AccessionNumber"),
+        placer_order_number=text("PlacerOrderNumberImagingServiceRequest"),
+        filler_order_number=text("FillerOrderNumberImagingServiceRequest"),
+        acquired=acquired,
     )
 
 

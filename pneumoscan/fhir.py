@@ -2,8 +2,10 @@
 
 The report is self-contained: the ``Observation`` with the result, the ``Device`` (the model and
 its version) and, for DICOM input, an ``ImagingStudy`` citing the study, series and SOP instance
-UIDs are contained resources. No patient is named: pneumoscan never reads patient fields, so the
-receiving system links the report to its patient through the study UID or the request.
+UIDs are contained resources. For DICOM input that carries them, the report names its patient by
+identifier (PatientID, with IssuerOfPatientID as assigner), the order by accession number
+(``basedOn``) and the acquisition time (``effectiveDateTime``); JPEG and PNG reports name no
+patient.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.resource import Resource
 
 from pneumoscan import errors
-from pneumoscan.dicom import DicomSource
+from pneumoscan.dicom import DicomSource, PatientContext
 from pneumoscan.result import Result
 from pneumoscan.schemas import Prediction
 
@@ -150,7 +152,63 @@ def diagnostic_report(
     if source is not None:
         contained.append(_imaging_study(source))
         report["imagingStudy"] = [{"reference": "#study"}]
+        _file_under(report, contained, source.patient)
     return DiagnosticReport.model_validate(report)
+
+
+def patient_identifier(patient: PatientContext) -> dict:
+    """The patient's identifier as FHIR: the issuer as its assigner (and system when a URI)."""
+    identifier: dict = {"value": patient.patient_id}
+    issuer = patient.patient_id_issuer
+    if issuer:
+        if issuer.startswith(("urn:", "http://", "https://")):
+            identifier["system"] = issuer
+        identifier["assigner"] = {"display": issuer}
+    return identifier
+
+
+def fhir_datetime(value: str | None) -> str | None:
+    """A DICOM DT as a FHIR dateTime: the date alone unless the time's UTC offset is known (FHIR
+    requires an offset with a time)."""
+    if not value or len(value) < 8 or not value[:8].isdigit():
+        return None
+    date = f"{value[:4]}-{value[4:6]}-{value[6:8]}"
+    body, offset = value, None
+    for sign in "+-":
+        if sign in value[8:]:
+            body, _, zone = value.rpartition(sign)
+            offset = f"{sign}{zone[:2]}:{zone[2:4]}" if len(zone) >= 4 and zone[:4].isdigit() else None
+    time_ = body[8:14]
+    if offset is None or len(time_) < 4 or not time_.isdigit():
+        return date
+    time_ = (time_ + "00")[:6]
+    return f"{date}T{time_[:2]}:{time_[2:4]}:{time_[4:6]}{offset}"
+
+
+def _file_under(report: dict, contained: list[dict], patient: PatientContext | None) -> None:
+    """The patient (by identifier), the order (accession number) and the acquisition time."""
+    if patient is None:
+        return
+    if patient.patient_id:
+        subject = {"identifier": patient_identifier(patient), "display": "Patient of the referenced DICOM study"}
+        report["subject"] = subject
+        for resource in contained:
+            if resource["resourceType"] in ("Observation", "ImagingStudy"):
+                resource["subject"] = subject
+    if patient.accession_number:
+        report["basedOn"] = [{
+            "type": "ServiceRequest",
+            "identifier": {
+                "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN"}]},
+                "value": patient.accession_number,
+            },
+        }]
+    effective = fhir_datetime(patient.acquired)
+    if effective:
+        report["effectiveDateTime"] = effective
+        for resource in contained:
+            if resource["resourceType"] == "Observation":
+                resource["effectiveDateTime"] = effective
 
 
 def result_resource(
@@ -275,7 +333,7 @@ def _imaging_study(source: DicomSource) -> dict:
         "resourceType": "ImagingStudy",
         "id": "study",
         "status": "available",
-        # Required by FHIR; pneumoscan never reads the patient fields of the file.
+        # Required by FHIR; the patient's identifier replaces it when the file carries one.
         "subject": {"display": "Patient of the referenced DICOM study"},
     }
     if source.study_instance_uid:

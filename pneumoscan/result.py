@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from pneumoscan.dicom import DicomSource
+from pneumoscan.dicom import IDENTIFIER_FIELDS, DicomSource, PatientContext
 from pneumoscan.errors import PneumoscanError, error_from_code
 from pneumoscan.schemas import (
     BatchItemError,
@@ -27,11 +27,13 @@ from pneumoscan.schemas import (
     PredictionResponse,
 )
 
-# A DICOM input's identifiers, for matching a row back to the PACS: every field of DicomSource.
-DICOM_COLUMNS = [field.name for field in fields(DicomSource)]
+# A DICOM input's identifiers, for matching a row back to the PACS, and the patient and order
+# context its result is filed under.
+DICOM_COLUMNS = list(IDENTIFIER_FIELDS)
+PATIENT_COLUMNS = [field.name for field in fields(PatientContext)]
 RESULT_COLUMNS = [
     "path", "sha256", "label", "probability", "threshold", "out_of_distribution", "ood_score", "model_version",
-    "status", "error_code", "error_detail", *DICOM_COLUMNS,
+    "status", "error_code", "error_detail", *DICOM_COLUMNS, *PATIENT_COLUMNS,
 ]
 
 
@@ -94,7 +96,9 @@ class Result:
     def to_row(self, model_version: str) -> dict[str, str]:
         """The ``results.csv`` row; ``model_version`` is the scoring model's, for refused files."""
         identifiers = {column: (self.dicom and getattr(self.dicom, column)) or "" for column in DICOM_COLUMNS}
-        row = {"path": self.name or "", "sha256": self.sha256, **identifiers}
+        patient = self.dicom.patient if self.dicom is not None else None
+        context = {column: (patient and getattr(patient, column)) or "" for column in PATIENT_COLUMNS}
+        row = {"path": self.name or "", "sha256": self.sha256, **identifiers, **context}
         if self.error is not None:
             return {**row, "label": "", "probability": "", "threshold": "", "out_of_distribution": "",
                     "ood_score": "", "model_version": model_version, "status": "error",
@@ -111,7 +115,9 @@ class Result:
         """The result a ``results.csv`` row records; the error's class is found from its code."""
         dicom = None
         if row.get("sop_instance_uid"):
-            dicom = DicomSource(**{column: row.get(column) or None for column in DICOM_COLUMNS})
+            context = {column: row.get(column) or None for column in PATIENT_COLUMNS}
+            patient = PatientContext(**context) if any(context.values()) else None
+            dicom = DicomSource(**{column: row.get(column) or None for column in DICOM_COLUMNS}, patient=patient)
         common = {"name": row["path"], "sha256": row.get("sha256", ""), "dicom": dicom}
         if row["status"] != "ok":
             return cls(error=error_from_code(row["error_code"], row["error_detail"]), **common)

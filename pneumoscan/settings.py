@@ -182,6 +182,25 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="Longest wait between attempts to deliver a result to the destination."
     )
 
+    # HL7 v2 results
+    hl7_destination: str | None = Field(
+        default=None,
+        pattern=r"^[^:\s]+:\d{1,5}$",
+        description="`host:port` of an MLLP listener (an interface engine) that gets one ORU^R01 per scored "
+        "image with patient context; unset: no HL7.",
+    )
+    hl7_max_attempts: int = Field(
+        default=5, gt=0, description="Deliveries of an HL7 message (AE, AR, timeouts) before it is set aside as failed."
+    )
+    hl7_retry_max_s: float = Field(
+        default=300.0, gt=0, description="Longest wait between attempts to deliver an HL7 message."
+    )
+
+    @property
+    def hl7_root(self) -> Path:
+        """Where HL7 messages wait (``outbox/``), or were set aside (``failed/``)."""
+        return self.data_dir / "hl7"
+
     @property
     def allowed_calling_aes(self) -> list[str]:
         return [title.strip() for title in self.dicom_allowed_aes.split(",") if title.strip()]

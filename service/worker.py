@@ -75,6 +75,16 @@ def score_shard_task(job_dir: str, index: int) -> None:
 @huey.periodic_task(crontab(minute="*"))
 def reconcile_periodically() -> None:
     reconcile_known_jobs()
+    deliver_hl7()
+
+
+def deliver_hl7() -> None:
+    """Retry the HL7 messages that are due (each shard also delivers as it finishes)."""
+    if settings.hl7_destination:
+        options = ShardOptions.from_settings(settings)
+        counts = options.hl7_outbox.deliver(settings.hl7_destination)
+        if any(counts.values()):
+            log.info("HL7 delivery: %(delivered)d delivered, %(retried)d to retry, %(failed)d set aside.", counts)
 
 
 def reconcile_known_jobs(force: bool = False) -> int:
@@ -121,6 +131,7 @@ def run_worker(concurrency: int, burst: bool = False) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(process)d %(message)s")
     queued = reconcile_known_jobs()
     log.info("Re-queued %d unfinished shard(s) at start-up.", queued)
+    deliver_hl7()
     if burst:
         log.info("Burst mode: executed %d task(s); the queue is empty.", drain())
         return

@@ -28,6 +28,7 @@ from pneumoscan.jobs.folder import (
     worker_id,
     write_lease,
 )
+from pneumoscan.hl7 import Hl7Outbox, control_id, oru_r01
 from pneumoscan.jobs.results import finalize
 from pneumoscan.model import Predictor
 from pneumoscan.predict import score_paths
@@ -46,6 +47,8 @@ class ShardOptions:
     decode_threads: int = 2
     lease_seconds: float = 300.0
     max_attempts: int = 3
+    hl7_destination: str | None = None  # host:port; with it, HL7 messages go through hl7_outbox
+    hl7_outbox: Hl7Outbox | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "ShardOptions":
@@ -55,6 +58,8 @@ class ShardOptions:
             decode_threads=settings.decode_threads,
             lease_seconds=settings.lease_seconds,
             max_attempts=settings.max_shard_attempts,
+            hl7_destination=settings.hl7_destination,
+            hl7_outbox=Hl7Outbox(settings.hl7_root, settings.hl7_max_attempts, settings.hl7_retry_max_s),
         )
 
 
@@ -114,6 +119,8 @@ def score_shard(
         scored[name] = replace(outcome, name=name).to_row(predictor.model_version)
         if writer is not None:
             writer.write(Path(outcome.name), outcome)
+        if options.hl7_destination and options.hl7_outbox is not None:
+            queue_hl7(options.hl7_outbox, spec.job_id, name, outcome)
     rows = []
     for name in names:
         if name in poison:
@@ -129,4 +136,15 @@ def score_shard(
     atomic_write(shard_path(job_dir, index, "csv"), csv_bytes(rows, header=False))
     lease_path(job_dir, index).unlink(missing_ok=True)
     finalize(job_dir)
+    if options.hl7_destination and options.hl7_outbox is not None:
+        options.hl7_outbox.deliver(options.hl7_destination)
     return True
+
+
+def queue_hl7(outbox: Hl7Outbox, job_id: str, name: str, result: Result) -> bool:
+    """Put the ORU^R01 of a scored image with a patient identifier in the outbox (once)."""
+    patient = result.dicom.patient if result.dicom is not None else None
+    if result.prediction is None or patient is None or not patient.patient_id:
+        return False
+    message_id = control_id(job_id, name)
+    return outbox.put(message_id, oru_r01(result, message_id))

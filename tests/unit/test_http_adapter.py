@@ -234,7 +234,12 @@ def test_unusable_dicom_gets_a_clear_4xx(app, xray_image, variant, status, code)
 
 
 def test_fhir_is_negotiated_by_accept(app, xray_image, xray_bytes):
-    dicom = make_dicom(xray_image)
+    dataset = pydicom.dcmread(io.BytesIO(make_dicom(xray_image)))
+    dataset.IssuerOfPatientID, dataset.AccessionNumber = "HOSPITAL-A", "ACC-1"
+    dataset.AcquisitionDate, dataset.AcquisitionTime, dataset.TimezoneOffsetFromUTC = "20261130", "101502", "+0100"
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    dicom = buffer.getvalue()
     fhir = {"Accept": "application/fhir+json;q=1.0, application/json;q=0.5"}
     from_dicom, from_jpeg, plain = post_all(app, [
         {"url": "/predict", "content": dicom, "headers": {"Content-Type": "application/dicom", **fhir}},
@@ -247,7 +252,12 @@ def test_fhir_is_negotiated_by_accept(app, xray_image, xray_bytes):
     assert study["identifier"][0]["value"] == f"urn:oid:{pydicom.dcmread(io.BytesIO(dicom)).StudyInstanceUID}"
     assert report.status == "preliminary"
     assert report.identifier[0].value == f"urn:uuid:{uuid.UUID(from_dicom.headers['x-request-id'])}"
-    assert PATIENT_NAME not in from_dicom.text and PATIENT_ID not in from_dicom.text
+    # Filed under the patient (by identifier only, never by name), the order and the acquisition time.
+    assert report.subject.identifier.value == PATIENT_ID and report.subject.identifier.assigner.display == "HOSPITAL-A"
+    assert report.basedOn[0].identifier.value == "ACC-1" and report.basedOn[0].identifier.type.coding[0].code == "ACSN"
+    assert str(report.effectiveDateTime) in ("2026-11-30T10:15:02+01:00", "2026-11-30 10:15:02+01:00")
+    assert PATIENT_NAME.split("^")[0] not in from_dicom.text
+    assert PATIENT_ID not in plain.text
     jpeg_report = DiagnosticReport.model_validate_json(from_jpeg.text)
     assert jpeg_report.imagingStudy is None
     assert PredictionResponse.model_validate(plain.json()).label in {"NORMAL", "PNEUMONIA"}

@@ -1,0 +1,89 @@
+"""HL7 v2.5.1 ORU^R01: built and validated with hl7apy, re-parsed field by field with python-hl7,
+and delivered through the outbox to a real MLLP listener answering AA, AE and AR."""
+
+from __future__ import annotations
+
+import pytest
+
+from pneumoscan.dicom import DicomSource, PatientContext
+from pneumoscan.errors import BlankImage
+from pneumoscan.hl7 import Hl7Outbox, control_id, oru_r01, send_mllp
+from pneumoscan.result import Result
+from pneumoscan.schemas import Prediction
+from tests.support.hl7_listener import Listener
+
+PREDICTION = Prediction(label="PNEUMONIA", probability=0.8125, threshold=0.6659, model_version="tuned-1")
+PATIENT = PatientContext(patient_id="PID-7788991", patient_id_issuer="HOSPITAL-A", accession_number="ACC-4711",
+                         placer_order_number="PL-1", filler_order_number="FI-2", acquired="20261130101502+0100")
+DICOM = DicomSource("1.2.3", "1.2.3.4", "1.2.3.4.5", "1.2.840.10008.5.1.4.1.1.1.1", "DX", patient=PATIENT)
+
+
+def message(label: str = "PNEUMONIA", patient: PatientContext = PATIENT) -> str:
+    prediction = PREDICTION.model_copy(update={"label": label})
+    source = DicomSource("1.2.3", "1.2.3.4", "1.2.3.4.5", "1.2", "DX", patient=patient)
+    return oru_r01(Result(prediction=prediction, dicom=source, name="a.dcm"), control_id("job-1", "a.dcm"))
+
+
+def test_the_message_reparsed_by_another_library_carries_every_field():
+    with Listener() as listener:
+        assert send_mllp("127.0.0.1", listener.port, message()) == "AA"
+    parsed = listener.received[0]
+    assert str(parsed.segment("MSH")[9]) == "ORU^R01^ORU_R01" and str(parsed.segment("MSH")[12]) == "2.5.1"
+    assert str(parsed.segment("MSH")[10]) == control_id("job-1", "a.dcm")
+    pid = parsed.segment("PID")
+    assert str(pid[3][0][0]) == "PID-7788991" and str(pid[3][0][3]) == "HOSPITAL-A"
+    assert "Testpatient" not in str(parsed)
+    assert str(parsed.segment("ORC")[2]) == "PL-1" and str(parsed.segment("ORC")[3]) == "FI-2"
+    obr = parsed.segment("OBR")
+    assert str(obr[2]) == "PL-1" and str(obr[3]) == "FI-2" and str(obr[18]) == "ACC-4711"
+    assert str(obr[7]) == "20261130101502+0100"
+    finding, probability = parsed.segments("OBX")
+    assert str(finding[2]) == "CWE" and str(finding[5]) == "233604007^Pneumonia^SCT"
+    assert str(probability[2]) == "NM" and float(str(probability[5])) == pytest.approx(0.8125)
+    assert str(probability[6]) == "1^no units^UCUM"
+    assert str(finding[11]) == str(probability[11]) == "P"
+    assert str(finding[18]) == str(probability[18]) == "tuned-1"
+    assert str(parsed.segment("NTE")[3]) == "AI result, not for diagnostic use"
+
+
+def test_normal_and_escaped_values():
+    text = message("NORMAL", PatientContext(patient_id="A|B^C", patient_id_issuer="X&Y"))
+    assert "17621005^Normal^SCT" in text
+    assert "A\\F\\B\\S\\C^^^X\\T\\Y" in text
+
+
+def test_no_message_without_a_patient_identifier_or_a_prediction():
+    with pytest.raises(ValueError):
+        message(patient=PatientContext(accession_number="ACC-1"))
+    with pytest.raises(ValueError):
+        oru_r01(Result(error=BlankImage("x"), dicom=DICOM), "ID")
+
+
+def test_the_outbox_keeps_a_message_until_it_is_acknowledged(tmp_path):
+    outbox = Hl7Outbox(tmp_path, max_attempts=3, max_wait_s=0.0)
+    assert outbox.put("M1", message()) and not outbox.put("M1", message()), "a message is queued once"
+    with Listener() as listener:
+        destination = f"127.0.0.1:{listener.port}"
+        listener.answers.extend(["AE"])
+        assert outbox.deliver(destination) == {"delivered": 0, "retried": 1, "failed": 0}
+        assert outbox.pending() and "acknowledgement AE" in (outbox.outbox / "M1.json").read_text()
+        assert outbox.deliver(destination) == {"delivered": 1, "retried": 0, "failed": 0}
+        assert outbox.pending() == [] and not outbox.put("M1", message()), "delivered: never sent twice"
+        # AR every time: set aside after max_attempts with the reason, never dropped.
+        outbox.put("M2", message())
+        listener.answers.extend(["AR"] * 3)
+        for _ in range(3):
+            outbox.deliver(destination)
+        assert outbox.pending() == [] and (outbox.failed / "M2.hl7").exists()
+        assert "acknowledgement AR" in (outbox.failed / "M2.json").read_text()
+        assert len(listener.received) == 5
+
+
+def test_an_unreachable_listener_is_retried_later(tmp_path):
+    from service.launch import free_port
+
+    outbox = Hl7Outbox(tmp_path, max_attempts=3, max_wait_s=60.0)
+    outbox.put("M1", message())
+    assert outbox.deliver(f"127.0.0.1:{free_port()}", now=1000.0) == {"delivered": 0, "retried": 1, "failed": 0}
+    assert outbox.deliver(f"127.0.0.1:{free_port()}", now=1001.0) == {"delivered": 0, "retried": 0, "failed": 0}
+    assert "ConnectionRefusedError" in (outbox.outbox / "M1.json").read_text()
