@@ -195,3 +195,13 @@ class Hl7Outbox:
                 log.warning("HL7 message %s not delivered (%s); attempt %d of %d.",
                             path.stem, error, state["attempts"], self.max_attempts)
         return counts
+
+
+def queue_result(outbox: Hl7Outbox, origin: str, name: str, result: Result) -> bool:
+    """Put the ORU^R01 of a scored image with a patient identifier in the outbox, once; ``origin``
+    and ``name`` (a job and a file, or a request and an upload) make its control id."""
+    patient = result.dicom.patient if result.dicom is not None else None
+    if result.prediction is None or patient is None or not patient.patient_id:
+        return False
+    message_id = control_id(origin, name)
+    return outbox.put(message_id, oru_r01(result, message_id))

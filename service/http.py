@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import anyio
 import numpy as np
-from fastapi import Request
+from fastapi import BackgroundTasks, Request
 from fhir.resources.R4B.resource import Resource
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
@@ -27,7 +27,9 @@ from pneumoscan.decision import Decision, judge_scores
 from pneumoscan.dicom import DicomSource
 from pneumoscan.errors import PneumoscanError
 from pneumoscan.fhir import FHIR_JSON, accepts_fhir
+from pneumoscan.hl7 import Hl7Outbox, queue_result
 from pneumoscan.imaging import decode, resize_plane
+from pneumoscan.result import Result
 from pneumoscan.schemas import ErrorResponse, Prediction
 from service.errors import MissingImage, RequestTimeout, TooManyImages, UnsupportedMediaType, status_for
 
@@ -50,6 +52,8 @@ class ModelInfo:
     timeout_s: float
     decode_threads: int = 1  # threads decoding uploads in this process
     explanations: bool = True  # Grad-CAM needs Keras' TensorFlow backend
+    hl7_destination: str | None = None  # host:port of the MLLP listener results go to
+    hl7_outbox: Hl7Outbox | None = None
 
     @property
     def model_version(self) -> str:
@@ -209,3 +213,15 @@ async def score_planes(request: Request, batch: np.ndarray, info: ModelInfo) -> 
     with anyio.fail_after(info.timeout_s):
         scores = await model_call(request)(batch)
     return judge_scores(info.decision, np.asarray(scores, dtype=np.float64).reshape(-1, 2))
+
+
+def send_hl7(info: ModelInfo, request_id: str, results: list[Result], background: BackgroundTasks) -> int:
+    """Queue an ORU^R01 for each scored upload with patient context, and deliver them after the
+    response has gone out (the outbox keeps them if the listener is down)."""
+    if not info.hl7_destination or info.hl7_outbox is None:
+        return 0
+    queued = sum(queue_result(info.hl7_outbox, request_id, result.name or str(index), result)
+                 for index, result in enumerate(results))
+    if queued:
+        background.add_task(anyio.to_thread.run_sync, info.hl7_outbox.deliver, info.hl7_destination)
+    return queued

@@ -7,7 +7,7 @@ import uuid
 
 import anyio
 import numpy as np
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, BackgroundTasks, Request
 from starlette.responses import Response
 
 from pneumoscan.dicom import DicomSource
@@ -29,6 +29,7 @@ from service.http import (
     read_single_image,
     request_record,
     score_planes,
+    send_hl7,
     wants_fhir,
 )
 
@@ -43,7 +44,7 @@ BATCH_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data
     openapi_extra=IMAGE_BODY,
     summary="Score one chest X-ray (multipart field 'image' or a raw image/jpeg|png or application/dicom body)",
 )
-async def predict(request: Request) -> PredictionResponse | Response:
+async def predict(request: Request, background: BackgroundTasks) -> PredictionResponse | Response:
     info = model_info(request)
     async with request_record(request, "predict", info) as record:
         data = await read_single_image(request)
@@ -53,6 +54,7 @@ async def predict(request: Request) -> PredictionResponse | Response:
         if isinstance(prediction, PneumoscanError):
             raise prediction
         result = Result(prediction=prediction, sha256=record["sha256"], dicom=source)
+        send_hl7(info, record["request_id"], [result], background)
     if wants_fhir(request):
         return fhir_json(result_resource(result, request_id=record["request_id"]), record)
     return result.response(record["request_id"])
@@ -65,7 +67,7 @@ async def predict(request: Request) -> PredictionResponse | Response:
     openapi_extra=BATCH_BODY,
     summary="Score several X-rays (repeated multipart field 'images'); results in upload order",
 )
-async def predict_batch(request: Request) -> BatchResponse | Response:
+async def predict_batch(request: Request, background: BackgroundTasks) -> BatchResponse | Response:
     info = model_info(request)
     async with request_record(request, "predict_batch", info) as record:
         items = await read_batch_images(request, info.max_batch_items)
@@ -100,6 +102,7 @@ async def predict_batch(request: Request) -> BatchResponse | Response:
             for index, (outcome, (filename, _)) in enumerate(zip(outcomes, items))
         ]
         record["failed"] = sum(not result.ok for result in results)
+        send_hl7(info, record["request_id"], results, background)
     if wants_fhir(request):
         entries = [result_resource(result, request_id=uuid.uuid4().hex, outcome=outcome_for) for result in results]
         return fhir_json(report_bundle(entries, request_id=record["request_id"]), record)

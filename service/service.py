@@ -19,6 +19,7 @@ import numpy as np
 from bentoml.exceptions import ServiceUnavailable
 
 from pneumoscan.decision import decision_for
+from pneumoscan.hl7 import Hl7Outbox
 from pneumoscan.imaging import plane_to_input
 from pneumoscan.model import load_metadata
 from pneumoscan.settings import get_settings
@@ -154,6 +155,8 @@ class Pneumoscan:
             timeout_s=settings.request_timeout_s,
             decode_threads=settings.service_decode_threads(),
             explanations=os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow",
+            hl7_destination=settings.hl7_destination,
+            hl7_outbox=Hl7Outbox(settings.hl7_root, settings.hl7_max_attempts, settings.hl7_retry_max_s),
         )
 
 

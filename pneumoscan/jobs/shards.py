@@ -28,7 +28,7 @@ from pneumoscan.jobs.folder import (
     worker_id,
     write_lease,
 )
-from pneumoscan.hl7 import Hl7Outbox, control_id, oru_r01
+from pneumoscan.hl7 import Hl7Outbox, queue_result
 from pneumoscan.jobs.results import finalize
 from pneumoscan.model import Predictor
 from pneumoscan.predict import score_paths
@@ -120,7 +120,7 @@ def score_shard(
         if writer is not None:
             writer.write(Path(outcome.name), outcome)
         if options.hl7_destination and options.hl7_outbox is not None:
-            queue_hl7(options.hl7_outbox, spec.job_id, name, outcome)
+            queue_result(options.hl7_outbox, spec.job_id, name, outcome)
     rows = []
     for name in names:
         if name in poison:
@@ -140,11 +140,3 @@ def score_shard(
         options.hl7_outbox.deliver(options.hl7_destination)
     return True
 
-
-def queue_hl7(outbox: Hl7Outbox, job_id: str, name: str, result: Result) -> bool:
-    """Put the ORU^R01 of a scored image with a patient identifier in the outbox (once)."""
-    patient = result.dicom.patient if result.dicom is not None else None
-    if result.prediction is None or patient is None or not patient.patient_id:
-        return False
-    message_id = control_id(job_id, name)
-    return outbox.put(message_id, oru_r01(result, message_id))

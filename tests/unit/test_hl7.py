@@ -87,3 +87,45 @@ def test_an_unreachable_listener_is_retried_later(tmp_path):
     assert outbox.deliver(f"127.0.0.1:{free_port()}", now=1000.0) == {"delivered": 0, "retried": 1, "failed": 0}
     assert outbox.deliver(f"127.0.0.1:{free_port()}", now=1001.0) == {"delivered": 0, "retried": 0, "failed": 0}
     assert "ConnectionRefusedError" in (outbox.outbox / "M1.json").read_text()
+
+
+def test_an_upload_with_patient_context_sends_one_message(tmp_path, xray_image, xray_bytes):
+    import asyncio
+    import io
+
+    import httpx
+    import pydicom
+
+    from service.app import create_app
+    from service.batcher import MicroBatcher
+    from service.http import ModelInfo
+    from tests.support import STAND_IN_DECISION, stand_in_heatmap, stand_in_scores
+    from tests.support.dicom_files import PATIENT_ID, make_dicom
+
+    async def mean_pixel(planes):
+        return stand_in_scores(planes)
+
+    dataset = pydicom.dcmread(io.BytesIO(make_dicom(xray_image)))
+    dataset.AccessionNumber = "ACC-9"
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    with Listener() as listener:
+        info = ModelInfo(decision=STAND_IN_DECISION, max_pixels=50_000_000, max_batch_items=4, timeout_s=5.0,
+                         hl7_destination=f"127.0.0.1:{listener.port}", hl7_outbox=Hl7Outbox(tmp_path))
+        batcher = MicroBatcher(mean_pixel, max_batch_size=4, latency_budget_s=5.0)
+        app = create_app(get_infer=lambda: batcher, get_explain=lambda: stand_in_heatmap, get_info=lambda: info)
+
+        async def scenario():
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+                dicom = await client.post("/predict", content=buffer.getvalue(),
+                                          headers={"Content-Type": "application/dicom"})
+                jpeg = await client.post("/predict", content=xray_bytes, headers={"Content-Type": "image/jpeg"})
+                return dicom, jpeg
+
+        dicom, jpeg = asyncio.run(scenario())
+        received = list(listener.received)
+    assert dicom.status_code == jpeg.status_code == 200
+    assert len(received) == 1, "the JPEG carries no patient context: no message"
+    assert str(received[0].segment("PID")[3]).split("^")[0] == PATIENT_ID
+    assert str(received[0].segment("OBR")[18]) == "ACC-9"
+    assert Hl7Outbox(tmp_path).pending() == []
