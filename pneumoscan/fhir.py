@@ -55,11 +55,49 @@ LABEL_CONCEPTS: dict[str, dict] = {
     },
 }
 INTERPRETATION = {"PNEUMONIA": ("A", "Abnormal"), "NORMAL": ("N", "Normal")}
+# Security label of the report, "artificial intelligence asserted"; its contained resources may
+# carry none of their own (dom-5) and fall under the report's.
+AI_ASSERTED = {
+    "security": [{
+        "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+        "code": "AIAST",
+        "display": "Artificial Intelligence asserted",
+    }]
+}
+
+
+def _media_ranges(accept: str) -> Iterator[tuple[str, float]]:
+    """(media range, q) per entry of an Accept header, lower-cased; q is 1 unless given."""
+    for part in accept.split(","):
+        media, *parameters = (piece.strip() for piece in part.split(";"))
+        quality = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if media:
+            yield media.lower(), quality
 
 
 def accepts(accept: str, media_type: str) -> bool:
-    """True when an Accept header lists ``media_type`` (parameters such as ``q`` ignored)."""
-    return media_type in (part.split(";")[0].strip().lower() for part in accept.split(","))
+    """True when an Accept header names ``media_type`` itself with a q above 0 (``q=0`` means
+    "not acceptable")."""
+    return any(media == media_type and quality > 0 for media, quality in _media_ranges(accept))
+
+
+def acceptable(accept: str, media_type: str) -> bool:
+    """True when ``media_type`` may be sent: no Accept header, or a range that covers it
+    (``*/*``, ``type/*`` or the type itself) with a q above 0 and no ``q=0`` for the type itself."""
+    if not accept.strip():
+        return True
+    ranges = list(_media_ranges(accept))
+    if any(media == media_type and quality == 0 for media, quality in ranges):
+        return False
+    family = media_type.split("/")[0] + "/*"
+    return any(media in (media_type, family, "*/*") and quality > 0 for media, quality in ranges)
 
 
 def accepts_fhir(accept: str) -> bool:
@@ -125,6 +163,7 @@ def diagnostic_report(
     contained: list[dict] = [_device(prediction.model_version), _observation(prediction, issued, source)]
     report: dict = {
         "resourceType": "DiagnosticReport",
+        "meta": AI_ASSERTED,
         "contained": contained,
         "status": "preliminary",
         "category": [

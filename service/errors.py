@@ -34,6 +34,10 @@ class TooManyImages(errors.PneumoscanError):
     code = "too_many_images"
 
 
+class NotAcceptable(errors.PneumoscanError):
+    code = "not_acceptable"
+
+
 class Unauthorized(errors.PneumoscanError):
     code = "unauthorized"
 
@@ -65,6 +69,7 @@ STATUS_BY_ERROR: dict[type[errors.PneumoscanError], HTTPStatus] = {
     errors.ImageTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
     errors.InvalidImage: HTTPStatus.UNPROCESSABLE_ENTITY,
     Unauthorized: HTTPStatus.UNAUTHORIZED,
+    NotAcceptable: HTTPStatus.NOT_ACCEPTABLE,
     Overloaded: HTTPStatus.SERVICE_UNAVAILABLE,
     NotReady: HTTPStatus.SERVICE_UNAVAILABLE,
     RequestTimeout: HTTPStatus.GATEWAY_TIMEOUT,

@@ -26,12 +26,12 @@ from starlette.responses import Response
 from pneumoscan.decision import Decision, judge_scores
 from pneumoscan.dicom import DicomSource
 from pneumoscan.errors import PneumoscanError
-from pneumoscan.fhir import FHIR_JSON, accepts_fhir
+from pneumoscan.fhir import FHIR_JSON, acceptable, accepts_fhir
 from pneumoscan.hl7 import Hl7Outbox, queue_result
 from pneumoscan.imaging import decode, resize_plane
 from pneumoscan.result import Result
 from pneumoscan.schemas import ErrorResponse, Prediction
-from service.errors import MissingImage, RequestTimeout, TooManyImages, UnsupportedMediaType, status_for
+from service.errors import MissingImage, NotAcceptable, RequestTimeout, TooManyImages, UnsupportedMediaType, status_for
 
 RAW_IMAGE_TYPES = frozenset(
     {"image/jpeg", "image/jpg", "image/png", "application/dicom", "application/octet-stream"}
@@ -150,8 +150,16 @@ def fhir_json(resource: Resource, record: dict) -> Response:
 
 
 def wants_fhir(request: Request) -> bool:
-    """True when the client asks for FHIR JSON (``Accept: application/fhir+json``)."""
-    return accepts_fhir(request.headers.get("accept", ""))
+    """True when the client asks for FHIR JSON (``Accept: application/fhir+json``, q above 0);
+    ``NotAcceptable`` when its Accept header allows neither FHIR JSON nor JSON."""
+    accept = request.headers.get("accept", "")
+    if accepts_fhir(accept):
+        return True
+    if not acceptable(accept, "application/json"):
+        raise NotAcceptable(
+            "This endpoint answers application/json or application/fhir+json; the Accept header allows neither."
+        )
+    return False
 
 
 @asynccontextmanager
@@ -174,7 +182,7 @@ async def request_record(request: Request, event: str, info: ModelInfo) -> Async
         log.info(json.dumps(record, separators=(",", ":")))
 
 
-ERROR_RESPONSES = {status: {"model": ErrorResponse} for status in (400, 401, 413, 415, 422, 503, 504)}
+ERROR_RESPONSES = {status: {"model": ErrorResponse} for status in (400, 401, 406, 413, 415, 422, 503, 504)}
 BINARY = {"type": "string", "format": "binary"}
 
 

@@ -47,6 +47,7 @@ BATCH_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data
 async def predict(request: Request, background: BackgroundTasks) -> PredictionResponse | Response:
     info = model_info(request)
     async with request_record(request, "predict", info) as record:
+        fhir = wants_fhir(request)
         data = await read_single_image(request)
         record["bytes"] = len(data)
         image, source = await decode_with_source(request, data, record)
@@ -55,7 +56,7 @@ async def predict(request: Request, background: BackgroundTasks) -> PredictionRe
             raise prediction
         result = Result(prediction=prediction, sha256=record["sha256"], dicom=source)
         send_hl7(info, record["request_id"], [result], background)
-    if wants_fhir(request):
+    if fhir:
         return fhir_json(result_resource(result, request_id=record["request_id"]), record)
     return result.response(record["request_id"])
 
@@ -70,6 +71,7 @@ async def predict(request: Request, background: BackgroundTasks) -> PredictionRe
 async def predict_batch(request: Request, background: BackgroundTasks) -> BatchResponse | Response:
     info = model_info(request)
     async with request_record(request, "predict_batch", info) as record:
+        fhir = wants_fhir(request)
         items = await read_batch_images(request, info.max_batch_items)
         record.update(
             images=len(items),
@@ -103,7 +105,7 @@ async def predict_batch(request: Request, background: BackgroundTasks) -> BatchR
         ]
         record["failed"] = sum(not result.ok for result in results)
         send_hl7(info, record["request_id"], results, background)
-    if wants_fhir(request):
+    if fhir:
         entries = [result_resource(result, request_id=uuid.uuid4().hex, outcome=outcome_for) for result in results]
         return fhir_json(report_bundle(entries, request_id=record["request_id"]), record)
     return BatchResponse(request_id=record["request_id"], results=[result.batch_item() for result in results])

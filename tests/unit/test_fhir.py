@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from pneumoscan import errors
 from pneumoscan.dicom import DicomSource
 from pneumoscan.fhir import (
-    accepts, accepts_fhir, diagnostic_report, ndjson_lines, operation_outcome, report_bundle, stream_bundle,
+    acceptable, accepts, accepts_fhir, diagnostic_report, ndjson_lines, operation_outcome, report_bundle, stream_bundle,
 )
 from pneumoscan.schemas import Prediction
 
@@ -122,6 +122,13 @@ def test_accept_headers():
     assert not accepts_fhir("application/json")
     assert accepts("text/csv, Application/FHIR+NDJSON", "application/fhir+ndjson")
     assert not accepts("application/fhir+json", "application/fhir+ndjson")
+    # q=0 means "not acceptable".
+    assert not accepts_fhir("application/fhir+json;q=0, application/json")
+    assert not accepts_fhir("application/fhir+json; q=0.0")
+    assert acceptable("", "application/json") and acceptable("*/*", "application/json")
+    assert acceptable("application/*;q=0.5", "application/json")
+    assert not acceptable("text/csv", "application/json")
+    assert not acceptable("*/*, application/json;q=0", "application/json")
 
 
 def test_recorded_errors_come_back_as_their_class():

@@ -86,6 +86,7 @@ def test_every_http_answer_in_fhir_is_valid_r4(validate, xray_image, xray_bytes)
         "DiagnosticReport", "DiagnosticReport", "DiagnosticReport", "Bundle", "OperationOutcome"
     ]
     assert resources[1]["subject"]["identifier"]["value"] and resources[1]["effectiveDateTime"]
+    assert resources[0]["meta"]["security"][0]["code"] == "AIAST"
     assert validate(resources) == []
 
 

@@ -357,3 +357,17 @@ def test_core_and_http_agree_on_the_fhir_issue_type_of_every_core_error():
     for cls in core_classes:
         error = cls("detail")
         assert core_outcome_for(error).issue[0].code == http_outcome_for(error).issue[0].code, cls.__name__
+
+
+def test_accept_q_zero_is_respected_and_nothing_acceptable_is_406(app, xray_bytes):
+    image = {"url": "/predict", "content": xray_bytes}
+    plain, refused_fhir, nothing, anything = post_all(app, [
+        {**image, "headers": {"Content-Type": "image/jpeg", "Accept": "application/fhir+json;q=0, application/json"}},
+        {**image, "headers": {"Content-Type": "image/jpeg", "Accept": "application/fhir+json;q=0"}},
+        {**image, "headers": {"Content-Type": "image/jpeg", "Accept": "text/csv"}},
+        {**image, "headers": {"Content-Type": "image/jpeg", "Accept": "*/*"}},
+    ])
+    assert plain.status_code == 200 and plain.headers["content-type"].startswith("application/json")
+    assert refused_fhir.status_code == 406 and refused_fhir.json()["error"] == "not_acceptable"
+    assert nothing.status_code == 406
+    assert anything.status_code == 200 and PredictionResponse.model_validate(anything.json())
