@@ -29,7 +29,6 @@ FHIR_JSON = "application/fhir+json"
 FHIR_NDJSON = "application/fhir+ndjson"
 CODE_SYSTEM = "urn:pneumoscan:codes"
 LOINC = "http://loinc.org"
-SNOMED = "http://snomed.info/sct"
 DICOM_UID = "urn:dicom:uid"
 DICOM_MODALITIES = "http://dicom.nema.org/resources/ontology/DCM"
 UCUM = "http://unitsofmeasure.org"
@@ -38,20 +37,16 @@ NOT_FOR_DIAGNOSIS = (
     "device, and a clinician must read the radiograph."
 )
 
+# What the model finds is a suspicion, not a diagnosis: pneumoscan's own finding codes, with no
+# disorder code (such as SNOMED CT's "Pneumonia") beside them that would mean more.
 LABEL_CONCEPTS: dict[str, dict] = {
     "PNEUMONIA": {
-        "coding": [
-            {"system": SNOMED, "code": "233604007", "display": "Pneumonia"},
-            {"system": CODE_SYSTEM, "code": "PNEUMONIA", "display": "Pneumonia suspected"},
-        ],
-        "text": "PNEUMONIA",
+        "coding": [{"system": CODE_SYSTEM, "code": "PNEUMONIA", "display": "Pneumonia suspected"}],
+        "text": "Pneumonia suspected (automated screening)",
     },
     "NORMAL": {
-        "coding": [
-            {"system": SNOMED, "code": "17621005", "display": "Normal"},
-            {"system": CODE_SYSTEM, "code": "NORMAL", "display": "No pneumonia suspected"},
-        ],
-        "text": "NORMAL",
+        "coding": [{"system": CODE_SYSTEM, "code": "NORMAL", "display": "No pneumonia suspected"}],
+        "text": "No pneumonia suspected (automated screening)",
     },
 }
 INTERPRETATION = {"PNEUMONIA": ("A", "Abnormal"), "NORMAL": ("N", "Normal")}

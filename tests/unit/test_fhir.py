@@ -36,25 +36,26 @@ def roundtrip(report: DiagnosticReport) -> DiagnosticReport:
     return DiagnosticReport.model_validate_json(report.json())
 
 
-@pytest.mark.parametrize(("label", "probability", "snomed", "interpretation"), [
-    ("PNEUMONIA", 0.91, "233604007", "A"),
-    ("NORMAL", 0.12, "17621005", "N"),
+@pytest.mark.parametrize(("label", "probability", "display", "interpretation"), [
+    ("PNEUMONIA", 0.91, "Pneumonia suspected", "A"),
+    ("NORMAL", 0.12, "No pneumonia suspected", "N"),
 ])
-def test_report_carries_the_prediction(label, probability, snomed, interpretation):
+def test_report_carries_the_prediction(label, probability, display, interpretation):
     prediction = Prediction(label=label, probability=probability, threshold=0.65, model_version="tuned-1")
     request_id = uuid.uuid4().hex
     report = roundtrip(diagnostic_report(prediction, request_id=request_id, issued=datetime(2026, 1, 2, tzinfo=timezone.utc)))
     assert report.status == "preliminary"
     assert "not for diagnostic use" in report.conclusion
     assert report.identifier[0].value == f"urn:uuid:{uuid.UUID(request_id)}"
-    assert [c.code for c in report.conclusionCode[0].coding] == [snomed, label]
+    # One finding code, meaning a suspicion: no disorder code in conclusionCode.
+    assert [(c.code, c.display) for c in report.conclusionCode[0].coding] == [(label, display)]
     assert report.imagingStudy is None
     resources = contained(report)
     assert set(resources) == {"observation", "device"}
     assert [r["reference"] for r in report.model_dump(mode="json")["result"]] == ["#observation"]
     observation = resources["observation"]
     assert observation["status"] == "preliminary"
-    assert observation["valueCodeableConcept"]["coding"][0]["code"] == snomed
+    assert observation["valueCodeableConcept"]["coding"] == [c.model_dump(exclude_none=True) for c in report.conclusionCode[0].coding]
     assert observation["interpretation"][0]["coding"][0]["code"] == interpretation
     values = {c["code"]["coding"][0]["code"]: c["valueQuantity"]["value"] for c in observation["component"]}
     assert values == {"probability": probability, "threshold": 0.65}
