@@ -11,25 +11,21 @@ One message per scored image that carries patient context (a DICOM file with a P
 - NTE "AI result, not for diagnostic use".
 
 The message control id (MSH-10) is derived from the job and the file, so a message written again
-after a restart is the same message, and the outbox holds it once. ``Hl7Outbox.deliver`` sends
-what is due: an AA acknowledgement removes it; AE, AR, a timeout or a refused connection leave it
-for a later attempt with exponential backoff, and after ``max_attempts`` the message moves to
-``failed/`` with the reason, where it stays for an operator (never dropped).
+after a restart is the same message, and the outbox (``pneumoscan.outbox``) holds it once.
+``Hl7Outbox.deliver`` sends what is due: an AA acknowledgement removes it; AE, AR, a timeout or a
+refused connection leave it for a later attempt with exponential backoff, and after
+``max_attempts`` the message moves to ``failed/`` with the reason, where it stays for an operator.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 import socket
-import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pneumoscan.dicom_store import durable_write
+from pneumoscan.outbox import Outbox
 from pneumoscan.result import Result
 
 log = logging.getLogger("pneumoscan.hl7")
@@ -123,79 +119,23 @@ def send_mllp(host: str, port: int, message: str, timeout: float = 10.0) -> str:
     return acknowledgement_code(received)
 
 
-@dataclass
-class Hl7Outbox:
-    """``root/outbox/<control id>.hl7`` waiting for delivery, ``.json`` beside each with its
-    attempts; ``root/failed/`` for messages refused ``max_attempts`` times."""
+class Hl7Outbox(Outbox):
+    """HL7 messages waiting for an MLLP listener; ``deliver`` sends them to ``host:port``."""
 
-    root: Path
-    max_attempts: int = 5
-    max_wait_s: float = 300.0
+    def __init__(self, root: Path, max_attempts: int = 5, max_wait_s: float = 300.0) -> None:
+        super().__init__(root, ".hl7", max_attempts, max_wait_s)
 
-    @property
-    def outbox(self) -> Path:
-        return self.root / "outbox"
+    def put(self, message_id: str, message: str) -> bool:  # type: ignore[override]
+        return super().put(message_id, message.encode("utf-8"))
 
-    @property
-    def failed(self) -> Path:
-        return self.root / "failed"
-
-    def put(self, message_id: str, message: str) -> bool:
-        """Queue a message once: False when it is already queued, delivered or failed."""
-        path = self.outbox / f"{message_id}.hl7"
-        if path.exists() or (self.failed / f"{message_id}.hl7").exists() or (self.root / "delivered" / message_id).exists():
-            return False
-        durable_write(path, message.encode("utf-8"))
-        return True
-
-    def pending(self) -> list[Path]:
-        return sorted(self.outbox.glob("*.hl7")) if self.outbox.is_dir() else []
-
-    def _state(self, path: Path) -> dict:
-        try:
-            return json.loads(path.with_suffix(".json").read_text())
-        except (FileNotFoundError, ValueError):
-            return {"attempts": 0, "next": 0.0, "last_error": None}
-
-    def deliver(self, destination: str, now: float | None = None) -> dict[str, int]:
-        """Send every message that is due to ``host:port``; counts of delivered, retried, failed."""
+    def deliver(self, destination: str, now: float | None = None) -> dict[str, int]:  # type: ignore[override]
         host, _, port = destination.rpartition(":")
-        counts = {"delivered": 0, "retried": 0, "failed": 0}
-        for path in self.pending():
-            now = time.time() if now is None else now
-            state = self._state(path)
-            if state["next"] > now:
-                continue
-            try:
-                code = send_mllp(host, int(port), path.read_bytes().decode("utf-8"))
-                error = None if code in ("AA", "CA") else f"acknowledgement {code or 'missing'}"
-            except OSError as exc:
-                error = f"{type(exc).__name__}: {exc.strerror or exc}"
-            if error is None:
-                (self.root / "delivered").mkdir(parents=True, exist_ok=True)
-                (self.root / "delivered" / path.stem).touch()
-                path.with_suffix(".json").unlink(missing_ok=True)
-                path.unlink()
-                counts["delivered"] += 1
-                continue
-            state["attempts"] += 1
-            state["last_error"] = error
-            if state["attempts"] >= self.max_attempts:
-                self.failed.mkdir(parents=True, exist_ok=True)
-                durable_write(self.failed / f"{path.stem}.json", json.dumps(state).encode())
-                os.replace(path, self.failed / path.name)
-                path.with_suffix(".json").unlink(missing_ok=True)
-                counts["failed"] += 1
-                log.error("HL7 message %s not delivered after %d attempts (%s); kept in %s.",
-                          path.stem, state["attempts"], error, self.failed)
-            else:
-                state["next"] = now + min(self.max_wait_s, 2.0 ** state["attempts"])
-                durable_write(path.with_suffix(".json"), json.dumps(state).encode())
-                counts["retried"] += 1
-                log.warning("HL7 message %s not delivered (%s); attempt %d of %d.",
-                            path.stem, error, state["attempts"], self.max_attempts)
-        return counts
 
+        def send(body: bytes) -> str | None:
+            code = send_mllp(host, int(port), body.decode("utf-8"))
+            return None if code in ("AA", "CA") else f"acknowledgement {code or 'missing'}"
+
+        return super().deliver(send, now)
 
 def queue_result(outbox: Hl7Outbox, origin: str, name: str, result: Result) -> bool:
     """Put the ORU^R01 of a scored image with a patient identifier in the outbox, once; ``origin``

@@ -190,11 +190,25 @@ class Settings(BaseSettings):
         "image with patient context; unset: no HL7.",
     )
     hl7_max_attempts: int = Field(
-        default=5, gt=0, description="Deliveries of an HL7 message (AE, AR, timeouts) before it is set aside as failed."
+        default=5, gt=0,
+        description="Attempts to deliver an HL7 message or a FHIR transaction (AE, AR, 5xx, timeouts) before it is set "
+        "aside as failed.",
     )
     hl7_retry_max_s: float = Field(
-        default=300.0, gt=0, description="Longest wait between attempts to deliver an HL7 message."
+        default=300.0, gt=0, description="Longest wait between attempts to deliver an HL7 message or a FHIR transaction."
     )
+
+    fhir_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://\S+$",
+        description="Base URL of a FHIR R4 server that each scored image's DiagnosticReport is pushed to "
+        "(a transaction with a conditional create); unset: no push.",
+    )
+
+    @property
+    def fhir_root(self) -> Path:
+        """Where FHIR transactions wait for the server (``outbox/``), or were refused (``failed/``)."""
+        return self.data_dir / "fhir"
 
     @property
     def hl7_root(self) -> Path:

@@ -27,6 +27,7 @@ from pneumoscan.decision import Decision, judge_scores
 from pneumoscan.dicom import DicomSource
 from pneumoscan.errors import PneumoscanError
 from pneumoscan.fhir import FHIR_JSON, acceptable, accepts_fhir
+from pneumoscan.fhir_push import FhirOutbox
 from pneumoscan.hl7 import Hl7Outbox, queue_result
 from pneumoscan.imaging import decode, resize_plane
 from pneumoscan.result import Result
@@ -54,6 +55,8 @@ class ModelInfo:
     explanations: bool = True  # Grad-CAM needs Keras' TensorFlow backend
     hl7_destination: str | None = None  # host:port of the MLLP listener results go to
     hl7_outbox: Hl7Outbox | None = None
+    fhir_url: str | None = None  # base URL of the FHIR server reports are pushed to
+    fhir_outbox: FhirOutbox | None = None
 
     @property
     def model_version(self) -> str:
@@ -223,13 +226,16 @@ async def score_planes(request: Request, batch: np.ndarray, info: ModelInfo) -> 
     return judge_scores(info.decision, np.asarray(scores, dtype=np.float64).reshape(-1, 2))
 
 
-def send_hl7(info: ModelInfo, request_id: str, results: list[Result], background: BackgroundTasks) -> int:
-    """Queue an ORU^R01 for each scored upload with patient context, and deliver them after the
-    response has gone out (the outbox keeps them if the listener is down)."""
-    if not info.hl7_destination or info.hl7_outbox is None:
-        return 0
-    queued = sum(queue_result(info.hl7_outbox, request_id, result.name or str(index), result)
-                 for index, result in enumerate(results))
-    if queued:
-        background.add_task(anyio.to_thread.run_sync, info.hl7_outbox.deliver, info.hl7_destination)
-    return queued
+def send_results(
+    info: ModelInfo, request_id: str, results: list[Result], report_ids: list[str], background: BackgroundTasks
+) -> None:
+    """Queue an ORU^R01 for each scored upload with patient context, and each report for the FHIR
+    server, and deliver them after the response has gone out (the outboxes keep what fails).
+    ``report_ids`` are the identifiers the reports carry in the response."""
+    if info.hl7_destination and info.hl7_outbox is not None:
+        if sum(queue_result(info.hl7_outbox, request_id, result.name or str(index), result)
+               for index, result in enumerate(results)):
+            background.add_task(anyio.to_thread.run_sync, info.hl7_outbox.deliver, info.hl7_destination)
+    if info.fhir_url and info.fhir_outbox is not None:
+        if sum(info.fhir_outbox.put_result(result, report_id) for result, report_id in zip(results, report_ids)):
+            background.add_task(anyio.to_thread.run_sync, info.fhir_outbox.deliver, info.fhir_url)

@@ -29,7 +29,7 @@ from service.http import (
     read_single_image,
     request_record,
     score_planes,
-    send_hl7,
+    send_results,
     wants_fhir,
 )
 
@@ -55,7 +55,7 @@ async def predict(request: Request, background: BackgroundTasks) -> PredictionRe
         if isinstance(prediction, PneumoscanError):
             raise prediction
         result = Result(prediction=prediction, sha256=record["sha256"], dicom=source)
-        send_hl7(info, record["request_id"], [result], background)
+        send_results(info, record["request_id"], [result], [record["request_id"]], background)
     if fhir:
         return fhir_json(result_resource(result, request_id=record["request_id"]), record)
     return result.response(record["request_id"])
@@ -104,8 +104,10 @@ async def predict_batch(request: Request, background: BackgroundTasks) -> BatchR
             for index, (outcome, (filename, _)) in enumerate(zip(outcomes, items))
         ]
         record["failed"] = sum(not result.ok for result in results)
-        send_hl7(info, record["request_id"], results, background)
+        report_ids = [uuid.uuid4().hex for _ in results]
+        send_results(info, record["request_id"], results, report_ids, background)
     if fhir:
-        entries = [result_resource(result, request_id=uuid.uuid4().hex, outcome=outcome_for) for result in results]
+        entries = [result_resource(result, request_id=report_id, outcome=outcome_for)
+                   for result, report_id in zip(results, report_ids)]
         return fhir_json(report_bundle(entries, request_id=record["request_id"]), record)
     return BatchResponse(request_id=record["request_id"], results=[result.batch_item() for result in results])

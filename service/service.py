@@ -19,6 +19,7 @@ import numpy as np
 from bentoml.exceptions import ServiceUnavailable
 
 from pneumoscan.decision import decision_for
+from pneumoscan.fhir_push import FhirOutbox
 from pneumoscan.hl7 import Hl7Outbox
 from pneumoscan.imaging import plane_to_input
 from pneumoscan.model import load_metadata
@@ -157,6 +158,8 @@ class Pneumoscan:
             explanations=os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow",
             hl7_destination=settings.hl7_destination,
             hl7_outbox=Hl7Outbox(settings.hl7_root, settings.hl7_max_attempts, settings.hl7_retry_max_s),
+            fhir_url=settings.fhir_url,
+            fhir_outbox=FhirOutbox(settings.fhir_root, settings.hl7_max_attempts, settings.hl7_retry_max_s),
         )
 
 

@@ -18,7 +18,7 @@ from pneumoscan.errors import JobNotFound
 from pneumoscan.jobs.folder import RESULTS_FILE, check_input_folder, create_job, known_job_dirs, register_job
 from pneumoscan.jobs.leases import reconcile
 from pneumoscan.jobs.results import job_status
-from pneumoscan.jobs.shards import ShardOptions, score_shard
+from pneumoscan.jobs.shards import ShardOptions, deliver_outboxes, score_shard
 from pneumoscan.model import Predictor, configure_tensorflow, load_metadata
 from pneumoscan.schemas import JobStatus
 from pneumoscan.settings import Settings, get_settings
@@ -75,16 +75,7 @@ def score_shard_task(job_dir: str, index: int) -> None:
 @huey.periodic_task(crontab(minute="*"))
 def reconcile_periodically() -> None:
     reconcile_known_jobs()
-    deliver_hl7()
-
-
-def deliver_hl7() -> None:
-    """Retry the HL7 messages that are due (each shard also delivers as it finishes)."""
-    if settings.hl7_destination:
-        options = ShardOptions.from_settings(settings)
-        counts = options.hl7_outbox.deliver(settings.hl7_destination)
-        if any(counts.values()):
-            log.info("HL7 delivery: %(delivered)d delivered, %(retried)d to retry, %(failed)d set aside.", counts)
+    deliver_outboxes(ShardOptions.from_settings(settings))
 
 
 def reconcile_known_jobs(force: bool = False) -> int:
@@ -131,7 +122,7 @@ def run_worker(concurrency: int, burst: bool = False) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(process)d %(message)s")
     queued = reconcile_known_jobs()
     log.info("Re-queued %d unfinished shard(s) at start-up.", queued)
-    deliver_hl7()
+    deliver_outboxes(ShardOptions.from_settings(settings))
     if burst:
         log.info("Burst mode: executed %d task(s); the queue is empty.", drain())
         return

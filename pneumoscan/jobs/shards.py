@@ -29,7 +29,8 @@ from pneumoscan.jobs.folder import (
     write_lease,
 )
 from pneumoscan.hl7 import Hl7Outbox, queue_result
-from pneumoscan.jobs.results import finalize
+from pneumoscan.fhir_push import FhirOutbox
+from pneumoscan.jobs.results import finalize, report_id
 from pneumoscan.model import Predictor
 from pneumoscan.predict import score_paths
 from pneumoscan.result import Result
@@ -49,6 +50,8 @@ class ShardOptions:
     max_attempts: int = 3
     hl7_destination: str | None = None  # host:port; with it, HL7 messages go through hl7_outbox
     hl7_outbox: Hl7Outbox | None = None
+    fhir_url: str | None = None  # a FHIR server's base URL; with it, reports go through fhir_outbox
+    fhir_outbox: FhirOutbox | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "ShardOptions":
@@ -60,6 +63,8 @@ class ShardOptions:
             max_attempts=settings.max_shard_attempts,
             hl7_destination=settings.hl7_destination,
             hl7_outbox=Hl7Outbox(settings.hl7_root, settings.hl7_max_attempts, settings.hl7_retry_max_s),
+            fhir_url=settings.fhir_url,
+            fhir_outbox=FhirOutbox(settings.fhir_root, settings.hl7_max_attempts, settings.hl7_retry_max_s),
         )
 
 
@@ -121,6 +126,8 @@ def score_shard(
             writer.write(Path(outcome.name), outcome)
         if options.hl7_destination and options.hl7_outbox is not None:
             queue_result(options.hl7_outbox, spec.job_id, name, outcome)
+        if options.fhir_url and options.fhir_outbox is not None:
+            options.fhir_outbox.put_result(outcome, report_id(spec.job_id, name))
     rows = []
     for name in names:
         if name in poison:
@@ -136,7 +143,14 @@ def score_shard(
     atomic_write(shard_path(job_dir, index, "csv"), csv_bytes(rows, header=False))
     lease_path(job_dir, index).unlink(missing_ok=True)
     finalize(job_dir)
+    deliver_outboxes(options)
+    return True
+
+
+def deliver_outboxes(options: ShardOptions) -> None:
+    """Send what the HL7 and FHIR outboxes hold and is due (each keeps what fails)."""
     if options.hl7_destination and options.hl7_outbox is not None:
         options.hl7_outbox.deliver(options.hl7_destination)
-    return True
+    if options.fhir_url and options.fhir_outbox is not None:
+        options.fhir_outbox.deliver(options.fhir_url)
 

@@ -215,7 +215,7 @@ def check_fhir_export(bundle: Bundle, rows: list[dict], folder: Path) -> None:
         contained = {item.id: item for item in resource.contained}
         values = {c.code.coding[0].code: c.valueQuantity.value for c in contained["observation"].component}
         assert float(values["probability"]) == pytest.approx(float(row["probability"]), abs=1e-6)
-        assert contained["observation"].valueCodeableConcept.text == row["label"]
+        assert contained["observation"].valueCodeableConcept.coding[0].code == row["label"]
         if row["path"].endswith(".dcm"):
             uids = pydicom.dcmread(folder / row["path"], stop_before_pixels=True)
             series = contained["study"].series[0]

