@@ -12,11 +12,12 @@ source instance and the model version, so writing a result twice rewrites the sa
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from pneumoscan.jobs.folder import durable_write
 
 INCOMING, OUTBOX = "incoming", "outbox"
 # A DICOM UID: digits and dots, at most 64 characters; used as a file name, so checked first.
@@ -29,22 +30,6 @@ class InvalidInstance(ValueError):
 
 def is_uid(value: object) -> bool:
     return isinstance(value, str) and len(value) <= 64 and UID.fullmatch(value) is not None
-
-
-def durable_write(path: Path, data: bytes) -> None:
-    """``data`` at ``path``, on disk before returning: temporary file, fsync, rename, fsync of the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temporary.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
 
 
 @dataclass(frozen=True)

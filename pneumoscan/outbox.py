@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pneumoscan.dicom_store import durable_write
+from pneumoscan.jobs.folder import durable_write
 
 log = logging.getLogger("pneumoscan.outbox")
 

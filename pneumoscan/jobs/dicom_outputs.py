@@ -18,7 +18,8 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from pneumoscan import DEFAULT_MAX_PIXELS
-from pneumoscan.dicom_store import durable_write, is_uid
+from pneumoscan.dicom_store import is_uid
+from pneumoscan.jobs.folder import durable_write
 from pneumoscan.model import Predictor
 from pneumoscan.result import Result
 

@@ -74,6 +74,18 @@ def atomic_write(path: Path, data: bytes) -> None:
     os.replace(temporary, path)
 
 
+def durable_write(path: Path, data: bytes) -> None:
+    """``atomic_write`` into a folder made if missing, then an fsync of the folder, so that the
+    rename itself survives a crash (for what is acknowledged to a sender on the strength of it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, data)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
 def check_input_folder(folder: str | Path, allowed_roots: list[Path] | None) -> Path:
     """The resolved folder (symlinks and '..' followed), if it exists and lies under a root."""
     try:
