@@ -109,6 +109,15 @@ class DicomSource:
     patient: PatientContext | None = field(default=None, repr=False)
 
 
+def split_datetime(value: str) -> tuple[str, str]:
+    """A DICOM DT (YYYYMMDD[HHMMSS[.F]][+/-ZZXX]) as (the date and time, the UTC offset or "")."""
+    for sign in "+-":
+        if sign in value[8:]:
+            body, _, zone = value.rpartition(sign)
+            return body, sign + zone
+    return value, ""
+
+
 # The identifiers of DicomSource, without the patient context.
 IDENTIFIER_FIELDS = ("study_instance_uid", "series_instance_uid", "sop_instance_uid", "sop_class_uid", "modality")
 

@@ -21,7 +21,7 @@ from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.resource import Resource
 
 from pneumoscan import errors
-from pneumoscan.dicom import DicomSource, PatientContext
+from pneumoscan.dicom import DicomSource, PatientContext, split_datetime
 from pneumoscan.result import Result
 from pneumoscan.schemas import Prediction
 
@@ -207,11 +207,8 @@ def fhir_datetime(value: str | None) -> str | None:
     if not value or len(value) < 8 or not value[:8].isdigit():
         return None
     date = f"{value[:4]}-{value[4:6]}-{value[6:8]}"
-    body, offset = value, None
-    for sign in "+-":
-        if sign in value[8:]:
-            body, _, zone = value.rpartition(sign)
-            offset = f"{sign}{zone[:2]}:{zone[2:4]}" if len(zone) >= 4 and zone[:4].isdigit() else None
+    body, zone = split_datetime(value)
+    offset = f"{zone[:3]}:{zone[3:5]}" if len(zone) >= 5 and zone[1:5].isdigit() else None
     time_ = body[8:14]
     if offset is None or len(time_) < 4 or not time_.isdigit():
         return date

@@ -25,6 +25,7 @@ import socket
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pneumoscan.dicom import split_datetime
 from pneumoscan.outbox import Outbox
 from pneumoscan.result import Result
 
@@ -53,11 +54,7 @@ def _timestamp(value: str | None) -> str:
     """A DICOM DT (YYYYMMDDHHMMSS[.F][+ZZZZ]) as an HL7 DTM, without the fraction."""
     if not value:
         return ""
-    body, offset = value, ""
-    for sign in "+-":
-        if sign in value[8:]:
-            body, _, zone = value.rpartition(sign)
-            offset = sign + zone
+    body, offset = split_datetime(value)
     return body.split(".")[0] + offset
 
 
