@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from tests.support import require
 
 REDIS_URL = os.environ.get("PNEUMOSCAN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -29,10 +30,7 @@ def queue_env(request, tmp_path) -> dict[str, str]:
         "PNEUMOSCAN_QUEUE_NAME": f"test-{uuid.uuid4().hex[:12]}",
     }
     if request.param == "redis":
-        if not redis_available():
-            if os.environ.get("PNEUMOSCAN_REQUIRE_REDIS") == "1":
-                pytest.fail(f"PNEUMOSCAN_REQUIRE_REDIS=1 but no Redis answers at {REDIS_URL}")
-            pytest.skip(f"no Redis at {REDIS_URL} (set PNEUMOSCAN_REQUIRE_REDIS=1 to make this a failure)")
+        require("PNEUMOSCAN_REQUIRE_REDIS", None if redis_available() else f"no Redis answers at {REDIS_URL}")
         env["PNEUMOSCAN_QUEUE_URL"] = REDIS_URL
     yield env
     if request.param == "redis":

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from PIL import Image
 from pydicom.uid import DigitalXRayImageStorageForPresentation, generate_uid
 
 from service.launch import free_port, start, stop
-from tests.support import xray_paths
+from tests.support import require, wait_until, xray_paths
 from tests.support.dicom_files import PATIENT_ID, PATIENT_NAME, make_dicom
 
 ORTHANC = shutil.which("Orthanc")
@@ -99,16 +98,6 @@ def _answers(url: str) -> bool:
         return False
 
 
-def wait_until(check: Callable[[], object], timeout: float, message: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(message)
-
-
 @dataclass
 class Site:
     orthanc: Orthanc
@@ -124,11 +113,8 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Iterator[Site]:
-    if MISSING:
-        message = f"{', '.join(MISSING)} not installed (apt-get install orthanc dcmtk dicom3tools)"
-        if os.environ.get("PNEUMOSCAN_REQUIRE_DICOM_PEERS") == "1":
-            pytest.fail(f"PNEUMOSCAN_REQUIRE_DICOM_PEERS=1 but {message}")
-        pytest.skip(f"{message}; set PNEUMOSCAN_REQUIRE_DICOM_PEERS=1 to make this a failure")
+    require("PNEUMOSCAN_REQUIRE_DICOM_PEERS",
+            f"{', '.join(MISSING)} not installed (apt-get install orthanc dcmtk dicom3tools)" if MISSING else None)
     folder = tmp_path_factory.mktemp("dicom-site")
     orthanc = Orthanc(free_port(), free_port(), folder)
     node_port = free_port()
@@ -222,7 +208,7 @@ def test_a_study_from_the_pacs_comes_back_with_an_sr_and_a_secondary_capture(sit
     site.orthanc.send_to_node(uploaded[0]["ParentStudy"])
 
     datasets = wait_until(lambda: site.orthanc.at_least(5, study_uid), 180,
-                          f"no results in the study:\n{site.logs()[-3000:]}")
+                          lambda: f"no results in the study:\n{site.logs()[-3000:]}")
     srs, captures = results_of(datasets)
     assert len(srs) == 2 and len(captures) == 1, [d.Modality for d in datasets]
     for result in [*srs, *captures]:
@@ -284,14 +270,14 @@ def test_results_wait_in_the_outbox_while_the_pacs_is_down(site, tmp_path):
     refused = storescu(site.node_port, ct_path)
     assert "no presentation context" in (refused.stdout + refused.stderr).lower() or refused.returncode != 0
     outbox = Path(site.env["PNEUMOSCAN_DATA_DIR"]) / "dicom" / "outbox"
-    wait_until(lambda: len(list(outbox.glob("*.dcm"))) >= 3, 180, f"nothing in the outbox:\n{site.logs()[-3000:]}")
+    wait_until(lambda: len(list(outbox.glob("*.dcm"))) >= 3, 180, lambda: f"nothing in the outbox:\n{site.logs()[-3000:]}")
     time.sleep(3)  # at least one failed delivery
     assert len(list(outbox.glob("*.dcm"))) >= 3
     assert "not delivered" in site.logs()
 
     site.orthanc.start(site.node_port)
     datasets = wait_until(lambda: site.orthanc.at_least(3, study_uid), 120,
-                          f"the outbox was not delivered:\n{site.logs()[-3000:]}")
+                          lambda: f"the outbox was not delivered:\n{site.logs()[-3000:]}")
     wait_until(lambda: not list(outbox.glob("*.dcm")), 30, "the outbox kept delivered results")
     srs, captures = results_of(datasets)
     assert len(srs) == 2 and len(captures) == 1

@@ -4,7 +4,6 @@ folder job's reports arrive once, a re-push creates nothing, and a 4xx is record
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 from PIL import Image
@@ -12,17 +11,13 @@ from PIL import Image
 from pneumoscan.fhir_push import FhirOutbox
 from pneumoscan.result import Result
 from pneumoscan.schemas import Prediction
-from tests.support import fhir_validator, run_cli, xray_paths
+from tests.support import fhir_validator, require, run_cli, xray_paths
 from tests.support.dicom_files import PATIENT_ID, make_dicom
 
 
 @pytest.fixture(scope="module")
 def server():
-    missing = fhir_validator.available()
-    if missing:
-        if os.environ.get("PNEUMOSCAN_REQUIRE_FHIR_VALIDATOR") == "1":
-            pytest.fail(f"PNEUMOSCAN_REQUIRE_FHIR_VALIDATOR=1 but {missing}")
-        pytest.skip(f"{missing}; set PNEUMOSCAN_REQUIRE_FHIR_VALIDATOR=1 to make this a failure")
+    require("PNEUMOSCAN_REQUIRE_FHIR_VALIDATOR", fhir_validator.available())
     with fhir_validator.FhirServer() as server:
         yield server
 

@@ -17,8 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import psutil
 import pytest
 
 from service.launch import start, stop
-from tests.support import make_input_folder
+from tests.support import make_input_folder, require, wait_until
 
 SUBNET = "10.231.77"
 REDIS_PORT = 6399
@@ -34,16 +33,6 @@ REDIS_PORT = 6399
 
 def ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=30)
-
-
-def wait_until(check: Callable[[], object], timeout: float, message: Callable[[], str] | str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(message() if callable(message) else message)
 
 
 @dataclass
@@ -127,11 +116,8 @@ def results(job_dir: Path) -> list[dict] | None:
 
 @pytest.fixture()
 def cluster(tmp_path) -> Iterator[Cluster]:
-    if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("redis-server") is None:
-        message = "needs root, iproute2 and redis-server"
-        if os.environ.get("PNEUMOSCAN_REQUIRE_NETNS") == "1":
-            pytest.fail(f"PNEUMOSCAN_REQUIRE_NETNS=1 but this run {message}")
-        pytest.skip(f"{message}; set PNEUMOSCAN_REQUIRE_NETNS=1 to make this a failure")
+    lacking = os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("redis-server") is None
+    require("PNEUMOSCAN_REQUIRE_NETNS", "this run lacks root, iproute2 or redis-server" if lacking else None)
     hosts = Hosts(tag=str(os.getpid() % 100000))
     env = {
         "PNEUMOSCAN_QUEUE_URL": f"redis://{hosts.address('redis')}:{REDIS_PORT}/0",

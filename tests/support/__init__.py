@@ -13,7 +13,9 @@ import shutil
 import struct
 import subprocess
 import sys
+import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -146,6 +148,28 @@ def reachable_modules(root: Path, *starts: str) -> tuple[set[str], set[str]]:
                 elif top not in sys.stdlib_module_names and top != "__future__":
                     others.add(top)
     return seen, others
+
+
+def wait_until(check: Callable[[], object], timeout: float, message: Callable[[], str] | str):
+    """``check()``'s first true value within ``timeout`` seconds; otherwise fail with ``message``
+    (a callable is read only then, so it can show logs written while waiting)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(message() if callable(message) else message)
+
+
+def require(variable: str, missing: str | None) -> None:
+    """Nothing when ``missing`` is None; otherwise skip, saying what this run lacks, or fail when
+    ``variable`` is set to 1 (as ``.ci/run`` does, so that CI never skips a test quietly)."""
+    if missing is None:
+        return
+    if os.environ.get(variable) == "1":
+        pytest.fail(f"{variable}=1 but {missing}")
+    pytest.skip(f"{missing}; set {variable}=1 to make this a failure")
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> dict:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from datetime import datetime, timezone
 
 import pydicom
@@ -22,7 +21,7 @@ from pneumoscan.schemas import Prediction
 from service.app import create_app
 from service.batcher import MicroBatcher
 from service.http import ModelInfo
-from tests.support import STAND_IN_DECISION, fhir_validator, stand_in_heatmap, stand_in_scores
+from tests.support import STAND_IN_DECISION, fhir_validator, require, stand_in_heatmap, stand_in_scores
 from tests.support.dicom_files import make_dicom
 
 FHIR = {"Accept": "application/fhir+json"}
@@ -31,11 +30,7 @@ INFO = ModelInfo(decision=STAND_IN_DECISION, max_pixels=50_000_000, max_batch_it
 
 @pytest.fixture(scope="module")
 def validate():
-    missing = fhir_validator.available()
-    if missing:
-        if os.environ.get("PNEUMOSCAN_REQUIRE_FHIR_VALIDATOR") == "1":
-            pytest.fail(f"PNEUMOSCAN_REQUIRE_FHIR_VALIDATOR=1 but {missing}")
-        pytest.skip(f"{missing}; set PNEUMOSCAN_REQUIRE_FHIR_VALIDATOR=1 to make this a failure")
+    require("PNEUMOSCAN_REQUIRE_FHIR_VALIDATOR", fhir_validator.available())
     return fhir_validator.validate
 
 
