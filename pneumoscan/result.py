@@ -88,8 +88,8 @@ class Result:
         """One line of ``pneumoscan predict``."""
         if self.error is not None:
             return FilePrediction(file=self.name, error=self._error_info())
-        fields = self.prediction.model_dump(exclude={"model_version"})
-        return FilePrediction(file=self.name, **fields, **self.identifiers())
+        values = self.prediction.model_dump(exclude={"model_version"})
+        return FilePrediction(file=self.name, **values, **self.identifiers())
 
     # --- results.csv ------------------------------------------------------------------------------
 
