@@ -152,8 +152,9 @@ def test_a_lost_worker_host_costs_its_shard_and_the_other_host_finishes(cluster,
     folder, good, bad = make_input_folder(tmp_path / "job", copies=4)
     job_dir = submit(cluster, "w1", folder)
     total = len((job_dir / "manifest").read_text().splitlines())
+    # w1 starts alone, so that it is the one holding a shard when its host is lost; a shard takes a
+    # fraction of a second, hence the short polling interval.
     cluster.start_worker("w1")
-    cluster.start_worker("w2")
 
     def shard_held_by_w1() -> str | None:
         w1 = cluster.pids("w1")
@@ -163,10 +164,11 @@ def test_a_lost_worker_host_costs_its_shard_and_the_other_host_finishes(cluster,
                 return lease.stem
         return None
 
-    held = wait_until(shard_held_by_w1, 120, lambda: f"w1 never took a shard:\n{cluster.logs()}")
+    held = wait_until(shard_held_by_w1, 120, lambda: f"w1 never took a shard:\n{cluster.logs()}", interval=0.02)
     frozen = cluster.pids("w1")
     cluster.hosts.cut("w1")
     os.killpg(cluster.processes["w1"].pid, signal.SIGSTOP)
+    cluster.start_worker("w2")
     rows = wait_until(lambda: results(job_dir), 180, lambda: f"w2 did not finish the job:\n{cluster.logs()}")
     assert sorted(row["path"] for row in rows) == sorted((job_dir / "manifest").read_text().splitlines())
     assert len(rows) == total == good + bad

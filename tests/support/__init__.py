@@ -150,15 +150,18 @@ def reachable_modules(root: Path, *starts: str) -> tuple[set[str], set[str]]:
     return seen, others
 
 
-def wait_until(check: Callable[[], object], timeout: float, message: Callable[[], str] | str):
-    """``check()``'s first true value within ``timeout`` seconds; otherwise fail with ``message``
-    (a callable is read only then, so it can show logs written while waiting)."""
+def wait_until(
+    check: Callable[[], object], timeout: float, message: Callable[[], str] | str, interval: float = 0.5
+):
+    """``check()``'s first true value within ``timeout`` seconds, asked every ``interval``;
+    otherwise fail with ``message`` (a callable is read only then, so it can show logs written
+    while waiting)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
-        time.sleep(0.5)
+        time.sleep(interval)
     raise AssertionError(message() if callable(message) else message)
 
 
