@@ -183,23 +183,48 @@ def service_stage(
     try:
         runs = []
         for count in users:
-            before = scrape(url)
-            cpu_before = {role: cpu_seconds(procs) for role, procs in roles.items()}
-            started = time.perf_counter()
-            run = run_locust(url, count, seconds, OUT / f"{name}-{count}", samples)
-            elapsed = time.perf_counter() - started
-            # Share of one core each kind of process used: where the time goes, without a profiler.
-            run["cpu_percent"] = {role: round(100 * (cpu_seconds(procs) - cpu_before[role]) / elapsed, 1)
-                                  for role, procs in roles.items()}
-            after = scrape(url)
-            calls = after["calls"] - before["calls"]
-            run["mean_batch_size"] = round((after["images"] - before["images"]) / calls, 2) if calls else None
-            run["retries"] = int(after["retries"] - before["retries"])
+            run = measure(url, roles, count, seconds, OUT / f"{name}-{count}", samples)
+            if not balanced(run):
+                # The HTTP workers share one listening socket and Locust opens its connections at
+                # once, so now and then one worker accepts nearly all of them and the run measures
+                # one core. Such a run is repeated once, and both are kept in the report.
+                run = {**measure(url, roles, count, seconds, OUT / f"{name}-{count}-again", samples),
+                       "unbalanced_run": run}
             runs.append(run)
         return {"adaptive_batching": batching, "placement": placement, "http_workers": len(roles["http"]),
                 "runs": runs}
     finally:
         stop(process)
+
+
+def measure(url: str, roles: dict[str, list[psutil.Process]], users: int, seconds: float, prefix: Path,
+            samples: Path) -> dict:
+    """One Locust run against a started service, with the CPU, batch and retry figures beside it."""
+    before = scrape(url)
+    cpu_before = {role: cpu_seconds(procs) for role, procs in roles.items()}
+    worker_before = [cpu_seconds([proc]) for proc in roles["http"]]
+    started = time.perf_counter()
+    run = run_locust(url, users, seconds, prefix, samples)
+    elapsed = time.perf_counter() - started
+    # Share of one core each kind of process used: where the time goes, without a profiler.
+    run["cpu_percent"] = {role: round(100 * (cpu_seconds(procs) - cpu_before[role]) / elapsed, 1)
+                          for role, procs in roles.items()}
+    run["http_worker_cpu_percent"] = [round(100 * (cpu_seconds([proc]) - start) / elapsed, 1)
+                                      for proc, start in zip(roles["http"], worker_before)]
+    after = scrape(url)
+    calls = after["calls"] - before["calls"]
+    run["mean_batch_size"] = round((after["images"] - before["images"]) / calls, 2) if calls else None
+    run["retries"] = int(after["retries"] - before["retries"])
+    return run
+
+
+def balanced(run: dict) -> bool:
+    """False when one HTTP worker used under half the CPU of the busiest (it got few connections)
+    although there were at least four users per worker to go round."""
+    shares = run.get("http_worker_cpu_percent") or []
+    if len(shares) < 2 or run["users"] < 4 * len(shares):
+        return True
+    return min(shares) >= 0.5 * max(shares)
 
 
 def naive_stage(samples: Path, seconds: float) -> dict:
@@ -250,7 +275,9 @@ def build_report(
         "service_32_vs_ceiling": at_32 / ceiling["images_per_s"],
         "service_32_vs_naive": at_32 / max(naive["requests_per_s"], 1e-9),
         "batching_on_vs_off_32": at_32 / max(batching_off["runs"][0]["requests_per_s"], 1e-9),
-        "worker_vs_ceiling": worker["queue_1_worker_images_per_s"] / ceiling["images_per_s"],
+        # The slowest of `pneumoscan score` and the queue with one and two workers.
+        "worker_vs_ceiling": min(worker["score_images_per_s"], worker["queue_1_worker_images_per_s"],
+                                 worker["queue_2_workers_images_per_s"]) / ceiling["images_per_s"],
         "two_workers_vs_one": worker["queue_2_workers_images_per_s"] / worker["queue_1_worker_images_per_s"],
     }
     targets = {name: {"value": round(value, 3), "goal": f">= {TARGETS[name]}", "met": value >= TARGETS[name]}
@@ -278,7 +305,12 @@ def cpu_share(run: dict) -> str:
     cpu = run.get("cpu_percent")
     if not cpu:
         return "-"
-    return f"{cpu['http']:g} / {cpu['model']:g}" if cpu.get("model") else f"{cpu['http']:g} / -"
+    http = f"{cpu['http']:g}"
+    if len(run.get("http_worker_cpu_percent") or []) > 1:
+        http += " (" + " + ".join(f"{share:g}" for share in run["http_worker_cpu_percent"]) + ")"
+    if "unbalanced_run" in run:
+        http += " †"
+    return f"{http} / {cpu['model']:g}" if cpu.get("model") else f"{http} / -"
 
 
 def markdown(report: dict) -> str:
@@ -306,6 +338,9 @@ def markdown(report: dict) -> str:
             f"{run['p99_ms']:g} | {run['failures']} | {run.get('retries', '-')} | {run.get('mean_batch_size') or '-'} | "
             f"{cpu_share(run)} | {run['locust_cpu_s']} |"
         )
+    if any("unbalanced_run" in run for _, run in runs):
+        lines += ["", "† repeated: in the first run one HTTP worker accepted most of Locust's connections "
+                  "(under half the CPU of the other); both runs are in report.json."]
     worker = report["worker"]
     lines += [
         "",

@@ -108,6 +108,11 @@ class Settings(BaseSettings):
     use_gpu: bool = Field(
         default=False, description="Run the model in one model service process that asks BentoML for a GPU."
     )
+    trace_requests: bool = Field(
+        default=False,
+        description="Let BentoML's OpenTelemetry middleware trace requests (for a tracing exporter set in "
+        "BentoML's configuration); off, it passes them by, which saves about 0.9 ms of CPU per request.",
+    )
 
     # Batch scoring (queue worker)
     data_dir: Path = Field(
