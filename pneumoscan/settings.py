@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pneumoscan import DEFAULT_MAX_PIXELS
@@ -27,7 +27,7 @@ BUNDLED_MODEL_DIR = PROJECT_ROOT / "models" / "pneumonia-cnn"
 class Settings(BaseSettings):
     """Every setting has a documented default; see the README's settings table."""
 
-    model_config = SettingsConfigDict(env_prefix="PNEUMOSCAN_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="PNEUMOSCAN_", extra="ignore", populate_by_name=True)
 
     model_dir: Path = Field(
         default=BUNDLED_MODEL_DIR,
@@ -194,13 +194,17 @@ class Settings(BaseSettings):
         description="`host:port` of an MLLP listener (an interface engine) that gets one ORU^R01 per scored "
         "image with patient context; unset: no HL7.",
     )
-    hl7_max_attempts: int = Field(
+    # The HL7_ names are the ones these two had when only HL7 messages were delivered; still read.
+    delivery_max_attempts: int = Field(
         default=5, gt=0,
+        validation_alias=AliasChoices("PNEUMOSCAN_DELIVERY_MAX_ATTEMPTS", "PNEUMOSCAN_HL7_MAX_ATTEMPTS"),
         description="Attempts to deliver an HL7 message or a FHIR transaction (AE, AR, 5xx, timeouts) before it is set "
         "aside as failed.",
     )
-    hl7_retry_max_s: float = Field(
-        default=300.0, gt=0, description="Longest wait between attempts to deliver an HL7 message or a FHIR transaction."
+    delivery_retry_max_s: float = Field(
+        default=300.0, gt=0,
+        validation_alias=AliasChoices("PNEUMOSCAN_DELIVERY_RETRY_MAX_S", "PNEUMOSCAN_HL7_RETRY_MAX_S"),
+        description="Longest wait between attempts to deliver an HL7 message or a FHIR transaction.",
     )
 
     fhir_url: str | None = Field(

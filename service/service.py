@@ -164,9 +164,9 @@ class Pneumoscan:
             decode_threads=settings.service_decode_threads(),
             explanations=os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow",
             hl7_destination=settings.hl7_destination,
-            hl7_outbox=Hl7Outbox(settings.hl7_root, settings.hl7_max_attempts, settings.hl7_retry_max_s),
+            hl7_outbox=Hl7Outbox(settings.hl7_root, settings.delivery_max_attempts, settings.delivery_retry_max_s),
             fhir_url=settings.fhir_url,
-            fhir_outbox=FhirOutbox(settings.fhir_root, settings.hl7_max_attempts, settings.hl7_retry_max_s),
+            fhir_outbox=FhirOutbox(settings.fhir_root, settings.delivery_max_attempts, settings.delivery_retry_max_s),
         )
 
 

@@ -62,9 +62,9 @@ class ShardOptions:
             lease_seconds=settings.lease_seconds,
             max_attempts=settings.max_shard_attempts,
             hl7_destination=settings.hl7_destination,
-            hl7_outbox=Hl7Outbox(settings.hl7_root, settings.hl7_max_attempts, settings.hl7_retry_max_s),
+            hl7_outbox=Hl7Outbox(settings.hl7_root, settings.delivery_max_attempts, settings.delivery_retry_max_s),
             fhir_url=settings.fhir_url,
-            fhir_outbox=FhirOutbox(settings.fhir_root, settings.hl7_max_attempts, settings.hl7_retry_max_s),
+            fhir_outbox=FhirOutbox(settings.fhir_root, settings.delivery_max_attempts, settings.delivery_retry_max_s),
         )
 
 

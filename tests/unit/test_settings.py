@@ -39,3 +39,12 @@ def test_readme_documents_every_setting():
     readme = README.read_text()
     for name in Settings.model_fields:
         assert f"`PNEUMOSCAN_{name.upper()}`" in readme, f"README lacks PNEUMOSCAN_{name.upper()}"
+
+
+def test_delivery_settings_read_their_older_hl7_names(monkeypatch):
+    monkeypatch.setenv("PNEUMOSCAN_HL7_MAX_ATTEMPTS", "7")
+    monkeypatch.setenv("PNEUMOSCAN_HL7_RETRY_MAX_S", "12")
+    assert (Settings().delivery_max_attempts, Settings().delivery_retry_max_s) == (7, 12.0)
+    monkeypatch.setenv("PNEUMOSCAN_DELIVERY_MAX_ATTEMPTS", "3")
+    assert Settings().delivery_max_attempts == 3
+    assert Settings(delivery_max_attempts=2).delivery_max_attempts == 2
