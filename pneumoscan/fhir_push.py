@@ -1,40 +1,54 @@
 """Reports pushed to a FHIR server (``PNEUMOSCAN_FHIR_URL``) through a durable outbox.
 
-Each scored image becomes a ``transaction`` Bundle that creates its DiagnosticReport only if the
-server holds none with the same identifier (``ifNoneExist``), so pushing a report again creates
-nothing. The identifier is the one ``/predict`` and the job export give the report: the request
-id for an upload, the job and the file for a batch job. A 4xx answer is final (the server would
-refuse the same transaction again) and is recorded with the report in the outbox's ``failed/``
-folder; a 5xx answer, a timeout or a refused connection is retried with backoff.
+Each scored image becomes a ``transaction`` Bundle of its four resources (``pneumoscan.fhir``),
+each a conditional create (``ifNoneExist``), so pushing a report again creates nothing:
+
+- the Device if the server holds none with identifier ``urn:pneumoscan:model|<model version>``
+  (one Device per model version, however many reports cite it);
+- the Observation and the DiagnosticReport if none has the same identifier;
+- the Provenance if none has the tag ``urn:pneumoscan:report|<report id>``.
+
+References between the entries are their fullUrls, which the server rewrites to the ids it
+stores (or already holds). The report id is the one ``/predict`` and the job export give the
+report: the request id for an upload, the job and the file for a batch job. A 4xx answer is
+final (the server would refuse the same transaction again) and is recorded with the report in the
+outbox's ``failed/`` folder; a 5xx answer, a timeout or a refused connection is retried with
+backoff.
 """
 
 from __future__ import annotations
 
 import json
-import uuid
 
 import httpx
+from fhir.resources.R4B.resource import Resource
 
-from pneumoscan.fhir import FHIR_JSON, result_resource
+from pneumoscan.fhir import FHIR_JSON, result_entries
 from pneumoscan.outbox import Outbox, Refused
 from pneumoscan.result import Result
 
-IDENTIFIER_SYSTEM = "urn:ietf:rfc:3986"
+
+def if_none_exist(resource: Resource) -> str:
+    """The search that finds a stored copy of ``resource``: its first identifier or, for a
+    Provenance (which has none in R4), its first tag."""
+    if resource.get_resource_type() == "Provenance":
+        tag = resource.meta.tag[0]
+        return f"_tag={tag.system}|{tag.code}"
+    identifier = resource.identifier[0]
+    return f"identifier={identifier.system}|{identifier.value}"
 
 
 def transaction(result: Result, report_id: str) -> dict:
-    """The transaction Bundle that creates the result's report unless the server has it."""
-    report = result_resource(result, request_id=report_id)
-    identifier = report.identifier[0].value
+    """The transaction Bundle that creates each of the result's resources unless the server has it."""
     return {
         "resourceType": "Bundle",
         "type": "transaction",
         "entry": [{
-            "fullUrl": f"urn:uuid:{uuid.uuid4()}",
-            "resource": report.model_dump(mode="json", exclude_none=True),
-            "request": {"method": "POST", "url": "DiagnosticReport",
-                        "ifNoneExist": f"identifier={IDENTIFIER_SYSTEM}|{identifier}"},
-        }],
+            "fullUrl": url,
+            "resource": resource.model_dump(mode="json", exclude_none=True),
+            "request": {"method": "POST", "url": resource.get_resource_type(),
+                        "ifNoneExist": if_none_exist(resource)},
+        } for url, resource in result_entries(result, report_id=report_id)],
     }
 
 

@@ -8,7 +8,8 @@ batch jobs and FHIR all render from it:
 - ``response``, ``batch_item`` and ``file_line``: the JSON bodies of ``/predict``,
   ``/predict_batch`` and ``pneumoscan predict`` (their schemas are in ``pneumoscan.schemas``);
 - ``to_row`` and ``from_row``: a ``results.csv`` row and back;
-- ``pneumoscan.fhir.result_resource``: a DiagnosticReport, or an OperationOutcome for a refusal.
+- ``pneumoscan.fhir.result_entries``: its FHIR resources (DiagnosticReport, Observation, Device,
+  Provenance), or an OperationOutcome for a refusal.
 """
 
 from __future__ import annotations

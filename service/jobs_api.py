@@ -1,5 +1,5 @@
-"""``POST /jobs``, ``GET /jobs``, ``GET /jobs/{job_id}``, its ``/results`` and ``/summary.png``:
-batch scoring of server-side folders over HTTP."""
+"""``POST /jobs``, ``GET /jobs``, ``GET /jobs/{job_id}``, its ``/results``, ``/summary.png`` and
+``/export`` (FHIR Bulk Data NDJSON): batch scoring of server-side folders over HTTP."""
 
 from __future__ import annotations
 
@@ -11,14 +11,18 @@ from fastapi import APIRouter, Path as PathParam, Request
 from pydantic import BaseModel, Field
 from starlette.responses import FileResponse, Response, StreamingResponse
 
-from pneumoscan.fhir import FHIR_JSON, FHIR_NDJSON, accepts
+from pneumoscan.fhir import FHIR_JSON, FHIR_NDJSON, acceptable, accepts
 from pneumoscan.schemas import ErrorResponse
 from pneumoscan.settings import get_settings
 from pneumoscan.errors import FolderNotAllowed, JobError, ResultNotFound
 from pneumoscan.jobs.folder import PLOT_FILE
 from pneumoscan.jobs.folder import find_job as find_job_in
-from pneumoscan.jobs.results import MEDIA_TYPES, export, finished_results, job_status, list_jobs
+from pneumoscan.jobs.results import (
+    ERROR_TYPE, NDJSON_TYPES, bulk_manifest, export, finished_results, job_status, list_jobs,
+    ndjson_counts, ndjson_lines,
+)
 from pneumoscan.schemas import JobStatus
+from service.errors import NotAcceptable
 
 router = APIRouter()
 
@@ -89,27 +93,83 @@ async def get_job(job_id: JobId) -> JobStatus:
 
 RESULTS_CONTENT = {
     "text/csv": {"schema": {"type": "string", "description": "results.csv, one row per file"}},
-    FHIR_JSON: {"schema": {"type": "object", "description": "FHIR R4 Bundle (collection), one entry per row"}},
-    FHIR_NDJSON: {"schema": {"type": "string", "description": "FHIR NDJSON, one resource per row"}},
+    FHIR_JSON: {"schema": {"type": "object", "description": (
+        "FHIR R4 Bundle (collection): per row its DiagnosticReport, Observation and Provenance (one "
+        "Device per model version), or an OperationOutcome for a refused file")}},
 }
 
 
 @router.get(
     "/jobs/{job_id}/results", response_class=StreamingResponse,
-    responses={**ERRORS, 409: {"model": ErrorResponse}, 200: {"description": "The results", "content": RESULTS_CONTENT}},
-    summary="A finished job's results: CSV, or FHIR by Accept header",
+    responses={**ERRORS, 406: {"model": ErrorResponse}, 409: {"model": ErrorResponse},
+               200: {"description": "The results", "content": RESULTS_CONTENT}},
+    summary="A finished job's results: CSV, or a FHIR Bundle by Accept header",
 )
 async def get_job_results(job_id: JobId, request: Request) -> Response:
-    """``results.csv`` by default; a FHIR Bundle of DiagnosticReports (an OperationOutcome per
-    refused file) with ``Accept: application/fhir+json``; FHIR NDJSON with ``application/fhir+ndjson``."""
+    """``results.csv`` by default; with ``Accept: application/fhir+json`` a FHIR collection Bundle
+    of every row's resources (an OperationOutcome per refused file). The FHIR Bulk Data files are
+    at ``/jobs/{job_id}/export``."""
     job_dir = await anyio.to_thread.run_sync(find_job, job_id)
     path = await anyio.to_thread.run_sync(finished_results, job_dir)
     accept = request.headers.get("accept", "")
-    for form in ("ndjson", "fhir"):
-        if accepts(accept, MEDIA_TYPES[form]):
-            # A sync iterator: Starlette builds each piece in a worker thread.
-            return StreamingResponse(export(job_dir, form), media_type=MEDIA_TYPES[form])
+    if accepts(accept, FHIR_JSON):
+        # A sync iterator: Starlette builds each piece in a worker thread.
+        return StreamingResponse(export(job_dir, "fhir"), media_type=FHIR_JSON)
+    if not acceptable(accept, "text/csv"):
+        raise NotAcceptable(
+            f"Job results are text/csv or {FHIR_JSON}; the Accept header allows neither. FHIR NDJSON, one "
+            f"file per resource type, is listed at GET /jobs/{job_id}/export."
+        )
     return FileResponse(path, media_type="text/csv", filename=f"{job_id}-results.csv")
+
+
+class ExportFile(BaseModel):
+    type: str = Field(description="The FHIR resource type of every line of the file.")
+    url: str = Field(description="Where to GET the file (application/fhir+ndjson).")
+    count: int = Field(description="Resources (lines) in the file.")
+
+
+class ExportManifest(BaseModel):
+    """FHIR Bulk Data's ``$export`` manifest (https://hl7.org/fhir/uv/bulkdata/export.html)."""
+
+    transactionTime: str = Field(description="When the job finished: its results are as of then.")
+    request: str = Field(description="The URL that asked for this manifest.")
+    requiresAccessToken: bool = Field(description="True when the files need the API key (Authorization: Bearer).")
+    output: list[ExportFile] = Field(description="One NDJSON file per resource type with resources.")
+    error: list[ExportFile] = Field(description="OperationOutcome.ndjson: one per refused file, naming its row.")
+
+
+@router.get(
+    "/jobs/{job_id}/export", response_model=ExportManifest, responses={**ERRORS, 409: {"model": ErrorResponse}},
+    summary="A finished job's FHIR Bulk Data export: the manifest of its NDJSON files",
+)
+async def get_job_export(job_id: JobId, request: Request) -> ExportManifest:
+    job_dir = await anyio.to_thread.run_sync(find_job, job_id)
+    counts = await anyio.to_thread.run_sync(ndjson_counts, job_dir)
+
+    def url_for(kind: str) -> str:
+        return str(request.url_for("get_job_export_file", job_id=job_id, resource_type=kind))
+
+    manifest = bulk_manifest(job_dir, counts, url_for=url_for, request=str(request.url),
+                             requires_access_token=get_settings().api_key is not None)
+    return ExportManifest.model_validate(manifest)
+
+
+@router.get(
+    "/jobs/{job_id}/export/{resource_type}.ndjson", response_class=StreamingResponse,
+    responses={**ERRORS, 409: {"model": ErrorResponse},
+               200: {"description": "One resource per line", "content": {FHIR_NDJSON: {"schema": {"type": "string"}}}}},
+    summary="One file of a finished job's FHIR Bulk Data export",
+)
+async def get_job_export_file(job_id: JobId, resource_type: str) -> Response:
+    """The job's resources of one type as FHIR NDJSON (``OperationOutcome`` for refused files);
+    404 ``result_not_found`` for a type the export has no file of."""
+    job_dir = await anyio.to_thread.run_sync(find_job, job_id)
+    counts = await anyio.to_thread.run_sync(ndjson_counts, job_dir)
+    if resource_type not in (*NDJSON_TYPES, ERROR_TYPE) or not counts.get(resource_type):
+        raise ResultNotFound(f"Job {job_id}'s export has no {resource_type}.ndjson; its manifest lists the files "
+                             f"it has (GET /jobs/{job_id}/export).")
+    return StreamingResponse(ndjson_lines(job_dir, resource_type), media_type=FHIR_NDJSON)
 
 
 @router.get(

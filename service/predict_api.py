@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from pneumoscan.dicom import DicomSource
 from pneumoscan.errors import PneumoscanError
-from pneumoscan.fhir import report_bundle, result_resource
+from pneumoscan.fhir import collection_bundle, result_entries
 from pneumoscan.result import Result
 from pneumoscan.schemas import BatchResponse, Prediction, PredictionResponse
 from service.errors import MissingImage, outcome_for
@@ -40,7 +40,8 @@ BATCH_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data
 @router.post(
     "/predict",
     response_model=PredictionResponse,
-    responses={**ERROR_RESPONSES, **fhir_alternative("DiagnosticReport")},
+    responses={**ERROR_RESPONSES, **fhir_alternative(
+        "Bundle (collection): the DiagnosticReport, Observation, Device and Provenance")},
     openapi_extra=IMAGE_BODY,
     summary="Score one chest X-ray (multipart field 'image' or a raw image/jpeg|png or application/dicom body)",
 )
@@ -57,14 +58,16 @@ async def predict(request: Request, background: BackgroundTasks) -> PredictionRe
         result = Result(prediction=prediction, sha256=record["sha256"], dicom=source)
         send_results(info, record["request_id"], [result], [record["request_id"]], background)
     if fhir:
-        return fhir_json(result_resource(result, request_id=record["request_id"]), record)
+        entries = result_entries(result, report_id=record["request_id"])
+        return fhir_json(collection_bundle(entries, bundle_id=record["request_id"]), record)
     return result.response(record["request_id"])
 
 
 @router.post(
     "/predict_batch",
     response_model=BatchResponse,
-    responses={**ERROR_RESPONSES, **fhir_alternative("Bundle (collection)")},
+    responses={**ERROR_RESPONSES, **fhir_alternative(
+        "Bundle (collection): each upload's resources in upload order, an OperationOutcome for a refused one")},
     openapi_extra=BATCH_BODY,
     summary="Score several X-rays (repeated multipart field 'images'); results in upload order",
 )
@@ -107,7 +110,7 @@ async def predict_batch(request: Request, background: BackgroundTasks) -> BatchR
         report_ids = [uuid.uuid4().hex for _ in results]
         send_results(info, record["request_id"], results, report_ids, background)
     if fhir:
-        entries = [result_resource(result, request_id=report_id, outcome=outcome_for)
-                   for result, report_id in zip(results, report_ids)]
-        return fhir_json(report_bundle(entries, request_id=record["request_id"]), record)
+        entries = [entry for result, report_id in zip(results, report_ids)
+                   for entry in result_entries(result, report_id=report_id, outcome=outcome_for)]
+        return fhir_json(collection_bundle(entries, bundle_id=record["request_id"]), record)
     return BatchResponse(request_id=record["request_id"], results=[result.batch_item() for result in results])

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pneumoscan.cli.common import EXIT_JOB_FAILED, EXIT_OK
+from pneumoscan.cli.common import EXIT_JOB_FAILED, EXIT_OK, EXIT_USAGE
 from pneumoscan.cli.common import configure_tensorflow_from_settings as _configure_tensorflow
 from pneumoscan.settings import get_settings
 
@@ -87,8 +87,12 @@ def cmd_results(args: argparse.Namespace) -> int:
 
     from pneumoscan.errors import JobNotFinished
     from pneumoscan.jobs.folder import find_job
-    from pneumoscan.jobs.results import export, finished_results, job_status
+    from pneumoscan.jobs.results import export, finished_results, job_status, write_ndjson
 
+    if args.format == "ndjson" and args.out is None:
+        print("pneumoscan results: --format ndjson writes one file per resource type and a manifest.json; "
+              "give the folder to write them into with --out DIR", file=sys.stderr)
+        return EXIT_USAGE
     job_dir = find_job(get_settings().jobs_root, args.job)
     try:
         finished_results(job_dir)
@@ -96,16 +100,23 @@ def cmd_results(args: argparse.Namespace) -> int:
         print(f"pneumoscan: {exc.detail}", file=sys.stderr)
         return EXIT_JOB_FAILED
     # Building FHIR reports takes a few ms each: large jobs get a progress bar on stderr.
-    with tqdm(total=job_status(job_dir).total, desc="Exporting", unit="report",
+    with tqdm(total=job_status(job_dir).total, desc="Exporting", unit="row",
               disable=args.format == "csv") as bar:
-        if args.out is None:
+        if args.format == "ndjson":
+            request = f"pneumoscan results {job_dir.name} --format ndjson --out {args.out}"
+            manifest = write_ndjson(job_dir, args.out, request=request, progress=bar.update)
+            files = len(manifest["output"]) + len(manifest["error"])
+            written = f"{files} NDJSON file(s) and {args.out / 'manifest.json'}"
+        elif args.out is None:
             sys.stdout.writelines(export(job_dir, args.format, progress=bar.update))
             return EXIT_OK
-        partial = args.out.with_name(args.out.name + ".partial")
-        with partial.open("w", encoding="utf-8", newline="") as handle:
-            handle.writelines(export(job_dir, args.format, progress=bar.update))
-        partial.replace(args.out)
-    print(f"Wrote {args.out}", file=sys.stderr)
+        else:
+            partial = args.out.with_name(args.out.name + ".partial")
+            with partial.open("w", encoding="utf-8", newline="") as handle:
+                handle.writelines(export(job_dir, args.format, progress=bar.update))
+            partial.replace(args.out)
+            written = str(args.out)
+    print(f"Wrote {written}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -181,9 +192,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     results.add_argument("job", help="job id or job folder")
     results.add_argument(
         "--format", default="csv", choices=["csv", "fhir", "ndjson"],
-        help="csv (results.csv), fhir (a FHIR Bundle of DiagnosticReports) or ndjson (FHIR NDJSON)",
+        help="csv (results.csv), fhir (one FHIR collection Bundle) or ndjson (FHIR Bulk Data files: one "
+             "<type>.ndjson per resource type and manifest.json, into the folder --out)",
     )
-    results.add_argument("--out", type=Path, default=None, help="file to write (default: standard output)")
+    results.add_argument(
+        "--out", type=Path, default=None,
+        help="file to write (default: standard output); with --format ndjson, the folder to write (required)",
+    )
     results.set_defaults(handler=cmd_results)
 
     resume = commands.add_parser("resume", help="re-queue the unfinished shards of a job")

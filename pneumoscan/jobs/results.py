@@ -1,11 +1,18 @@
 """A job's results: the summary and ``results.csv`` once every shard is done, its status while
-it runs, and its export as CSV or FHIR (a Bundle or NDJSON).
+it runs, and its export as CSV, as one FHIR Bundle, or as FHIR Bulk Data NDJSON files.
 
 The FHIR forms are built from ``results.csv`` on request, one row at a time, so the CSV stays the
-one record of a job. Each scored row becomes the same ``DiagnosticReport`` that ``/predict``
-answers (an ``ImagingStudy`` for DICOM input); each refused file an ``OperationOutcome``. Entries
-follow the CSV's row order. A report's identifier is derived from the job id and the file's path,
-so exporting a job twice gives the same identifiers and a FHIR server can de-duplicate them.
+one record of a job. Each scored row becomes the same resources that ``/predict`` answers
+(DiagnosticReport, Observation, Device, Provenance; one Device per model version), each refused
+file an ``OperationOutcome`` naming its row: ``results.csv row N (path): detail``, N counting the
+data rows from 1. A report's identifier is derived from the job id and the file's path, so
+exporting a job twice gives the same identifiers and fullUrls, and a FHIR server can recognise
+a repeat.
+
+The NDJSON export is shaped as FHIR Bulk Data's ``$export``: one file per resource type
+(``DiagnosticReport.ndjson``, ``Observation.ndjson``, ``Device.ndjson``, ``Provenance.ndjson``),
+refusals in ``OperationOutcome.ndjson``, each resource with an ``id`` and references between them
+as ``Type/id``, and a manifest listing the files with their counts.
 """
 
 from __future__ import annotations
@@ -16,14 +23,16 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
+from itertools import chain
 from pathlib import Path
+from typing import TextIO
 
-from fhir.resources.R4B.resource import Resource
+from fhir.resources.R4B.operationoutcome import OperationOutcome
 
-from pneumoscan.errors import JobNotFinished, JobNotFound
-from pneumoscan.fhir import FHIR_JSON, FHIR_NDJSON, ndjson_lines, result_resource, stream_bundle
+from pneumoscan.errors import JobNotFinished, JobNotFound, PneumoscanError
+from pneumoscan.fhir import FHIR_JSON, Entry, outcome_for, result_entries, standalone, stream_bundle
 from pneumoscan.jobs.folder import (
     PLOT_FILE,
     RESULTS_FILE,
@@ -132,7 +141,11 @@ def list_jobs(jobs_root: Path) -> list[JobStatus]:
 # --- exporting ------------------------------------------------------------------------------------
 
 
-MEDIA_TYPES = {"csv": "text/csv", "fhir": FHIR_JSON, "ndjson": FHIR_NDJSON}
+MEDIA_TYPES = {"csv": "text/csv", "fhir": FHIR_JSON}
+# The files of the NDJSON export, in the manifest's order; refusals go to ERROR_TYPE's file.
+NDJSON_TYPES = ("DiagnosticReport", "Observation", "Device", "Provenance")
+ERROR_TYPE = "OperationOutcome"
+MANIFEST = "manifest.json"
 
 
 def finished_results(job_dir: Path) -> Path:
@@ -152,28 +165,35 @@ def report_id(job_id: str, path: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"urn:pneumoscan:job:{job_id}:{path}"))
 
 
-def row_resource(row: dict[str, str], *, job_id: str, issued: datetime) -> Resource:
-    """One ``results.csv`` row as a DiagnosticReport, or an OperationOutcome for a refused file."""
-    return result_resource(Result.from_row(row), request_id=report_id(job_id, row["path"]), issued=issued)
+def row_entries(row: dict[str, str], *, number: int, job_id: str, issued: datetime) -> list[Entry]:
+    """The FHIR entries of ``results.csv``'s data row ``number`` (from 1): its report's resources,
+    or an OperationOutcome naming the row and the file for a refused file."""
+
+    def outcome(error: PneumoscanError) -> OperationOutcome:
+        return outcome_for(error, diagnostics=f"{RESULTS_FILE} row {number} ({row['path']}): {error.detail}")
+
+    return result_entries(Result.from_row(row), report_id=report_id(job_id, row["path"]), issued=issued,
+                          outcome=outcome)
 
 
 def _finished_at(job_dir: Path) -> datetime:
+    """When the job's last shard finished (``summary.json``): the ``issued`` time of its reports."""
     return datetime.fromisoformat(json.loads((job_dir / SUMMARY_FILE).read_text())["finished"])
 
 
-def _resources(
-    path: Path, *, job_id: str, issued: datetime, progress: Callable[[int], None] | None
-) -> Iterator[Resource]:
-    with path.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            yield row_resource(row, job_id=job_id, issued=issued)
+def _row_entries(job_dir: Path, progress: Callable[[int], None] | None) -> Iterator[list[Entry]]:
+    """Each row's entries in the CSV's order; ``progress`` is called with 1 per row."""
+    issued = _finished_at(job_dir)
+    with finished_results(job_dir).open(newline="") as handle:
+        for number, row in enumerate(csv.DictReader(handle), start=1):
+            yield row_entries(row, number=number, job_id=job_dir.name, issued=issued)
             if progress is not None:
                 progress(1)
 
 
 def export(job_dir: Path, form: str, progress: Callable[[int], None] | None = None) -> Iterator[str]:
-    """The job's results as text pieces: ``csv``, ``fhir`` (a collection Bundle) or ``ndjson``;
-    ``progress`` is called with 1 per FHIR resource written."""
+    """The job's results as text pieces: ``csv`` or ``fhir`` (one collection Bundle); ``progress``
+    is called with 1 per row turned into FHIR."""
     if form not in MEDIA_TYPES:
         raise ValueError(f"Unknown results format {form!r}; choose one of {', '.join(MEDIA_TYPES)}.")
     path = finished_results(job_dir)
@@ -181,9 +201,94 @@ def export(job_dir: Path, form: str, progress: Callable[[int], None] | None = No
         with path.open(newline="") as handle:
             yield from handle
         return
-    issued = _finished_at(job_dir)
-    resources = _resources(path, job_id=job_dir.name, issued=issued, progress=progress)
-    if form == "fhir":
-        yield from stream_bundle(resources, bundle_id=report_id(job_dir.name, ""), issued=issued)
-    else:
-        yield from ndjson_lines(resources)
+    entries = chain.from_iterable(_row_entries(job_dir, progress))
+    yield from stream_bundle(entries, bundle_id=report_id(job_dir.name, ""), issued=_finished_at(job_dir))
+
+
+def _bulk_resources(rows: Iterable[list[Entry]]) -> Iterator[dict]:
+    """Every row's resources in their standalone form, a Device only the first time it appears."""
+    devices: set[str] = set()
+    for entries in rows:
+        for resource in standalone(entries):
+            if resource["resourceType"] == "Device":
+                if resource["id"] in devices:
+                    continue
+                devices.add(resource["id"])
+            yield resource
+
+
+def _line(resource: dict) -> str:
+    return json.dumps(resource, separators=(",", ":")) + "\n"
+
+
+def ndjson_lines(job_dir: Path, resource_type: str) -> Iterator[str]:
+    """The lines of one file of the job's NDJSON export: its resources of ``resource_type``."""
+    for resource in _bulk_resources(_row_entries(job_dir, None)):
+        if resource["resourceType"] == resource_type:
+            yield _line(resource)
+
+
+def ndjson_counts(job_dir: Path) -> dict[str, int]:
+    """How many lines each file of the NDJSON export has (types with none left out), read from
+    ``results.csv`` without building the resources."""
+    counts = dict.fromkeys((*NDJSON_TYPES, ERROR_TYPE), 0)
+    versions: set[str] = set()
+    with finished_results(job_dir).open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row["status"] != "ok":
+                counts[ERROR_TYPE] += 1
+                continue
+            versions.add(row["model_version"])
+            for resource_type in ("DiagnosticReport", "Observation", "Provenance"):
+                counts[resource_type] += 1
+    counts["Device"] = len(versions)
+    return {resource_type: count for resource_type, count in counts.items() if count}
+
+
+def bulk_manifest(
+    job_dir: Path, counts: dict[str, int], *, url_for: Callable[[str], str], request: str,
+    requires_access_token: bool,
+) -> dict:
+    """The NDJSON export's manifest as FHIR Bulk Data's ``$export`` answers it: ``url_for`` gives
+    a type's file URL, ``request`` is what asked for the export."""
+    def files(types: Iterable[str]) -> list[dict]:
+        return [{"type": kind, "url": url_for(kind), "count": counts[kind]} for kind in types if counts.get(kind)]
+
+    return {"transactionTime": _finished_at(job_dir).isoformat(), "request": request,
+            "requiresAccessToken": requires_access_token, "output": files(NDJSON_TYPES), "error": files([ERROR_TYPE])}
+
+
+def write_ndjson(
+    job_dir: Path, out_dir: Path, *, request: str, progress: Callable[[int], None] | None = None
+) -> dict:
+    """Write the NDJSON export into ``out_dir`` (made if missing): one ``<type>.ndjson`` per type
+    with resources, and ``manifest.json`` (``file:`` URLs) last; answers the manifest."""
+    finished_results(job_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    handles: dict[str, TextIO] = {}
+    counts: dict[str, int] = {}
+    try:
+        for resource in _bulk_resources(_row_entries(job_dir, progress)):
+            kind = resource["resourceType"]
+            if kind not in handles:
+                handles[kind] = (out_dir / f".{kind}.ndjson.partial").open("w", encoding="utf-8")
+            handles[kind].write(_line(resource))
+            counts[kind] = counts.get(kind, 0) + 1
+    except BaseException:
+        for kind in handles:
+            (out_dir / f".{kind}.ndjson.partial").unlink(missing_ok=True)
+        raise
+    finally:
+        for handle in handles.values():
+            handle.close()
+    # A type this export has none of loses the file an earlier export into this folder left.
+    for kind in (*NDJSON_TYPES, ERROR_TYPE):
+        target = out_dir / f"{kind}.ndjson"
+        if kind in counts:
+            (out_dir / f".{kind}.ndjson.partial").replace(target)
+        else:
+            target.unlink(missing_ok=True)
+    manifest = bulk_manifest(job_dir, counts, url_for=lambda kind: (out_dir / f"{kind}.ndjson").resolve().as_uri(),
+                             request=request, requires_access_token=False)
+    atomic_write(out_dir / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+    return manifest

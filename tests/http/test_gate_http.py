@@ -85,7 +85,7 @@ def test_batch_refuses_per_image(server, xray_files):
     assert isinstance(results[2], BatchItemError) and results[2].error.code == "not_a_chest_xray"
     bundle = Bundle.model_validate_json(fhir.content)
     kinds = [entry.resource.get_resource_type() for entry in bundle.entry]
-    assert kinds == ["DiagnosticReport", "OperationOutcome", "OperationOutcome"]
+    assert kinds == ["DiagnosticReport", "Observation", "Device", "Provenance", "OperationOutcome", "OperationOutcome"]
 
 
 def test_explain_refuses_what_predict_refuses(server):

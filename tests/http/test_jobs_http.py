@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import datetime
 from pathlib import Path
 
 from fhir.resources.R4B.bundle import Bundle
@@ -29,6 +30,9 @@ def test_job_over_http_is_scored_by_the_worker(server, job_roots):
         early_fhir = client.get(f"/jobs/{job_id}/results", headers={"Accept": "application/fhir+json"})
         assert early_fhir.status_code == 409
         assert OperationOutcome.model_validate_json(early_fhir.text).issue[0].code == "conflict"
+        for path in (f"/jobs/{job_id}/export", f"/jobs/{job_id}/export/DiagnosticReport.ndjson"):
+            early_export = client.get(path)
+            assert early_export.status_code == 409 and early_export.json()["error"] == "job_not_finished"
 
     worker = run_cli("worker", "--burst", env=server.settings)
     assert worker.returncode == 0, worker.stderr[-2000:]
@@ -50,21 +54,50 @@ def test_job_over_http_is_scored_by_the_worker(server, job_roots):
         bundle = client.get(f"/jobs/{job_id}/results", headers={"Accept": "application/fhir+json"})
         assert bundle.status_code == 200 and bundle.headers["content-type"] == "application/fhir+json"
         check_fhir_export(Bundle.model_validate_json(bundle.text), rows, folder)
-        ndjson = client.get(f"/jobs/{job_id}/results", headers={"Accept": "application/fhir+ndjson"})
-        assert ndjson.headers["content-type"] == "application/fhir+ndjson"
-        lines = ndjson.text.splitlines()
-        assert len(lines) == len(rows)
-        assert [json.loads(line)["resourceType"] for line in lines] == [
-            entry.resource.get_resource_type() for entry in Bundle.model_validate_json(bundle.text).entry]
+        # The mixed-type NDJSON is gone: one file per type is at /export.
+        not_ndjson = client.get(f"/jobs/{job_id}/results", headers={"Accept": "application/fhir+ndjson"})
+        assert not_ndjson.status_code == 406 and not_ndjson.json()["error"] == "not_acceptable"
+        assert f"/jobs/{job_id}/export" in not_ndjson.json()["detail"]
+        check_bulk_export(client, job_id, Bundle.model_validate_json(bundle.text))
         assert client.get("/jobs/0123456789abcdef/results").status_code == 404
         plot = client.get(f"/jobs/{job_id}/summary.png")
         assert plot.status_code == 200 and plot.headers["content-type"] == "image/png"
         assert plot.content == (Path(done.json()["output"]) / "summary.png").read_bytes()
     with server.client(key=None) as anonymous:
         assert anonymous.get(f"/jobs/{job_id}/results").status_code == 401
+        assert anonymous.get(f"/jobs/{job_id}/export").status_code == 401
+        assert anonymous.get(f"/jobs/{job_id}/export/DiagnosticReport.ndjson").status_code == 401
         spec = anonymous.get("/docs.json").json()
     content = spec["paths"]["/jobs/{job_id}/results"]["get"]["responses"]["200"]["content"]
-    assert {"text/csv", "application/fhir+json", "application/fhir+ndjson"} <= set(content)
+    assert set(content) == {"text/csv", "application/fhir+json"}
+    exported = spec["paths"]["/jobs/{job_id}/export/{resource_type}.ndjson"]["get"]["responses"]["200"]["content"]
+    assert set(exported) == {"application/fhir+ndjson"} and "/jobs/{job_id}/export" in spec["paths"]
+
+
+def check_bulk_export(client, job_id: str, bundle: Bundle) -> None:
+    """``GET /jobs/{id}/export``: a Bulk Data manifest whose absolute URLs each stream one type's
+    resources, the same ones the Bundle holds; 404 for a type with no file."""
+    response = client.get(f"/jobs/{job_id}/export")
+    assert response.status_code == 200, response.text
+    manifest = response.json()
+    base = str(client.base_url).rstrip("/")
+    assert manifest["request"] == f"{base}/jobs/{job_id}/export"
+    assert manifest["requiresAccessToken"] is True, "the test server has an API key"
+    assert datetime.fromisoformat(manifest["transactionTime"])
+    assert [item["type"] for item in manifest["output"]] == ["DiagnosticReport", "Observation", "Device", "Provenance"]
+    assert [item["type"] for item in manifest["error"]] == ["OperationOutcome"]
+    in_bundle = [entry.fullUrl.removeprefix("urn:uuid:") for entry in bundle.entry]
+    for item in manifest["output"] + manifest["error"]:
+        assert item["url"] == f"{base}/jobs/{job_id}/export/{item['type']}.ndjson"
+        answer = client.get(item["url"])
+        assert answer.status_code == 200 and answer.headers["content-type"] == "application/fhir+ndjson"
+        lines = [json.loads(line) for line in answer.text.splitlines()]
+        assert len(lines) == item["count"] and {line["resourceType"] for line in lines} == {item["type"]}
+        assert [line["id"] for line in lines] == [
+            id_ for id_, entry in zip(in_bundle, bundle.entry) if entry.resource.get_resource_type() == item["type"]]
+    for missing in ("Patient", "ImagingStudy"):
+        answer = client.get(f"/jobs/{job_id}/export/{missing}.ndjson")
+        assert answer.status_code == 404 and answer.json()["error"] == "result_not_found"
 
 
 def test_job_folders_are_checked(server, job_roots):

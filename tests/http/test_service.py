@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import re
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pydicom
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
@@ -219,16 +221,19 @@ def test_dicom_in_fhir_out(server, xray_image):
     assert check_prediction(plain.json()).probability == pytest.approx(png.json()["probability"], abs=1e-6)
     assert batch.json()["results"][0]["probability"] == pytest.approx(png.json()["probability"], abs=1e-6)
     assert fhir.status_code == 200 and fhir.headers["content-type"].startswith("application/fhir+json")
-    report = DiagnosticReport.model_validate_json(fhir.text)
-    assert report.status == "preliminary" and [r.reference for r in report.imagingStudy] == ["#study"]
-    observation = next(r for r in fhir.json()["contained"] if r["resourceType"] == "Observation")
+    assert Bundle.model_validate_json(fhir.text).type == "collection"
+    resources = {entry["resource"]["resourceType"]: entry["resource"] for entry in fhir.json()["entry"]}
+    assert list(resources) == ["DiagnosticReport", "Observation", "Device", "Provenance"]
+    report = DiagnosticReport.model_validate(resources["DiagnosticReport"])
+    uids = pydicom.dcmread(io.BytesIO(dicom), stop_before_pixels=True)
+    assert report.status == "preliminary" and report.imagingStudy[0].identifier.value == f"urn:oid:{uids.StudyInstanceUID}"
+    observation = resources["Observation"]
     probability = next(c for c in observation["component"] if c["code"]["coding"][0]["code"] == "probability")
     assert probability["valueQuantity"]["value"] == pytest.approx(png.json()["probability"], abs=1e-6)
-    device = next(r for r in fhir.json()["contained"] if r["resourceType"] == "Device")
-    assert device["version"][0]["value"] == METADATA.version
+    assert resources["Device"]["version"][0]["value"] == METADATA.version
     assert_error(refused, 422, "unsupported_modality")
     assert Bundle.model_validate_json(bundle.text).type == "collection"
-    assert bundle.json()["entry"][0]["resource"]["resourceType"] == "DiagnosticReport"
+    assert [e["resource"]["resourceType"] for e in bundle.json()["entry"]] == list(resources)
     log = server.log()
     assert PATIENT_NAME.split("^")[0] not in log and PATIENT_ID not in log
 

@@ -115,3 +115,9 @@ def test_usage_errors_exit_cleanly(tmp_path):
     result = run_cli("register", "--model", str(tmp_path))
     assert result.returncode == 3
     assert "metadata.json" in result.stderr
+
+
+def test_ndjson_results_need_a_folder(tmp_path):
+    result = run_cli("results", "0123456789abcdef", "--format", "ndjson", env={"PNEUMOSCAN_JOBS_DIR": str(tmp_path)})
+    assert result.returncode == 2 and not result.stdout
+    assert "--format ndjson" in result.stderr and "--out DIR" in result.stderr and "Traceback" not in result.stderr

@@ -1,5 +1,6 @@
-"""Reports pushed to a real FHIR server (Medplum's FhirRouter, in memory, run by Node.js): a
-folder job's reports arrive once, a re-push creates nothing, and a 4xx is recorded per report."""
+"""Reports pushed to a real FHIR server (Medplum's FhirRouter, in memory, run by Node.js): each
+report arrives as its DiagnosticReport, Observation and Provenance with one Device per model
+version, linked to each other; a re-push creates nothing, and a 4xx is recorded per report."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ import pytest
 from PIL import Image
 
 from pneumoscan.fhir_push import FhirOutbox
+from pneumoscan.jobs.results import report_id
 from pneumoscan.result import Result
 from pneumoscan.schemas import Prediction
-from tests.support import fhir_validator, require, run_cli, xray_paths
+from tests.support import METADATA, fhir_validator, require, run_cli, xray_paths
 from tests.support.dicom_files import PATIENT_ID, make_dicom
+
+TYPES = ("DiagnosticReport", "Observation", "Device", "Provenance")
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +24,25 @@ def server():
     require("PNEUMOSCAN_REQUIRE_FHIR_VALIDATOR", fhir_validator.available())
     with fhir_validator.FhirServer() as server:
         yield server
+
+
+def stored(server) -> dict[str, int]:
+    """How many resources of each type the server holds."""
+    return {kind: len(server.search(kind)) for kind in TYPES}
+
+
+def check_linked(server, report: dict, device: dict) -> None:
+    """The report's Observation and Provenance are stored once each, and point where they must."""
+    observation = server.read(report["result"][0]["reference"])
+    assert observation["device"]["reference"] == f"Device/{device['id']}"
+    [identifier] = [i["value"] for i in report["identifier"] if i["system"] == "urn:ietf:rfc:3986"]
+    [provenance] = server.search("Provenance", _tag=f"urn:pneumoscan:report|{identifier.removeprefix('urn:uuid:')}")
+    assert [target["reference"] for target in provenance["target"]] == [
+        f"DiagnosticReport/{report['id']}", f"Observation/{observation['id']}"]
+    assert provenance["agent"][0]["who"]["reference"] == f"Device/{device['id']}"
+    assert server.read(provenance["agent"][0]["who"]["reference"])["id"] == device["id"]
+    assert server.read(provenance["target"][0]["reference"])["id"] == report["id"]
+    assert len(server.search("Observation", identifier=observation["identifier"][0]["value"])) == 1
 
 
 def test_a_jobs_reports_reach_the_server_once(server, tmp_path):
@@ -34,18 +57,43 @@ def test_a_jobs_reports_reach_the_server_once(server, tmp_path):
         assert result.returncode == 0, result.stderr[-2000:]
     reports = [r for r in server.search("DiagnosticReport") if r.get("subject", {}).get("identifier", {}).get("value") == PATIENT_ID]
     assert len(reports) == 3, "one report per scored image; the refused lateral view has none"
+    [device] = server.search("Device", identifier=f"urn:pneumoscan:model|{METADATA.version}")
+    job_id = next((tmp_path / "jobs").iterdir()).name
+    assert {r["identifier"][0]["value"] for r in reports} == {
+        f"urn:uuid:{report_id(job_id, f'{index}.dcm')}" for index in range(3)}
+    for report in reports:
+        check_linked(server, report, device)
     assert not list((tmp_path / "var" / "fhir" / "outbox").glob("*"))
 
 
-def test_a_repush_creates_nothing_and_a_4xx_is_recorded_per_report(server, tmp_path):
+def test_a_repush_creates_nothing_and_one_device_serves_every_report(server, tmp_path):
+    prediction = Prediction(label="NORMAL", probability=0.2, threshold=0.66, model_version="push-test-1")
+    report_ids = ["5b0c8a8e-1d5f-4d55-9a3e-0d7f3a1b2c3d", "7c1d9b9f-2e60-4e66-8b4f-1e8f4b2c3d4e"]
+    before = stored(server)
+    first = FhirOutbox(tmp_path / "first")
+    assert first.put_result(Result(prediction=prediction, name="x.png"), report_ids[0])
+    assert first.deliver(server.url) == {"delivered": 1, "retried": 0, "failed": 0}
+    after_one = stored(server)
+    assert {kind: after_one[kind] - before[kind] for kind in TYPES} == dict.fromkeys(TYPES, 1)
+    # A second report of the same model: its own report, Observation and Provenance, the same Device.
+    assert first.put_result(Result(prediction=prediction, name="y.png"), report_ids[1])
+    assert first.deliver(server.url)["delivered"] == 1
+    after_two = stored(server)
+    assert {kind: after_two[kind] - before[kind] for kind in TYPES} == {
+        "DiagnosticReport": 2, "Observation": 2, "Device": 1, "Provenance": 2}
+    again = FhirOutbox(tmp_path / "again")
+    for name, identifier in zip(("x.png", "y.png"), report_ids):
+        assert again.put_result(Result(prediction=prediction, name=name), identifier)
+    assert again.deliver(server.url) == {"delivered": 2, "retried": 0, "failed": 0}
+    assert stored(server) == after_two, "a re-push creates nothing"
+    [device] = server.search("Device", identifier="urn:pneumoscan:model|push-test-1")
+    for identifier in report_ids:
+        [report] = server.search("DiagnosticReport", identifier=f"urn:ietf:rfc:3986|urn:uuid:{identifier}")
+        check_linked(server, report, device)
+
+
+def test_a_4xx_is_recorded_per_report(server, tmp_path):
     prediction = Prediction(label="NORMAL", probability=0.2, threshold=0.66, model_version="v1")
-    report_id = "5b0c8a8e-1d5f-4d55-9a3e-0d7f3a1b2c3d"
-    first, again = FhirOutbox(tmp_path / "first"), FhirOutbox(tmp_path / "again")
-    for outbox in (first, again):
-        assert outbox.put_result(Result(prediction=prediction, name="x.png"), report_id)
-        assert outbox.deliver(server.url) == {"delivered": 1, "retried": 0, "failed": 0}
-    identifier = f"urn:ietf:rfc:3986|urn:uuid:{report_id}"
-    assert len(server.search("DiagnosticReport", identifier=identifier)) == 1
     # A server that refuses the transaction (here: no FHIR base at that path) answers 4xx: final,
     # recorded with the report, not retried.
     refused = FhirOutbox(tmp_path / "refused")

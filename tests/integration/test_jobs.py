@@ -91,16 +91,30 @@ def test_score_in_process_writes_a_row_per_file(tmp_path):
     check_fhir_export(Bundle.model_validate_json((tmp_path / "bundle.json").read_text()), rows, folder)
     csv_text = "".join(job_results.export(job_dir, "csv"))
     assert csv_text == (job_dir / "results.csv").read_text()
-    lines = list(job_results.export(job_dir, "ndjson"))
-    assert [json.loads(line)["resourceType"] for line in lines] == [
-        "DiagnosticReport" if row["status"] == "ok" else "OperationOutcome" for row in rows]
     again = "".join(job_results.export(job_dir, "fhir"))
-    assert report_ids(Bundle.model_validate_json(again)) == report_ids(
-        Bundle.model_validate_json((tmp_path / "bundle.json").read_text()))
+    assert again == (tmp_path / "bundle.json").read_text(), "exporting twice gives the same ids"
+    check_ndjson_export(job_dir, rows, tmp_path / "ndjson")
 
 
-def report_ids(bundle: Bundle) -> list[str]:
-    return [e.resource.identifier[0].value for e in bundle.entry if e.resource.get_resource_type() == "DiagnosticReport"]
+def check_ndjson_export(job_dir: Path, rows: list[dict], out: Path) -> None:
+    """``pneumoscan results --format ndjson --out DIR``: a file per type, the refusals apart, and a
+    manifest that counts them."""
+    exported = run_cli("results", str(job_dir), "--format", "ndjson", "--out", str(out))
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert "Exporting" in exported.stderr and f"{out / 'manifest.json'}" in exported.stderr and not exported.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    ok = [row for row in rows if row["status"] == "ok"]
+    assert {item["type"]: item["count"] for item in manifest["output"]} == {
+        "DiagnosticReport": len(ok), "Observation": len(ok), "Device": 1, "Provenance": len(ok)}
+    assert [(item["type"], item["count"]) for item in manifest["error"]] == [("OperationOutcome", len(rows) - len(ok))]
+    assert manifest["requiresAccessToken"] is False and "--format ndjson" in manifest["request"]
+    lines = {item["type"]: (out / f"{item['type']}.ndjson").read_text().splitlines()
+             for item in manifest["output"] + manifest["error"]}
+    assert {kind: len(found) for kind, found in lines.items()} == {
+        item["type"]: item["count"] for item in manifest["output"] + manifest["error"]}
+    refused = [(number, row) for number, row in enumerate(rows, start=1) if row["status"] != "ok"]
+    assert [json.loads(line)["issue"][0]["diagnostics"] for line in lines["OperationOutcome"]] == [
+        f"results.csv row {number} ({row['path']}): {row['error_detail']}" for number, row in refused]
 
 
 def test_submit_then_worker_then_resubmit(queue_env, tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import io
+import json
 import os
 import shutil
 import struct
@@ -27,7 +28,10 @@ from PIL import Image
 
 from pneumoscan.decision import Decision
 from pneumoscan.imaging import plane_to_input
+from pneumoscan.jobs.folder import ShardMeta, atomic_write, create_job, csv_bytes, load_job, shard_files, shard_path
+from pneumoscan.jobs.results import finalize
 from pneumoscan.model import load_metadata
+from pneumoscan.result import Result
 from pneumoscan.schemas import PredictionResponse
 from pneumoscan.settings import BUNDLED_MODEL_DIR
 from tests.support.dicom_files import make_dicom
@@ -230,24 +234,65 @@ def make_input_folder(root: Path, copies: int = 1) -> tuple[Path, int, int]:
 
 
 def check_fhir_export(bundle: Bundle, rows: list[dict], folder: Path) -> None:
-    """One entry per results.csv row, in its order: the row's report, or the refusal's code."""
-    assert bundle.type == "collection" and len(bundle.entry) == len(rows)
-    for entry, row in zip(bundle.entry, rows):
-        resource = entry.resource
+    """The entries of each results.csv row, in its order: a scored row's DiagnosticReport,
+    Observation, Device (the first time its model version appears) and Provenance, linked by
+    fullUrl; a refused row's OperationOutcome with its code, naming the row."""
+    assert bundle.type == "collection"
+    entries = iter(json.loads(bundle.json())["entry"])
+    devices: dict[str, str] = {}
+    for number, row in enumerate(rows, start=1):
+        first = next(entries)
+        resource = first["resource"]
         if row["status"] != "ok":
-            assert resource.get_resource_type() == "OperationOutcome"
-            assert resource.issue[0].details.coding[0].code == row["error_code"]
+            assert resource["resourceType"] == "OperationOutcome"
+            assert resource["issue"][0]["details"]["coding"][0]["code"] == row["error_code"]
+            assert resource["issue"][0]["diagnostics"].startswith(f"results.csv row {number} ({row['path']}): ")
             continue
-        assert resource.get_resource_type() == "DiagnosticReport" and resource.status == "preliminary"
-        contained = {item.id: item for item in resource.contained}
-        values = {c.code.coding[0].code: c.valueQuantity.value for c in contained["observation"].component}
-        assert float(values["probability"]) == pytest.approx(float(row["probability"]), abs=1e-6)
-        assert contained["observation"].valueCodeableConcept.coding[0].code == row["label"]
+        report, observation = resource, next(entries)
+        if row["model_version"] not in devices:
+            device = next(entries)
+            assert device["resource"]["version"] == [{"value": row["model_version"]}]
+            devices[row["model_version"]] = device["fullUrl"]
+        provenance = next(entries)["resource"]
+        assert report["resourceType"] == "DiagnosticReport" and report["status"] == "preliminary"
+        assert report["result"] == [{"reference": observation["fullUrl"]}]
+        assert observation["resource"]["device"]["reference"] == devices[row["model_version"]]
+        assert provenance["agent"][0]["who"]["reference"] == devices[row["model_version"]]
+        assert [target["reference"] for target in provenance["target"]] == [first["fullUrl"], observation["fullUrl"]]
+        check_observation(observation["resource"], row)
         if row["path"].endswith(".dcm"):
             uids = pydicom.dcmread(folder / row["path"], stop_before_pixels=True)
-            series = contained["study"].series[0]
-            assert (series.uid, series.instance[0].uid, series.modality.code) == (
-                uids.SeriesInstanceUID, uids.SOPInstanceUID, uids.Modality)
-            assert series.instance[0].sopClass.code == f"urn:oid:{uids.SOPClassUID}"
+            [study] = report["imagingStudy"]
+            assert study["identifier"] == {"system": "urn:dicom:uid", "value": f"urn:oid:{uids.StudyInstanceUID}"}
+            assert uids.SeriesInstanceUID in study["display"] and uids.SOPInstanceUID in study["display"]
+            assert observation["resource"]["derivedFrom"] == [study]
         else:
-            assert resource.imagingStudy is None
+            assert "imagingStudy" not in report and "subject" not in report
+    assert next(entries, None) is None
+    assert '"contained"' not in bundle.json()
+
+
+def check_observation(observation: dict, row: dict) -> None:
+    """The Observation holds the row's label and probability."""
+    values = {c["code"]["coding"][0]["code"]: c["valueQuantity"]["value"] for c in observation["component"]}
+    assert float(values["probability"]) == pytest.approx(float(row["probability"]), abs=1e-6)
+    assert observation["valueCodeableConcept"]["coding"][0]["code"] == row["label"]
+
+
+def finished_job(root: Path, results: list[Result], model_version: str = "v1") -> Path:
+    """A finished job folder whose ``results.csv`` holds ``results`` (each named by a file of the
+    job's input folder), written as a worker leaves a shard and finalized, without a model."""
+    folder = root / "input"
+    for result in results:
+        (folder / result.name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / result.name).write_bytes(b"x")
+    job_dir = create_job(folder, root / "jobs", model_version, shard_size=len(results))
+    by_name = {result.name: result for result in results}
+    rows = [by_name[name].to_row(model_version) for name in shard_files(job_dir, load_job(job_dir), 0)]
+    now = time.time()
+    meta = ShardMeta(worker="test", started=now - 1, finished=now, files=len(rows),
+                     failed=sum(not result.ok for result in results))
+    atomic_write(shard_path(job_dir, 0, "json"), meta.model_dump_json().encode())
+    atomic_write(shard_path(job_dir, 0, "csv"), csv_bytes(rows, header=False))
+    assert finalize(job_dir)
+    return job_dir

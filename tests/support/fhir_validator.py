@@ -62,5 +62,13 @@ class FhirServer:
     def search(self, resource_type: str, **query: str) -> list[dict]:
         import httpx
 
-        bundle = httpx.get(f"{self.url}/{resource_type}", params=query, timeout=30).json()
+        bundle = httpx.get(f"{self.url}/{resource_type}", params={"_count": "1000", **query}, timeout=30).json()
         return [entry["resource"] for entry in bundle.get("entry", [])]
+
+    def read(self, reference: str) -> dict:
+        """The resource a ``Type/id`` reference names."""
+        import httpx
+
+        response = httpx.get(f"{self.url}/{reference}", timeout=30)
+        assert response.status_code == 200, f"{reference}: HTTP {response.status_code} {response.text[:500]}"
+        return response.json()

@@ -1,27 +1,30 @@
 """Every kind of FHIR resource pneumoscan emits validates against the R4 definitions with
-Medplum's validator (``tests/support/fhir_validator.py``): reports for JPEG and DICOM uploads
-(with and without patient context), the batch Bundle with an OperationOutcome, error outcomes,
-and a job's export as a Bundle and as NDJSON."""
+Medplum's validator (``tests/support/fhir_validator.py``): the Bundles ``/predict`` answers for
+JPEG and DICOM uploads (with and without patient context), the batch Bundle with an
+OperationOutcome, error outcomes, a job's export as a Bundle and every resource of each of its
+NDJSON files (the manifest is not FHIR), and the transaction Bundle pushed to a FHIR server."""
 
 from __future__ import annotations
 
 import io
 import json
-from datetime import datetime, timezone
 
 import pydicom
 import pytest
 
 from pneumoscan.errors import BlankImage, NotAChestXray
+from pneumoscan.fhir import collection_bundle, outcome_for, result_entries
+from pneumoscan.fhir_push import transaction
 from pneumoscan.imaging import decode
-from pneumoscan.fhir import ndjson_lines, outcome_for, report_bundle, result_resource, stream_bundle
-from pneumoscan.jobs.results import row_resource
+from pneumoscan.jobs.results import export, write_ndjson
 from pneumoscan.result import Result
 from pneumoscan.schemas import Prediction
 from service.app import create_app
 from service.batcher import MicroBatcher
 from service.http import ModelInfo
-from tests.support import STAND_IN_DECISION, fhir_validator, require, stand_in_heatmap, stand_in_scores
+from tests.support import (
+    STAND_IN_DECISION, finished_job, fhir_validator, require, stand_in_heatmap, stand_in_scores,
+)
 from tests.support.dicom_files import make_dicom
 
 FHIR = {"Accept": "application/fhir+json"}
@@ -38,6 +41,15 @@ def with_context(data: bytes) -> bytes:
     dataset = pydicom.dcmread(io.BytesIO(data))
     dataset.IssuerOfPatientID, dataset.AccessionNumber = "HOSPITAL-A", "ACC-1"
     dataset.AcquisitionDate, dataset.AcquisitionTime, dataset.TimezoneOffsetFromUTC = "20261130", "101502", "+0100"
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def without_context(data: bytes) -> bytes:
+    """The file without a patient ID: a report filed under no patient."""
+    dataset = pydicom.dcmread(io.BytesIO(data))
+    del dataset.PatientID
     buffer = io.BytesIO()
     dataset.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
@@ -66,7 +78,7 @@ def test_every_http_answer_in_fhir_is_valid_r4(validate, xray_image, xray_bytes)
             return [
                 await client.post("/predict", content=xray_bytes, headers={"Content-Type": "image/jpeg", **FHIR}),
                 await client.post("/predict", content=dicom, headers={"Content-Type": "application/dicom", **FHIR}),
-                await client.post("/predict", content=make_dicom(xray_image),
+                await client.post("/predict", content=without_context(make_dicom(xray_image)),
                                   headers={"Content-Type": "application/dicom", **FHIR}),
                 await client.post("/predict_batch", headers=FHIR, files=[
                     ("images", ("a.dcm", dicom, "application/dicom")),
@@ -77,26 +89,36 @@ def test_every_http_answer_in_fhir_is_valid_r4(validate, xray_image, xray_bytes)
 
     responses = asyncio.run(scenario())
     resources = [response.json() for response in responses]
-    assert [r["resourceType"] for r in resources] == [
-        "DiagnosticReport", "DiagnosticReport", "DiagnosticReport", "Bundle", "OperationOutcome"
-    ]
-    assert resources[1]["subject"]["identifier"]["value"] and resources[1]["effectiveDateTime"]
-    assert resources[0]["meta"]["security"][0]["code"] == "AIAST"
+    assert [r["resourceType"] for r in resources] == ["Bundle", "Bundle", "Bundle", "Bundle", "OperationOutcome"]
+    types = [[entry["resource"]["resourceType"] for entry in bundle["entry"]] for bundle in resources[:4]]
+    assert types[:3] == [["DiagnosticReport", "Observation", "Device", "Provenance"]] * 3
+    assert types[3] == ["DiagnosticReport", "Observation", "Device", "Provenance", "OperationOutcome"]
+    with_patient = resources[1]["entry"][0]["resource"]
+    assert with_patient["subject"]["identifier"]["value"] and with_patient["effectiveDateTime"]
+    assert "subject" not in resources[2]["entry"][0]["resource"] and resources[2]["entry"][0]["resource"]["imagingStudy"]
+    assert resources[0]["entry"][0]["resource"]["meta"]["security"][0]["code"] == "AIAST"
     assert validate(resources) == []
+    # Each entry on its own too: a resource a Bundle would hide from a check of the Bundle alone.
+    assert validate([entry["resource"] for bundle in resources[:4] for entry in bundle["entry"]]) == []
 
 
-def test_a_jobs_export_is_valid_r4(validate, xray_image):
-    issued = datetime(2026, 11, 30, 10, 0, tzinfo=timezone.utc)
+def test_a_jobs_exports_and_pushes_are_valid_r4(validate, xray_image, tmp_path):
     prediction = Prediction(label="NORMAL", probability=0.1, threshold=0.66, model_version="v1", ood_score=0.5)
     source = decode(with_context(make_dicom(xray_image))).dicom
-    rows = [
-        Result(prediction=prediction, name="a.dcm", dicom=source).to_row("v1"),
-        Result(prediction=prediction, name="b.png").to_row("v1"),
-        Result(error=NotAChestXray("Unlike the training X-rays."), name="c.png").to_row("v1"),
-    ]
-    entries = [row_resource(row, job_id="job-1", issued=issued) for row in rows]
-    bundle = json.loads("".join(stream_bundle(iter(entries), bundle_id="0" * 32, issued=issued)))
-    lines = [json.loads(line) for line in ndjson_lines(iter(entries))]
+    job_dir = finished_job(tmp_path, [
+        Result(prediction=prediction, name="a.dcm", dicom=source),
+        Result(prediction=prediction, name="b.png"),
+        Result(error=NotAChestXray("Unlike the training X-rays."), name="c.png"),
+    ])
+    bundle = json.loads("".join(export(job_dir, "fhir")))
+    manifest = write_ndjson(job_dir, tmp_path / "ndjson", request="test")
+    lines = [json.loads(line) for item in manifest["output"] + manifest["error"]
+             for line in (tmp_path / "ndjson" / f"{item['type']}.ndjson").read_text().splitlines()]
+    assert {line["resourceType"] for line in lines} == {
+        "DiagnosticReport", "Observation", "Device", "Provenance", "OperationOutcome"}
     outcomes = [outcome_for(BlankImage("Nothing to see.")).model_dump(mode="json", exclude_none=True)]
-    batch = report_bundle([result_resource(Result(error=BlankImage("x")))], request_id="1" * 32)
-    assert validate([bundle, *lines, *outcomes, json.loads(batch.json())]) == []
+    refused = result_entries(Result(error=BlankImage("x")), report_id="1" * 32)
+    batch = json.loads(collection_bundle(refused, bundle_id="1" * 32).json())
+    pushes = [transaction(Result(prediction=prediction, dicom=source), "2" * 32),
+              transaction(Result(prediction=prediction), "3" * 32)]
+    assert validate([bundle, *lines, *outcomes, batch, *pushes]) == []

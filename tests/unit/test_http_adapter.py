@@ -247,19 +247,23 @@ def test_fhir_is_negotiated_by_accept(app, xray_image, xray_bytes):
         {"url": "/predict", "content": dicom, "headers": {"Content-Type": "application/dicom", "Accept": "application/json"}},
     ])
     assert from_dicom.headers["content-type"].startswith("application/fhir+json")
-    report = DiagnosticReport.model_validate_json(from_dicom.text)
-    study = next(r for r in from_dicom.json()["contained"] if r["resourceType"] == "ImagingStudy")
-    assert study["identifier"][0]["value"] == f"urn:oid:{pydicom.dcmread(io.BytesIO(dicom)).StudyInstanceUID}"
+    bundle = Bundle.model_validate_json(from_dicom.text)
+    assert bundle.type == "collection"
+    report = DiagnosticReport.model_validate(from_dicom.json()["entry"][0]["resource"])
+    study_uid = pydicom.dcmread(io.BytesIO(dicom)).StudyInstanceUID
+    assert [(s.type, s.identifier.value) for s in report.imagingStudy] == [("ImagingStudy", f"urn:oid:{study_uid}")]
     assert report.status == "preliminary"
-    assert report.identifier[0].value == f"urn:uuid:{uuid.UUID(from_dicom.headers['x-request-id'])}"
+    request_id = f"urn:uuid:{uuid.UUID(from_dicom.headers['x-request-id'])}"
+    assert report.identifier[0].value == bundle.identifier.value == request_id
     # Filed under the patient (by identifier only, never by name), the order and the acquisition time.
     assert report.subject.identifier.value == PATIENT_ID and report.subject.identifier.assigner.display == "HOSPITAL-A"
     assert report.basedOn[0].identifier.value == "ACC-1" and report.basedOn[0].identifier.type.coding[0].code == "ACSN"
     assert str(report.effectiveDateTime) in ("2026-11-30T10:15:02+01:00", "2026-11-30 10:15:02+01:00")
     assert PATIENT_NAME.split("^")[0] not in from_dicom.text
     assert PATIENT_ID not in plain.text
-    jpeg_report = DiagnosticReport.model_validate_json(from_jpeg.text)
-    assert jpeg_report.imagingStudy is None
+    jpeg_entries = from_jpeg.json()["entry"]
+    assert [e["resource"]["resourceType"] for e in jpeg_entries] == ["DiagnosticReport", "Observation", "Device", "Provenance"]
+    assert "imagingStudy" not in jpeg_entries[0]["resource"] and "subject" not in jpeg_entries[0]["resource"]
     assert PredictionResponse.model_validate(plain.json()).label in {"NORMAL", "PNEUMONIA"}
 
 
@@ -310,14 +314,18 @@ def test_fhir_batch_is_a_bundle_in_upload_order(app, xray_image, xray_bytes):
     assert bundle.identifier.value == f"urn:uuid:{uuid.UUID(response.headers['x-request-id'])}"
     entries = response.json()["entry"]
     assert [entry["resource"]["resourceType"] for entry in entries] == [
-        "DiagnosticReport", "DiagnosticReport", "OperationOutcome"]
-    first, second, refused = (entry["resource"] for entry in entries)
+        "DiagnosticReport", "Observation", "Device", "Provenance",  # a.dcm
+        "DiagnosticReport", "Observation", "Provenance",  # b.jpeg: the one Device is already in the Bundle
+        "OperationOutcome"]  # ct.dcm
+    first, second, refused = entries[0]["resource"], entries[4]["resource"], entries[7]["resource"]
     DiagnosticReport.model_validate(first)
-    assert first["imagingStudy"] == [{"reference": "#study"}] and "imagingStudy" not in second
+    assert first["imagingStudy"][0]["identifier"]["system"] == "urn:dicom:uid" and "imagingStudy" not in second
     assert first["identifier"] != second["identifier"]
+    assert entries[5]["resource"]["device"]["reference"] == entries[2]["fullUrl"]
     issue = OperationOutcome.model_validate(refused).issue[0]
     assert issue.details.coding[0].code == "unsupported_modality" and issue.code == "invalid"
-    assert len({entry["fullUrl"] for entry in entries}) == 3
+    assert len({entry["fullUrl"] for entry in entries}) == len(entries)
+    assert "contained" not in response.text
 
 
 def test_gate_refusals_and_flags_through_the_adapter(xray_bytes, xray_image):

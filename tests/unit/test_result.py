@@ -9,7 +9,7 @@ import pytest
 
 from pneumoscan.dicom import DicomSource
 from pneumoscan.errors import BlankImage, NotAChestXray
-from pneumoscan.fhir import result_resource
+from pneumoscan.fhir import result_entries
 from pneumoscan.jobs.folder import csv_bytes
 from pneumoscan.result import RESULT_COLUMNS, Result
 from pneumoscan.schemas import BatchItemError, BatchItemResult, Prediction, PredictionResponse
@@ -62,10 +62,10 @@ def test_a_refusal_renders_as_an_error_everywhere():
     item, line = result.batch_item(), result.file_line()
     assert isinstance(item, BatchItemError) and item.error.code == line.error.code == "blank_image"
     assert line.label is None
-    outcome = result_resource(result)
+    [(_, outcome)] = result_entries(result, report_id="1" * 32)
     assert outcome.get_resource_type() == "OperationOutcome"
     assert outcome.issue[0].details.coding[0].code == "blank_image"
-    report = result_resource(Result(prediction=PREDICTION, dicom=DICOM), request_id="0" * 32)
+    (_, report), *_ = result_entries(Result(prediction=PREDICTION, dicom=DICOM), report_id="0" * 32)
     assert report.get_resource_type() == "DiagnosticReport"
     assert report.conclusion.startswith("OUT OF DISTRIBUTION")
 
