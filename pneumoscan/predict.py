@@ -7,8 +7,9 @@ both call it.
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,8 @@ def read_file(path: Path) -> bytes:
 def read_and_decode(
     path: Path, max_pixels: int
 ) -> tuple[str, np.ndarray | PneumoscanError, DicomSource | None]:
-    """(sha256, model input, DICOM UIDs) for a file, or (sha256 or "", the error, None)."""
+    """(sha256, uint8 plane, DICOM UIDs) for a file, or (sha256 or "", the error, None). Planes
+    (16 KiB) rather than model inputs (192 KiB) wait for their batch: decoding runs ahead."""
     try:
         data = read_file(path)
     except UnreadableFile as exc:
@@ -40,10 +42,10 @@ def read_and_decode(
     sha256 = hashlib.sha256(data).hexdigest()
     try:
         decoded = decode(data, max_pixels=max_pixels)
-        model_input = plane_to_input(resize_plane(decoded.image))
+        plane = resize_plane(decoded.image)
     except PneumoscanError as exc:
         return sha256, exc, None
-    return sha256, model_input, decoded.dicom
+    return sha256, plane, decoded.dicom
 
 
 def score_paths(
@@ -53,27 +55,38 @@ def score_paths(
     batch_size: int = 32,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     decode_threads: int = 1,
+    overlap: bool = True,
     before_batch: Callable[[list[Path]], None] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Iterator[Result]:
-    """One ``Result`` per path (named by the path), in order; decoding in threads overlaps the model's batches."""
+    """One ``Result`` per path (named by the path), in order.
+
+    With ``overlap``, the next batch decodes in ``decode_threads`` threads while the model scores
+    the current one: one batch ahead, so memory stays bounded however many paths there are.
+    ``before_batch`` is given every file in flight (the batch about to be scored and the one
+    decoding ahead), so a crash is pinned on files that were being read. Without ``overlap`` each
+    batch is decoded and then scored, and nothing else is in flight."""
     paths = [Path(p) for p in paths]
+    ahead = batch_size if overlap else 0
     with ThreadPoolExecutor(max_workers=decode_threads) as pool:
-        decoded = pool.map(lambda path: read_and_decode(path, max_pixels), paths)
+        pending: deque[Future] = deque()
         for start in range(0, len(paths), batch_size):
             chunk = paths[start : start + batch_size]
+            # Decoding goes on while the model scores; the window is this batch and the next.
+            while start + len(pending) < min(start + len(chunk) + ahead, len(paths)):
+                pending.append(pool.submit(read_and_decode, paths[start + len(pending)], max_pixels))
             if before_batch is not None:
-                before_batch(chunk)
-            outcomes = [next(decoded) for _ in chunk]
+                before_batch(paths[start : start + len(pending)])
+            outcomes = [pending.popleft().result() for _ in chunk]
             good = [i for i, (_, outcome, _) in enumerate(outcomes) if isinstance(outcome, np.ndarray)]
-            judged = predictor.judge(predictor.score(np.stack([outcomes[i][1] for i in good]))) if good else []
+            planes = np.stack([outcomes[i][1] for i in good]) if good else None
+            judged = predictor.judge(predictor.score(plane_to_input(planes))) if good else []
             by_index = dict(zip(good, judged))
             if progress is not None:
                 progress(len(chunk))
             for i, path in enumerate(chunk):
                 sha256, outcome, dicom = outcomes[i]
-                result = by_index.get(i, outcome)
-                yield Result.of(result, name=str(path), sha256=sha256, dicom=dicom)
+                yield Result.of(by_index.get(i, outcome), name=str(path), sha256=sha256, dicom=dicom)
 
 
 def predict_files(

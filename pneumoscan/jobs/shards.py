@@ -116,7 +116,7 @@ def score_shard(
     for outcome in score_paths(
         predictor, [folder / name for name in names if name not in poison],
         batch_size=1 if suspicious else options.batch_size, max_pixels=options.max_pixels,
-        decode_threads=1 if suspicious else options.decode_threads,
+        decode_threads=options.decode_threads, overlap=not suspicious,
         before_batch=lambda chunk: heartbeat([path.relative_to(folder).as_posix() for path in chunk]),
         progress=progress,
     ):
