@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.run import balanced, build_report, markdown, read_locust_stats
+from bench.run import balanced, build_report, markdown, read_locust_stats, with_drift
 
 
 def run(users: int, rps: float, p99: float = 100.0, failures: int = 0, batch: float | None = None) -> dict:
@@ -24,6 +24,8 @@ def test_report_ratios_and_targets():
     naive = run(32, 20)
     worker = {"images": 520, "score_images_per_s": 180.0, "queue_1_worker_images_per_s": 150.0,
               "queue_2_workers_images_per_s": 140.0}
+    # Measured at 220 before the other stages and 180 after: the ratios use the mean, 200.
+    ceiling = with_drift({**ceiling, "images_per_s": 220.0}, {**ceiling, "images_per_s": 180.0})
     report = build_report(ceiling, service, off, model_service, naive, worker)
     assert set(report) == {"machine", "ceiling", "service", "service_batching_off", "service_model_service",
                            "model_service_vs_in_process_32", "naive_baseline", "worker", "targets"}
@@ -40,6 +42,7 @@ def test_report_ratios_and_targets():
     assert targets["mean_batch_at_32_users"] == {"value": 8.0, "goal": ">= 4.0", "met": True}
     assert targets["model_call_retries"] == {"value": 3, "goal": "== 0", "met": False}
     table = markdown(report)
+    assert "**200.0 img/s** (mean of 220.0 before the other stages and 180.0 after them)" in table
     assert "| service | 32 | 160 | 0.80 |" in table
     assert "| service, model in its own process | 32 | 120 | 0.60 |" in table
     assert "| failed_requests | 2 | == 0 | NO |" in table
