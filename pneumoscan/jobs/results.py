@@ -12,12 +12,14 @@ a repeat.
 The NDJSON export is shaped as FHIR Bulk Data's ``$export``: one file per resource type
 (``DiagnosticReport.ndjson``, ``Observation.ndjson``, ``Device.ndjson``, ``Provenance.ndjson``),
 refusals in ``OperationOutcome.ndjson``, each resource with an ``id`` and references between them
-as ``Type/id``, and a manifest listing the files with their counts.
+as ``Type/id``, and a manifest listing the files with their counts. A file served over HTTP is
+kept in the job folder once built (``kept_ndjson``), a derived copy the CSV can always rebuild.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -221,11 +223,66 @@ def _line(resource: dict) -> str:
     return json.dumps(resource, separators=(",", ":")) + "\n"
 
 
+# Built NDJSON files are kept in the job folder under a name that changes with the code that
+# builds them, so an upgrade never serves files of an older shape.
+KEPT_EXPORT = "export"
+_BUILDERS = ("fhir.py", "fhir_report.py", "jobs/results.py", "result.py")
+
+
+def _export_form() -> str:
+    try:
+        sources = b"".join((Path(__file__).resolve().parents[1] / name).read_bytes() for name in _BUILDERS)
+    except OSError:  # installed without sources
+        from pneumoscan import __version__
+
+        return __version__
+    return hashlib.sha256(sources).hexdigest()[:12]
+
+
+EXPORT_FORM = _export_form()
+
+
+def kept_ndjson(job_dir: Path, resource_type: str) -> Path:
+    """Where the job folder keeps its built ``resource_type`` file (it may not exist yet)."""
+    return job_dir / KEPT_EXPORT / f"{resource_type}.{EXPORT_FORM}.ndjson"
+
+
 def ndjson_lines(job_dir: Path, resource_type: str) -> Iterator[str]:
-    """The lines of one file of the job's NDJSON export: its resources of ``resource_type``."""
-    for resource in _bulk_resources(_row_entries(job_dir, None)):
-        if resource["resourceType"] == resource_type:
-            yield _line(resource)
+    """The lines of one file of the job's NDJSON export: its resources of ``resource_type``.
+
+    The first complete pass is kept in the job folder (a finished job's results never change)
+    and later calls read it; an interrupted pass keeps nothing, and a folder that cannot be
+    written to only costs the rebuild."""
+    kept = kept_ndjson(job_dir, resource_type)
+    try:
+        handle = kept.open(encoding="utf-8")
+    except OSError:  # not built yet, or the folder is not ours to keep it in
+        pass
+    else:
+        with handle:
+            yield from handle
+        return
+    partial = kept.with_name(f".{kept.name}.{uuid.uuid4().hex}.partial")
+    try:
+        kept.parent.mkdir(exist_ok=True)
+        sink: TextIO | None = partial.open("w", encoding="utf-8")
+    except OSError as exc:
+        log.warning("Cannot keep %s (%s); it is built again on each request.", kept, exc)
+        sink = None
+    try:
+        for resource in _bulk_resources(_row_entries(job_dir, None)):
+            if resource["resourceType"] == resource_type:
+                line = _line(resource)
+                if sink is not None:
+                    sink.write(line)
+                yield line
+        if sink is not None:
+            sink.close()
+            partial.replace(kept)
+    finally:
+        if sink is not None:
+            sink.close()
+            partial.unlink(missing_ok=True)
 
 
 def ndjson_counts(job_dir: Path) -> dict[str, int]:

@@ -13,7 +13,8 @@ from fhir.resources.R4B.bundle import Bundle
 
 from pneumoscan.dicom import DicomSource, PatientContext
 from pneumoscan.errors import EmptyImage, NotAChestXray
-from pneumoscan.jobs.results import export, ndjson_counts, ndjson_lines, write_ndjson
+from pneumoscan.jobs import results
+from pneumoscan.jobs.results import export, kept_ndjson, ndjson_counts, ndjson_lines, write_ndjson
 from pneumoscan.result import Result
 from pneumoscan.schemas import Prediction
 from tests.support import finished_job
@@ -142,3 +143,30 @@ def test_a_later_export_into_the_same_folder_leaves_no_stale_file(job_dir, tmp_p
 def test_ndjson_is_not_a_single_stream_any_more(job_dir):
     with pytest.raises(ValueError, match="Unknown results format"):
         "".join(export(job_dir, "ndjson"))
+
+
+def test_a_served_file_is_kept_in_the_job_folder_and_read_back(job_dir, monkeypatch):
+    text = "".join(ndjson_lines(job_dir, "Observation"))
+    kept = kept_ndjson(job_dir, "Observation")
+    assert kept.read_text() == text and len(text.splitlines()) == 3
+    assert [path.name for path in kept.parent.iterdir()] == [kept.name]  # no partial file left
+
+    def no_rebuild(*args):
+        raise AssertionError("rebuilt although the file was kept")
+
+    monkeypatch.setattr(results, "_row_entries", no_rebuild)
+    assert "".join(ndjson_lines(job_dir, "Observation")) == text
+
+
+def test_an_interrupted_pass_keeps_nothing(job_dir):
+    lines = ndjson_lines(job_dir, "DiagnosticReport")
+    next(lines)
+    lines.close()  # the client went away
+    assert list(kept_ndjson(job_dir, "DiagnosticReport").parent.iterdir()) == []
+    assert len(list(ndjson_lines(job_dir, "DiagnosticReport"))) == 3
+
+
+def test_a_folder_that_cannot_keep_the_file_still_serves_it(job_dir, caplog):
+    (job_dir / results.KEPT_EXPORT).write_text("a file where the export folder would go")
+    assert len(list(ndjson_lines(job_dir, "Provenance"))) == 3
+    assert "built again on each request" in caplog.text
