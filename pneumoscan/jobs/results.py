@@ -12,8 +12,9 @@ a repeat.
 The NDJSON export is shaped as FHIR Bulk Data's ``$export``: one file per resource type
 (``DiagnosticReport.ndjson``, ``Observation.ndjson``, ``Device.ndjson``, ``Provenance.ndjson``),
 refusals in ``OperationOutcome.ndjson``, each resource with an ``id`` and references between them
-as ``Type/id``, and a manifest listing the files with their counts. A file served over HTTP is
-kept in the job folder once built (``kept_ndjson``), a derived copy the CSV can always rebuild.
+as ``Type/id``, and a manifest listing the files with their counts. The first file served over
+HTTP writes every file into the job folder in one pass (``kept_ndjson``): derived copies that the
+CSV can always rebuild.
 """
 
 from __future__ import annotations
@@ -250,9 +251,9 @@ def kept_ndjson(job_dir: Path, resource_type: str) -> Path:
 def ndjson_lines(job_dir: Path, resource_type: str) -> Iterator[str]:
     """The lines of one file of the job's NDJSON export: its resources of ``resource_type``.
 
-    The first complete pass is kept in the job folder (a finished job's results never change)
-    and later calls read it; an interrupted pass keeps nothing, and a folder that cannot be
-    written to only costs the rebuild."""
+    The first complete pass writes every file of the export into the job folder (a finished
+    job's results never change), and later calls read them; an interrupted pass keeps nothing,
+    and a folder that cannot be written to only costs the rebuild."""
     kept = kept_ndjson(job_dir, resource_type)
     try:
         handle = kept.open(encoding="utf-8")
@@ -262,27 +263,16 @@ def ndjson_lines(job_dir: Path, resource_type: str) -> Iterator[str]:
         with handle:
             yield from handle
         return
-    partial = kept.with_name(f".{kept.name}.{uuid.uuid4().hex}.partial")
     try:
         kept.parent.mkdir(exist_ok=True)
-        sink: TextIO | None = partial.open("w", encoding="utf-8")
     except OSError as exc:
-        log.warning("Cannot keep %s (%s); it is built again on each request.", kept, exc)
-        sink = None
-    try:
-        for resource in _bulk_resources(_row_entries(job_dir, None)):
-            if resource["resourceType"] == resource_type:
-                line = _line(resource)
-                if sink is not None:
-                    sink.write(line)
-                yield line
-        if sink is not None:
-            sink.close()
-            partial.replace(kept)
-    finally:
-        if sink is not None:
-            sink.close()
-            partial.unlink(missing_ok=True)
+        log.warning("Cannot keep the NDJSON export in %s (%s); it is built again on each request.", kept.parent, exc)
+        resources = _bulk_resources(_row_entries(job_dir, None))
+    else:
+        resources = _write_files(job_dir, lambda kind: kept_ndjson(job_dir, kind), {})
+    for resource in resources:
+        if resource["resourceType"] == resource_type:
+            yield _line(resource)
 
 
 def ndjson_counts(job_dir: Path) -> dict[str, int]:
@@ -315,6 +305,37 @@ def bulk_manifest(
             "requiresAccessToken": requires_access_token, "output": files(NDJSON_TYPES), "error": files([ERROR_TYPE])}
 
 
+def _write_files(
+    job_dir: Path, target: Callable[[str], Path], counts: dict[str, int],
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[dict]:
+    """Every resource of the export, each written to ``target(type)`` as it is yielded; ``counts``
+    gets the lines per type. The files appear only once every one is complete (under their own
+    temporary names until then, so concurrent passes do not mix); a pass left unfinished, by an
+    error or by its consumer, leaves none."""
+    token = uuid.uuid4().hex
+    partials: dict[str, Path] = {}
+    handles: dict[str, TextIO] = {}
+    try:
+        for resource in _bulk_resources(_row_entries(job_dir, progress)):
+            kind = resource["resourceType"]
+            if kind not in handles:
+                partials[kind] = target(kind).with_name(f".{target(kind).name}.{token}.partial")
+                handles[kind] = partials[kind].open("w", encoding="utf-8")
+            handles[kind].write(_line(resource))
+            counts[kind] = counts.get(kind, 0) + 1
+            yield resource
+        for handle in handles.values():
+            handle.close()
+        for kind, partial in partials.items():
+            partial.replace(target(kind))
+    finally:
+        for handle in handles.values():
+            handle.close()
+        for partial in partials.values():
+            partial.unlink(missing_ok=True)
+
+
 def write_ndjson(
     job_dir: Path, out_dir: Path, *, request: str, progress: Callable[[int], None] | None = None
 ) -> dict:
@@ -322,29 +343,13 @@ def write_ndjson(
     with resources, and ``manifest.json`` (``file:`` URLs) last; answers the manifest."""
     finished_results(job_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    handles: dict[str, TextIO] = {}
     counts: dict[str, int] = {}
-    try:
-        for resource in _bulk_resources(_row_entries(job_dir, progress)):
-            kind = resource["resourceType"]
-            if kind not in handles:
-                handles[kind] = (out_dir / f".{kind}.ndjson.partial").open("w", encoding="utf-8")
-            handles[kind].write(_line(resource))
-            counts[kind] = counts.get(kind, 0) + 1
-    except BaseException:
-        for kind in handles:
-            (out_dir / f".{kind}.ndjson.partial").unlink(missing_ok=True)
-        raise
-    finally:
-        for handle in handles.values():
-            handle.close()
+    for _ in _write_files(job_dir, lambda kind: out_dir / f"{kind}.ndjson", counts, progress):
+        pass
     # A type this export has none of loses the file an earlier export into this folder left.
     for kind in (*NDJSON_TYPES, ERROR_TYPE):
-        target = out_dir / f"{kind}.ndjson"
-        if kind in counts:
-            (out_dir / f".{kind}.ndjson.partial").replace(target)
-        else:
-            target.unlink(missing_ok=True)
+        if kind not in counts:
+            (out_dir / f"{kind}.ndjson").unlink(missing_ok=True)
     manifest = bulk_manifest(job_dir, counts, url_for=lambda kind: (out_dir / f"{kind}.ndjson").resolve().as_uri(),
                              request=request, requires_access_token=False)
     atomic_write(out_dir / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())

@@ -145,17 +145,22 @@ def test_ndjson_is_not_a_single_stream_any_more(job_dir):
         "".join(export(job_dir, "ndjson"))
 
 
-def test_a_served_file_is_kept_in_the_job_folder_and_read_back(job_dir, monkeypatch):
+def test_serving_one_file_keeps_every_file_in_the_job_folder_for_later(job_dir, tmp_path, monkeypatch):
     text = "".join(ndjson_lines(job_dir, "Observation"))
     kept = kept_ndjson(job_dir, "Observation")
     assert kept.read_text() == text and len(text.splitlines()) == 3
-    assert [path.name for path in kept.parent.iterdir()] == [kept.name]  # no partial file left
+    kinds = ("DiagnosticReport", "Observation", "Device", "Provenance", "OperationOutcome")
+    # One pass wrote every file of the export, and no partial file is left.
+    assert sorted(path.name for path in kept.parent.iterdir()) == sorted(kept_ndjson(job_dir, kind).name
+                                                                        for kind in kinds)
+    write_ndjson(job_dir, tmp_path / "cli", request="test")
 
     def no_rebuild(*args):
         raise AssertionError("rebuilt although the file was kept")
 
     monkeypatch.setattr(results, "_row_entries", no_rebuild)
-    assert "".join(ndjson_lines(job_dir, "Observation")) == text
+    for kind in kinds:
+        assert "".join(ndjson_lines(job_dir, kind)) == (tmp_path / "cli" / f"{kind}.ndjson").read_text()
 
 
 def test_an_interrupted_pass_keeps_nothing(job_dir):
