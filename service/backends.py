@@ -19,21 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pneumoscan import IMAGE_SIZE
 from pneumoscan.imaging import plane_to_input
 from pneumoscan.model import Predictor
 from service.errors import Overloaded
 
 log = logging.getLogger("pneumoscan.service")
-
-
-def warm_up(score: Callable[[np.ndarray], np.ndarray], max_batch_size: int) -> None:
-    """Compile for every batch size the model will see before reporting ready: one trace under
-    TensorFlow, one per power of two (the padded sizes) under Keras' JAX backend."""
-    size = 1
-    while size < max_batch_size * 2:
-        score(np.zeros((min(size, max_batch_size), *IMAGE_SIZE), dtype=np.uint8))
-        size *= 2
 
 
 class LocalModel:
@@ -43,7 +33,7 @@ class LocalModel:
         self.predictor = Predictor.from_dir(model_dir, threshold=threshold)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self._grad_cam = None
-        warm_up(self.score, max_batch_size)
+        self.predictor.warm_up(max_batch_size)
 
     def score(self, planes: np.ndarray) -> np.ndarray:
         """(n, 2) for uint8 (n, 128, 128) planes: calibrated P(pneumonia) and the gate's distance."""

@@ -25,7 +25,7 @@ from pneumoscan.imaging import plane_to_input
 from pneumoscan.model import load_metadata
 from pneumoscan.settings import get_settings
 from service.app import create_app
-from service.backends import LocalModel, RemoteModel, warm_up
+from service.backends import LocalModel, RemoteModel
 from service.batcher import MicroBatcher
 from service.http import ModelInfo
 from service import metrics
@@ -81,7 +81,7 @@ class PneumoniaModel:
         logging.getLogger("bentoml._internal.server.http_app").addFilter(_ShedRequestFilter())
         configure_tensorflow(settings.service_intra_op_threads(), settings.tf_inter_op_threads)
         self.predictor = Predictor.from_dir(self.model.path, threshold=settings.threshold)
-        warm_up(self.infer, settings.batch_max_size)
+        self.predictor.warm_up(settings.batch_max_size)
         self.ready = True
 
     def __is_ready__(self) -> bool:

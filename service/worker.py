@@ -49,6 +49,7 @@ def get_predictor() -> Predictor:
         _predictor = Predictor.from_dir(
             settings.model_dir, threshold=settings.threshold, ood_policy=settings.ood_policy
         )
+        _predictor.warm_up(settings.predict_batch_size)
     return _predictor
 
 

@@ -154,6 +154,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     settings = get_settings()
     folder = check_input_folder(args.folder, settings.allowed_input_roots)
     predictor = Predictor.from_dir(settings.model_dir, threshold=settings.threshold, ood_policy=settings.ood_policy)
+    predictor.warm_up(settings.predict_batch_size)
     output = Path(args.output).resolve()
     output.mkdir(parents=True, exist_ok=True)
     job_dir = create_job(folder, output, predictor.model_version, settings.shard_size)

@@ -7,7 +7,14 @@ import pytest
 
 from pneumoscan.errors import ModelError
 from pneumoscan.decision import label_for
-from pneumoscan.model import LAST_CONV_LAYER, Predictor, build_seed_model, build_tuned_model, load_metadata
+from pneumoscan.model import (
+    LAST_CONV_LAYER,
+    Predictor,
+    build_seed_model,
+    build_tuned_model,
+    load_metadata,
+    warm_up_sizes,
+)
 
 
 def test_seed_architecture_matches_the_course():
@@ -47,6 +54,18 @@ def test_predictor_labels_by_threshold():
         predictor.predict_proba(np.zeros((2, 64, 64, 3), np.float32))
     with pytest.raises(ValueError):
         Predictor(model, threshold=1.5, model_version="x")
+
+
+def test_warm_up_covers_every_padded_batch_size():
+    assert warm_up_sizes(1) == [1]
+    assert warm_up_sizes(32) == [1, 2, 4, 8, 16, 32]
+    assert warm_up_sizes(48) == [1, 2, 4, 8, 16, 32, 48]  # 48 pads to 64 under JAX
+    seen = []
+    predictor = Predictor(build_seed_model(), threshold=0.5, model_version="test-1")
+    forward = predictor._forward
+    predictor._forward = lambda batch: seen.append(batch.shape[0]) or forward(batch)
+    predictor.warm_up(8)
+    assert seen == [1, 2, 4, 8]
 
 
 def test_label_for_is_inclusive():
