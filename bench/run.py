@@ -8,7 +8,9 @@ the real service under Locust at 1, 8, 32 and 64 closed-loop users, (3) the serv
 off, and with the model in one model-service process (the GPU layout) instead of in each HTTP
 worker, at 32 users, (4) a naive Starlette app (full-resolution decode, ``model.predict`` per
 request) at 32 users, (5) the worker on >= 500 full-size X-rays through ``pneumoscan score`` and
-the queue with one and two workers. Writes ``bench/report.json`` and ``bench/report.md`` (printed too); Locust's CSV and
+the queue with one and two workers, then the ceiling again. Beside stage 1, the model's CPU cost
+per image on one thread at several batch sizes (``bench.model_cost``): what each HTTP worker pays,
+and so what batching can save on a CPU. Writes ``bench/report.json`` and ``bench/report.md`` (printed too); Locust's CSV and
 HTML reports go to ``bench/out/``.
 """
 
@@ -46,6 +48,7 @@ TARGETS = {
 }
 P99_AT_8_USERS_MS = 150.0
 MEAN_BATCH_AT_32 = 4.0
+ONE_THREAD_BATCH_SIZES = (1, 4, 8, 32)
 
 
 def sample_paths(folder: Path) -> list[Path]:
@@ -104,6 +107,19 @@ def ceiling_stage(paths: list[Path], seconds: float, batch_sizes: tuple[int, ...
         "best_batch_size": best,
         "images_per_s": round(pipeline_rate, 1),
     }
+
+
+def one_thread_model_cost(seconds: float = 2.0) -> dict[str, float]:
+    """CPU ms per image of ``Predictor.score`` by batch size with one TensorFlow thread, as in each
+    HTTP worker on 2 cores; in a process of its own, since TensorFlow's threads are set once."""
+    from pneumoscan.settings import get_settings
+
+    command = [sys.executable, "-m", "bench.model_cost", str(get_settings().model_dir), "--threads", "1",
+               "--batch-sizes", ",".join(map(str, ONE_THREAD_BATCH_SIZES)), "--seconds", str(seconds)]
+    printed = subprocess.run(command, cwd=REPO, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                             capture_output=True, text=True, check=True).stdout
+    rows = [json.loads(line) for line in printed.splitlines() if line.startswith("{")]
+    return {str(row["batch"]): row["cpu_ms_per_image"] for row in rows}
 
 
 def with_drift(before: dict, after: dict) -> dict:
@@ -218,11 +234,20 @@ def measure(url: str, roles: dict[str, list[psutil.Process]], users: int, second
                           for role, procs in roles.items()}
     run["http_worker_cpu_percent"] = [round(100 * (cpu_seconds([proc]) - start) / elapsed, 1)
                                       for proc, start in zip(roles["http"], worker_before)]
+    run["cpu_ms_per_request"] = cpu_ms_per_request(run)
     after = scrape(url)
     calls = after["calls"] - before["calls"]
     run["mean_batch_size"] = round((after["images"] - before["images"]) / calls, 2) if calls else None
     run["retries"] = int(after["retries"] - before["retries"])
     return run
+
+
+def cpu_ms_per_request(run: dict) -> float | None:
+    """CPU milliseconds the service's processes spent per answered request (Locust apart)."""
+    cpu = run.get("cpu_percent")
+    if not cpu or not run["requests_per_s"]:
+        return None
+    return round(sum(cpu.values()) * 10 / run["requests_per_s"], 2)
 
 
 def balanced(run: dict) -> bool:
@@ -334,8 +359,8 @@ def markdown(report: dict) -> str:
         + ".",
         "",
         "| run | users | req/s | x ceiling | p50 ms | p95 ms | p99 ms | failures | retries | mean batch "
-        "| CPU % HTTP / model | Locust CPU s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| CPU % HTTP / model | CPU ms/req | Locust CPU s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     runs = [("service", run) for run in report["service"]["runs"]]
     runs += [("service, batching off", run) for run in report["service_batching_off"]["runs"]]
@@ -346,7 +371,7 @@ def markdown(report: dict) -> str:
             f"| {name} | {run['users']} | {run['requests_per_s']} | "
             f"{run['requests_per_s'] / ceiling['images_per_s']:.2f} | {run['p50_ms']:g} | {run['p95_ms']:g} | "
             f"{run['p99_ms']:g} | {run['failures']} | {run.get('retries', '-')} | {run.get('mean_batch_size') or '-'} | "
-            f"{cpu_share(run)} | {run['locust_cpu_s']} |"
+            f"{cpu_share(run)} | {run.get('cpu_ms_per_request') or '-'} | {run['locust_cpu_s']} |"
         )
     if any("unbalanced_run" in run for _, run in runs):
         lines += ["", "† repeated: in the first run one HTTP worker accepted most of Locust's connections "
@@ -364,7 +389,30 @@ def markdown(report: dict) -> str:
     for name, target in report["targets"].items():
         lines.append(f"| {name} | {target['value']} | {target['goal']} | {'yes' if target['met'] else 'NO'} |")
     lines += ["", where_the_time_goes(report)]
+    if (batching := what_batching_saves(report)) is not None:
+        lines += ["", batching]
     return "\n".join(lines) + "\n"
+
+
+def what_batching_saves(report: dict) -> str | None:
+    """The batching ratio beside the CPU a request costs with and without it, and the model's own
+    saving on one thread: on a CPU that is saturated, on vs off cannot exceed the cost ratio."""
+    on = next(r for r in report["service"]["runs"] if r["users"] == 32)
+    off = report["service_batching_off"]["runs"][0]
+    model = report["ceiling"].get("one_thread_cpu_ms_per_image")
+    if not (on.get("cpu_ms_per_request") and off.get("cpu_ms_per_request") and model):
+        return None
+    near = min(model, key=lambda size: abs(int(size) - (on.get("mean_batch_size") or 1)))
+    model_saving = model["1"] - model[near]
+    saving = off["cpu_ms_per_request"] - on["cpu_ms_per_request"]
+    return (f"Batching at 32 users: {report['targets']['batching_on_vs_off_32']['value']}x the throughput "
+            f"without it. A request cost {on['cpu_ms_per_request']:g} CPU ms with batching and "
+            f"{off['cpu_ms_per_request']:g} without (all service processes, Locust apart). The model alone, "
+            f"on one thread as in each HTTP worker, costs {model['1']:g} CPU ms per image at batch 1 and "
+            f"{model[near]:g} at batch {near} (near the mean batch): batching saves {model_saving:.2f} ms "
+            f"there and {saving - model_saving:.2f} ms in per-call hand-offs. With the cores saturated, "
+            f"on vs off is bounded near the cost ratio, {off['cpu_ms_per_request'] / on['cpu_ms_per_request']:.2f}, "
+            f"on this machine.")
 
 
 def where_the_time_goes(report: dict) -> str:
@@ -397,7 +445,7 @@ def main(samples: Path = DEFAULT_SAMPLES, seconds: float = 20.0) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         print("1/5 ceiling", flush=True)
-        ceiling = ceiling_stage(paths, seconds)
+        ceiling = {**ceiling_stage(paths, seconds), "one_thread_cpu_ms_per_image": one_thread_model_cost()}
         home = work / "bentoml"
         subprocess.run([sys.executable, "-m", "pneumoscan.cli", "register"], cwd=REPO, check=True,
                        env={**os.environ, "BENTOML_HOME": str(home)}, capture_output=True)

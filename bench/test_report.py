@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.run import balanced, build_report, markdown, read_locust_stats, with_drift
+from bench.run import balanced, build_report, cpu_ms_per_request, markdown, read_locust_stats, with_drift
 
 
 def run(users: int, rps: float, p99: float = 100.0, failures: int = 0, batch: float | None = None) -> dict:
@@ -17,15 +17,18 @@ def test_report_ratios_and_targets():
     service = {"adaptive_batching": True, "http_workers": 2,
                "runs": [run(1, 30), run(8, 120, p99=140, batch=3.0), run(32, 160, batch=8.0), run(64, 150, failures=2)]}
     service["runs"][2]["cpu_percent"] = {"http": 125.0, "model": 0.0}
+    service["runs"][2]["cpu_ms_per_request"] = 7.81
     service["runs"][2]["http_worker_cpu_percent"] = [62.5, 62.5]
     service["runs"][2]["unbalanced_run"] = run(32, 90)
-    off = {"adaptive_batching": False, "runs": [run(32, 60)]}
+    off = {"adaptive_batching": False, "runs": [{**run(32, 60), "cpu_ms_per_request": 9.5}]}
     model_service = {"placement": "model_service", "runs": [{**run(32, 120, batch=6.0), "retries": 3}]}
     naive = run(32, 20)
     worker = {"images": 520, "score_images_per_s": 180.0, "queue_1_worker_images_per_s": 150.0,
               "queue_2_workers_images_per_s": 140.0}
     # Measured at 220 before the other stages and 180 after: the ratios use the mean, 200.
-    ceiling = with_drift({**ceiling, "images_per_s": 220.0}, {**ceiling, "images_per_s": 180.0})
+    ceiling = with_drift({**ceiling, "images_per_s": 220.0,
+                          "one_thread_cpu_ms_per_image": {"1": 2.7, "4": 2.45, "8": 2.35, "32": 2.35}},
+                         {**ceiling, "images_per_s": 180.0})
     report = build_report(ceiling, service, off, model_service, naive, worker)
     assert set(report) == {"machine", "ceiling", "service", "service_batching_off", "service_model_service",
                            "model_service_vs_in_process_32", "naive_baseline", "worker", "targets"}
@@ -46,10 +49,21 @@ def test_report_ratios_and_targets():
     assert "| service | 32 | 160 | 0.80 |" in table
     assert "| service, model in its own process | 32 | 120 | 0.60 |" in table
     assert "| failed_requests | 2 | == 0 | NO |" in table
-    assert "| 125 (62.5 + 62.5) † / - |" in table
+    assert "| 125 (62.5 + 62.5) † / - | 7.81 | 1.0 |" in table
     assert "† repeated" in table
     assert "HTTP workers used 125 % of a core (the model runs inside them)" in table
     assert "not on the model" in table
+    # The mean batch is 8: the model's saving is batch 1 against batch 8.
+    assert ("A request cost 7.81 CPU ms with batching and 9.5 without" in table
+            and "2.7 CPU ms per image at batch 1 and 2.35 at batch 8" in table
+            and "saves 0.35 ms there and 1.34 ms in per-call hand-offs" in table
+            and "bounded near the cost ratio, 1.22," in table)
+
+
+def test_cpu_per_request():
+    assert cpu_ms_per_request({"cpu_percent": {"http": 150.0, "model": 50.0}, "requests_per_s": 250.0}) == 8.0
+    assert cpu_ms_per_request({"cpu_percent": {"http": 150.0}, "requests_per_s": 0}) is None
+    assert cpu_ms_per_request({"requests_per_s": 10.0}) is None
 
 
 def test_a_run_is_balanced_when_no_http_worker_idled():
