@@ -2,7 +2,8 @@
 
 A job folder holds ``job.json``, a sorted ``manifest`` of input files, and one result file per
 shard under ``shards/``, written to a temporary name, fsynced and renamed: a shard is done exactly
-when its file exists. ``leases/`` records which shards are queued or running and until when
+when its file exists. A shard's CSV carries its own header, so a job whose shards were scored by
+different releases (a column added in between) is still joined column by column. ``leases/`` records which shards are queued or running and until when
 (``pneumoscan.jobs.leases``). When every shard is done, ``results.csv``, ``summary.json`` and
 ``summary.png`` are written (``pneumoscan.jobs.results``). Jobs submitted outside the default root
 are listed in its ``index`` file, so they can be found by id.
@@ -24,7 +25,7 @@ from pydantic import BaseModel
 
 from pneumoscan.errors import FolderNotAllowed, FolderNotFound, JobNotFound
 from pneumoscan.imaging import IMAGE_SUFFIXES
-from pneumoscan.result import RESULT_COLUMNS
+from pneumoscan.result import PATIENT_COLUMNS, RESULT_COLUMNS
 from pneumoscan.schemas import JobSpec
 
 JOB_FILE, MANIFEST_FILE, RESULTS_FILE, SUMMARY_FILE = "job.json", "manifest", "results.csv", "summary.json"
@@ -183,6 +184,31 @@ def csv_bytes(rows: list[dict], header: bool) -> bytes:
         writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue().encode()
+
+
+# Shards written before shards carried a header: their columns, known by the number of fields.
+_HEADERLESS_COLUMNS = {
+    len(RESULT_COLUMNS): RESULT_COLUMNS,
+    len(RESULT_COLUMNS) - len(PATIENT_COLUMNS): RESULT_COLUMNS[: -len(PATIENT_COLUMNS)],  # before patient context
+}
+
+
+def read_shard_rows(path: Path) -> list[dict[str, str]]:
+    """A shard's rows with today's columns: by the shard's own header, or, for a shard of an older
+    release without one, by its number of fields. Columns it lacks are empty, columns no longer
+    written are dropped."""
+    with path.open(newline="") as handle:
+        records = list(csv.reader(handle))
+    columns = None
+    # A header: no data row has "sha256" for a hash and "status" for a status.
+    if records and {"path", "sha256", "status"} <= set(records[0]):
+        columns, records = records[0], records[1:]
+    rows = []
+    for record in records:
+        names = columns or _HEADERLESS_COLUMNS.get(len(record), RESULT_COLUMNS)
+        row = dict(zip(names, record))
+        rows.append({column: row.get(column, "") for column in RESULT_COLUMNS})
+    return rows
 
 
 # --- finding jobs ---------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import logging
 import time
@@ -46,9 +45,10 @@ from pneumoscan.jobs.folder import (
     known_job_dirs,
     load_job,
     read_lease,
+    read_shard_rows,
     shard_path,
 )
-from pneumoscan.result import RESULT_COLUMNS, Result
+from pneumoscan.result import Result
 from pneumoscan.schemas import JobSpec, JobState, JobStatus
 
 log = logging.getLogger("pneumoscan.jobs")
@@ -70,8 +70,7 @@ def finalize(job_dir: Path) -> bool:
     shard_csvs = [shard_path(job_dir, index, "csv") for index in range(spec.shards)]
     if not all(path.exists() for path in shard_csvs):
         return False
-    body = b"".join(path.read_bytes() for path in shard_csvs)
-    rows = list(csv.DictReader(io.StringIO(body.decode()), fieldnames=RESULT_COLUMNS))
+    rows = [row for path in shard_csvs for row in read_shard_rows(path)]
     metas = _shard_metas(job_dir, spec)
     started = min((m.started for m in metas), default=time.time())
     finished = max((m.finished for m in metas), default=started)
@@ -98,7 +97,7 @@ def finalize(job_dir: Path) -> bool:
         atomic_write(job_dir / PLOT_FILE, summary_png(rows, summary))
     except Exception:  # the plot is a convenience: it must never keep a job from finishing
         log.exception("Could not draw %s for job %s; its results are complete.", PLOT_FILE, spec.job_id)
-    atomic_write(job_dir / RESULTS_FILE, csv_bytes([], header=True) + body)
+    atomic_write(job_dir / RESULTS_FILE, csv_bytes(rows, header=True))
     return True
 
 

@@ -140,7 +140,7 @@ def score_shard(
     meta = ShardMeta(worker=worker_id(), started=started, finished=time.time(), files=len(rows),
                      failed=sum(row["status"] == "error" for row in rows))
     atomic_write(shard_path(job_dir, index, "json"), meta.model_dump_json().encode())
-    atomic_write(shard_path(job_dir, index, "csv"), csv_bytes(rows, header=False))
+    atomic_write(shard_path(job_dir, index, "csv"), csv_bytes(rows, header=True))
     lease_path(job_dir, index).unlink(missing_ok=True)
     finalize(job_dir)
     deliver_outboxes(options)

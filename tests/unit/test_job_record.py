@@ -130,6 +130,47 @@ def test_finalize_waits_for_the_last_shard_then_writes_once(job_dir):
     assert job_status(job_dir).state == "done" and job_status(job_dir).eta_seconds == 0.0
 
 
+def test_finalize_joins_shards_written_by_different_releases(job_dir):
+    """A job scored across an upgrade that added columns: an old headerless shard without the
+    patient columns, an old headerless shard with them, and a shard with its own header."""
+    import csv
+    import io
+
+    from pneumoscan.result import PATIENT_COLUMNS, RESULT_COLUMNS
+
+    def row(name: str, **extra: str) -> dict[str, str]:
+        return {"path": name, "sha256": "0" * 64, "label": "NORMAL", "probability": "0.1", "threshold": "0.5",
+                "out_of_distribution": "false", "ood_score": "0.5", "model_version": "model-1",
+                "status": "ok", "error_code": "", "error_detail": "", **extra}
+
+    def write(index: int, rows: list[dict], columns: list[str], header: bool) -> None:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
+        if header:
+            writer.writeheader()
+        writer.writerows(rows)
+        now = time.time()
+        meta = ShardMeta(worker="test", started=now - 1, finished=now, files=len(rows), failed=0)
+        atomic_write(shard_path(job_dir, index, "json"), meta.model_dump_json().encode())
+        atomic_write(shard_path(job_dir, index, "csv"), buffer.getvalue().encode())
+
+    before_patients = RESULT_COLUMNS[: -len(PATIENT_COLUMNS)]
+    write(0, [row("a.png", sop_instance_uid="1.2.3"), row("b.png")], before_patients, header=False)
+    write(1, [row("c.jpeg"), row("d.dcm", sop_instance_uid="1.2.4", patient_id="P-4")], RESULT_COLUMNS, header=False)
+    # A later release may order or drop columns differently: its header says which is which.
+    write(2, [row("e.jpg", accession_number="ACC-5", gone="x")], ["gone", *reversed(RESULT_COLUMNS)], header=True)
+    reconcile(job_dir, Queue(), LEASE_SECONDS)
+    with finished_results(job_dir).open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+    assert reader.fieldnames == RESULT_COLUMNS
+    assert [r["path"] for r in rows] == ["a.png", "b.png", "c.jpeg", "d.dcm", "e.jpg"]
+    assert all(r["label"] == "NORMAL" and r["status"] == "ok" for r in rows)
+    assert rows[0]["sop_instance_uid"] == "1.2.3" and rows[0]["patient_id"] == ""
+    assert rows[3]["patient_id"] == "P-4" and rows[4]["accession_number"] == "ACC-5"
+    assert job_status(job_dir).state == "done"
+
+
 def test_jobs_are_found_by_id_path_or_index(job_dir, tmp_path):
     root = tmp_path / "default-root"
     with pytest.raises(JobNotFound):
