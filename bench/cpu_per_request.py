@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 
-from bench.run import DEFAULT_SAMPLES, OUT, REPO, run_locust, scrape, service_processes
-from service.launch import free_port, start_service, stop
+from bench.run import DEFAULT_SAMPLES, OUT, run_locust, scrape, service_processes
+from service.launch import free_port, register_model, start_service, stop
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -52,8 +50,7 @@ def thread_cpu(pids: list[int]) -> dict[tuple[int, str], float]:
 def measure(users: int, seconds: float, samples: Path, settings: dict[str, str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "bentoml"
-        subprocess.run([sys.executable, "-m", "pneumoscan.cli", "register"], cwd=REPO, check=True,
-                       env={**os.environ, "BENTOML_HOME": str(home)}, capture_output=True)
+        register_model(home)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         OUT.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,6 @@ import importlib.util
 import json
 import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -51,11 +50,11 @@ def main() -> None:
         report["service"] = "skipped: BentoML is not installed on this machine"
     else:
         from bench.run import service_stage
+        from service.launch import register_model
 
         with tempfile.TemporaryDirectory() as tmp:
             home = Path(tmp) / "bentoml"
-            subprocess.run([sys.executable, "-m", "pneumoscan.cli", "register"], check=True, capture_output=True,
-                           env={**os.environ, "BENTOML_HOME": str(home)})
+            register_model(home)
             report["service"] = service_stage(
                 home, args.samples, args.seconds, (1, 8, 32, 64, 128), placement="model_service"
             )

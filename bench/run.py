@@ -32,7 +32,7 @@ import numpy as np
 import psutil
 
 from bench.worker_bench import build_folder, queue_run, summary_rate
-from service.launch import free_port, start, start_service, stop
+from service.launch import free_port, register_model, start, start_service, stop
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "out"
@@ -447,8 +447,7 @@ def main(samples: Path = DEFAULT_SAMPLES, seconds: float = 20.0) -> dict:
         print("1/5 ceiling", flush=True)
         ceiling = {**ceiling_stage(paths, seconds), "one_thread_cpu_ms_per_image": one_thread_model_cost()}
         home = work / "bentoml"
-        subprocess.run([sys.executable, "-m", "pneumoscan.cli", "register"], cwd=REPO, check=True,
-                       env={**os.environ, "BENTOML_HOME": str(home)}, capture_output=True)
+        register_model(home)
         print("2/5 service", flush=True)
         service = service_stage(home, samples, seconds, users=USERS)
         print("3/5 service without batching, and with the model in its own process", flush=True)

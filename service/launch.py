@@ -57,6 +57,12 @@ def stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
+def register_model(home: Path) -> None:
+    """``pneumoscan register``: the bundled model into the BentoML store under ``home``."""
+    subprocess.run([sys.executable, "-m", "pneumoscan.cli", "register"], cwd=REPO, check=True,
+                   env={**os.environ, "BENTOML_HOME": str(home)}, capture_output=True)
+
+
 def start_service(home: Path, port: int, settings: dict, log: Path) -> subprocess.Popen:
     """``bentoml serve`` of the service on 127.0.0.1:port, returned once /readyz answers 200."""
     env = {"BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", **settings}
