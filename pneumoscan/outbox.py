@@ -5,15 +5,22 @@ the attempts and keeping the last error; ``root/delivered/<id>`` marks an id as 
 ``root/failed/`` keeps, with the reason, what was refused for good or ``max_attempts`` times,
 for an operator: nothing is dropped. Used for HL7 messages (``pneumoscan.hl7``) and FHIR
 transactions (``pneumoscan.fhir_push``).
+
+Every worker process puts messages in the same outbox (and in containers, every worker
+container: the folder is a shared volume), and any of them may deliver. One delivers at a time,
+under an exclusive lock on ``root/.deliver.lock``; the others skip that round, so no message is
+sent twice by two processes at once.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,10 +73,36 @@ class Outbox:
         except (FileNotFoundError, ValueError):
             return {"attempts": 0, "next": 0.0, "last_error": None}
 
+    @contextmanager
+    def _delivering(self) -> Iterator[bool]:
+        """Whether this process holds the outbox's delivery lock (held until the block ends)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / ".deliver.lock").open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def deliver(self, send: Send, now: float | None = None) -> dict[str, int]:
-        """Send every message that is due; counts of delivered, retried and failed messages."""
+        """Send every message that is due; counts of delivered, retried and failed messages (all
+        0 when another process is delivering this outbox)."""
         counts = {"delivered": 0, "retried": 0, "failed": 0}
+        if not self.pending():
+            return counts
+        with self._delivering() as mine:
+            if mine:
+                self._deliver_due(send, now, counts)
+        return counts
+
+    def _deliver_due(self, send: Send, now: float | None, counts: dict[str, int]) -> None:
         for path in self.pending():
+            if not path.exists():  # delivered meanwhile by the process that held the lock before
+                continue
             moment = time.time() if now is None else now
             state = self._state(path)
             if state["next"] > moment:
@@ -105,4 +138,3 @@ class Outbox:
                 counts["retried"] += 1
                 log.warning("Message %s not delivered (%s); attempt %d of %d.",
                             message_id, error, state["attempts"], self.max_attempts)
-        return counts

@@ -1,0 +1,52 @@
+"""The durable outbox shared by several processes: one delivers at a time, none sends twice."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from pneumoscan.outbox import Outbox
+
+HOLD_LOCK = """
+import fcntl, sys
+handle = open(sys.argv[1], "a")
+fcntl.flock(handle, fcntl.LOCK_EX)
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_process_delivering_keeps_the_others_from_sending_the_same_messages(tmp_path):
+    outbox = Outbox(tmp_path, ".msg", max_attempts=3, max_wait_s=0.0)
+    for name in ("a", "b"):
+        outbox.put(name, name.encode())
+    sent: list[bytes] = []
+
+    # Another worker process (or container on the same volume) is delivering this outbox.
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path / ".deliver.lock")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert outbox.deliver(sent.append) == {"delivered": 0, "retried": 0, "failed": 0}
+        assert sent == [] and len(outbox.pending()) == 2, "skipped, not lost"
+    finally:
+        holder.communicate("")
+
+    # A second outbox object on the same folder, delivering while this one holds the lock.
+    other = Outbox(tmp_path, ".msg", max_attempts=3, max_wait_s=0.0)
+    nested: list[dict] = []
+
+    def send(body: bytes) -> None:
+        nested.append(other.deliver(sent.append))
+        sent.append(body)
+
+    assert outbox.deliver(send) == {"delivered": 2, "retried": 0, "failed": 0}
+    assert sent == [b"a", b"b"], "each message sent once"
+    assert nested == [{"delivered": 0, "retried": 0, "failed": 0}] * 2
+    assert outbox.pending() == [] and not outbox.put("a", b"a")
+
+
+def test_an_empty_outbox_takes_no_lock(tmp_path):
+    outbox = Outbox(tmp_path / "hl7", ".msg")
+    assert outbox.deliver(lambda body: None) == {"delivered": 0, "retried": 0, "failed": 0}
+    assert not (tmp_path / "hl7").exists(), "no folder made for an outbox nothing was put in"
