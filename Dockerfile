@@ -1,4 +1,5 @@
-# One image for the HTTP service (the default command) and the queue worker (`pneumoscan worker`).
+# One image for the HTTP service (the default command), the queue worker (`pneumoscan worker`)
+# and the DICOM node (`pneumoscan dicom-node`).
 # docker compose builds it; see "Deploying in a hospital network" in the README.
 FROM python:3.11-slim
 
@@ -18,13 +19,19 @@ RUN useradd --create-home --uid 10001 pneumoscan \
     && mkdir -p /data/input /data/jobs /data/var \
     && chown pneumoscan:pneumoscan /data/jobs /data/var
 
-COPY pyproject.toml README.md /tmp/src/
+# The dependencies first, in a layer of their own: a change to the code alone rebuilds from the
+# COPY below, without downloading TensorFlow again.
+COPY pyproject.toml /tmp/src/
+RUN python -c "import tomllib; print(*tomllib.load(open('/tmp/src/pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
+        > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt && rm /tmp/requirements.txt
+COPY README.md /tmp/src/
 COPY pneumoscan/ /tmp/src/pneumoscan/
 COPY service/ /tmp/src/service/
 COPY training/ /tmp/src/training/
 # Installed rather than run from a source folder, so `bentoml serve` and the `pneumoscan`
 # console script import the same single copy of the code.
-RUN pip install /tmp/src && rm -rf /tmp/src
+RUN pip install --no-deps /tmp/src && rm -rf /tmp/src
 
 COPY models/pneumonia-cnn/ /app/models/pneumonia-cnn/
 WORKDIR /app

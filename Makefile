@@ -53,7 +53,7 @@ bench: install
 	$(BIN)/python -m pneumoscan.cli bench --samples $(SAMPLES)
 
 # Builds the image with podman and runs it, then the compose file (root; see the README).
-container-test:
+container-test: install
 	deploy/container-test.sh
 
 clean:

@@ -6,10 +6,12 @@
 # 2. podman build of the unmodified Dockerfile, tagged pneumoscan:latest.
 # 3. The service and a worker started from it against a throwaway redis-server: /readyz,
 #    /predict on a fixture, the API-key refusal, and a folder job through the queue.
-# 4. docker-compose.yml under podman-compose, with the same checks.
+# 4. docker-compose.yml under podman-compose, with the same checks, and a chest radiograph sent
+#    to its DICOM node by C-STORE and scored by its worker.
 # Everything it started (containers, networks, volumes, Redis, temporary folders) is removed at
 # the end; the images stay as the next run's cache. Needs root, podman, runc, podman-compose,
-# redis-server, curl (and debootstrap where no registry answers).
+# redis-server, curl, dcmtk's storescu, the project's .venv (make install; it writes the DICOM
+# test file), and debootstrap where no registry answers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,9 +26,10 @@ fail() {
 }
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-for tool in podman runc podman-compose redis-server curl python3; do
-    command -v "$tool" >/dev/null || fail "$tool is not installed (apt-get install podman runc podman-compose redis-server curl debootstrap)"
+for tool in podman runc podman-compose redis-server curl python3 storescu; do
+    command -v "$tool" >/dev/null || fail "$tool is not installed (apt-get install podman runc podman-compose redis-server curl dcmtk debootstrap)"
 done
+[ -x .venv/bin/python ] || fail "no .venv here: run make install first"
 
 work="$(mktemp -d /var/tmp/pneumoscan-ct.XXXXXX)"
 project="pneumoscan-ct-$$"
@@ -50,7 +53,7 @@ cleanup() {
     podman rm -f "$project-service" "$project-worker" >/dev/null 2>&1 || true
     PNEUMOSCAN_API_KEY="$key" "${compose[@]}" down -v >/dev/null 2>&1 || true
     podman network rm -f "${project}_default" >/dev/null 2>&1 || true
-    podman volume rm -f "${project}_jobs" "${project}_redis-data" >/dev/null 2>&1 || true
+    podman volume rm -f "${project}_jobs" "${project}_redis-data" "${project}_var" >/dev/null 2>&1 || true
     [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null || true
     rm -rf "$work"
     if [ "$status" -eq 0 ]; then say "passed"; fi
@@ -133,9 +136,40 @@ mkdir -p "$work/compose-jobs"
 cp -r tests/fixtures/xrays "$work/compose-input"
 chown 10001 "$work/compose-jobs"
 compose_port=$(free_port)
+dicom_port=$(free_port)
 say "running docker-compose.yml under podman-compose"
 export PNEUMOSCAN_API_KEY="$key" PNEUMOSCAN_PORT="$compose_port" PNEUMOSCAN_HOST_INPUT="$work/compose-input" \
-    PNEUMOSCAN_HOST_OUTPUT="$work/compose-jobs"
+    PNEUMOSCAN_HOST_OUTPUT="$work/compose-jobs" PNEUMOSCAN_DICOM_PORT="$dicom_port" \
+    PNEUMOSCAN_DICOM_ALLOWED_AES=CONTAINERTEST PNEUMOSCAN_DICOM_STUDY_QUIET_S=2
 "${compose[@]}" up -d >"$work/compose.log" 2>&1 || { cat "$work/compose.log" >&2; fail "podman-compose up"; }
 inputs=$(find "$work/compose-input" -name '*.jpeg' | wc -l)
 check_service "http://127.0.0.1:$compose_port"
+
+# The compose file's DICOM node: a frontal chest DX in by C-STORE, queued as a job once its study
+# is quiet, scored by the worker container through the shared volume; with no destination set,
+# its SR and Secondary Capture wait in the outbox on that volume.
+dicom="$work/chest.dcm"
+.venv/bin/python - "$dicom" <<'PY' || fail "writing the DICOM test file"
+import sys
+
+from PIL import Image
+
+from tests.support import xray_paths
+from tests.support.dicom_files import make_dicom
+
+xray = next(path for path in xray_paths() if path.parent.name == "PNEUMONIA")
+with open(sys.argv[1], "wb") as handle:
+    handle.write(make_dicom(Image.open(xray).convert("L")))
+PY
+deadline=$((SECONDS + 120))
+until storescu -aet CONTAINERTEST -aec PNEUMOSCAN 127.0.0.1 "$dicom_port" "$dicom" >"$work/storescu.log" 2>&1; do
+    [ $SECONDS -lt $deadline ] || { cat "$work/storescu.log" >&2; fail "C-STORE to the compose file's DICOM node"; }
+    sleep 2
+done
+outbox="$(podman volume inspect "${project}_var" --format '{{.Mountpoint}}')/dicom/outbox"
+deadline=$((SECONDS + 240))
+until [ "$(find "$outbox" -name '*.dcm' 2>/dev/null | wc -l)" -ge 2 ]; do
+    [ $SECONDS -lt $deadline ] || fail "no SR and Secondary Capture in the DICOM node's outbox after 240 s"
+    sleep 2
+done
+say "DICOM node on port $dicom_port: a C-STORE scored by the worker, $(find "$outbox" -name '*.dcm' | wc -l) results in its outbox"

@@ -31,7 +31,7 @@ from tests.support import reachable_modules
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
 COMPOSE_TEXT = (REPO_ROOT / "docker-compose.yml").read_text()
-SERVICE, WORKER, REDIS = (COMPOSE["services"][name] for name in ("service", "worker", "redis"))
+SERVICE, WORKER, NODE, REDIS = (COMPOSE["services"][name] for name in ("service", "worker", "dicom-node", "redis"))
 VARIABLE = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
 SETTING_VARIABLES = {f"PNEUMOSCAN_{field.upper()}" for field in Settings.model_fields}
 
@@ -44,9 +44,11 @@ CONTAINER_DEFAULTS = {
     "PNEUMOSCAN_QUEUE_URL": "redis://redis:6379/0",  # SQLite cannot be shared between containers
 }
 REQUIRED = {"PNEUMOSCAN_API_KEY"}  # no silent default for a secret: compose refuses to start
-# Unset means the model's own threshold, results kept in the outbox, no HL7 or no FHIR push; an empty
-# value would not parse.
-PASS_THROUGH = {"PNEUMOSCAN_THRESHOLD", "PNEUMOSCAN_DICOM_DESTINATION", "PNEUMOSCAN_HL7_DESTINATION", "PNEUMOSCAN_FHIR_URL"}
+# Unset means the model's own threshold, results kept in the outbox, no HL7 or no FHIR push (an
+# empty value would not parse), or no trusted DICOM caller (podman-compose does not interpolate
+# an empty default, `${NAME:-}`).
+PASS_THROUGH = {"PNEUMOSCAN_THRESHOLD", "PNEUMOSCAN_DICOM_DESTINATION", "PNEUMOSCAN_HL7_DESTINATION", "PNEUMOSCAN_FHIR_URL",
+                "PNEUMOSCAN_DICOM_ALLOWED_AES"}
 # Read by compose itself (host port, host folders, image name), never by the code.
 COMPOSE_ONLY = {"PNEUMOSCAN_PORT", "PNEUMOSCAN_HOST_INPUT", "PNEUMOSCAN_HOST_OUTPUT", "PNEUMOSCAN_IMAGE"}
 
@@ -96,8 +98,8 @@ def is_ignored(path: str) -> bool:
     return ignored
 
 
-def test_service_and_worker_share_one_environment_of_every_setting():
-    assert SERVICE["environment"] == WORKER["environment"]
+def test_service_worker_and_dicom_node_share_one_environment_of_every_setting():
+    assert SERVICE["environment"] == WORKER["environment"] == NODE["environment"]
     names = set(SERVICE["environment"])
     assert names - SETTING_VARIABLES == set(), "not PNEUMOSCAN_<setting>: a typo, or a setting that was removed"
     assert SETTING_VARIABLES - names == set(), "settings the operator cannot set through compose"
@@ -111,7 +113,7 @@ def test_defaults_are_the_code_defaults_unless_listed(monkeypatch):
     for name, value in SERVICE["environment"].items():
         field = name.removeprefix("PNEUMOSCAN_").lower()
         if name in PASS_THROUGH:
-            assert value is None and Settings.model_fields[field].default is None, name
+            assert value is None and Settings.model_fields[field].default in (None, ""), name
             continue
         if name in REQUIRED:
             assert re.fullmatch(rf"\$\{{{name}:\?.+\}}", value), f"{name} must fail loudly when unset"
@@ -196,18 +198,21 @@ def test_worker_command_is_the_cli_worker_and_can_scale():
     assert int(grace[1] or 0) * 60 + int(grace[2] or 0) > timeout, "Docker would kill a finishing shard"
 
 
-def test_service_and_worker_mount_the_folders_the_settings_name():
-    assert SERVICE["image"] == WORKER["image"] and SERVICE["build"] == WORKER["build"]
-    assert SERVICE["volumes"] == WORKER["volumes"]
+def test_service_workers_and_dicom_node_mount_the_folders_the_settings_name():
+    assert SERVICE["image"] == WORKER["image"] == NODE["image"] and SERVICE["build"] == WORKER["build"] == NODE["build"]
+    assert SERVICE["volumes"] == WORKER["volumes"] == NODE["volumes"]
     mounts = {}
     for volume in SERVICE["volumes"]:
         source, target, *mode = volume.rsplit(":", 2) if volume.endswith((":ro", ":rw")) else volume.rsplit(":", 1)
-        mounts[target] = (VARIABLE.fullmatch(source)[3], mode)
+        variable = VARIABLE.fullmatch(source)
+        mounts[target] = (variable[3] if variable else source, mode)
     env = {name: VARIABLE.fullmatch(value)[3] for name, value in SERVICE["environment"].items()
            if value and name not in REQUIRED}
     for root in env["PNEUMOSCAN_INPUT_ROOTS"].split(":"):
         assert mounts[root][1] == ["ro"], "X-rays are mounted read-only"
     assert mounts[env["PNEUMOSCAN_JOBS_DIR"]][1] != ["ro"]
+    # The outboxes and the DICOM node's studies: shared, and kept when a container is re-created.
+    assert mounts[env["PNEUMOSCAN_DATA_DIR"]][1] != ["ro"]
     for source, _ in mounts.values():
         if not source.startswith((".", "/", "~")):
             assert source in COMPOSE["volumes"], f"named volume {source} is not declared"
@@ -221,8 +226,41 @@ def test_redis_persists_and_everything_waits_for_it():
     assert "redis-cli" in " ".join(REDIS["healthcheck"]["test"]) and "ping" in " ".join(REDIS["healthcheck"]["test"])
     queue = urlparse(CONTAINER_DEFAULTS["PNEUMOSCAN_QUEUE_URL"])
     assert (queue.hostname, queue.port) == ("redis", 6379) and "ports" not in REDIS
-    for service in (SERVICE, WORKER):
+    for service in (SERVICE, WORKER, NODE):
         assert service["depends_on"] == {"redis": {"condition": "service_healthy"}}
+
+
+def test_dicom_node_runs_the_cli_node_on_its_published_port():
+    from pneumoscan.cli import dicom as dicom_commands
+
+    args = cli.build_parser().parse_args(NODE["command"][1:])
+    assert NODE["command"][0] == "pneumoscan" and args.handler is dicom_commands.cmd_dicom_node
+    [published] = NODE["ports"]
+    assert published == "${PNEUMOSCAN_DICOM_PORT:-11112}:${PNEUMOSCAN_DICOM_PORT:-11112}", (
+        "the port the PACS calls is the one the node binds"
+    )
+    assert default_of(NODE["environment"]["PNEUMOSCAN_DICOM_HOST"], "PNEUMOSCAN_DICOM_HOST") == "0.0.0.0"
+    assert NODE["environment"]["PNEUMOSCAN_DICOM_ALLOWED_AES"] is None, "no caller is trusted until the operator names it"
+    assert Settings.model_fields["dicom_allowed_aes"].default == ""
+    assert ":-}" not in COMPOSE_TEXT, "podman-compose leaves an empty default uninterpolated"
+
+
+def test_dicom_node_healthcheck_fails_unless_the_port_accepts():
+    import socket
+
+    test = NODE["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"] and "start_period" in NODE["healthcheck"]
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    try:
+        for accepting in (True, False):
+            if not accepting:
+                listener.close()
+            result = subprocess.run([sys.executable, "-c", test[3]], capture_output=True, timeout=30,
+                                    env={**os.environ, "PNEUMOSCAN_DICOM_PORT": str(port)})
+            assert (result.returncode == 0) == accepting, result.stderr[-500:]
+    finally:
+        listener.close()
 
 
 def test_dockerfile_builds_what_compose_runs():
