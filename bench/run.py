@@ -10,7 +10,8 @@ worker, at 32 users, (4) a naive Starlette app (full-resolution decode, ``model.
 request) at 32 users, (5) the worker on >= 500 full-size X-rays through ``pneumoscan score`` and
 the queue with one and two workers, then the ceiling again. Beside stage 1, the model's CPU cost
 per image on one thread at several batch sizes (``bench.model_cost``): what each HTTP worker pays,
-and so what batching can save on a CPU. Writes ``bench/report.json`` and ``bench/report.md`` (printed too); Locust's CSV and
+and so what batching can save on a CPU. Writes ``bench/report.json``, ``bench/report.md`` (printed too) and ``bench/report.png``
+(``bench.plot``); Locust's CSV and
 HTML reports go to ``bench/out/``.
 """
 
@@ -31,6 +32,7 @@ import httpx
 import numpy as np
 import psutil
 
+from bench.plot import report_png
 from bench.worker_bench import build_folder, queue_run, summary_rate
 from service.launch import free_port, register_model, start, start_service, stop
 
@@ -462,5 +464,6 @@ def main(samples: Path = DEFAULT_SAMPLES, seconds: float = 20.0) -> dict:
     (REPO / "bench" / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(report)
     (REPO / "bench" / "report.md").write_text(table)
+    (REPO / "bench" / "report.png").write_bytes(report_png(report, P99_AT_8_USERS_MS))
     print(table)
     return report

@@ -60,6 +60,19 @@ def test_report_ratios_and_targets():
             and "bounded near the cost ratio, 1.22," in table)
 
 
+def test_report_plot_is_a_png(tmp_path):
+    from bench.plot import report_png
+
+    ceiling = {"images": 400, "cores": 2, "decode_images_per_s": 300.0, "best_batch_size": 32,
+               "model_images_per_s": {"1": 150.0}, "images_per_s": 200.0}
+    service = {"runs": [run(1, 30), run(8, 120, batch=3.0), run(32, 160, batch=8.0), run(64, 150)]}
+    report = build_report(ceiling, service, {"runs": [run(32, 60)]}, {"runs": [run(32, 120)]}, run(32, 20),
+                          {"images": 520, "score_images_per_s": 180.0, "queue_1_worker_images_per_s": 150.0,
+                           "queue_2_workers_images_per_s": 140.0})
+    png = report_png(report, 150.0)
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+
+
 def test_cpu_per_request():
     assert cpu_ms_per_request({"cpu_percent": {"http": 150.0, "model": 50.0}, "requests_per_s": 250.0}) == 8.0
     assert cpu_ms_per_request({"cpu_percent": {"http": 150.0}, "requests_per_s": 0}) is None
