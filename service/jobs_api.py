@@ -60,7 +60,9 @@ def _check_output(output: str | None, allowed_roots: list[Path]) -> str | None:
 
 @router.post("/jobs", response_model=JobCreated, status_code=202, responses=ERRORS,
              summary="Score every X-ray in a server-side folder through the queue")
-async def create_job(request: JobRequest) -> JobCreated:
+async def create_job(request: JobRequest, http_request: Request, response: Response) -> JobCreated:
+    """202 with the job's id; ``Location`` is its progress (``GET /jobs/{job_id}``) and
+    ``Content-Location`` its FHIR Bulk Data export's status URL, as a Bulk Data kick-off answers."""
     from service.worker import submit
 
     roots = get_settings().allowed_input_roots
@@ -74,6 +76,8 @@ async def create_job(request: JobRequest) -> JobCreated:
         status = await anyio.to_thread.run_sync(submit, request.folder, output, roots)
     except OSError as exc:
         raise JobError(f"Cannot create the job's output folder: {exc.strerror or exc}") from exc
+    response.headers["Location"] = str(http_request.url_for("get_job", job_id=status.job_id))
+    response.headers["Content-Location"] = str(http_request.url_for("get_job_export", job_id=status.job_id))
     return JobCreated(job_id=status.job_id, state=status.state)
 
 
@@ -139,12 +143,41 @@ class ExportManifest(BaseModel):
     error: list[ExportFile] = Field(description="OperationOutcome.ndjson: one per refused file, naming its row.")
 
 
+EXPORT_IN_PROGRESS = {
+    "model": JobStatus,
+    "description": (
+        "The job is queued or running, as FHIR Bulk Data's status request answers an export in "
+        "progress: poll again after Retry-After seconds; X-Progress says how far it got"),
+    "headers": {
+        "X-Progress": {"schema": {"type": "string"}, "description": "e.g. '120 of 512 files scored'"},
+        "Retry-After": {"schema": {"type": "integer"}, "description": "seconds before polling again"},
+    },
+}
+
+
+def export_in_progress(status: JobStatus) -> Response | None:
+    """202 with X-Progress and Retry-After for a queued or running job (Bulk Data's status
+    request in progress); None when the job has finished or failed."""
+    if status.state not in ("queued", "running"):
+        return None
+    retry_after = min(60, max(1, round(status.eta_seconds or 5)))
+    return Response(status.model_dump_json(), status_code=202, media_type="application/json", headers={
+        "X-Progress": f"{status.done} of {status.total} files scored", "Retry-After": str(retry_after)})
+
+
 @router.get(
-    "/jobs/{job_id}/export", response_model=ExportManifest, responses={**ERRORS, 409: {"model": ErrorResponse}},
-    summary="A finished job's FHIR Bulk Data export: the manifest of its NDJSON files",
+    "/jobs/{job_id}/export", response_model=ExportManifest,
+    responses={**ERRORS, 202: EXPORT_IN_PROGRESS, 409: {"model": ErrorResponse}},
+    summary="A job's FHIR Bulk Data export: the manifest of its NDJSON files once it is done, 202 until then",
 )
-async def get_job_export(job_id: JobId, request: Request) -> ExportManifest:
+async def get_job_export(job_id: JobId, request: Request) -> ExportManifest | Response:
+    """The status URL of FHIR Bulk Data's asynchronous pattern: 202 (X-Progress, Retry-After)
+    while the job is queued or running, the manifest when it is done, 409 ``job_not_finished``
+    for a failed job."""
     job_dir = await anyio.to_thread.run_sync(find_job, job_id)
+    status = await anyio.to_thread.run_sync(job_status, job_dir)
+    if (waiting := export_in_progress(status)) is not None:
+        return waiting
     counts = await anyio.to_thread.run_sync(ndjson_counts, job_dir)
 
     def url_for(kind: str) -> str:

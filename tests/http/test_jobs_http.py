@@ -20,6 +20,9 @@ def test_job_over_http_is_scored_by_the_worker(server, job_roots):
         created = client.post("/jobs", json={"folder": str(folder)})
         assert created.status_code == 202, created.text
         job_id = created.json()["job_id"]
+        base = str(client.base_url).rstrip("/")
+        assert created.headers["location"] == f"{base}/jobs/{job_id}"
+        assert created.headers["content-location"] == f"{base}/jobs/{job_id}/export"
         assert created.json()["state"] == "queued"
         queued = client.get(f"/jobs/{job_id}").json()
         assert queued["state"] == "queued" and queued["total"] == good + bad
@@ -30,9 +33,13 @@ def test_job_over_http_is_scored_by_the_worker(server, job_roots):
         early_fhir = client.get(f"/jobs/{job_id}/results", headers={"Accept": "application/fhir+json"})
         assert early_fhir.status_code == 409
         assert OperationOutcome.model_validate_json(early_fhir.text).issue[0].code == "conflict"
-        for path in (f"/jobs/{job_id}/export", f"/jobs/{job_id}/export/DiagnosticReport.ndjson"):
-            early_export = client.get(path)
-            assert early_export.status_code == 409 and early_export.json()["error"] == "job_not_finished"
+        # The export's status URL answers as FHIR Bulk Data's does while an export is in progress.
+        polled = client.get(f"/jobs/{job_id}/export")
+        assert polled.status_code == 202, polled.text
+        assert polled.headers["x-progress"] == f"0 of {good + bad} files scored"
+        assert 1 <= int(polled.headers["retry-after"]) <= 60 and polled.json()["state"] == "queued"
+        early_file = client.get(f"/jobs/{job_id}/export/DiagnosticReport.ndjson")
+        assert early_file.status_code == 409 and early_file.json()["error"] == "job_not_finished"
 
     worker = run_cli("worker", "--burst", env=server.settings)
     assert worker.returncode == 0, worker.stderr[-2000:]

@@ -379,3 +379,18 @@ def test_accept_q_zero_is_respected_and_nothing_acceptable_is_406(app, xray_byte
     assert refused_fhir.status_code == 406 and refused_fhir.json()["error"] == "not_acceptable"
     assert nothing.status_code == 406
     assert anything.status_code == 200 and PredictionResponse.model_validate(anything.json())
+
+
+def test_export_status_follows_bulk_data_while_a_job_runs():
+    from pneumoscan.schemas import JobStatus
+    from service.jobs_api import export_in_progress
+
+    queued = export_in_progress(JobStatus(job_id="j", state="queued", total=512))
+    assert queued.status_code == 202 and queued.headers["x-progress"] == "0 of 512 files scored"
+    assert queued.headers["retry-after"] == "5", "no estimate yet: poll again soon"
+    running = export_in_progress(JobStatus(job_id="j", state="running", total=512, done=120, eta_seconds=900.0))
+    assert running.headers["x-progress"] == "120 of 512 files scored" and running.headers["retry-after"] == "60"
+    nearly = export_in_progress(JobStatus(job_id="j", state="running", total=512, done=511, eta_seconds=0.2))
+    assert nearly.headers["retry-after"] == "1"
+    assert export_in_progress(JobStatus(job_id="j", state="done", total=512, done=512)) is None
+    assert export_in_progress(JobStatus(job_id="j", state="failed", total=512, done=3)) is None, "409 as before"
