@@ -169,6 +169,7 @@ class Predictor:
         self.model = model
         self.gate = gate
         self.temperature = temperature
+        self._grad_cam = None
         self.decision = Decision(threshold, model_version, gate.threshold if gate else None, ood_policy)
         network = with_distance(model, gate) if gate is not None else model
         if keras.backend.backend() == "tensorflow":
@@ -224,6 +225,20 @@ class Predictor:
         probabilities = calibrate(outputs[0], self.temperature)
         distances = outputs[1].astype(np.float64) if self.gate is not None else np.full(len(batch), np.nan)
         return np.stack([probabilities, distances], axis=1)
+
+    @property
+    def grad_cam(self):
+        """This model's ``explain.GradCam`` (TensorFlow backend only: ``ModelError`` otherwise),
+        built on first use so that start-up does not pay for it; a duplicate from a race is harmless."""
+        if self._grad_cam is None:
+            from pneumoscan.explain import GradCam
+
+            self._grad_cam = GradCam(self.model)
+        return self._grad_cam
+
+    def heatmap(self, model_input: np.ndarray) -> np.ndarray:
+        """Grad-CAM heatmap of P(pneumonia) for one (128, 128, 3) model input: float32 (h, w) in [0, 1]."""
+        return self.grad_cam(model_input)[1]
 
     def warm_up(self, max_batch_size: int) -> None:
         """Score zero batches of every size up to ``max_batch_size`` that the model will see, so

@@ -32,7 +32,6 @@ class LocalModel:
     def __init__(self, model_dir: str | Path, threshold: float | None, max_batch_size: int) -> None:
         self.predictor = Predictor.from_dir(model_dir, threshold=threshold)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
-        self._grad_cam = None
         self.predictor.warm_up(max_batch_size)
 
     def score(self, planes: np.ndarray) -> np.ndarray:
@@ -41,12 +40,7 @@ class LocalModel:
 
     def heatmap(self, plane: np.ndarray) -> np.ndarray:
         """Grad-CAM heatmap of P(pneumonia) for one uint8 (128, 128) plane, float32 (h, w) in [0, 1]."""
-        from pneumoscan.explain import GradCam
-
-        # Built on first use, so start-up does not pay for it.
-        if self._grad_cam is None:
-            self._grad_cam = GradCam(self.predictor.model)
-        return self._grad_cam(plane_to_input(plane))[1]
+        return self.predictor.heatmap(plane_to_input(plane))
 
     async def infer(self, planes: np.ndarray) -> np.ndarray:
         return await asyncio.get_running_loop().run_in_executor(self._thread, self.score, planes)

@@ -101,12 +101,7 @@ class PneumoniaModel:
     @bentoml.api
     def explain(self, plane: np.ndarray) -> np.ndarray:
         """Grad-CAM heatmap of P(pneumonia) for one uint8 (128, 128) plane: float32 (h, w) in [0, 1]."""
-        from pneumoscan.explain import GradCam
-
-        # Built on first use, so start-up does not pay for it; a duplicate from a race is harmless.
-        if getattr(self, "grad_cam", None) is None:
-            self.grad_cam = GradCam(self.predictor.model)
-        return self.grad_cam(plane_to_input(plane))[1]
+        return self.predictor.heatmap(plane_to_input(plane))
 
 
 def _current() -> "Pneumoscan":

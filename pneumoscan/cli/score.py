@@ -52,7 +52,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     except PneumoscanError as exc:
         return refuse(exc)
     _configure_tensorflow()
-    from pneumoscan.explain import GradCam, feature_maps, overlay, save_feature_map_grids
+    from pneumoscan.explain import feature_maps, overlay, save_feature_map_grids
     from pneumoscan.model import Predictor
 
     predictor = Predictor.from_dir(
@@ -61,7 +61,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     prediction = predictor.judge(predictor.score(model_input[np.newaxis]))[0]
     if isinstance(prediction, PneumoscanError):
         return refuse(prediction)
-    _, heatmap = GradCam(predictor.model)(model_input)
+    heatmap = predictor.heatmap(model_input)
     out = args.out / "gradcam.png" if args.feature_maps else args.out
     result = {"file": str(args.file), "label": prediction.label, "probability": prediction.probability,
               "threshold": prediction.threshold, "out_of_distribution": prediction.out_of_distribution,

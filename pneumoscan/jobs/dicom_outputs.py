@@ -39,7 +39,6 @@ class DicomResultWriter:
         self.predictor = predictor
         self.outbox = outbox
         self.max_pixels = max_pixels
-        self._grad_cam = None
 
     def write(self, path: Path, result: Result) -> int:
         """The number of DICOM results written for ``path``."""
@@ -68,14 +67,11 @@ class DicomResultWriter:
         """The Grad-CAM overlay of the image (RGB), or None where Grad-CAM is unavailable."""
         import keras
 
-        from pneumoscan.explain import GradCam, overlay
+        from pneumoscan.explain import overlay
         from pneumoscan.imaging import decode, plane_to_input, resize_plane
 
         if keras.backend.backend() != "tensorflow":
             log.warning("No Secondary Capture: Grad-CAM needs Keras' TensorFlow backend.")
             return None
-        if self._grad_cam is None:
-            self._grad_cam = GradCam(self.predictor.model)
         image = decode(path.read_bytes(), max_pixels=self.max_pixels).image
-        _, heatmap = self._grad_cam(plane_to_input(resize_plane(image)))
-        return overlay(image, heatmap)
+        return overlay(image, self.predictor.heatmap(plane_to_input(resize_plane(image))))
