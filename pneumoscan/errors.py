@@ -31,7 +31,9 @@ Every error carries a stable machine-readable ``code``; adapters translate them 
     │   ├── ResultNotFound          a finished job without the file asked for (summary.png)
     │   └── WorkerCrashed           a file that kept killing workers (a results.csv error row)
     ├── ModelError              the saved model or its metadata is missing or unusable
-    └── DataError               a training/evaluation data folder is unusable
+    ├── DataError               a training/evaluation data folder is unusable
+    └── ConfigurationError      settings that cannot be used together, or files they name that
+                                cannot be loaded (the DICOM node's TLS certificate and key)
 
 The HTTP adapter adds errors that only exist over HTTP (``service/errors.py``); those never
 appear in a job's rows, so ``error_from_code`` looks only in this module's tree.
@@ -155,6 +157,10 @@ class ModelError(PneumoscanError):
 
 class DataError(PneumoscanError):
     code = "data_error"
+
+
+class ConfigurationError(PneumoscanError):
+    code = "configuration_error"
 
 
 def error_from_code(code: str, detail: str) -> PneumoscanError:

@@ -186,6 +186,22 @@ class Settings(BaseSettings):
     dicom_retry_max_s: float = Field(
         default=300.0, gt=0, description="Longest wait between attempts to deliver a result to the destination."
     )
+    dicom_tls_cert: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain) of the node; with PNEUMOSCAN_DICOM_TLS_KEY the node accepts TLS "
+        "associations only (TLS 1.2 or later). Unset: plain DICOM.",
+    )
+    dicom_tls_key: Path | None = Field(default=None, description="PEM private key of PNEUMOSCAN_DICOM_TLS_CERT.")
+    dicom_tls_ca: Path | None = Field(
+        default=None,
+        description="PEM CA certificates. With TLS, callers must present a certificate they signed (mutual TLS), "
+        "and the destination's certificate is checked against them instead of the system's.",
+    )
+    dicom_destination_tls: bool = Field(
+        default=False,
+        description="Send results to PNEUMOSCAN_DICOM_DESTINATION over TLS, checking its certificate and host "
+        "name, and presenting the node's certificate when one is set.",
+    )
 
     # HL7 v2 results
     hl7_destination: str | None = Field(

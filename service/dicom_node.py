@@ -10,6 +10,9 @@
   worker writes the results as DICOM into the outbox (``pneumoscan.jobs.dicom_outputs``).
 - **Delivery**: the outbox is sent by C-STORE to ``PNEUMOSCAN_DICOM_DESTINATION``; a result leaves
   the outbox only once stored, and failures are retried with exponential backoff.
+- **TLS** (``PNEUMOSCAN_DICOM_TLS_CERT`` and ``_KEY``): the node accepts TLS associations only;
+  with ``PNEUMOSCAN_DICOM_TLS_CA``, only from callers whose certificate that CA signed (mutual TLS,
+  as IHE ATNA's secure node). ``PNEUMOSCAN_DICOM_DESTINATION_TLS`` sends results over TLS.
 
 A killed node loses no acknowledged instance: on start it submits every quiet study again (an
 unchanged study maps to the same job) and resends whatever is in the outbox. Patient fields are
@@ -21,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import signal
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -53,6 +57,7 @@ from pynetdicom.sop_class import (
 
 from pneumoscan.dicom_store import DicomStore, InvalidInstance, Study
 from pneumoscan.settings import Settings
+from service.dicom_tls import client_tls, server_tls
 
 log = logging.getLogger("pneumoscan.dicom")
 # pynetdicom's debug output dumps whole datasets, patient fields included.
@@ -117,11 +122,13 @@ class Destination:
 class Sender:
     """Delivers the outbox to the destination, backing off exponentially while it fails."""
 
-    def __init__(self, store: DicomStore, destination: Destination, calling_ae: str, max_wait_s: float) -> None:
+    def __init__(self, store: DicomStore, destination: Destination, calling_ae: str, max_wait_s: float,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.store = store
         self.destination = destination
         self.calling_ae = calling_ae
         self.max_wait_s = max_wait_s
+        self.tls = tls
         self.failures = 0
         self.next_attempt = 0.0
 
@@ -153,7 +160,9 @@ class Sender:
         ae = AE(ae_title=self.calling_ae)
         for sop_class in {str(dataset.SOPClassUID) for _, dataset in datasets}:
             ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-        association = ae.associate(self.destination.host, self.destination.port, ae_title=self.destination.ae_title)
+        tls_args = (self.tls, self.destination.host) if self.tls is not None else None
+        association = ae.associate(self.destination.host, self.destination.port, ae_title=self.destination.ae_title,
+                                   tls_args=tls_args)
         if not association.is_established:
             return 0
         delivered = 0
@@ -182,9 +191,10 @@ class DicomNode:
         self.store = DicomStore(settings.dicom_root)
         self.submit = submit  # (study folder, outbox) -> None: queue the study as a job
         self.submitted: dict[Path, tuple[int, float]] = {}
+        self.tls = server_tls(settings)
         self.sender = (
             Sender(self.store, Destination.parse(settings.dicom_destination), settings.dicom_ae_title,
-                   settings.dicom_retry_max_s)
+                   settings.dicom_retry_max_s, client_tls(settings))
             if settings.dicom_destination else None
         )
         self.ae = NodeAE(settings.dicom_ae_title, settings.allowed_calling_aes)
@@ -226,10 +236,13 @@ class DicomNode:
     def serve(self, poll_s: float = 1.0) -> None:
         handlers = [(evt.EVT_C_ECHO, lambda event: SUCCESS), (evt.EVT_C_STORE, self.on_store)]
         address = (self.settings.dicom_host, self.settings.dicom_port)
-        server = self.ae.start_server(address, block=False, evt_handlers=handlers)
+        server = self.ae.start_server(address, block=False, evt_handlers=handlers, ssl_context=self.tls)
         allowed = ", ".join(self.settings.allowed_calling_aes) or "none: every association is refused"
-        log.info("DICOM node %s listening on %s:%d; calling AE titles allowed: %s; results to %s.",
-                 self.settings.dicom_ae_title, *address, allowed, self.settings.dicom_destination or "the outbox only")
+        tls = "plain DICOM" if self.tls is None else (
+            "TLS, client certificates required" if self.settings.dicom_tls_ca else "TLS")
+        log.info("DICOM node %s listening on %s:%d (%s); calling AE titles allowed: %s; results to %s%s.",
+                 self.settings.dicom_ae_title, *address, tls, allowed, self.settings.dicom_destination or "the outbox only",
+                 " over TLS" if self.sender is not None and self.sender.tls is not None else "")
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self.stopping.set())
         try:

@@ -48,7 +48,8 @@ REQUIRED = {"PNEUMOSCAN_API_KEY"}  # no silent default for a secret: compose ref
 # empty value would not parse), or no trusted DICOM caller (podman-compose does not interpolate
 # an empty default, `${NAME:-}`).
 PASS_THROUGH = {"PNEUMOSCAN_THRESHOLD", "PNEUMOSCAN_DICOM_DESTINATION", "PNEUMOSCAN_HL7_DESTINATION", "PNEUMOSCAN_FHIR_URL",
-                "PNEUMOSCAN_DICOM_ALLOWED_AES"}
+                "PNEUMOSCAN_DICOM_ALLOWED_AES", "PNEUMOSCAN_DICOM_TLS_CERT", "PNEUMOSCAN_DICOM_TLS_KEY",
+                "PNEUMOSCAN_DICOM_TLS_CA"}
 # Read by compose itself (host port, host folders, image name), never by the code.
 COMPOSE_ONLY = {"PNEUMOSCAN_PORT", "PNEUMOSCAN_HOST_INPUT", "PNEUMOSCAN_HOST_OUTPUT", "PNEUMOSCAN_IMAGE"}
 

@@ -53,3 +53,22 @@ def test_results_stay_in_the_outbox_while_the_destination_is_down(tmp_path):
 
 def test_destination_parsing():
     assert Destination.parse("ORTHANC@pacs.example:4242") == Destination("ORTHANC", "pacs.example", 4242)
+
+
+def test_tls_settings_that_cannot_work_are_refused_before_listening(tmp_path):
+    import pytest
+
+    from pneumoscan.errors import ConfigurationError
+    from service.dicom_tls import client_tls, server_tls
+
+    base = {"data_dir": tmp_path}
+    assert server_tls(Settings(**base)) is None and client_tls(Settings(**base)) is None, "plain DICOM by default"
+    with pytest.raises(ConfigurationError, match="set together"):
+        server_tls(Settings(**base, dicom_tls_cert=tmp_path / "node.pem"))
+    with pytest.raises(ConfigurationError, match="nothing uses TLS"):
+        server_tls(Settings(**base, dicom_tls_ca=tmp_path / "ca.pem"))
+    with pytest.raises(ConfigurationError, match="Cannot load"):
+        server_tls(Settings(**base, dicom_tls_cert=tmp_path / "missing.pem", dicom_tls_key=tmp_path / "missing.key"))
+    # Sending over TLS alone checks the destination against the system's CAs, host name included.
+    context = client_tls(Settings(**base, dicom_destination_tls=True))
+    assert context.check_hostname and context.verify_mode.name == "CERT_REQUIRED"
