@@ -10,9 +10,9 @@ worker, at 32 users, (4) a naive Starlette app (full-resolution decode, ``model.
 request) at 32 users, (5) the worker on >= 500 full-size X-rays through ``pneumoscan score`` and
 the queue with one and two workers, then the ceiling again. Beside stage 1, the model's CPU cost
 per image on one thread at several batch sizes (``bench.model_cost``): what each HTTP worker pays,
-and so what batching can save on a CPU. Writes ``bench/report.json``, ``bench/report.md`` (printed too) and ``bench/report.png``
-(``bench.plot``); Locust's CSV and
-HTML reports go to ``bench/out/``.
+and so what batching can save on a CPU. Writes ``bench/report.json``, ``bench/report.md``
+(printed too) and ``bench/report.png`` (``bench.plot``); Locust's CSV and HTML reports go to
+``bench/out/``.
 """
 
 from __future__ import annotations

@@ -100,9 +100,7 @@ class Outbox:
         return counts
 
     def _deliver_due(self, send: Send, now: float | None, counts: dict[str, int]) -> None:
-        for path in self.pending():
-            if not path.exists():  # delivered meanwhile by the process that held the lock before
-                continue
+        for path in self.pending():  # listed under the lock: no other process removes these meanwhile
             moment = time.time() if now is None else now
             state = self._state(path)
             if state["next"] > moment:

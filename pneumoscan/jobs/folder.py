@@ -3,10 +3,11 @@
 A job folder holds ``job.json``, a sorted ``manifest`` of input files, and one result file per
 shard under ``shards/``, written to a temporary name, fsynced and renamed: a shard is done exactly
 when its file exists. A shard's CSV carries its own header, so a job whose shards were scored by
-different releases (a column added in between) is still joined column by column. ``leases/`` records which shards are queued or running and until when
-(``pneumoscan.jobs.leases``). When every shard is done, ``results.csv``, ``summary.json`` and
-``summary.png`` are written (``pneumoscan.jobs.results``). Jobs submitted outside the default root
-are listed in its ``index`` file, so they can be found by id.
+different releases (a column added in between) is still joined column by column. ``leases/``
+records which shards are queued or running and until when (``pneumoscan.jobs.leases``). When
+every shard is done, ``results.csv``, ``summary.json`` and ``summary.png`` are written
+(``pneumoscan.jobs.results``). Jobs submitted outside the default root are listed in its
+``index`` file, so they can be found by id.
 """
 
 from __future__ import annotations
