@@ -147,6 +147,32 @@ def grad_cam(model, model_input: np.ndarray) -> np.ndarray:
     return GradCam(model)(model_input)[1]
 
 
+# Where a frontal chest X-ray's lungs lie once it is resized to the model's square: the image
+# without its outer 15% on each side. Burned-in markers, rulers and collimation edges sit outside it.
+CENTRAL_MARGIN = 0.15
+
+
+def heatmap_location(heatmap: np.ndarray, margin: float = CENTRAL_MARGIN) -> tuple[float, bool]:
+    """(share of the heatmap's mass inside the central region, whether its peak lies outside it),
+    measured on the heatmap resized to the model's input size; (NaN, False) for an empty map."""
+    from pneumoscan import IMAGE_SIZE
+
+    if not 0.0 <= margin < 0.5:
+        raise ValueError(f"margin must be in [0, 0.5), got {margin}.")
+    height, width = IMAGE_SIZE
+    resized = np.asarray(
+        Image.fromarray(np.asarray(heatmap, dtype=np.float32)).resize((width, height), Image.Resampling.BILINEAR)
+    ).clip(0.0, None)
+    total = float(resized.sum())
+    if total <= 0.0:
+        return float("nan"), False
+    top, left = round(height * margin), round(width * margin)
+    central = np.zeros_like(resized, dtype=bool)
+    central[top : height - top, left : width - left] = True
+    peak = np.unravel_index(int(np.argmax(resized)), resized.shape)
+    return float(resized[central].sum() / total), not bool(central[peak])
+
+
 def display_size(size: tuple[int, int], min_side: int, max_side: int) -> tuple[int, int]:
     """``size`` scaled so its longest side lies in [min_side, max_side], aspect kept."""
     width, height = size

@@ -112,6 +112,36 @@ class CalibrationInfo(BaseModel):
     ece_after: dict[str, float] = Field(description="Expected calibration error (10 bins) after scaling.")
 
 
+class SiteEstimate(BaseModel):
+    """A proportion with its 95% interval and the counts it rests on."""
+
+    value: float | None = Field(description="The point estimate; null when its denominator is 0.")
+    ci: tuple[float, float] | None = Field(description="95% interval [low, high] (Wilson); null with no data.")
+    successes: int
+    n: int
+
+
+class SiteCalibration(BaseModel):
+    """``metadata.json``'s ``site`` block: where and how a site set its own operating point."""
+
+    rule: str = Field(description="`youden`, `sensitivity:X` or `specificity:X`.")
+    threshold: float = Field(ge=0.0, le=1.0, description="The site's threshold on calibrated P(pneumonia).")
+    previous_threshold: float = Field(description="The threshold of the model it was calibrated from.")
+    parent_version: str = Field(description="The version of the model it was calibrated from.")
+    temperature: float = Field(gt=0.0, description="The softmax temperature this version applies.")
+    temperature_refitted: bool = Field(description="Whether the temperature was refitted on the site's data.")
+    n: dict[str, int] = Field(description="Scored images per class (refused images left out).")
+    refused: dict[str, int] = Field(default_factory=dict, description="Images the input gate refused, by code.")
+    data_fingerprint: str = Field(description="sha256 of the sorted `file,label` list the site data gave.")
+    folds: int = Field(description="Cross-validation folds the out-of-sample estimates come from.")
+    sensitivity: SiteEstimate = Field(description="Out of sample: chosen on k-1 folds, counted on the held fold.")
+    specificity: SiteEstimate = Field(description="Out of sample, as sensitivity.")
+    auc: float | None = None
+    auc_ci: tuple[float, float] | None = None
+    gate_extended: bool = Field(default=False, description="Whether the site's X-rays were added to the gate.")
+    created: datetime
+
+
 class ModelMetadata(BaseModel):
     """``metadata.json`` beside every saved ``model.keras``."""
 
@@ -142,6 +172,41 @@ class ModelMetadata(BaseModel):
     )
     calibration: CalibrationInfo | None = None
     gate: GateInfo | None = None
+    shift_proxy: dict | None = Field(
+        default=None,
+        description="How the recipe held up on data it never saw of another acquisition series (see the "
+        "model card's shift-proxy section): the figures `training.shift_proxy` measured.",
+    )
+    site: SiteCalibration | None = Field(
+        default=None,
+        description="Set by `pneumoscan calibrate`: the site's operating point and the data it was chosen on.",
+    )
+
+
+class ServedModel(BaseModel):
+    """``GET /version``: the model version this service scores with, and its operating point."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: str
+    version: str = Field(description="Every result, FHIR Device, HL7 message and DICOM SR names this version.")
+    recipe: str
+    threshold: float = Field(description="The threshold in use (PNEUMOSCAN_THRESHOLD overrides the model's).")
+    threshold_overridden: bool = Field(description="Whether PNEUMOSCAN_THRESHOLD replaces the model's own threshold.")
+    threshold_rule: str | None = None
+    site_calibrated: bool = Field(description="Whether `pneumoscan calibrate` set this version's operating point.")
+    site: SiteCalibration | None = None
+    ood_threshold: float | None = Field(default=None, description="The input gate's limit; null without a gate.")
+    ood_policy: str
+
+    @classmethod
+    def of(cls, metadata: "ModelMetadata", threshold: float, ood_policy: str) -> "ServedModel":
+        return cls(
+            name=metadata.name, version=metadata.version, recipe=metadata.recipe, threshold=threshold,
+            threshold_overridden=threshold != metadata.threshold, threshold_rule=metadata.threshold_rule,
+            site_calibrated=metadata.site is not None, site=metadata.site,
+            ood_threshold=metadata.gate.threshold if metadata.gate else None, ood_policy=ood_policy,
+        )
 
 
 class PredictionResponse(Prediction, DicomIdentifiers):

@@ -31,7 +31,7 @@ from pneumoscan.fhir_push import FhirOutbox
 from pneumoscan.hl7 import Hl7Outbox, queue_result
 from pneumoscan.imaging import decode, resize_plane
 from pneumoscan.result import Result
-from pneumoscan.schemas import ErrorResponse, Prediction
+from pneumoscan.schemas import ErrorResponse, Prediction, ServedModel
 from service.errors import MissingImage, NotAcceptable, RequestTimeout, TooManyImages, UnsupportedMediaType, status_for
 
 RAW_IMAGE_TYPES = frozenset(
@@ -57,6 +57,7 @@ class ModelInfo:
     hl7_outbox: Hl7Outbox | None = None
     fhir_url: str | None = None  # base URL of the FHIR server reports are pushed to
     fhir_outbox: FhirOutbox | None = None
+    served: ServedModel | None = None  # GET /version
 
     @property
     def model_version(self) -> str:

@@ -16,7 +16,7 @@ from service.errors import NotReady, Overloaded, Unauthorized, UploadTooLarge, e
 
 log = logging.getLogger("pneumoscan.service")
 
-OPEN_PATHS = frozenset({"/", "/docs.json", "/schema.json", "/livez", "/healthz", "/readyz", "/metrics"})
+OPEN_PATHS = frozenset({"/", "/docs.json", "/schema.json", "/livez", "/healthz", "/readyz", "/metrics", "/version"})
 OPEN_PREFIXES = ("/static_content/", "/assets/")
 
 

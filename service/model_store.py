@@ -1,4 +1,5 @@
-"""Importing a saved pneumoscan model folder into the BentoML model store."""
+"""The BentoML model store: importing a saved pneumoscan model folder, and finding the folder a
+tag names, so that the queue worker scores with the version the service serves."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def register_model(model_dir: str | Path, name: str = "pneumonia-cnn") -> tuple[
         pass
     with bentoml.models.create(
         tag,
-        labels={"recipe": metadata.recipe, "framework": "keras"},
+        labels={"recipe": metadata.recipe, "framework": "keras", "site_calibrated": str(metadata.site is not None).lower()},
         metadata={
             "threshold": metadata.threshold,
             "validation_auc": metadata.validation.auc,
@@ -35,3 +36,21 @@ def register_model(model_dir: str | Path, name: str = "pneumonia-cnn") -> tuple[
             if (model_dir / file_name).exists():  # models saved before the input gate have no gate file
                 shutil.copy2(model_dir / file_name, Path(stored.path) / file_name)
     return tag, True
+
+
+def stored_model_dir(tag: str) -> Path | None:
+    """The folder of ``tag`` (``name:version`` or ``name:latest``) in this BentoML store; None
+    when the store holds no such model."""
+    try:
+        return Path(bentoml.models.get(tag).path)
+    except NotFound:
+        return None
+
+
+def serving_model_dir(tag: str, fallback: Path) -> tuple[Path, str]:
+    """(model folder, where it came from): the store's ``tag`` when the store has it, as the service
+    loads it; otherwise ``fallback`` (PNEUMOSCAN_MODEL_DIR), for a store nothing was registered in."""
+    stored = stored_model_dir(tag)
+    if stored is not None:
+        return stored, f"{tag} in the BentoML store"
+    return Path(fallback), f"{fallback} ({tag} is not in the BentoML store)"

@@ -23,6 +23,7 @@ from pneumoscan.fhir_push import FhirOutbox
 from pneumoscan.hl7 import Hl7Outbox
 from pneumoscan.imaging import plane_to_input
 from pneumoscan.model import load_metadata
+from pneumoscan.schemas import ServedModel
 from pneumoscan.settings import get_settings
 from service.app import create_app
 from service.backends import LocalModel, RemoteModel
@@ -151,8 +152,9 @@ class Pneumoscan:
             latency_budget_s=settings.batch_max_latency_ms / 1000,
             observe_batch=metrics.observe_batch_size,
         )
+        decision = decision_for(metadata, settings.threshold, settings.ood_policy)
         self.info = ModelInfo(
-            decision=decision_for(metadata, settings.threshold, settings.ood_policy),
+            decision=decision,
             max_pixels=settings.max_image_pixels,
             max_batch_items=settings.max_batch_items,
             timeout_s=settings.request_timeout_s,
@@ -162,6 +164,7 @@ class Pneumoscan:
             hl7_outbox=Hl7Outbox(settings.hl7_root, settings.delivery_max_attempts, settings.delivery_retry_max_s),
             fhir_url=settings.fhir_url,
             fhir_outbox=FhirOutbox(settings.fhir_root, settings.delivery_max_attempts, settings.delivery_retry_max_s),
+            served=ServedModel.of(metadata, decision.threshold, decision.ood_policy),
         )
 
 

@@ -36,7 +36,20 @@ def make_huey(config: Settings) -> Huey:
 
 huey = make_huey(settings)
 _predictor: Predictor | None = None
+_model_dir: Path | None = None
 _processes = 1
+
+
+def model_dir() -> Path:
+    """The folder of the model version the service serves (``PNEUMOSCAN_MODEL_TAG`` in the BentoML
+    store), or ``PNEUMOSCAN_MODEL_DIR`` when the store does not hold that tag."""
+    global _model_dir
+    if _model_dir is None:
+        from service.model_store import serving_model_dir  # imports bentoml: only when a model is needed
+
+        _model_dir, source = serving_model_dir(settings.model_tag, settings.model_dir)
+        log.info("Scoring with %s.", source)
+    return _model_dir
 
 
 def get_predictor() -> Predictor:
@@ -46,9 +59,7 @@ def get_predictor() -> Predictor:
         # Share the cores between worker processes instead of oversubscribing them.
         threads = settings.tf_intra_op_threads or max(1, (os.cpu_count() or 1) // _processes)
         configure_tensorflow(threads, settings.tf_inter_op_threads)
-        _predictor = Predictor.from_dir(
-            settings.model_dir, threshold=settings.threshold, ood_policy=settings.ood_policy
-        )
+        _predictor = Predictor.from_dir(model_dir(), threshold=settings.threshold, ood_policy=settings.ood_policy)
         _predictor.warm_up(settings.predict_batch_size)
     return _predictor
 
@@ -102,7 +113,7 @@ def submit(
     resolved = check_input_folder(folder, allowed_roots)
     output_root = Path(output).resolve() if output else settings.jobs_root
     output_root.mkdir(parents=True, exist_ok=True)
-    model_version = load_metadata(settings.model_dir).version
+    model_version = load_metadata(model_dir()).version
     job_dir = create_job(resolved, output_root, model_version, settings.shard_size, dicom_outbox)
     register_job(settings.jobs_root, job_dir)
     reconcile(job_dir, enqueue, settings.lease_seconds, queue_idle=huey.pending_count() == 0)

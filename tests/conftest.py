@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import io
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from tests.support import make_tiny_dataset, run_cli, xray_paths
+from pneumoscan.settings import BUNDLED_MODEL_DIR
+
+from tests.support import make_site_dataset, make_tiny_dataset, run_cli, xray_paths
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The queue worker scores with the model the BentoML store's PNEUMOSCAN_MODEL_TAG names: an empty
+# store of the test session's own keeps the developer's registered models out of the tests.
+os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="pneumoscan-tests-bentoml-")
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +54,22 @@ def tiny_model_dir(tmp_path_factory, tiny_dataset) -> Path:
         "train", "--data", str(tiny_dataset), "--out", str(out), "--recipe", "seed",
         "--epochs", "1", "--seed", "7", "--validation-fraction", "0.34",
     )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def site_dataset(tmp_path_factory) -> Path:
+    """A site's labelled folder: 28 X-rays of each class and one photograph filed as NORMAL."""
+    return make_site_dataset(tmp_path_factory.mktemp("site-data"))
+
+
+@pytest.fixture(scope="session")
+def site_model_dir(tmp_path_factory, site_dataset) -> Path:
+    """The bundled model calibrated on ``site_dataset`` by the real ``pneumoscan calibrate``."""
+    out = tmp_path_factory.mktemp("site-model") / "calibrated"
+    result = run_cli("calibrate", "--model", str(BUNDLED_MODEL_DIR), "--data", str(site_dataset),
+                     "--rule", "youden", "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 

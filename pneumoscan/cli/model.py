@@ -57,7 +57,9 @@ def cmd_register(args: argparse.Namespace) -> int:
     from service.model_store import register_model
 
     settings = get_settings()
-    tag, created = register_model(args.model or settings.model_dir, name=settings.model_tag.split(":")[0])
+    tag, created = register_model(
+        args.model_dir or args.model or settings.model_dir, name=settings.model_tag.split(":")[0]
+    )
     print(f"{'Registered' if created else 'Already registered:'} {tag}")
     return EXIT_OK
 
@@ -82,5 +84,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
     register = commands.add_parser("register", help="import a model folder into the BentoML model store")
-    register.add_argument("--model", type=Path, default=None, help="model folder (default: PNEUMOSCAN_MODEL_DIR)")
+    register.add_argument("model_dir", nargs="?", type=Path, default=None,
+                          help="model folder (default: PNEUMOSCAN_MODEL_DIR)")
+    register.add_argument("--model", type=Path, default=None, help=argparse.SUPPRESS)
     register.set_defaults(handler=cmd_register)

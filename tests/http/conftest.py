@@ -100,3 +100,17 @@ def model_service_server(tmp_path_factory, registered_home) -> Iterator[Server]:
     server = start_server(tmp_path_factory.mktemp("serve-model-service"), registered_home, settings)
     yield server
     stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def site_server(tmp_path_factory, registered_home, site_model_dir) -> Iterator[Server]:
+    """A server whose store holds the bundled model and, registered after it, a site-calibrated
+    version: ``pneumonia-cnn:latest`` is the calibrated one."""
+    tmp_dir = tmp_path_factory.mktemp("serve-site")
+    home = tmp_dir / "registered"
+    shutil.copytree(registered_home, home)
+    result = run_cli("register", str(site_model_dir), env={"BENTOML_HOME": str(home)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    server = start_server(tmp_dir, home, {"PNEUMOSCAN_API_KEY": API_KEY})
+    yield server
+    stop_server(server)

@@ -12,7 +12,9 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 
+from pneumoscan.model import load_metadata
 from pneumoscan.schemas import BatchItemError, BatchItemResult, BatchResponse
+from pneumoscan.settings import BUNDLED_MODEL_DIR
 from tests.support.dicom_files import PATIENT_ID, PATIENT_NAME, make_dicom
 from tests.support import METADATA, assert_error, check_prediction, encode, png_bomb
 
@@ -143,7 +145,7 @@ def test_api_key(server, xray_bytes):
         body = assert_error(anonymous.post("/predict", content=xray_bytes, headers=jpeg), 401, "unauthorized")
         assert "Bearer" in body["detail"]
         assert_error(anonymous.post("/predict_batch", files={"images": ("a", xray_bytes)}), 401, "unauthorized")
-        for path in ("/livez", "/healthz", "/readyz", "/metrics", "/docs.json", "/"):
+        for path in ("/livez", "/healthz", "/readyz", "/metrics", "/docs.json", "/", "/version"):
             assert anonymous.get(path).status_code == 200, path
     with server.client(key="wrong") as wrong:
         assert_error(wrong.post("/predict", content=xray_bytes, headers=jpeg), 401, "unauthorized")
@@ -157,6 +159,15 @@ def test_openapi_documents_the_endpoints(server):
     assert "200" in predict["responses"] and "413" in predict["responses"]
     assert "application/fhir+json" in predict["responses"]["200"]["content"]
     assert "/predict_batch" in spec["paths"]
+    assert "/version" in spec["paths"]
+
+
+def test_version_names_the_bundled_model(server):
+    metadata = load_metadata(BUNDLED_MODEL_DIR)
+    with server.client() as client:
+        served = client.get("/version").json()
+    assert served["version"] == metadata.version and served["threshold"] == metadata.threshold
+    assert served["site_calibrated"] is False and served["site"] is None and served["threshold_overridden"] is False
 
 
 def _batch_size_counts(metrics: str) -> tuple[float, float]:

@@ -73,6 +73,15 @@ def make_tiny_dataset(root: Path, copies: int = 3) -> Path:
     return root
 
 
+def make_site_dataset(root: Path) -> Path:
+    """``make_tiny_dataset`` with 7 copies (28 X-rays per class, enough for ``calibrate``) and a
+    photograph filed as NORMAL, which the input gate refuses."""
+    make_tiny_dataset(root, copies=7)
+    photo = next(image for image in not_xrays() if image.name == "astronaut")
+    (root / "NORMAL" / "astronaut.png").write_bytes(photo.data)
+    return root
+
+
 STAND_IN_DECISION = Decision(threshold=0.5, model_version="test-1", ood_threshold=1.0)
 # Planes darker than this on average are "out of distribution" for the stand-in model.
 STAND_IN_DARK = 0.2
