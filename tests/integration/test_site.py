@@ -9,6 +9,8 @@ import re
 import shutil
 from pathlib import Path
 
+import pytest
+
 from pneumoscan.model import load_metadata
 from pneumoscan.settings import BUNDLED_MODEL_DIR
 from tests.support import make_tiny_dataset, run_cli
@@ -146,3 +148,47 @@ def test_the_worker_scores_with_the_registered_calibrated_version(tmp_path, site
     with (Path(status["output"]) / "results.csv").open(newline="") as handle:
         row = next(csv.DictReader(handle))
     assert row["model_version"] == version and float(row["threshold"]) == load_metadata(site_model_dir).threshold
+
+
+def _model_with_gate_limit(source: Path, target: Path, limit: float) -> Path:
+    """A copy of ``source`` whose input gate refuses beyond ``limit`` instead of its own."""
+    shutil.copytree(source, target)
+    metadata = load_metadata(target)
+    (target / "metadata.json").write_text(
+        metadata.model_copy(update={"gate": metadata.gate.model_copy(update={"threshold": limit})}).model_dump_json())
+    return target
+
+
+def _distances(model_dir: Path, paths: list[Path]) -> list[float]:
+    import numpy as np
+
+    from pneumoscan.imaging import load_image
+    from pneumoscan.model import Predictor
+
+    predictor = Predictor.from_dir(model_dir)
+    return predictor.score(np.stack([load_image(p.read_bytes()) for p in paths]))[:, 1].tolist()
+
+
+def test_extend_gate_admits_the_sites_xrays_but_never_a_non_xray(tmp_path, site_dataset):
+    xrays = sorted(site_dataset.glob("*/*.jpeg"))
+    farthest = max(_distances(BUNDLED_MODEL_DIR, xrays))
+    photo = _distances(BUNDLED_MODEL_DIR, [site_dataset / "NORMAL" / "astronaut.png"])[0]
+    # A gate whose limit sits just under the site's farthest X-rays: some of them are refused.
+    narrow = _model_with_gate_limit(BUNDLED_MODEL_DIR, tmp_path / "narrow", farthest / 1.1)
+    plain = run_cli("calibrate", "--model", str(narrow), "--data", str(site_dataset), "--rule", "youden",
+                    "--out", str(tmp_path / "plain"), "--json")
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    assert json.loads(plain.stdout)["refused"]["not_a_chest_xray"] > 1, "X-rays beyond the narrow limit"
+    extended = run_cli("calibrate", "--model", str(narrow), "--data", str(site_dataset), "--rule", "youden",
+                       "--out", str(tmp_path / "extended"), "--extend-gate", "--json")
+    assert extended.returncode == 0, extended.stderr[-3000:]
+    site = json.loads(extended.stdout)
+    assert site["gate_extended"] is True and site["refused"] == {"not_a_chest_xray": 1}, "only the photograph"
+    assert site["n"] == {"NORMAL": 28, "PNEUMONIA": 28}
+    assert load_metadata(tmp_path / "extended").gate.threshold == pytest.approx(farthest, rel=1e-4)
+    # A gate so narrow that extending it would admit the photograph (itself in the check set).
+    tight = _model_with_gate_limit(BUNDLED_MODEL_DIR, tmp_path / "tight", photo / 1.4)
+    refused = run_cli("calibrate", "--model", str(tight), "--data", str(site_dataset), "--rule", "youden",
+                      "--out", str(tmp_path / "never"), "--extend-gate")
+    assert refused.returncode == 2 and "non-X-ray check set" in refused.stderr, refused.stderr[-2000:]
+    assert not (tmp_path / "never").exists()
