@@ -150,10 +150,13 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     _configure_tensorflow()
     from pneumoscan.model import Predictor
+    from service.model_store import serving_model_dir
 
     settings = get_settings()
     folder = check_input_folder(args.folder, settings.allowed_input_roots)
-    predictor = Predictor.from_dir(settings.model_dir, threshold=settings.threshold, ood_policy=settings.ood_policy)
+    # The version the service and the queue worker serve, so the job could be resumed by a worker.
+    model_dir, _ = serving_model_dir(settings.model_tag, settings.model_dir)
+    predictor = Predictor.from_dir(model_dir, threshold=settings.threshold, ood_policy=settings.ood_policy)
     predictor.warm_up(settings.predict_batch_size)
     output = Path(args.output).resolve()
     output.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,5 @@
-"""``pneumoscan validate`` and ``calibrate``: a site checks the model on its own labelled X-rays
-and sets its own operating point. Exit codes as in ``pneumoscan.cli.common``: 2 for a sample too
+"""``pneumoscan validate``, ``calibrate`` and ``split``: a site checks the model on its own
+labelled X-rays and sets its own operating point. Exit codes as in ``pneumoscan.cli.common``: 2 for a sample too
 small for the rule, bad data or an unusable labels file."""
 
 from __future__ import annotations
@@ -82,6 +82,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_split(args: argparse.Namespace) -> int:
+    from training.site_split import split_site
+
+    counts = split_site(args.data, args.out, args.fraction, labels_csv=args.labels, seed=args.seed, copy=args.copy)
+    for part, by_class in counts.items():
+        print(f"{Path(args.out) / part}: " + ", ".join(f"{name} {count}" for name, count in by_class.items()))
+    return EXIT_OK
+
+
 def add_commands(commands: argparse._SubParsersAction) -> None:
     validate = commands.add_parser(
         "validate", help="validate a model on a site's labelled X-rays: report.json and report.html with 95%% CIs")
@@ -109,3 +118,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     calibrate.add_argument("--json", action="store_true", help="print the site block as JSON")
     calibrate.add_argument("--seed", type=int, default=0, help="seed of the folds and the bootstrap")
     calibrate.set_defaults(handler=cmd_calibrate)
+
+    split = commands.add_parser(
+        "split", help="split a labelled folder into calibration/ and held_out/ by patient, stratified by class")
+    split.add_argument("--data", required=True, type=Path, help="DATA/{NORMAL,PNEUMONIA}/, or any folder with --labels")
+    split.add_argument("--labels", type=Path, default=None, help=EXAMPLE_LABELS)
+    split.add_argument("--fraction", type=float, default=0.25, help="share of each class's patients to calibrate on")
+    split.add_argument("--out", required=True, type=Path, help="folder for calibration/ and held_out/ (new or empty)")
+    split.add_argument("--seed", type=int, default=0)
+    split.add_argument("--copy", action="store_true", help="copy the files instead of linking them")
+    split.set_defaults(handler=cmd_split)

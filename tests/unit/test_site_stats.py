@@ -187,3 +187,24 @@ def test_labels_csv_problems_are_listed_by_line(tmp_path):
     (tmp_path / "bad.csv").write_text("path,truth\none.png,NORMAL\n")
     with pytest.raises(DataError, match="needs the columns file,label"):
         site_examples(tmp_path / "data", tmp_path / "bad.csv")
+
+
+def test_split_keeps_each_patient_on_one_side_and_both_classes_on_both(tmp_path):
+    from training.site_split import split_site
+
+    data = tmp_path / "data"
+    for name in ("person1_bacteria_1.jpeg", "person1_bacteria_2.jpeg", "person2_virus_3.jpeg",
+                 "person3_bacteria_4.jpeg", "person4_virus_5.jpeg"):
+        _write(data / "PNEUMONIA" / name, name.encode())
+    for number in range(4):
+        _write(data / "NORMAL" / f"IM-000{number}-0001.jpeg", bytes([number]))
+    counts = split_site(data, tmp_path / "out", 0.5, seed=3)
+    assert sum(counts["calibration"].values()) + sum(counts["held_out"].values()) == 9
+    assert counts["calibration"]["NORMAL"] == counts["held_out"]["NORMAL"] == 2
+    sides = {part: {p.name for p in (tmp_path / "out" / part).rglob("*.jpeg")} for part in ("calibration", "held_out")}
+    assert not sides["calibration"] & sides["held_out"]
+    person1 = {"person1_bacteria_1.jpeg", "person1_bacteria_2.jpeg"}
+    assert person1 <= sides["calibration"] or person1 <= sides["held_out"]
+    assert (tmp_path / "out" / "held_out" / "NORMAL").is_dir() and (tmp_path / "out" / "calibration" / "PNEUMONIA").is_dir()
+    with pytest.raises(DataError, match="not empty"):
+        split_site(data, tmp_path / "out", 0.5)
