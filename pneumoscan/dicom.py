@@ -56,8 +56,14 @@ from pneumoscan.errors import (
 
 # Computed and digital radiography; "DR" is not a defined term but some vendors write it.
 ACCEPTED_MODALITIES: frozenset[str] = frozenset({"CR", "DX", "DR"})
-# BodyPartExamined values that name the chest; anything else, empty or absent included, is refused.
-ACCEPTED_BODY_PARTS: frozenset[str] = frozenset({"CHEST", "THORAX", "LUNG"})
+# BodyPartExamined values that name the chest: DICOM's terms and the words sites write in their
+# own language (compared upper-cased, without surrounding spaces, as the value or its first word:
+# "CHEST PA"). Another value is evidence of another part and is refused; an empty or absent one
+# says nothing, so the image gate judges the pixels alone, as it does for a JPEG.
+ACCEPTED_BODY_PARTS: frozenset[str] = frozenset({
+    "CHEST", "THORAX", "LUNG", "LUNGS",
+    "TORAX", "TÓRAX", "BRUST", "BRUSTKORB", "POITRINE", "PECHO", "TORACE",
+})
 # ViewPosition: the frontal projections the model was trained on. An empty or absent ViewPosition
 # is accepted (many CR files leave it out); any other value (LL, RL, LATERAL, the decubitus and
 # oblique views RLD, LLD, RLO, LLO, ...) is refused, as is a frontal value qualified by one of them
@@ -281,12 +287,7 @@ def _check_intended_use(dataset: pydicom.Dataset, source: DicomSource) -> None:
             "images are analysed."
         )
     body_part = _code_string(dataset, "BodyPartExamined")
-    if body_part is None:
-        raise UnsupportedBodyPart(
-            "The DICOM file does not say which body part it shows (BodyPartExamined is empty or absent); "
-            "only chest radiographs (BodyPartExamined CHEST) are analysed."
-        )
-    if body_part not in ACCEPTED_BODY_PARTS:
+    if body_part is not None and not _is_chest(body_part):
         raise UnsupportedBodyPart(
             f"DICOM BodyPartExamined {body_part!r} is not the chest; only chest radiographs are analysed."
         )
@@ -305,6 +306,12 @@ def _code_string(dataset: pydicom.Dataset, keyword: str) -> str | None:
         value = "\\".join(str(v) for v in value)
     text = str(value).strip().upper() if value is not None else ""
     return text[:_QUOTED_LENGTH] or None
+
+
+def _is_chest(body_part: str) -> bool:
+    """The value, or its first word ("CHEST PA", "THORAX_AP"), names the chest."""
+    words = body_part.replace("\\", " ").replace("_", " ").replace("-", " ").split()
+    return bool(words) and words[0] in ACCEPTED_BODY_PARTS
 
 
 def _is_frontal(view: str) -> bool:

@@ -5,10 +5,21 @@ threshold, reported by the pneumoscan device), or an SR saying the image was not
 why, plus an RGB Secondary Capture of the Grad-CAM overlay with a burned-in warning banner. All
 carry the source's patient and study modules; none is verified (preliminary, unverified).
 
-Codes: the finding is SCT 404684003 "Clinical finding" with the value SCT 233604007 "Pneumonia"
-(label PNEUMONIA) or SCT 17621005 "Normal" (label NORMAL, the model's own class name); the
-probability is DCM 122157 "Probability" and the threshold DCM 122411 "Threshold Value", both in
-UCUM "1"; an out-of-distribution flag and a refusal are DCM 121106 "Comment" text items.
+The SR follows TID 1500 as the DICOM templates have it, so that a PACS or viewer that reads AI
+results (and pixelmed's DicomSRValidator, which the tests run) finds everything in its place:
+- Procedure reported: SCT 363679005 "Imaging procedure" from CID 100 (Quantitative Diagnostic
+  Imaging Procedures); the group's only other radiography code, LN 43468-8 "XR unspecified body
+  region", is newer than the validator's edition of it;
+- one measurement group (TID 1501) about the source image: tracking identifier and UID, the
+  algorithm (TID 4019: name and version; that template has no row for a manufacturer), the
+  probability of pneumonia (DCM 122157) and the threshold (DCM 122411), both in UCUM "1";
+- the finding as a qualitative evaluation (TID 1500 rows 12-14, "Qualitative Evaluations"):
+  ``pneumoscan.findings`` codes it, SCT 404684003 "Clinical finding" = 233604007 "Pneumonia" or
+  17621005 "Normal"; an out-of-distribution flag, a refusal and the "not for diagnostic use"
+  wording are DCM 121106 "Comment" text items beside it;
+- the observer is the pneumoscan device, and the Contributing Equipment Sequence names it as
+  processing equipment (manufacturer, model name, software version and a device UID that changes
+  with the model version).
 
 UIDs are derived from the source's UIDs, the model version and the kind of result, so scoring
 the same image with the same model again gives the same objects, which a PACS then replaces.
@@ -25,6 +36,8 @@ from PIL import Image, ImageDraw, ImageFont
 from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from pneumoscan import findings
+from pneumoscan.findings import Code
 from pneumoscan.schemas import Prediction
 
 NAME = "pneumoscan"
@@ -34,20 +47,26 @@ SC_SERIES_DESCRIPTION = "pneumoscan AI result (Grad-CAM)"
 SR_SERIES_NUMBER = 9901
 SC_SERIES_NUMBER = 9902
 
-FINDING = hd.sr.CodedConcept("404684003", "SCT", "Clinical finding")
-PNEUMONIA = hd.sr.CodedConcept("233604007", "SCT", "Pneumonia")
-NORMAL = hd.sr.CodedConcept("17621005", "SCT", "Normal")
-PROBABILITY = hd.sr.CodedConcept("122157", "DCM", "Probability")
+
+def _concept(code: Code) -> hd.sr.CodedConcept:
+    return hd.sr.CodedConcept(code.value, code.scheme, code.meaning)
+
+
+FINDING = _concept(findings.FINDING)
+LABELS = {label: _concept(code) for label, code in findings.LABEL_CODES.items()}
+PROBABILITY = _concept(findings.PROBABILITY)
+NO_UNITS = _concept(findings.NO_UNITS)
 THRESHOLD = hd.sr.CodedConcept("122411", "DCM", "Threshold Value")
 COMMENT = hd.sr.CodedConcept("121106", "DCM", "Comment")
-NO_UNITS = hd.sr.CodedConcept("1", "UCUM", "no units")
-PROCEDURE = hd.sr.CodedConcept("399208008", "SCT", "Plain chest X-ray")
+QUALITATIVE_EVALUATIONS = hd.sr.CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")
+PROCEDURE = hd.sr.CodedConcept.from_code(codes.cid100.ImagingProcedure)
+PROCESSING_EQUIPMENT = hd.sr.CodedConcept.from_code(codes.cid7005.ProcessingEquipment)
 SOURCE_FOR_PROCESSING = hd.sr.CodedConcept("121322", "DCM", "Source image for image processing operation")
 
 OUT_OF_DISTRIBUTION_TEXT = (
     "The image is unlike the X-rays the model was trained on (out of distribution): do not trust the finding."
 )
-BANNER_TEXT = "AI RESULT - NOT FOR DIAGNOSTIC USE - pneumoscan {model_version}"
+BANNER_TEXT = findings.NOT_FOR_DIAGNOSIS.upper().replace(", ", " - ") + " - pneumoscan {model_version}"
 
 # Type 2 attributes highdicom reads from the source; a source without them still gets a result.
 _PATIENT_AND_STUDY = (
@@ -68,30 +87,30 @@ def series_uid(study_instance_uid: str, model_version: str, kind: str) -> str:
 
 
 def device_uid(model_version: str) -> str:
-    """The UID that names pneumoscan at one model version as the SR's observer device."""
+    """The UID that names pneumoscan at one model version: the SR's observer device and its
+    contributing equipment."""
     return generate_uid(entropy_srcs=[NAME, "device", model_version])
 
 
 def structured_report(source: pydicom.Dataset, prediction: Prediction) -> pydicom.Dataset:
     """A preliminary TID 1500 Comprehensive SR of one prediction, in the source's study."""
     header = _header(source)
-    finding = hd.sr.QualitativeEvaluation(FINDING, PNEUMONIA if prediction.label == "PNEUMONIA" else NORMAL)
     measurements = [
         hd.sr.Measurement(name=PROBABILITY, value=prediction.probability, unit=NO_UNITS),
         hd.sr.Measurement(name=THRESHOLD, value=prediction.threshold, unit=NO_UNITS),
     ]
-    group = _group(header, prediction.model_version, "sr", measurements=measurements, evaluations=[finding])
-    if prediction.out_of_distribution:
-        _add_comment(group, OUT_OF_DISTRIBUTION_TEXT)
-    return _report(header, prediction.model_version, group, kind="sr")
+    group = _group(header, prediction.model_version, "sr", measurements=measurements)
+    comments = [OUT_OF_DISTRIBUTION_TEXT] if prediction.out_of_distribution else []
+    evaluations = _evaluations(LABELS[prediction.label], comments)
+    return _report(header, prediction.model_version, group, evaluations, kind="sr")
 
 
 def not_analysed_report(source: pydicom.Dataset, model_version: str, code: str, detail: str) -> pydicom.Dataset:
     """A preliminary TID 1500 Comprehensive SR saying the image was not analysed and why; no finding."""
     header = _header(source)
     group = _group(header, model_version, "not-analysed")
-    _add_comment(group, f"Not analysed ({code}): {detail}")
-    return _report(header, model_version, group, kind="not-analysed")
+    evaluations = _evaluations(None, [f"Not analysed ({code}): {detail}"])
+    return _report(header, model_version, group, evaluations, kind="not-analysed")
 
 
 def secondary_capture(source: pydicom.Dataset, overlay: Image.Image, model_version: str) -> pydicom.Dataset:
@@ -168,27 +187,47 @@ def _group(
     kind: str,
     *,
     measurements: list[hd.sr.Measurement] | None = None,
-    evaluations: list[hd.sr.QualitativeEvaluation] | None = None,
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=derived_uid(header.SOPInstanceUID, model_version, f"{kind}-tracking"),
             identifier=f"{NAME} pneumonia screening",
         ),
-        algorithm_id=hd.sr.AlgorithmIdentification(name=NAME, version=model_version, manufacturer=MANUFACTURER),
+        algorithm_id=hd.sr.AlgorithmIdentification(name=NAME, version=model_version),
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(header)],
         measurements=measurements,
-        qualitative_evaluations=evaluations,
     )
 
 
-def _add_comment(group: hd.sr.MeasurementsAndQualitativeEvaluations, text: str) -> None:
-    comment = hd.sr.TextContentItem(name=COMMENT, value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
-    group[0].ContentSequence.append(comment)
+def _evaluations(finding: hd.sr.CodedConcept | None, comments: list[str]) -> hd.sr.ContainerContentItem:
+    """TID 1500 row 12: the finding (row 13) and the comments (row 14) of the whole report.
+
+    Not in the measurement group: the validator's edition of TID 1501 has no rows for qualitative
+    evaluations and flags them there, while both its edition and the current one of TID 1500 have
+    these. The report is about one image, so the report's finding is the image's.
+    """
+    container = hd.sr.ContainerContentItem(
+        name=QUALITATIVE_EVALUATIONS, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+    )
+    container.ContentSequence = []
+    if finding is not None:
+        container.ContentSequence.append(hd.sr.CodeContentItem(
+            name=FINDING, value=finding, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+        ))
+    for text in [*comments, findings.NOT_FOR_DIAGNOSIS]:
+        container.ContentSequence.append(hd.sr.TextContentItem(
+            name=COMMENT, value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+        ))
+    return container
 
 
 def _report(
-    header: pydicom.Dataset, model_version: str, group: hd.sr.MeasurementsAndQualitativeEvaluations, *, kind: str
+    header: pydicom.Dataset,
+    model_version: str,
+    group: hd.sr.MeasurementsAndQualitativeEvaluations,
+    evaluations: hd.sr.ContainerContentItem,
+    *,
+    kind: str,
 ) -> hd.sr.ComprehensiveSR:
     device = hd.sr.DeviceObserverIdentifyingAttributes(
         uid=device_uid(model_version), name=NAME, manufacturer_name=MANUFACTURER, model_name=model_version
@@ -200,10 +239,11 @@ def _report(
     )
     content = hd.sr.MeasurementReport(
         observation_context=context, procedure_reported=PROCEDURE, imaging_measurements=[group]
-    )
+    )[0]
+    content.ContentSequence.append(evaluations)
     return hd.sr.ComprehensiveSR(
         evidence=[header],
-        content=content[0],
+        content=content,
         series_instance_uid=series_uid(header.StudyInstanceUID, model_version, "sr"),
         series_number=SR_SERIES_NUMBER,
         sop_instance_uid=derived_uid(header.SOPInstanceUID, model_version, kind),
@@ -215,7 +255,22 @@ def _report(
         series_description=SR_SERIES_DESCRIPTION,
         manufacturer_model_name=NAME,
         software_versions=model_version,
+        contributing_equipment=[_equipment(model_version)],
     )
+
+
+def _equipment(model_version: str) -> hd.ContributingEquipment:
+    """pneumoscan at one model version as the equipment that processed the source image."""
+    equipment = hd.ContributingEquipment(
+        manufacturer=MANUFACTURER,
+        purpose_of_reference=PROCESSING_EQUIPMENT,
+        manufacturer_model_name=NAME,
+        software_versions=model_version,
+        contribution_description=f"{NAME} {model_version}: pneumonia screening of the source image",
+    )
+    # highdicom has no parameter for it; the UID tells one model version from another.
+    equipment.DeviceUID = device_uid(model_version)
+    return equipment
 
 
 def _instance_number(header: pydicom.Dataset) -> int:

@@ -5,9 +5,10 @@ written to a temporary name, fsynced and renamed (and the folder fsynced) before
 response goes out, so an acknowledged instance survives a crash. A study is ready to score once
 none of its instances has arrived for the quiet time.
 
-``outbox/<SOPInstanceUID>.dcm`` holds results not yet delivered to the destination; a file
-leaves the outbox only when the destination has stored it. Result UIDs are derived from the
-source instance and the model version, so writing a result twice rewrites the same file.
+The results go out through a ``DicomOutbox`` on the same folder (``pneumoscan.outbox``):
+``outbox/<SOPInstanceUID>.dcm`` waits for the destination, ``failed/`` keeps what it refused
+``max_attempts`` times or could not read, ``delivered/`` marks what it stored. Result UIDs are
+derived from the source instance and the model version, so a result written twice is one message.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pneumoscan.jobs.folder import durable_write
+from pneumoscan.outbox import Outbox
 
 INCOMING, OUTBOX = "incoming", "outbox"
 # A DICOM UID: digits and dots, at most 64 characters; used as a file name, so checked first.
@@ -30,6 +32,18 @@ class InvalidInstance(ValueError):
 
 def is_uid(value: object) -> bool:
     return isinstance(value, str) and len(value) <= 64 and UID.fullmatch(value) is not None
+
+
+class DicomOutbox(Outbox):
+    """DICOM results (SR, Secondary Capture) waiting for the PACS, by SOP Instance UID."""
+
+    def __init__(self, root: Path, max_attempts: int = 5, max_wait_s: float = 300.0) -> None:
+        super().__init__(root, ".dcm", max_attempts, max_wait_s, name="dicom")
+
+    @classmethod
+    def for_folder(cls, outbox: Path, max_attempts: int = 5, max_wait_s: float = 300.0) -> "DicomOutbox":
+        """The outbox whose waiting messages are in ``outbox`` (a job records that folder)."""
+        return cls(Path(outbox).parent, max_attempts, max_wait_s)
 
 
 @dataclass(frozen=True)
@@ -79,9 +93,3 @@ class DicomStore:
         """Studies none of whose instances arrived in the last ``quiet_s`` seconds."""
         now = time.time() if now is None else now
         return [study for study in self.studies() if now - study.newest >= quiet_s]
-
-    def pending(self) -> list[Path]:
-        """Results waiting for delivery, oldest first."""
-        if not self.outbox.is_dir():
-            return []
-        return sorted(self.outbox.glob("*.dcm"), key=lambda path: (path.stat().st_mtime, path.name))

@@ -17,7 +17,7 @@ Every error carries a stable machine-readable ``code``; adapters translate them 
     │   ├── MultiFrameImage         a DICOM file with several frames
     │   ├── UnsupportedModality     a DICOM image that is not a radiograph (CT, MR, US, ...)
     │   ├── UnsupportedView         a DICOM radiograph that is not frontal (lateral, decubitus, oblique)
-    │   ├── UnsupportedBodyPart     a DICOM radiograph whose BodyPartExamined is not the chest (or is empty)
+    │   ├── UnsupportedBodyPart     a DICOM radiograph whose BodyPartExamined names another part than the chest
     │   ├── NotForPresentation      a DICOM "FOR PROCESSING" image (raw detector data, not for display)
     │   ├── BlankImage              no usable content: near-constant, too few grey levels, or a
     │   │                           DICOM display transform that is not finite or degenerate

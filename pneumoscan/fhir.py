@@ -135,14 +135,13 @@ def result_entries(
 
 
 def distinct(entries: Iterable[Entry]) -> Iterator[Entry]:
-    """The entries without repeats of a shared Device (one per model version); every other
-    entry's fullUrl is unique already, so only Devices are remembered."""
-    devices: set[str] = set()
+    """The entries without repeats: one Device per model version, and one report for an image
+    that appears several times (its entries share their fullUrls, ``Result.report_id``)."""
+    seen: set[str] = set()
     for url, resource in entries:
-        if resource.get_resource_type() == "Device":
-            if url in devices:
-                continue
-            devices.add(url)
+        if url in seen:
+            continue
+        seen.add(url)
         yield url, resource
 
 

@@ -10,7 +10,7 @@ each a conditional create (``ifNoneExist``), so pushing a report again creates n
 
 References between the entries are their fullUrls, which the server rewrites to the ids it
 stores (or already holds). The report id is the one ``/predict`` and the job export give the
-report: the request id for an upload, the job and the file for a batch job. A 4xx answer is
+report, ``Result.report_id``: from the image, the model version and the threshold. A 4xx answer is
 final (the server would refuse the same transaction again) and is recorded with the report in the
 outbox's ``failed/`` folder; a 5xx answer, a timeout or a refused connection is retried with
 backoff.
@@ -19,12 +19,13 @@ backoff.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import httpx
 from fhir.resources.R4B.resource import Resource
 
 from pneumoscan.fhir import FHIR_JSON, result_entries
-from pneumoscan.outbox import Outbox, Refused
+from pneumoscan.outbox import Outbox, Refused, Unreachable
 from pneumoscan.result import Result
 
 
@@ -38,7 +39,7 @@ def if_none_exist(resource: Resource) -> str:
     return f"identifier={identifier.system}|{identifier.value}"
 
 
-def transaction(result: Result, report_id: str) -> dict:
+def transaction(result: Result, issued: datetime | None = None) -> dict:
     """The transaction Bundle that creates each of the result's resources unless the server has it."""
     return {
         "resourceType": "Bundle",
@@ -48,7 +49,7 @@ def transaction(result: Result, report_id: str) -> dict:
             "resource": resource.model_dump(mode="json", exclude_none=True),
             "request": {"method": "POST", "url": resource.get_resource_type(),
                         "ifNoneExist": if_none_exist(resource)},
-        } for url, resource in result_entries(result, report_id=report_id)],
+        } for url, resource in result_entries(result, report_id=result.report_id, issued=issued)],
     }
 
 
@@ -56,19 +57,22 @@ class FhirOutbox(Outbox):
     """Transactions waiting for the FHIR server; ``deliver`` posts them to its base URL."""
 
     def __init__(self, root, max_attempts: int = 5, max_wait_s: float = 300.0) -> None:
-        super().__init__(root, ".bundle.json", max_attempts, max_wait_s)
+        super().__init__(root, ".bundle.json", max_attempts, max_wait_s, name="fhir")
 
-    def put_result(self, result: Result, report_id: str) -> bool:
-        """Queue the transaction of a scored result (refused inputs have no report to push)."""
+    def put_result(self, result: Result, issued: datetime | None = None) -> bool:
+        """Queue the transaction of a scored result (refused inputs have no report to push), once
+        per ``Result.report_id``; ``issued`` is the report's time (now unless given)."""
         if result.prediction is None:
             return False
-        return self.put(report_id, json.dumps(transaction(result, report_id)).encode())
+        return self.put(result.report_id, json.dumps(transaction(result, issued)).encode())
 
     def deliver(self, base_url: str, now: float | None = None) -> dict[str, int]:  # type: ignore[override]
         def send(body: bytes) -> str | None:
             try:
                 response = httpx.post(base_url.rstrip("/") + "/", content=body, timeout=30,
                                       headers={"Content-Type": FHIR_JSON, "Accept": FHIR_JSON})
+            except httpx.ConnectError as exc:
+                raise Unreachable(f"cannot connect to {base_url}: {exc}") from exc
             except httpx.HTTPError as exc:
                 return f"{type(exc).__name__}: {exc}"
             if 400 <= response.status_code < 500:

@@ -29,6 +29,7 @@ from fhir.resources.R4B.provenance import Provenance
 from fhir.resources.R4B.resource import Resource
 
 from pneumoscan.dicom import DicomSource, PatientContext, split_datetime
+from pneumoscan.findings import NOT_FOR_DIAGNOSIS_NOTE as NOT_FOR_DIAGNOSIS
 from pneumoscan.schemas import Prediction
 
 CODE_SYSTEM = "urn:pneumoscan:codes"
@@ -40,10 +41,6 @@ DICOM_UID = "urn:dicom:uid"
 UCUM = "http://unitsofmeasure.org"
 # Names the deterministic ids (uuid5) of every entry.
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:pneumoscan:fhir")
-NOT_FOR_DIAGNOSIS = (
-    "Preliminary automated screening result, not for diagnostic use: pneumoscan is not a medical "
-    "device, and a clinician must read the radiograph."
-)
 OUT_OF_DISTRIBUTION = (
     "OUT OF DISTRIBUTION: the image is unlike the chest X-rays the model was trained on; "
     "do not rely on this label. "

@@ -10,11 +10,14 @@ One message per scored image that carries patient context (a DICOM file with a P
   equipment instance (OBX-18);
 - NTE "AI result, not for diagnostic use".
 
-The message control id (MSH-10) is derived from the job and the file, so a message written again
-after a restart is the same message, and the outbox (``pneumoscan.outbox``) holds it once.
-``Hl7Outbox.deliver`` sends what is due: an AA acknowledgement removes it; AE, AR, a timeout or a
-refused connection leave it for a later attempt with exponential backoff, and after
-``max_attempts`` the message moves to ``failed/`` with the reason, where it stays for an operator.
+The message control id (MSH-10) is derived from the image (its SOP Instance UID), the model version
+and the threshold (``Result.report_id``): two images never share one, whatever their files are
+called, and a message written again (after a restart, or for the same image sent twice) is the
+same message, which the outbox (``pneumoscan.outbox``) holds once.
+``Hl7Outbox.deliver`` sends what is due: an AA acknowledgement removes it; AE, AR or a timeout
+leave it for a later attempt with exponential backoff, and after ``max_attempts`` the message
+moves to ``failed/`` with the reason, where it stays for an operator. A listener that refuses the
+connection costs no message an attempt: the outbox waits for it.
 """
 
 from __future__ import annotations
@@ -26,20 +29,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pneumoscan.dicom import split_datetime
-from pneumoscan.outbox import Outbox
+from pneumoscan.findings import FINDING, LABEL_CODES, NOT_FOR_DIAGNOSIS
+from pneumoscan.outbox import Outbox, Unreachable
 from pneumoscan.result import Result
 
 log = logging.getLogger("pneumoscan.hl7")
 
 START, END = b"\x0b", b"\x1c\x0d"
 VERSION = "2.5.1"
-FINDINGS = {"PNEUMONIA": ("233604007", "Pneumonia"), "NORMAL": ("17621005", "Normal")}
-NOT_FOR_DIAGNOSIS = "AI result, not for diagnostic use"
+FINDINGS = {label: (code.value, code.meaning) for label, code in LABEL_CODES.items()}
 
 
-def control_id(job_id: str, path: str) -> str:
-    """MSH-10 for the result of ``path`` in job ``job_id``: 20 characters, stable."""
-    return hashlib.sha256(f"{job_id}\n{path}".encode()).hexdigest()[:20].upper()
+def control_id(result: Result) -> str:
+    """MSH-10 of a result's message: 20 characters from ``Result.report_id`` (the image, the model
+    version and the threshold), so two images never share one and a result sent again is the same."""
+    return hashlib.sha256(result.report_id.encode()).hexdigest()[:20].upper()
 
 
 def _escape(value: str | None) -> str:
@@ -83,7 +87,8 @@ def oru_r01(result: Result, message_id: str, *, sent: datetime | None = None, fa
         f"PID|1||{_escape(patient.patient_id)}^^^{issuer}||^^^^^^U",
         f"ORC|RE|{placer}|{filler}",
         f"OBR|1|{placer}|{filler}|{service}|||{observed}|||||||||||{accession}||||{sent}||DX|P",
-        f"OBX|1|CWE|404684003^Clinical finding^SCT||{code}^{display}^SCT||||||P|||{observed}||||{version}",
+        f"OBX|1|CWE|{FINDING.value}^{FINDING.meaning}^{FINDING.scheme}||{code}^{display}^SCT||||||P|||{observed}"
+        f"||||{version}",
         f"OBX|2|NM|pneumonia-probability^Probability of pneumonia^99PNEUMOSCAN||{prediction.probability:.6f}"
         f"|1^no units^UCUM|||||P|||{observed}||||{version}",
         f"NTE|1||{NOT_FOR_DIAGNOSIS}",
@@ -104,8 +109,13 @@ def acknowledgement_code(ack: bytes) -> str:
 
 
 def send_mllp(host: str, port: int, message: str, timeout: float = 10.0) -> str:
-    """Send one message framed for MLLP and return its acknowledgement code."""
-    with socket.create_connection((host, port), timeout=timeout) as connection:
+    """Send one message framed for MLLP and return its acknowledgement code; ``Unreachable`` when
+    no connection can be made."""
+    try:
+        connection = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        raise Unreachable(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from exc
+    with connection:
         connection.sendall(START + message.encode("utf-8") + END)
         received = b""
         while END not in received:
@@ -120,7 +130,7 @@ class Hl7Outbox(Outbox):
     """HL7 messages waiting for an MLLP listener; ``deliver`` sends them to ``host:port``."""
 
     def __init__(self, root: Path, max_attempts: int = 5, max_wait_s: float = 300.0) -> None:
-        super().__init__(root, ".hl7", max_attempts, max_wait_s)
+        super().__init__(root, ".hl7", max_attempts, max_wait_s, name="hl7")
 
     def put(self, message_id: str, message: str) -> bool:  # type: ignore[override]
         return super().put(message_id, message.encode("utf-8"))
@@ -134,11 +144,10 @@ class Hl7Outbox(Outbox):
 
         return super().deliver(send, now)
 
-def queue_result(outbox: Hl7Outbox, origin: str, name: str, result: Result) -> bool:
-    """Put the ORU^R01 of a scored image with a patient identifier in the outbox, once; ``origin``
-    and ``name`` (a job and a file, or a request and an upload) make its control id."""
+def queue_result(outbox: Hl7Outbox, result: Result) -> bool:
+    """Put the ORU^R01 of a scored image with a patient identifier in the outbox, once."""
     patient = result.dicom.patient if result.dicom is not None else None
     if result.prediction is None or patient is None or not patient.patient_id:
         return False
-    message_id = control_id(origin, name)
+    message_id = control_id(result)
     return outbox.put(message_id, oru_r01(result, message_id))

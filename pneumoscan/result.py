@@ -14,6 +14,7 @@ batch jobs and FHIR all render from it:
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, fields
 
 from pneumoscan.dicom import IDENTIFIER_FIELDS, DicomSource, PatientContext
@@ -63,6 +64,25 @@ class Result:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def image_identity(self) -> str:
+        """What the image is, whatever it was called: its SOP Instance UID, or the SHA-256 of its
+        bytes; its name only for a file that could not be read."""
+        if self.dicom is not None and self.dicom.sop_instance_uid:
+            return f"sop:{self.dicom.sop_instance_uid}"
+        if self.sha256:
+            return f"sha256:{self.sha256}"
+        return f"name:{self.name or ''}"
+
+    @property
+    def report_id(self) -> str:
+        """The identity of this result's report and messages (HL7 control id, FHIR identifiers):
+        a UUID from the image, the model version and the threshold that labelled it. Two different
+        images never share it; the same image scored again the same way keeps it, whatever the file
+        was called and however often it was sent, so its report goes out once."""
+        scored = "" if self.prediction is None else f"{self.prediction.model_version}:{self.prediction.threshold!r}"
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"urn:pneumoscan:result:{self.image_identity}:{scored}"))
 
     def identifiers(self) -> dict[str, str | None]:
         """The ``DicomIdentifiers`` fields; empty for JPEG and PNG."""

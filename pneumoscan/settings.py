@@ -184,7 +184,8 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="A study is scored once no instance of it has arrived for this long."
     )
     dicom_retry_max_s: float = Field(
-        default=300.0, gt=0, description="Longest wait between attempts to deliver a result to the destination."
+        default=300.0, gt=0,
+        description="Longest wait between attempts to deliver a result to the destination (and to reach it)."
     )
     dicom_tls_cert: Path | None = Field(
         default=None,
@@ -214,8 +215,8 @@ class Settings(BaseSettings):
     delivery_max_attempts: int = Field(
         default=5, gt=0,
         validation_alias=AliasChoices("PNEUMOSCAN_DELIVERY_MAX_ATTEMPTS", "PNEUMOSCAN_HL7_MAX_ATTEMPTS"),
-        description="Attempts to deliver an HL7 message or a FHIR transaction (AE, AR, 5xx, timeouts) before it is set "
-        "aside as failed.",
+        description="Attempts to deliver an HL7 message, a FHIR transaction or a DICOM result (AE, AR, 5xx, a "
+        "refusing C-STORE status, timeouts) before it is set aside as failed.",
     )
     delivery_retry_max_s: float = Field(
         default=300.0, gt=0,

@@ -12,11 +12,11 @@ from collections.abc import Callable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from pneumoscan.errors import PneumoscanError
 from service import explain_api, jobs_api, model_api, predict_api
-from service.errors import BadRequest, error_response
+from service.errors import BadRequest, error_response, routing_error
 from service.explain_api import ExplainFn
 from service.http import InferFn, ModelInfo
 
@@ -40,8 +40,13 @@ def create_app(
         return error_response(exc, getattr(request.state, "request_id", None), request.headers.get("accept", ""))
 
     @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        # Starlette's own refusals (e.g. a malformed multipart body) in the same JSON shape.
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        # Starlette's own refusals (no such route, a wrong method, a malformed multipart body) in
+        # the same shape as every other error.
+        routed = routing_error(exc.status_code, request.method)
+        if routed is not None:
+            return error_response(routed, getattr(request.state, "request_id", None),
+                                  request.headers.get("accept", ""), headers=exc.headers)
         code = "bad_request" if exc.status_code < 500 else "internal_error"
         return JSONResponse({"error": code, "detail": str(exc.detail)}, status_code=exc.status_code)
 

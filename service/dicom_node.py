@@ -8,8 +8,11 @@
 - **Scoring**: once a study has been quiet for ``PNEUMOSCAN_DICOM_STUDY_QUIET_S``, its folder
   becomes a batch job on the same queue and ``pneumoscan worker`` processes as folder jobs; the
   worker writes the results as DICOM into the outbox (``pneumoscan.jobs.dicom_outputs``).
-- **Delivery**: the outbox is sent by C-STORE to ``PNEUMOSCAN_DICOM_DESTINATION``; a result leaves
-  the outbox only once stored, and failures are retried with exponential backoff.
+- **Delivery**: the outbox (``pneumoscan.outbox``, as for HL7 and FHIR) is sent by C-STORE to
+  ``PNEUMOSCAN_DICOM_DESTINATION``: a result leaves it once stored; a result the destination
+  refuses is retried on its own with exponential backoff, without holding up the others, and
+  after ``PNEUMOSCAN_DELIVERY_MAX_ATTEMPTS`` moves to ``failed/`` with the status it got (as does an
+  unreadable file); an unreachable destination costs no result an attempt.
 - **TLS** (``PNEUMOSCAN_DICOM_TLS_CERT`` and ``_KEY``): the node accepts TLS associations only;
   with ``PNEUMOSCAN_DICOM_TLS_CA``, only from callers whose certificate that CA signed (mutual TLS,
   as IHE ATNA's secure node). ``PNEUMOSCAN_DICOM_DESTINATION_TLS`` sends results over TLS.
@@ -22,11 +25,14 @@ never logged: log lines name AE titles, counts and a short digest of the study U
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import signal
 import ssl
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,13 +55,17 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import (
+    Comprehensive3DSRStorage,
+    ComprehensiveSRStorage,
     ComputedRadiographyImageStorage,
     DigitalXRayImageStorageForPresentation,
     DigitalXRayImageStorageForProcessing,
+    SecondaryCaptureImageStorage,
     Verification,
 )
 
-from pneumoscan.dicom_store import DicomStore, InvalidInstance, Study
+from pneumoscan.dicom_store import DicomOutbox, DicomStore, InvalidInstance, Study
+from pneumoscan.outbox import Refused, Unreachable
 from pneumoscan.settings import Settings
 from service.dicom_tls import client_tls, server_tls
 
@@ -74,6 +84,8 @@ TRANSFER_SYNTAXES = [
     JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1, JPEGLSLossless, JPEGLSNearLossless,
     JPEG2000Lossless, JPEG2000, RLELossless,
 ]
+# What the node sends back: the SRs and the Grad-CAM Secondary Capture.
+RESULT_CLASSES = (str(ComprehensiveSRStorage), str(Comprehensive3DSRStorage), str(SecondaryCaptureImageStorage))
 SUCCESS, CANNOT_UNDERSTAND, OUT_OF_RESOURCES = 0x0000, 0xC000, 0xA700
 
 
@@ -120,67 +132,62 @@ class Destination:
 
 
 class Sender:
-    """Delivers the outbox to the destination, backing off exponentially while it fails."""
+    """Delivers the results outbox to the destination by C-STORE: one association per round,
+    opened at the first message that is due (``pneumoscan.outbox`` decides which are)."""
 
-    def __init__(self, store: DicomStore, destination: Destination, calling_ae: str, max_wait_s: float,
+    def __init__(self, outbox: DicomOutbox, destination: Destination, calling_ae: str,
                  tls: ssl.SSLContext | None = None) -> None:
-        self.store = store
+        self.outbox = outbox
         self.destination = destination
         self.calling_ae = calling_ae
-        self.max_wait_s = max_wait_s
         self.tls = tls
-        self.failures = 0
-        self.next_attempt = 0.0
 
-    def tick(self, now: float) -> int:
-        """Try to deliver what is pending, unless backing off; the number delivered."""
-        pending = self.store.pending()
-        if not pending or now < self.next_attempt:
-            return 0
-        delivered = self.deliver(pending)
-        if delivered < len(pending):
-            self.failures += 1
-            wait = min(self.max_wait_s, 2.0 ** min(self.failures, 16))
-            self.next_attempt = now + wait
-            log.warning("%d result(s) not delivered to %s; next attempt in %.0f s.",
-                        len(pending) - delivered, self.destination.ae_title, wait)
-        else:
-            self.failures = 0
-        return delivered
+    def tick(self, now: float | None = None) -> dict[str, int]:
+        """Send what is due; counts of delivered, retried and failed results."""
+        with self._association() as send:
+            return self.outbox.deliver(send, now)
 
-    def deliver(self, paths: list[Path]) -> int:
-        datasets = []
-        for path in paths:
+    @contextmanager
+    def _association(self) -> Iterator[Callable[[bytes], str | None]]:
+        held: list = []
+
+        def send(body: bytes) -> str | None:
             try:
-                datasets.append((path, dcmread(path)))
-            except (OSError, InvalidDicomError) as exc:
-                log.error("Cannot read result %s from the outbox (%s); it stays there.", path.name, type(exc).__name__)
-        if not datasets:
-            return 0
+                dataset = dcmread(io.BytesIO(body))
+                sop_class = str(dataset.SOPClassUID)
+            except (InvalidDicomError, AttributeError, ValueError, TypeError, EOFError) as exc:
+                raise Refused(f"not a readable DICOM file ({type(exc).__name__})") from exc
+            if not held:
+                held.append(self._associate(sop_class))
+            try:
+                status = held[0].send_c_store(dataset)
+            except ValueError as exc:  # no accepted presentation context for this SOP class
+                return f"not sent: {exc}"
+            code = getattr(status, "Status", None)
+            if code is None:
+                held.clear()
+                raise Unreachable(f"{self.destination.ae_title} ended the association without an answer")
+            if code == SUCCESS or 0xB000 <= code <= 0xB007:
+                return None
+            return f"C-STORE status 0x{code:04X}"
+
+        try:
+            yield send
+        finally:
+            if held and held[0].is_established:
+                held[0].release()
+
+    def _associate(self, sop_class: str):
         ae = AE(ae_title=self.calling_ae)
-        for sop_class in {str(dataset.SOPClassUID) for _, dataset in datasets}:
-            ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        for result_class in sorted({*RESULT_CLASSES, sop_class}):
+            ae.add_requested_context(result_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
         tls_args = (self.tls, self.destination.host) if self.tls is not None else None
         association = ae.associate(self.destination.host, self.destination.port, ae_title=self.destination.ae_title,
                                    tls_args=tls_args)
         if not association.is_established:
-            return 0
-        delivered = 0
-        try:
-            for path, dataset in datasets:
-                status = association.send_c_store(dataset)
-                code = getattr(status, "Status", None)
-                if code is not None and (code == SUCCESS or 0xB000 <= code <= 0xB007):
-                    path.unlink(missing_ok=True)
-                    delivered += 1
-                else:
-                    log.warning("The destination did not store a result (status %s).",
-                                "none" if code is None else f"0x{code:04X}")
-        finally:
-            association.release()
-        if delivered:
-            log.info("Delivered %d result(s) to %s.", delivered, self.destination.ae_title)
-        return delivered
+            raise Unreachable(f"no association with {self.destination.ae_title}@{self.destination.host}:"
+                              f"{self.destination.port}")
+        return association
 
 
 class DicomNode:
@@ -192,9 +199,10 @@ class DicomNode:
         self.submit = submit  # (study folder, outbox) -> None: queue the study as a job
         self.submitted: dict[Path, tuple[int, float]] = {}
         self.tls = server_tls(settings)
+        self.results = DicomOutbox(settings.dicom_root, settings.delivery_max_attempts, settings.dicom_retry_max_s)
         self.sender = (
-            Sender(self.store, Destination.parse(settings.dicom_destination), settings.dicom_ae_title,
-                   settings.dicom_retry_max_s, client_tls(settings))
+            Sender(self.results, Destination.parse(settings.dicom_destination), settings.dicom_ae_title,
+                   client_tls(settings))
             if settings.dicom_destination else None
         )
         self.ae = NodeAE(settings.dicom_ae_title, settings.allowed_calling_aes)
@@ -243,6 +251,10 @@ class DicomNode:
         log.info("DICOM node %s listening on %s:%d (%s); calling AE titles allowed: %s; results to %s%s.",
                  self.settings.dicom_ae_title, *address, tls, allowed, self.settings.dicom_destination or "the outbox only",
                  " over TLS" if self.sender is not None and self.sender.tls is not None else "")
+        waiting = self.results.counts()
+        if waiting["pending"] or waiting["failed"]:
+            log.info("Results outbox: %d waiting, %d failed (pneumoscan outbox list --destination dicom).",
+                     waiting["pending"], waiting["failed"])
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self.stopping.set())
         try:

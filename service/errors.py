@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from http import HTTPStatus
 
 from starlette.responses import JSONResponse, Response
@@ -58,6 +59,28 @@ class ExplanationUnavailable(errors.PneumoscanError):
     code = "explanation_unavailable"
 
 
+class NotFound(errors.PneumoscanError):
+    code = "not_found"
+
+
+class MethodNotAllowed(errors.PneumoscanError):
+    code = "method_not_allowed"
+
+
+def routing_error(status: int, method: str) -> errors.PneumoscanError | None:
+    """The error for a router's own refusal (no such path, or not that method), None otherwise.
+
+    The path is not quoted back: whatever a client put in it stays out of responses and logs.
+    """
+    if status == HTTPStatus.NOT_FOUND:
+        return NotFound("The service has no such path; GET /docs.json lists the paths it has.")
+    if status == HTTPStatus.METHOD_NOT_ALLOWED:
+        return MethodNotAllowed(
+            f"This path does not take {method[:16]}; the Allow header lists the methods it takes."
+        )
+    return None
+
+
 STATUS_BY_ERROR: dict[type[errors.PneumoscanError], HTTPStatus] = {
     BadRequest: HTTPStatus.BAD_REQUEST,
     MissingImage: HTTPStatus.BAD_REQUEST,
@@ -74,6 +97,8 @@ STATUS_BY_ERROR: dict[type[errors.PneumoscanError], HTTPStatus] = {
     NotReady: HTTPStatus.SERVICE_UNAVAILABLE,
     RequestTimeout: HTTPStatus.GATEWAY_TIMEOUT,
     ExplanationUnavailable: HTTPStatus.NOT_IMPLEMENTED,
+    NotFound: HTTPStatus.NOT_FOUND,
+    MethodNotAllowed: HTTPStatus.METHOD_NOT_ALLOWED,
     FolderNotAllowed: HTTPStatus.FORBIDDEN,
     FolderNotFound: HTTPStatus.NOT_FOUND,
     JobNotFound: HTTPStatus.NOT_FOUND,
@@ -87,6 +112,7 @@ ISSUE_TYPE_BY_STATUS = {
     HTTPStatus.UNAUTHORIZED: "security",
     HTTPStatus.FORBIDDEN: "forbidden",
     HTTPStatus.NOT_FOUND: "not-found",
+    HTTPStatus.METHOD_NOT_ALLOWED: "not-supported",
     HTTPStatus.CONFLICT: "conflict",
     HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "too-costly",
     HTTPStatus.SERVICE_UNAVAILABLE: "transient",
@@ -109,12 +135,16 @@ def outcome_for(error: errors.PneumoscanError) -> OperationOutcome:
     return core_outcome_for(error, ISSUE_TYPE_BY_STATUS.get(status_for(error), "invalid"))
 
 
-def error_response(error: errors.PneumoscanError, request_id: str | None = None, accept: str = "") -> Response:
-    """``{"error": code, "detail": ...}`` with its status, and Retry-After on overload.
+def error_response(
+    error: errors.PneumoscanError, request_id: str | None = None, accept: str = "",
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """``{"error": code, "detail": ...}`` with its status, and Retry-After on overload; ``headers``
+    are sent too (e.g. the Allow of a 405).
 
     A client that accepts ``application/fhir+json`` gets the error as a FHIR OperationOutcome.
     """
-    headers = {}
+    headers = dict(headers or {})
     if isinstance(error, Overloaded):
         headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     if isinstance(error, Unauthorized):

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 
 import anyio
 import numpy as np
@@ -227,16 +228,13 @@ async def score_planes(request: Request, batch: np.ndarray, info: ModelInfo) -> 
     return judge_scores(info.decision, np.asarray(scores, dtype=np.float64).reshape(-1, 2))
 
 
-def send_results(
-    info: ModelInfo, request_id: str, results: list[Result], report_ids: list[str], background: BackgroundTasks
-) -> None:
+def send_results(info: ModelInfo, results: list[Result], issued: datetime, background: BackgroundTasks) -> None:
     """Queue an ORU^R01 for each scored upload with patient context, and each report for the FHIR
-    server, and deliver them after the response has gone out (the outboxes keep what fails).
-    ``report_ids`` are the identifiers the reports carry in the response."""
+    server (issued at ``issued``, as in the response), and deliver them after the response has
+    gone out (the outboxes keep what fails). Each goes out once per ``Result.report_id``."""
     if info.hl7_destination and info.hl7_outbox is not None:
-        if sum(queue_result(info.hl7_outbox, request_id, result.name or str(index), result)
-               for index, result in enumerate(results)):
+        if sum(queue_result(info.hl7_outbox, result) for result in results):
             background.add_task(anyio.to_thread.run_sync, info.hl7_outbox.deliver, info.hl7_destination)
     if info.fhir_url and info.fhir_outbox is not None:
-        if sum(info.fhir_outbox.put_result(result, report_id) for result, report_id in zip(results, report_ids)):
+        if sum(info.fhir_outbox.put_result(result, issued) for result in results):
             background.add_task(anyio.to_thread.run_sync, info.fhir_outbox.deliver, info.fhir_url)

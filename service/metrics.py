@@ -30,6 +30,42 @@ def _retries():
     )
 
 
+@lru_cache(maxsize=1)
+def _outbox_messages():
+    from prometheus_client import Gauge
+
+    # Read from the outbox folders, which every process (service, workers, DICOM node) shares:
+    # the most recent reading is the truth, whichever HTTP worker took it.
+    return Gauge(
+        "pneumoscan_outbox_messages",
+        "Messages per outbox (destination hl7, fhir or dicom) by state: pending (waiting for delivery), "
+        "failed (set aside for an operator: pneumoscan outbox list) and delivered (in all).",
+        ["destination", "state"], multiprocess_mode="mostrecent",
+    )
+
+
+def observe_outboxes(boxes: dict) -> None:
+    """Set the outbox gauge from the folders of ``boxes`` (``pneumoscan.destinations.outboxes``)."""
+    for name, box in boxes.items():
+        for state, count in box.counts().items():
+            _outbox_messages().labels(destination=name, state=state).set(count)
+
+
+class OutboxMetricsMiddleware:
+    """Reads the outboxes' depth when ``/metrics`` is scraped, so the figures are current."""
+
+    def __init__(self, app, boxes: dict) -> None:
+        self.app = app
+        self.boxes = boxes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/metrics":
+            import anyio
+
+            await anyio.to_thread.run_sync(observe_outboxes, self.boxes)
+        await self.app(scope, receive, send)
+
+
 def observe_batch_size(images: int) -> None:
     _batch_size().observe(images)
 
@@ -42,3 +78,4 @@ def register() -> None:
     """Create the metrics now, so ``/metrics`` lists them (at zero) before the first call."""
     _batch_size()
     _retries()
+    _outbox_messages()

@@ -1,5 +1,5 @@
-"""Pure ASGI middleware for the HTTP service: API key, body-size limit, in-flight limit, and a
-readiness probe that answers at once.
+"""Pure ASGI middleware for the HTTP service: API key, body-size limit, in-flight limit, a
+readiness probe that answers at once, and the error shape for the router's own refusals.
 
 Each answers with the service's JSON error body before the request body is read.
 """
@@ -12,7 +12,7 @@ import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import NotReady, Overloaded, Unauthorized, UploadTooLarge, error_response
+from service.errors import NotReady, Overloaded, Unauthorized, UploadTooLarge, error_response, routing_error
 
 log = logging.getLogger("pneumoscan.service")
 
@@ -142,3 +142,42 @@ class ReadinessMiddleware:
             log.info("Not ready yet: the readiness probe got %s.", type(exc).__name__)
             detail = "The model service is still starting; retry shortly."
             await error_response(NotReady(detail), accept=_accept(scope))(scope, receive, send)
+
+
+class RoutingErrorMiddleware:
+    """404 and 405 from BentoML's own router in the service's error shape.
+
+    BentoML mounts the app so that it sees only the paths it has routes for; a path that nothing
+    serves, or a wrong method on one of BentoML's own routes (``/healthz``, ``/docs.json``, ...),
+    gets Starlette's plain-text "Not Found" or "Method Not Allowed" from the outer app. Those are
+    the only plain-text 404 and 405 answers here (the app's own are JSON already), so they are
+    recognised by status and content type and replaced; their ``Allow`` header is kept.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        replaced = False
+
+        async def shaping_send(message: Message) -> None:
+            nonlocal replaced
+            if message["type"] == "http.response.start":
+                headers = {key.decode("latin-1").lower(): value.decode("latin-1")
+                           for key, value in message.get("headers", [])}
+                error = None
+                if headers.get("content-type", "").startswith("text/plain"):
+                    error = routing_error(message["status"], scope["method"])
+                if error is not None:
+                    replaced = True
+                    kept = {"Allow": headers["allow"]} if "allow" in headers else None
+                    await error_response(error, accept=_accept(scope), headers=kept)(scope, receive, send)
+                    return
+            elif replaced:
+                return  # the plain-text body of the replaced answer
+            await send(message)
+
+        await self.app(scope, receive, shaping_send)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from datetime import datetime, timezone
 
 import anyio
 import numpy as np
@@ -56,9 +57,10 @@ async def predict(request: Request, background: BackgroundTasks) -> PredictionRe
         if isinstance(prediction, PneumoscanError):
             raise prediction
         result = Result(prediction=prediction, sha256=record["sha256"], dicom=source)
-        send_results(info, record["request_id"], [result], [record["request_id"]], background)
+        issued = datetime.now(timezone.utc)
+        send_results(info, [result], issued, background)
     if fhir:
-        entries = result_entries(result, report_id=record["request_id"])
+        entries = result_entries(result, report_id=result.report_id, issued=issued)
         return fhir_json(collection_bundle(entries, bundle_id=record["request_id"]), record)
     return result.response(record["request_id"])
 
@@ -107,10 +109,13 @@ async def predict_batch(request: Request, background: BackgroundTasks) -> BatchR
             for index, (outcome, (filename, _)) in enumerate(zip(outcomes, items))
         ]
         record["failed"] = sum(not result.ok for result in results)
-        report_ids = [uuid.uuid4().hex for _ in results]
-        send_results(info, record["request_id"], results, report_ids, background)
+        issued = datetime.now(timezone.utc)
+        send_results(info, results, issued, background)
     if fhir:
-        entries = [entry for result, report_id in zip(results, report_ids)
-                   for entry in result_entries(result, report_id=report_id, outcome=outcome_for)]
+        # A scored image's report is its own (the same image twice is one report); each refused
+        # upload gets an OperationOutcome of its own.
+        entries = [entry for result in results
+                   for entry in result_entries(result, report_id=result.report_id if result.ok else str(uuid.uuid4()),
+                                               issued=issued, outcome=outcome_for)]
         return fhir_json(collection_bundle(entries, bundle_id=record["request_id"]), record)
     return BatchResponse(request_id=record["request_id"], results=[result.batch_item() for result in results])

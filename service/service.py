@@ -19,8 +19,7 @@ import numpy as np
 from bentoml.exceptions import ServiceUnavailable
 
 from pneumoscan.decision import decision_for
-from pneumoscan.fhir_push import FhirOutbox
-from pneumoscan.hl7 import Hl7Outbox
+from pneumoscan.destinations import outboxes
 from pneumoscan.imaging import plane_to_input
 from pneumoscan.model import load_metadata
 from pneumoscan.schemas import ServedModel
@@ -30,9 +29,12 @@ from service.backends import LocalModel, RemoteModel
 from service.batcher import MicroBatcher
 from service.http import ModelInfo
 from service import metrics
-from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, InFlightLimitMiddleware, ReadinessMiddleware
+from service.middleware import (
+    ApiKeyMiddleware, BodyLimitMiddleware, InFlightLimitMiddleware, ReadinessMiddleware, RoutingErrorMiddleware,
+)
 
 settings = get_settings()
+OUTBOXES = outboxes(settings)
 MODEL = bentoml.models.BentoModel(settings.model_tag)
 
 
@@ -161,9 +163,9 @@ class Pneumoscan:
             decode_threads=settings.service_decode_threads(),
             explanations=os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow",
             hl7_destination=settings.hl7_destination,
-            hl7_outbox=Hl7Outbox(settings.hl7_root, settings.delivery_max_attempts, settings.delivery_retry_max_s),
+            hl7_outbox=OUTBOXES["hl7"],
             fhir_url=settings.fhir_url,
-            fhir_outbox=FhirOutbox(settings.fhir_root, settings.delivery_max_attempts, settings.delivery_retry_max_s),
+            fhir_outbox=OUTBOXES["fhir"],
             served=ServedModel.of(metadata, decision.threshold, decision.ood_policy),
         )
 
@@ -174,3 +176,5 @@ if settings.api_key is not None:
 Pneumoscan.add_asgi_middleware(InFlightLimitMiddleware, limit=settings.max_in_flight)
 Pneumoscan.add_asgi_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
 Pneumoscan.add_asgi_middleware(ReadinessMiddleware, seconds=READINESS_PROBE_SECONDS)
+Pneumoscan.add_asgi_middleware(RoutingErrorMiddleware)
+Pneumoscan.add_asgi_middleware(metrics.OutboxMetricsMiddleware, boxes=OUTBOXES)

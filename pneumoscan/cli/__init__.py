@@ -2,7 +2,7 @@
 
 The one composition root: the only core modules that import ``training/``, ``service/`` or
 ``bench/`` are here, one module per noun (``model``: train, evaluate, register; ``score``:
-predict, explain; ``site``: validate, calibrate; ``jobs``: the batch-job commands; ``dicom``: the DICOM node; ``bench``), each importing its adapter when
+predict, explain; ``site``: validate, calibrate; ``jobs``: the batch-job commands; ``dicom``: the DICOM node; ``outbox``: deliveries waiting or failed; ``bench``), each importing its adapter when
 its command runs. Exit codes are listed in ``pneumoscan.cli.common``.
 """
 
@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from pneumoscan.cli import bench, dicom, jobs, model, score, site
+from pneumoscan.cli import bench, dicom, jobs, model, outbox, score, site
 from pneumoscan.cli.common import EXIT_MODEL, EXIT_OK, EXIT_USAGE
 from pneumoscan.errors import DataError, ModelError, PneumoscanError
 
@@ -21,7 +21,7 @@ from pneumoscan.errors import DataError, ModelError, PneumoscanError
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pneumoscan", description="Pneumonia screening on chest X-rays.")
     commands = parser.add_subparsers(dest="command", required=True)
-    for noun in (model, site, score, jobs, dicom, bench):
+    for noun in (model, site, score, jobs, dicom, outbox, bench):
         noun.add_commands(commands)
     return parser
 

@@ -3,7 +3,7 @@
 Per source instance: a TID 1500 Structured Report with the finding and probability, and an RGB
 Secondary Capture of the Grad-CAM overlay with its burned-in banner; for a refused instance, an
 SR stating that it was not analysed and why (``pneumoscan.dicom_results``). Their UIDs derive from
-the source instance and the model version, so scoring a shard again rewrites the same files, and
+the source instance and the model version, so scoring a shard again queues nothing new, and
 the PACS sees no new instances. Files that are not DICOM, or whose header gives no study or
 instance UID, get no DICOM result.
 """
@@ -18,8 +18,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from pneumoscan import DEFAULT_MAX_PIXELS
-from pneumoscan.dicom_store import is_uid
-from pneumoscan.jobs.folder import durable_write
+from pneumoscan.dicom_store import DicomOutbox, is_uid
 from pneumoscan.model import Predictor
 from pneumoscan.result import Result
 
@@ -37,11 +36,11 @@ class DicomResultWriter:
 
     def __init__(self, predictor: Predictor, outbox: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self.predictor = predictor
-        self.outbox = outbox
+        self.outbox = DicomOutbox.for_folder(outbox)
         self.max_pixels = max_pixels
 
     def write(self, path: Path, result: Result) -> int:
-        """The number of DICOM results written for ``path``."""
+        """The number of DICOM results queued for ``path`` (none already queued or delivered)."""
         from pneumoscan.dicom_results import not_analysed_report, secondary_capture, structured_report
 
         try:
@@ -58,10 +57,7 @@ class DicomResultWriter:
             overlay = self._overlay(path)
             if overlay is not None:
                 datasets.append(secondary_capture(source, overlay, version))
-        self.outbox.mkdir(parents=True, exist_ok=True)
-        for dataset in datasets:
-            durable_write(self.outbox / f"{dataset.SOPInstanceUID}.dcm", part10_bytes(dataset))
-        return len(datasets)
+        return sum(self.outbox.put(str(dataset.SOPInstanceUID), part10_bytes(dataset)) for dataset in datasets)
 
     def _overlay(self, path: Path):
         """The Grad-CAM overlay of the image (RGB), or None where Grad-CAM is unavailable."""

@@ -46,6 +46,7 @@ from pneumoscan.jobs.folder import (
     load_job,
     read_lease,
     read_shard_rows,
+    shard_files,
     shard_path,
 )
 from pneumoscan.result import Result
@@ -162,9 +163,9 @@ def finished_results(job_dir: Path) -> Path:
     return job_dir / RESULTS_FILE
 
 
-def report_id(job_id: str, path: str) -> str:
-    """The stable identifier of the report for ``path`` in job ``job_id``."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"urn:pneumoscan:job:{job_id}:{path}"))
+def bundle_id(job_id: str) -> str:
+    """The stable identifier of job ``job_id``'s collection Bundle."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"urn:pneumoscan:job:{job_id}:"))
 
 
 def row_entries(row: dict[str, str], *, number: int, job_id: str, issued: datetime) -> list[Entry]:
@@ -174,8 +175,8 @@ def row_entries(row: dict[str, str], *, number: int, job_id: str, issued: dateti
     def outcome(error: PneumoscanError) -> OperationOutcome:
         return outcome_for(error, diagnostics=f"{RESULTS_FILE} row {number} ({row['path']}): {error.detail}")
 
-    return result_entries(Result.from_row(row), report_id=report_id(job_id, row["path"]), issued=issued,
-                          outcome=outcome)
+    result = Result.from_row(row)
+    return result_entries(result, report_id=result.report_id, issued=issued, outcome=outcome)
 
 
 def _finished_at(job_dir: Path) -> datetime:
@@ -183,12 +184,27 @@ def _finished_at(job_dir: Path) -> datetime:
     return datetime.fromisoformat(json.loads((job_dir / SUMMARY_FILE).read_text())["finished"])
 
 
+def _issued_by_file(job_dir: Path) -> dict[str, datetime]:
+    """When the shard that scored each file finished: its report's ``issued`` time, the one the
+    report pushed to a FHIR server carried too."""
+    spec = load_job(job_dir)
+    issued = {}
+    for index in range(spec.shards):
+        try:
+            meta = ShardMeta.model_validate_json(shard_path(job_dir, index, "json").read_bytes())
+        except (OSError, ValueError):
+            continue
+        finished = datetime.fromtimestamp(meta.finished, timezone.utc)
+        issued.update(dict.fromkeys(shard_files(job_dir, spec, index), finished))
+    return issued
+
+
 def _row_entries(job_dir: Path, progress: Callable[[int], None] | None) -> Iterator[list[Entry]]:
     """Each row's entries in the CSV's order; ``progress`` is called with 1 per row."""
-    issued = _finished_at(job_dir)
+    job_finished, issued = _finished_at(job_dir), _issued_by_file(job_dir)
     with finished_results(job_dir).open(newline="") as handle:
         for number, row in enumerate(csv.DictReader(handle), start=1):
-            yield row_entries(row, number=number, job_id=job_dir.name, issued=issued)
+            yield row_entries(row, number=number, job_id=job_dir.name, issued=issued.get(row["path"], job_finished))
             if progress is not None:
                 progress(1)
 
@@ -204,18 +220,19 @@ def export(job_dir: Path, form: str, progress: Callable[[int], None] | None = No
             yield from handle
         return
     entries = chain.from_iterable(_row_entries(job_dir, progress))
-    yield from stream_bundle(entries, bundle_id=report_id(job_dir.name, ""), issued=_finished_at(job_dir))
+    yield from stream_bundle(entries, bundle_id=bundle_id(job_dir.name), issued=_finished_at(job_dir))
 
 
 def _bulk_resources(rows: Iterable[list[Entry]]) -> Iterator[dict]:
-    """Every row's resources in their standalone form, a Device only the first time it appears."""
-    devices: set[str] = set()
+    """Every row's resources in their standalone form, each once: a Device per model version, and
+    one report for an image that appears in the job under several names."""
+    seen: set[tuple[str, str]] = set()
     for entries in rows:
         for resource in standalone(entries):
-            if resource["resourceType"] == "Device":
-                if resource["id"] in devices:
-                    continue
-                devices.add(resource["id"])
+            key = (resource["resourceType"], resource["id"])
+            if key in seen:
+                continue
+            seen.add(key)
             yield resource
 
 

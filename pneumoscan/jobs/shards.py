@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 from pneumoscan.errors import WorkerCrashed
@@ -30,7 +31,7 @@ from pneumoscan.jobs.folder import (
 )
 from pneumoscan.hl7 import Hl7Outbox, queue_result
 from pneumoscan.fhir_push import FhirOutbox
-from pneumoscan.jobs.results import finalize, report_id
+from pneumoscan.jobs.results import finalize
 from pneumoscan.model import Predictor
 from pneumoscan.predict import score_paths
 from pneumoscan.result import Result
@@ -113,6 +114,7 @@ def score_shard(
 
         writer = DicomResultWriter(predictor, Path(spec.dicom_outbox), options.max_pixels)
     scored: dict[str, dict] = {}
+    outgoing: list[Result] = []
     for outcome in score_paths(
         predictor, [folder / name for name in names if name not in poison],
         batch_size=1 if suspicious else options.batch_size, max_pixels=options.max_pixels,
@@ -124,10 +126,8 @@ def score_shard(
         scored[name] = replace(outcome, name=name).to_row(predictor.model_version)
         if writer is not None:
             writer.write(Path(outcome.name), outcome)
-        if options.hl7_destination and options.hl7_outbox is not None:
-            queue_result(options.hl7_outbox, spec.job_id, name, outcome)
-        if options.fhir_url and options.fhir_outbox is not None:
-            options.fhir_outbox.put_result(outcome, report_id(spec.job_id, name))
+        if outcome.prediction is not None:
+            outgoing.append(outcome)
     rows = []
     for name in names:
         if name in poison:
@@ -139,6 +139,14 @@ def score_shard(
             rows.append(scored[name])
     meta = ShardMeta(worker=worker_id(), started=started, finished=time.time(), files=len(rows),
                      failed=sum(row["status"] == "error" for row in rows))
+    # Queued before the shard counts as done, so a crash before that scores it again and loses no
+    # message (each is queued once by its id); issued when the shard finished, as the export says.
+    issued = datetime.fromtimestamp(meta.finished, timezone.utc)
+    for outcome in outgoing:
+        if options.hl7_destination and options.hl7_outbox is not None:
+            queue_result(options.hl7_outbox, outcome)
+        if options.fhir_url and options.fhir_outbox is not None:
+            options.fhir_outbox.put_result(outcome, issued)
     atomic_write(shard_path(job_dir, index, "json"), meta.model_dump_json().encode())
     atomic_write(shard_path(job_dir, index, "csv"), csv_bytes(rows, header=True))
     lease_path(job_dir, index).unlink(missing_ok=True)

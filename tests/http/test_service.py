@@ -255,3 +255,18 @@ def test_server_still_answers_after_bad_inputs(server, xray_bytes):
         assert response.status_code == 200
         assert client.get("/readyz").status_code == 200
     assert " 500 " not in server.log() and "status=500" not in server.log()
+
+
+def test_unknown_paths_and_wrong_methods_answer_in_the_error_shape(server):
+    fhir = {"Accept": "application/fhir+json"}
+    with server.client() as client:
+        missing = client.get("/no/such/path")
+        missing_fhir = client.get("/no/such/path", headers=fhir)
+        wrong_method = client.delete("/predict")  # a route of the mounted app
+        wrong_method_outside = client.post("/livez")  # one of BentoML's own routes
+    assert_error(missing, 404, "not_found")
+    assert missing_fhir.status_code == 404 and missing_fhir.headers["content-type"].startswith("application/fhir+json")
+    assert missing_fhir.json()["issue"][0]["details"]["coding"][0]["code"] == "not_found"
+    for response in (wrong_method, wrong_method_outside):
+        assert_error(response, 405, "method_not_allowed")
+        assert response.headers["allow"]

@@ -121,3 +121,17 @@ def test_ndjson_results_need_a_folder(tmp_path):
     result = run_cli("results", "0123456789abcdef", "--format", "ndjson", env={"PNEUMOSCAN_JOBS_DIR": str(tmp_path)})
     assert result.returncode == 2 and not result.stdout
     assert "--format ndjson" in result.stderr and "--out DIR" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_predict_refuses_a_body_part_only_on_evidence(xray_image, tmp_path):
+    """A chest DX that does not say which body part it shows is scored (the bundled model's input
+    gate judges its pixels); one that says SKULL is refused before any pixel is decoded."""
+    unlabelled, skull = tmp_path / "unlabelled.dcm", tmp_path / "skull.dcm"
+    unlabelled.write_bytes(make_dicom(xray_image, modality="DX", body_part=None))
+    skull.write_bytes(make_dicom(xray_image, modality="DX", body_part="SKULL"))
+    result = run_cli("predict", str(unlabelled), str(skull))
+    assert result.returncode == 1, result.stderr[-2000:]
+    scored, refused = (json.loads(line) for line in result.stdout.splitlines())
+    assert "error" not in scored and scored["label"] in {"NORMAL", "PNEUMONIA"}
+    assert not scored["out_of_distribution"]
+    assert refused["error"]["code"] == "unsupported_body_part" and "SKULL" in refused["error"]["detail"]

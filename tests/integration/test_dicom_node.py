@@ -24,7 +24,7 @@ from PIL import Image
 from pydicom.uid import DigitalXRayImageStorageForPresentation, generate_uid
 
 from service.launch import free_port, start, stop
-from tests.support import require, wait_until, xray_paths
+from tests.support import require, run_cli, sr_validator, wait_until, xray_paths
 from tests.support.dicom_files import PATIENT_ID, PATIENT_NAME, make_dicom
 
 ORTHANC = shutil.which("Orthanc")
@@ -216,6 +216,10 @@ def test_a_study_from_the_pacs_comes_back_with_an_sr_and_a_secondary_capture(sit
         assert result.PatientID == PATIENT_ID and str(result.PatientName) == PATIENT_NAME
         assert result.AccessionNumber == ACCESSION
         assert dciodvfy_errors(result, tmp_path) == [], result.Modality
+    for sr in srs:  # the SR templates, checked on each SR as the PACS stored and sent it back
+        path = tmp_path / f"{sr.SOPInstanceUID}.sr.dcm"
+        sr.save_as(path, enforce_file_format=True)
+        assert sr_validator.errors(path) == [], sr.SOPInstanceUID
     # Each SR cites its source image.
     frontal_sr = next(sr for sr in srs if sources[0].SOPInstanceUID in str(sr))
     lateral_sr = next(sr for sr in srs if sources[1].SOPInstanceUID in str(sr))
@@ -273,7 +277,11 @@ def test_results_wait_in_the_outbox_while_the_pacs_is_down(site, tmp_path):
     wait_until(lambda: len(list(outbox.glob("*.dcm"))) >= 3, 180, lambda: f"nothing in the outbox:\n{site.logs()[-3000:]}")
     time.sleep(3)  # at least one failed delivery
     assert len(list(outbox.glob("*.dcm"))) >= 3
-    assert "not delivered" in site.logs()
+    assert "The dicom destination is unreachable" in site.logs()
+    waiting = [json.loads(line) for line in run_cli("outbox", "list", "--destination", "dicom", "--json",
+                                                    env=site.env).stdout.splitlines()]
+    assert len(waiting) >= 3 and {m["state"] for m in waiting} == {"pending"}
+    assert all(m["attempts"] == 0 for m in waiting), "an unreachable PACS costs no result an attempt"
 
     site.orthanc.start(site.node_port)
     datasets = wait_until(lambda: site.orthanc.at_least(3, study_uid), 120,

@@ -4,13 +4,13 @@ version, linked to each other; a re-push creates nothing, and a 4xx is recorded 
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
 from PIL import Image
 
 from pneumoscan.fhir_push import FhirOutbox
-from pneumoscan.jobs.results import report_id
 from pneumoscan.result import Result
 from pneumoscan.schemas import Prediction
 from tests.support import METADATA, fhir_validator, require, run_cli, xray_paths
@@ -58,9 +58,17 @@ def test_a_jobs_reports_reach_the_server_once(server, tmp_path):
     reports = [r for r in server.search("DiagnosticReport") if r.get("subject", {}).get("identifier", {}).get("value") == PATIENT_ID]
     assert len(reports) == 3, "one report per scored image; the refused lateral view has none"
     [device] = server.search("Device", identifier=f"urn:pneumoscan:model|{METADATA.version}")
-    job_id = next((tmp_path / "jobs").iterdir()).name
+    job_dir = next((tmp_path / "jobs").iterdir())
+    with (job_dir / "results.csv").open(newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["status"] == "ok"]
     assert {r["identifier"][0]["value"] for r in reports} == {
-        f"urn:uuid:{report_id(job_id, f'{index}.dcm')}" for index in range(3)}
+        f"urn:uuid:{Result.from_row(row).report_id}" for row in rows}
+    exported = json.loads(run_cli("results", str(job_dir), "--format", "fhir", env=env).stdout)
+    pushed = {r["identifier"][0]["value"]: r["issued"] for r in reports}
+    for entry in exported["entry"]:
+        if entry["resource"]["resourceType"] == "DiagnosticReport":
+            assert pushed[entry["resource"]["identifier"][0]["value"]][:19] == entry["resource"]["issued"][:19], \
+                "one issued time whether pushed or exported"
     for report in reports:
         check_linked(server, report, device)
     assert not list((tmp_path / "var" / "fhir" / "outbox").glob("*"))
@@ -68,22 +76,23 @@ def test_a_jobs_reports_reach_the_server_once(server, tmp_path):
 
 def test_a_repush_creates_nothing_and_one_device_serves_every_report(server, tmp_path):
     prediction = Prediction(label="NORMAL", probability=0.2, threshold=0.66, model_version="push-test-1")
-    report_ids = ["5b0c8a8e-1d5f-4d55-9a3e-0d7f3a1b2c3d", "7c1d9b9f-2e60-4e66-8b4f-1e8f4b2c3d4e"]
+    images = {"x.png": "5b" * 32, "y.png": "7c" * 32}  # two images (their SHA-256)
+    report_ids = [Result(prediction=prediction, sha256=digest).report_id for digest in images.values()]
     before = stored(server)
     first = FhirOutbox(tmp_path / "first")
-    assert first.put_result(Result(prediction=prediction, name="x.png"), report_ids[0])
+    assert first.put_result(Result(prediction=prediction, name="x.png", sha256=images["x.png"]))
     assert first.deliver(server.url) == {"delivered": 1, "retried": 0, "failed": 0}
     after_one = stored(server)
     assert {kind: after_one[kind] - before[kind] for kind in TYPES} == dict.fromkeys(TYPES, 1)
     # A second report of the same model: its own report, Observation and Provenance, the same Device.
-    assert first.put_result(Result(prediction=prediction, name="y.png"), report_ids[1])
+    assert first.put_result(Result(prediction=prediction, name="y.png", sha256=images["y.png"]))
     assert first.deliver(server.url)["delivered"] == 1
     after_two = stored(server)
     assert {kind: after_two[kind] - before[kind] for kind in TYPES} == {
         "DiagnosticReport": 2, "Observation": 2, "Device": 1, "Provenance": 2}
     again = FhirOutbox(tmp_path / "again")
-    for name, identifier in zip(("x.png", "y.png"), report_ids):
-        assert again.put_result(Result(prediction=prediction, name=name), identifier)
+    for name, digest in images.items():
+        assert again.put_result(Result(prediction=prediction, name=name, sha256=digest))
     assert again.deliver(server.url) == {"delivered": 2, "retried": 0, "failed": 0}
     assert stored(server) == after_two, "a re-push creates nothing"
     [device] = server.search("Device", identifier="urn:pneumoscan:model|push-test-1")
@@ -97,7 +106,7 @@ def test_a_4xx_is_recorded_per_report(server, tmp_path):
     # A server that refuses the transaction (here: no FHIR base at that path) answers 4xx: final,
     # recorded with the report, not retried.
     refused = FhirOutbox(tmp_path / "refused")
-    refused.put_result(Result(prediction=prediction, name="y.png"), "6b0c8a8e-1d5f-4d55-9a3e-0d7f3a1b2c3d")
+    refused.put_result(Result(prediction=prediction, name="y.png", sha256="6b" * 32))
     assert refused.deliver(f"{server.url}/no-such-base") == {"delivered": 0, "retried": 0, "failed": 1}
     [reason] = refused.failed.glob("*.attempts.json")
     assert "HTTP 4" in json.loads(reason.read_text())["last_error"]

@@ -37,3 +37,31 @@ def test_each_scored_dicom_sends_one_oru_once(tmp_path):
         assert str(message.segment("PID")[3]).split("^")[0] == PATIENT_ID
         assert str(message.segments("OBX")[0][5]).split("^")[0] in {"233604007", "17621005"}
     assert not list((tmp_path / "var" / "hl7" / "outbox").glob("*.hl7"))
+
+
+def test_an_operator_lists_retries_and_drops_what_failed(tmp_path):
+    import json
+
+    from pneumoscan.hl7 import Hl7Outbox
+
+    outbox = Hl7Outbox(tmp_path / "var" / "hl7", max_attempts=1)
+    for message_id in ("AAA", "BBB"):
+        outbox.put(message_id, f"MSH|^~\\&|pneumoscan|X|||20261130||ORU^R01^ORU_R01|{message_id}|P|2.5.1")
+    env = {"PNEUMOSCAN_DATA_DIR": str(tmp_path / "var")}
+    with Listener() as listener:
+        listener.answers.extend(["AR", "AR"])
+        assert outbox.deliver(f"127.0.0.1:{listener.port}")["failed"] == 2
+        listed = [json.loads(line) for line in run_cli("outbox", "list", "--json", env=env).stdout.splitlines()]
+        assert [(m["destination"], m["id"], m["state"], m["attempts"]) for m in listed] == [
+            ("hl7", "AAA", "failed", 1), ("hl7", "BBB", "failed", 1)]
+        assert listed[0]["last_error"] == "acknowledgement AR"
+        text = run_cli("outbox", "list", "--destination", "hl7", env=env).stdout
+        assert "AAA" in text and "acknowledgement AR" in text
+        assert run_cli("outbox", "list", "--destination", "dicom", env=env).stdout.startswith("No messages")
+        retried = run_cli("outbox", "retry", "--destination", "hl7", "AAA", env=env)
+        assert retried.returncode == 0 and retried.stdout.startswith("1 message(s)")
+        assert outbox.deliver(f"127.0.0.1:{listener.port}") == {"delivered": 1, "retried": 0, "failed": 0}
+    dropped = run_cli("outbox", "drop", "BBB", "NOPE", env=env)
+    assert dropped.returncode == 2 and "Dropped 1 message(s)" in dropped.stdout
+    assert run_cli("outbox", "list", env=env).stdout.startswith("No messages")
+    assert json.loads((tmp_path / "var" / "hl7" / "dropped.log").read_text())["id"] == "BBB"

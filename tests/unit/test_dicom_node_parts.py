@@ -1,11 +1,19 @@
-"""The DICOM node's study watcher and sender, in process: quiet studies are queued once per
-content (and again after a restart), and undeliverable results stay in the outbox with backoff."""
+"""The DICOM node's study watcher and sender, in process against a real pynetdicom PACS: quiet
+studies are queued once per content (and again after a restart); a result the PACS refuses is
+retried on its own and set aside after the attempt limit, never holding up the others."""
 
 from __future__ import annotations
 
+import io
 import os
 
+import pydicom
+import pytest
 from PIL import Image
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, evt
+from pynetdicom.sop_class import SecondaryCaptureImageStorage
+
+from pneumoscan.dicom_store import DicomOutbox
 
 from pneumoscan.settings import Settings
 from service.dicom_node import Destination, DicomNode, Sender
@@ -35,20 +43,78 @@ def test_quiet_studies_are_queued_once_per_content_and_again_after_a_restart(tmp
     assert node_with(tmp_path, restarted).submit_quiet_studies(now=1100.0) == 1 and restarted == ["1.1"]
 
 
-def test_results_stay_in_the_outbox_while_the_destination_is_down(tmp_path):
-    node = node_with(tmp_path, [])
-    node.store.outbox.mkdir(parents=True)
-    result = node.store.outbox / "1.2.3.dcm"
-    result.write_bytes(make_dicom(Image.new("L", (64, 64), 128)))
-    sender = Sender(node.store, Destination("NOBODY", "127.0.0.1", free_port()), "PNEUMOSCAN", max_wait_s=5.0)
-    assert sender.tick(now=100.0) == 0
-    assert result.exists() and sender.failures == 1 and sender.next_attempt == 102.0
-    assert sender.tick(now=101.0) == 0 and sender.failures == 1, "backing off: no attempt before the next time"
-    for _ in range(4):
-        now = sender.next_attempt
-        assert sender.tick(now=now) == 0
-    assert sender.failures == 5 and sender.next_attempt - now == 5.0, "the wait doubles up to max_wait_s"
-    assert result.exists(), "never dropped"
+def _result(uid: str) -> bytes:
+    """A Secondary Capture-like result file with the given SOP Instance UID."""
+    dataset = pydicom.dcmread(io.BytesIO(make_dicom(Image.new("L", (64, 64), 128))))
+    dataset.SOPClassUID, dataset.SOPInstanceUID = SecondaryCaptureImageStorage, uid
+    dataset.file_meta.MediaStorageSOPClassUID, dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPClassUID, uid
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+class Pacs:
+    """A real C-STORE SCP (pynetdicom) that refuses one SOP Instance UID with a status of its choice."""
+
+    def __init__(self, refuse: str, status: int) -> None:
+        self.refuse, self.status, self.stored = refuse, status, []
+        self.port = free_port()
+        ae = AE(ae_title="PACS")
+        ae.add_supported_context(SecondaryCaptureImageStorage, ALL_TRANSFER_SYNTAXES)
+        self.server = ae.start_server(("127.0.0.1", self.port), block=False,
+                                      evt_handlers=[(evt.EVT_C_STORE, self.on_store)])
+
+    def on_store(self, event) -> int:
+        uid = event.request.AffectedSOPInstanceUID
+        if uid == self.refuse:
+            return self.status
+        self.stored.append(uid)
+        return 0x0000
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def test_an_unreachable_destination_costs_no_result_an_attempt(tmp_path):
+    outbox = DicomOutbox(tmp_path, max_attempts=2, max_wait_s=5.0)
+    outbox.put("1.2.3", _result("1.2.3"))
+    sender = Sender(outbox, Destination("NOBODY", "127.0.0.1", free_port()), "PNEUMOSCAN")
+    for moment in (100.0, 101.0, 103.0, 107.0):
+        assert sender.tick(now=moment) == {"delivered": 0, "retried": 0, "failed": 0}
+    assert [m.attempts for m in outbox.messages()] == [0] and outbox.failed_messages() == [], "never set aside"
+    assert "no association" in (tmp_path / ".destination.json").read_text()
+
+
+@pytest.mark.parametrize("status", [0xA700, 0xC000])
+def test_a_result_the_pacs_refuses_never_holds_up_the_others(tmp_path, status):
+    outbox = DicomOutbox(tmp_path, max_attempts=3, max_wait_s=1.0)
+    for uid in ("1.2.1", "1.2.2", "1.2.3"):
+        outbox.put(uid, _result(uid))
+    outbox.put("1.2.9", b"DICM? not really")  # an unreadable result
+    pacs = Pacs(refuse="1.2.2", status=status)
+    try:
+        sender = Sender(outbox, Destination("PACS", "127.0.0.1", pacs.port), "PNEUMOSCAN")
+        assert sender.tick(now=100.0) == {"delivered": 2, "retried": 1, "failed": 1}
+        assert sorted(pacs.stored) == ["1.2.1", "1.2.3"], "the others are delivered at once"
+        [refused] = [m for m in outbox.messages() if m.message_id == "1.2.2"]
+        assert refused.state == "pending" and refused.last_error == f"C-STORE status 0x{status:04X}"
+        assert [m.message_id for m in outbox.messages() if m.state == "failed"] == ["1.2.9"]
+        assert "not a readable DICOM file" in [m for m in outbox.messages() if m.message_id == "1.2.9"][0].last_error
+        assert sender.tick(now=100.5)["retried"] == 0, "the refused result waits its own backoff"
+        sender.tick(now=102.0)
+        assert sender.tick(now=200.0) == {"delivered": 0, "retried": 0, "failed": 1}
+        failed = {m.message_id: m for m in outbox.messages() if m.state == "failed"}
+        assert set(failed) == {"1.2.2", "1.2.9"} and failed["1.2.2"].attempts == 3
+        assert outbox.pending() == [] and (tmp_path / "failed" / "1.2.2.dcm").exists(), "kept, not deleted"
+        # The operator fixes the PACS and puts the result back.
+        pacs.refuse = None
+        assert outbox.retry(["1.2.2"]) == 1
+        assert sender.tick(now=300.0) == {"delivered": 1, "retried": 0, "failed": 0}
+        assert "1.2.2" in pacs.stored and not outbox.put("1.2.2", _result("1.2.2")), "delivered: never sent twice"
+        assert outbox.drop(["1.2.9"]) == 1 and outbox.messages() == []
+        assert '"id": "1.2.9"' in (tmp_path / "dropped.log").read_text()
+    finally:
+        pacs.close()
 
 
 def test_destination_parsing():

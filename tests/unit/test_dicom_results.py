@@ -1,4 +1,7 @@
-"""DICOM results: a TID 1500 SR, a not-analysed SR and a Grad-CAM Secondary Capture, in the source's study."""
+"""DICOM results: a TID 1500 SR, a not-analysed SR and a Grad-CAM Secondary Capture, in the source's study.
+
+Every SR passes dciodvfy (dicom3tools) and pixelmed's DicomSRValidator, which checks the TID 1500
+templates and their context groups too."""
 
 from __future__ import annotations
 
@@ -18,16 +21,18 @@ import pytest
 from PIL import Image
 from pydicom.uid import ComprehensiveSRStorage, SecondaryCaptureImageStorage
 
+from pneumoscan import findings
 from pneumoscan.dicom_results import (
     BANNER_TEXT,
     derived_uid,
+    device_uid,
     not_analysed_report,
     secondary_capture,
     structured_report,
 )
 from pneumoscan.explain import overlay
 from pneumoscan.schemas import Prediction
-from tests.support import REPO_ROOT
+from tests.support import REPO_ROOT, sr_validator
 from tests.support.dicom_files import PATIENT_ID, PATIENT_NAME, make_dicom
 
 MODEL_VERSION = "20240601-abc123"
@@ -37,6 +42,9 @@ NORMAL = ("17621005", "SCT")
 PROBABILITY = ("122157", "DCM")
 THRESHOLD = ("122411", "DCM")
 COMMENT = ("121106", "DCM")
+PROCEDURE_REPORTED = ("121058", "DCM")
+QUALITATIVE_EVALUATIONS = ("C0034375", "UMLS")
+ALGORITHM_MANUFACTURER = ("122405", "DCM")
 
 
 @pytest.fixture()
@@ -97,6 +105,18 @@ def assert_valid(path: Path) -> None:
     assert errors == []
 
 
+def assert_valid_sr(path: Path) -> None:
+    """dciodvfy finds no errors, and pixelmed's DicomSRValidator neither errors nor content items
+    that its templates do not have."""
+    assert_valid(path)
+    report = sr_validator.validate(path)
+    assert (report.errors, report.warnings) == ([], [])
+
+
+def comments(dataset: pydicom.Dataset) -> list[str]:
+    return [item.TextValue for item in named(dataset, COMMENT)]
+
+
 @pytest.mark.parametrize("label, value", [("PNEUMONIA", PNEUMONIA), ("NORMAL", NORMAL)])
 def test_structured_report_is_a_tid_1500_sr_in_the_source_study(source, tmp_path, label, value):
     result = prediction(label)
@@ -113,16 +133,19 @@ def test_structured_report_is_a_tid_1500_sr_in_the_source_study(source, tmp_path
     evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
     assert evidence.ReferencedSOPInstanceUID == source.SOPInstanceUID
 
+    [procedure] = named(sr, PROCEDURE_REPORTED)
+    assert coded(procedure) == ("363679005", "SCT")  # "Imaging procedure", in CID 100
+    [evaluations] = named(sr, QUALITATIVE_EVALUATIONS)
     [finding] = named(sr, FINDING)
-    assert coded(finding) == value
-    assert named(sr, COMMENT) == []
+    assert coded(finding) == value and finding in evaluations.ContentSequence
+    assert comments(sr) == [findings.NOT_FOR_DIAGNOSIS]
     for code, expected in [(PROBABILITY, result.probability), (THRESHOLD, result.threshold)]:
         [measurement] = named(sr, code)
         [measured] = measurement.MeasuredValueSequence
         assert float(measured.NumericValue) == pytest.approx(expected)
         assert (measured.MeasurementUnitsCodeSequence[0].CodeValue,
                 measured.MeasurementUnitsCodeSequence[0].CodingSchemeDesignator) == ("1", "UCUM")
-    assert_valid(path)
+    assert_valid_sr(path)
 
 
 def test_structured_report_reads_back_with_highdicom(source, tmp_path):
@@ -144,18 +167,29 @@ def test_structured_report_reads_back_with_highdicom(source, tmp_path):
     algorithm = {item.ConceptNameCodeSequence[0].CodeValue: item.TextValue for item in named(sr, ("111001", "DCM"))}
     algorithm |= {item.ConceptNameCodeSequence[0].CodeValue: item.TextValue for item in named(sr, ("111003", "DCM"))}
     assert algorithm == {"111001": "pneumoscan", "111003": MODEL_VERSION}
-    [evaluation] = group.get_qualitative_evaluations()
-    assert (evaluation.name.value, evaluation.value.value) == ("404684003", "233604007")
+    assert named(sr, ALGORITHM_MANUFACTURER) == []  # TID 4019 has no such row
     probability = group.get_measurements(name=hd.sr.CodedConcept(*PROBABILITY, "Probability"))[0]
     assert probability.value == pytest.approx(0.83) and probability.unit.value == "1"
 
 
+def test_the_contributing_equipment_names_the_model_version(source):
+    def equipment(model_version: str) -> pydicom.Dataset:
+        sr = structured_report(source, prediction(model_version=model_version))
+        [item] = [item for item in sr.ContributingEquipmentSequence if item.Manufacturer == "pneumoscan"]
+        return item
+
+    item = equipment(MODEL_VERSION)
+    assert (item.ManufacturerModelName, item.SoftwareVersions) == ("pneumoscan", MODEL_VERSION)
+    assert item.PurposeOfReferenceCodeSequence[0].CodeValue == "109102"  # DCM "Processing Equipment"
+    assert item.DeviceUID == device_uid(MODEL_VERSION) != equipment("20250101-def456").DeviceUID
+
+
 def test_an_out_of_distribution_result_says_so(source, tmp_path):
     sr = structured_report(source, prediction(out_of_distribution=True, ood_score=1.7))
-    [comment] = named(sr, COMMENT)
-    assert "out of distribution" in comment.TextValue
+    [comment, _] = comments(sr)
+    assert "out of distribution" in comment
     assert len(named(sr, FINDING)) == 1
-    assert_valid(written(sr, tmp_path / "sr.dcm").filename)
+    assert_valid_sr(Path(written(sr, tmp_path / "sr.dcm").filename))
 
 
 def test_not_analysed_report_carries_the_reason_and_no_finding(source, tmp_path):
@@ -166,15 +200,15 @@ def test_not_analysed_report_carries_the_reason_and_no_finding(source, tmp_path)
     assert sr.SOPClassUID == ComprehensiveSRStorage
     assert sr.ContentTemplateSequence[0].TemplateIdentifier == "1500"
     assert_in_source_study(sr, source)
-    [comment] = named(sr, COMMENT)
-    assert "not_a_chest_xray" in comment.TextValue and detail in comment.TextValue
-    assert "Not analysed" in comment.TextValue
+    comment, wording = comments(sr)
+    assert "not_a_chest_xray" in comment and detail in comment
+    assert "Not analysed" in comment and wording == findings.NOT_FOR_DIAGNOSIS
     assert named(sr, FINDING) == [] and named(sr, PROBABILITY) == [] and named(sr, THRESHOLD) == []
     assert [item for item in items(sr) if item.ValueType == "NUM"] == []
-    assert PATIENT_ID not in comment.TextValue
+    assert PATIENT_ID not in comment
     assert sr.SOPInstanceUID != structured_report(source, prediction()).SOPInstanceUID
     assert sr.SeriesInstanceUID == structured_report(source, prediction()).SeriesInstanceUID
-    assert_valid(path)
+    assert_valid_sr(path)
 
 
 def test_a_source_without_optional_study_attributes_still_gets_results(xray_image):

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from pneumoscan.dicom_store import DicomStore, InvalidInstance
+from pneumoscan.dicom_store import DicomOutbox, DicomStore, InvalidInstance
 
 
 def test_an_instance_is_filed_by_study_and_sop_uid_and_a_resend_changes_nothing(tmp_path):
@@ -36,4 +36,4 @@ def test_a_study_is_ready_once_quiet(tmp_path):
     os.utime(recent, (1095.0, 1095.0))
     assert [study.folder.name for study in store.quiet_studies(10.0, now=1100.0)] == ["1.1"]
     assert {study.folder.name for study in store.quiet_studies(5.0, now=1100.0)} == {"1.1", "2.2"}
-    assert store.pending() == []
+    assert DicomOutbox.for_folder(store.outbox).pending() == [], "received instances are not results"

@@ -185,8 +185,9 @@ def test_the_standalone_form_links_by_type_and_id():
 
 
 def test_a_push_is_four_conditional_creates():
-    report_id = str(uuid.uuid4())
-    bundle = transaction(Result(prediction=PREDICTION, dicom=SOURCE), report_id)
+    result = Result(prediction=PREDICTION, dicom=SOURCE)
+    report_id = result.report_id
+    bundle = transaction(result, ISSUED)
     Bundle.model_validate(bundle)
     requests = {e["resource"]["resourceType"]: e["request"] for e in bundle["entry"]}
     observation = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation")
@@ -200,6 +201,7 @@ def test_a_push_is_four_conditional_creates():
     }
     assert [e["fullUrl"] for e in bundle["entry"]] == [url for url, _ in result_entries(
         Result(prediction=PREDICTION, dicom=SOURCE), report_id=report_id)]
+    assert bundle["entry"][0]["resource"]["issued"].startswith(ISSUED.isoformat()[:19])
 
 
 def test_the_validator_is_real():

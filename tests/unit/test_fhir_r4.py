@@ -119,6 +119,6 @@ def test_a_jobs_exports_and_pushes_are_valid_r4(validate, xray_image, tmp_path):
     outcomes = [outcome_for(BlankImage("Nothing to see.")).model_dump(mode="json", exclude_none=True)]
     refused = result_entries(Result(error=BlankImage("x")), report_id="1" * 32)
     batch = json.loads(collection_bundle(refused, bundle_id="1" * 32).json())
-    pushes = [transaction(Result(prediction=prediction, dicom=source), "2" * 32),
-              transaction(Result(prediction=prediction), "3" * 32)]
+    pushes = [transaction(Result(prediction=prediction, dicom=source)),
+              transaction(Result(prediction=prediction, sha256="3" * 64))]
     assert validate([bundle, *lines, *outcomes, batch, *pushes]) == []

@@ -18,10 +18,14 @@ PATIENT = PatientContext(patient_id="PID-7788991", patient_id_issuer="HOSPITAL-A
 DICOM = DicomSource("1.2.3", "1.2.3.4", "1.2.3.4.5", "1.2.840.10008.5.1.4.1.1.1.1", "DX", patient=PATIENT)
 
 
-def message(label: str = "PNEUMONIA", patient: PatientContext = PATIENT) -> str:
+def result(label: str = "PNEUMONIA", patient: PatientContext = PATIENT, sop: str = "1.2.3.4.5") -> Result:
     prediction = PREDICTION.model_copy(update={"label": label})
-    source = DicomSource("1.2.3", "1.2.3.4", "1.2.3.4.5", "1.2", "DX", patient=patient)
-    return oru_r01(Result(prediction=prediction, dicom=source, name="a.dcm"), control_id("job-1", "a.dcm"))
+    return Result(prediction=prediction, dicom=DicomSource("1.2.3", "1.2.3.4", sop, "1.2", "DX", patient=patient),
+                  name="a.dcm")
+
+
+def message(label: str = "PNEUMONIA", patient: PatientContext = PATIENT) -> str:
+    return oru_r01(result(label, patient), control_id(result(label, patient)))
 
 
 def test_the_message_reparsed_by_another_library_carries_every_field():
@@ -29,7 +33,7 @@ def test_the_message_reparsed_by_another_library_carries_every_field():
         assert send_mllp("127.0.0.1", listener.port, message()) == "AA"
     parsed = listener.received[0]
     assert str(parsed.segment("MSH")[9]) == "ORU^R01^ORU_R01" and str(parsed.segment("MSH")[12]) == "2.5.1"
-    assert str(parsed.segment("MSH")[10]) == control_id("job-1", "a.dcm")
+    assert str(parsed.segment("MSH")[10]) == control_id(result())
     pid = parsed.segment("PID")
     assert str(pid[3][0][0]) == "PID-7788991" and str(pid[3][0][3]) == "HOSPITAL-A"
     assert "Testpatient" not in str(parsed)
@@ -79,14 +83,31 @@ def test_the_outbox_keeps_a_message_until_it_is_acknowledged(tmp_path):
         assert len(listener.received) == 5
 
 
-def test_an_unreachable_listener_is_retried_later(tmp_path):
+def test_an_unreachable_listener_costs_no_message_an_attempt(tmp_path):
     from service.launch import free_port
 
     outbox = Hl7Outbox(tmp_path, max_attempts=3, max_wait_s=60.0)
     outbox.put("M1", message())
-    assert outbox.deliver(f"127.0.0.1:{free_port()}", now=1000.0) == {"delivered": 0, "retried": 1, "failed": 0}
-    assert outbox.deliver(f"127.0.0.1:{free_port()}", now=1001.0) == {"delivered": 0, "retried": 0, "failed": 0}
-    assert "ConnectionRefusedError" in (outbox.outbox / "M1.attempts.json").read_text()
+    nobody = f"127.0.0.1:{free_port()}"
+    for moment in (1000.0, 1001.0, 1002.0, 1004.0, 1008.0, 1016.0):
+        assert outbox.deliver(nobody, now=moment) == {"delivered": 0, "retried": 0, "failed": 0}
+    assert outbox.pending() and not (outbox.outbox / "M1.attempts.json").exists(), "no attempt counted"
+    waiting = (tmp_path / ".destination.json").read_text()
+    assert "ConnectionRefusedError" in waiting or "refused" in waiting.lower()
+    with Listener() as listener:
+        assert outbox.deliver(f"127.0.0.1:{listener.port}", now=1016.0) == {"delivered": 0, "retried": 0, "failed": 0}, \
+            "the outbox waits for the destination's backoff"
+        assert outbox.deliver(f"127.0.0.1:{listener.port}", now=2000.0)["delivered"] == 1
+    assert not (tmp_path / ".destination.json").exists()
+
+
+def test_message_ids_come_from_the_image_not_the_file_name():
+    first, second = result(sop="1.2.3.4.5"), result(sop="1.2.3.4.6")
+    assert first.name == second.name and control_id(first) != control_id(second), "two images, one file name"
+    assert control_id(first) == control_id(result(sop="1.2.3.4.5")), "the same image: the same message"
+    other_threshold = Result(prediction=PREDICTION.model_copy(update={"threshold": 0.5}), dicom=first.dicom)
+    assert control_id(other_threshold) != control_id(first), "labelled another way: another message"
+    assert len(control_id(first)) == 20
 
 
 def test_an_upload_with_patient_context_sends_one_message(tmp_path, xray_image, xray_bytes):

@@ -254,7 +254,11 @@ def test_fhir_is_negotiated_by_accept(app, xray_image, xray_bytes):
     assert [(s.type, s.identifier.value) for s in report.imagingStudy] == [("ImagingStudy", f"urn:oid:{study_uid}")]
     assert report.status == "preliminary"
     request_id = f"urn:uuid:{uuid.UUID(from_dicom.headers['x-request-id'])}"
-    assert report.identifier[0].value == bundle.identifier.value == request_id
+    assert bundle.identifier.value == request_id
+    # The report is the image's (its SOP Instance UID, the model version, the threshold), whatever the request.
+    again = Bundle.model_validate_json(post_all(app, [{"url": "/predict", "content": dicom,
+                                                       "headers": {"Content-Type": "application/dicom", **fhir}}])[0].text)
+    assert report.identifier[0].value == again.entry[0].resource.identifier[0].value != request_id
     # Filed under the patient (by identifier only, never by name), the order and the acquisition time.
     assert report.subject.identifier.value == PATIENT_ID and report.subject.identifier.assigner.display == "HOSPITAL-A"
     assert report.basedOn[0].identifier.value == "ACC-1" and report.basedOn[0].identifier.type.coding[0].code == "ACSN"
@@ -394,3 +398,44 @@ def test_export_status_follows_bulk_data_while_a_job_runs():
     assert nearly.headers["retry-after"] == "1"
     assert export_in_progress(JobStatus(job_id="j", state="done", total=512, done=512)) is None
     assert export_in_progress(JobStatus(job_id="j", state="failed", total=512, done=3)) is None, "409 as before"
+
+
+def test_unknown_paths_and_wrong_methods_answer_in_the_error_shape(app):
+    """In the app itself, and in BentoML's outer app, which mounts it with its ``PassiveMount``:
+    a path the app has no route for never reaches it, and the outer router's plain text is reshaped."""
+    from _bentoml_impl.server.mount import PassiveMount
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from service.middleware import RoutingErrorMiddleware
+
+    outer = RoutingErrorMiddleware(Starlette(routes=[
+        Route("/healthz", lambda request: PlainTextResponse("ok")), PassiveMount("/", app),
+    ]))
+
+    async def scenario():
+        answers = []
+        for target in (app, outer):
+            async with client_for(target) as client:
+                answers.append((
+                    await client.get("/no/such/path"),
+                    await client.get("/predict"),
+                    await client.get("/no/such/path", headers={"Accept": "application/fhir+json"}),
+                ))
+        async with client_for(outer) as client:
+            answers.append((await client.post("/healthz"), await client.get("/healthz")))
+        return answers
+
+    *answers, (wrong_method_outside, healthz) = asyncio.run(scenario())
+    for missing, wrong_method, missing_fhir in answers:
+        assert missing.status_code == 404 and missing.json()["error"] == "not_found" and missing.json()["detail"]
+        assert wrong_method.status_code == 405 and wrong_method.json()["error"] == "method_not_allowed"
+        assert "POST" in wrong_method.headers["allow"]
+        assert missing_fhir.status_code == 404
+        assert missing_fhir.headers["content-type"].startswith("application/fhir+json")
+        issue = OperationOutcome.model_validate_json(missing_fhir.text).issue[0]
+        assert issue.code == "not-found" and issue.details.coding[0].code == "not_found"
+    assert wrong_method_outside.status_code == 405 and wrong_method_outside.json()["error"] == "method_not_allowed"
+    assert set(wrong_method_outside.headers["allow"].split(", ")) == {"GET", "HEAD"}
+    assert healthz.status_code == 200 and healthz.text == "ok", "other answers pass through untouched"
