@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
 from pneumoscan.errors import PneumoscanError
-from service import explain_api, jobs_api, model_api, predict_api
+from service import explain_api, jobs_api, model_api, predict_api, review_api, ui_api
 from service.errors import BadRequest, error_response, routing_error
 from service.explain_api import ExplainFn
 from service.http import InferFn, ModelInfo
@@ -32,7 +32,8 @@ def create_app(
         openapi_url=None,  # BentoML serves the merged spec at /docs.json
     )
     app.state.get_infer, app.state.get_explain, app.state.get_info = get_infer, get_explain, get_info
-    for router in (predict_api.router, explain_api.router, jobs_api.router, model_api.router):
+    for router in (predict_api.router, explain_api.router, jobs_api.router, review_api.router, model_api.router,
+                   ui_api.router):
         app.include_router(router)
 
     @app.exception_handler(PneumoscanError)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -18,11 +19,14 @@ log = logging.getLogger("pneumoscan.service")
 
 OPEN_PATHS = frozenset({"/", "/docs.json", "/schema.json", "/livez", "/healthz", "/readyz", "/metrics", "/version"})
 OPEN_PREFIXES = ("/static_content/", "/assets/")
+# The web page's own files (service/ui_api.py): its pages and its named static files, nothing
+# below them. The API they call is not open.
+UI_FILES = re.compile(r"/ui(/|/jobs|/jobs/[0-9a-f]{16}|/static/[A-Za-z0-9_-]+\.(js|css|svg|png))?")
 
 
 def is_open(path: str) -> bool:
-    """Health, metrics and documentation stay reachable without a key and under load."""
-    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+    """Health, metrics, documentation and the web page's files stay reachable without a key and under load."""
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES) or UI_FILES.fullmatch(path) is not None
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:

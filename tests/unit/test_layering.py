@@ -78,7 +78,7 @@ def loaded_by(*modules: str) -> set[str]:
 def test_the_job_record_loads_no_queue_server_or_tensorflow():
     loaded = loaded_by(
         "pneumoscan.jobs", "pneumoscan.jobs.folder", "pneumoscan.jobs.leases",
-        "pneumoscan.jobs.results", "pneumoscan.jobs.shards", "pneumoscan.jobs.plot",
+        "pneumoscan.jobs.results", "pneumoscan.jobs.shards", "pneumoscan.jobs.plot", "pneumoscan.jobs.reviews",
     )
     assert loaded & FRAMEWORKS == set()
 
