@@ -14,7 +14,7 @@ RUN_TIME ?= 60s
 SAMPLES ?= tests/fixtures/xrays
 LOAD_HOST ?= http://localhost:$(PORT)
 
-.PHONY: install register run test train evaluate loadtest bench container-test clean
+.PHONY: install register run test train evaluate loadtest bench container-test docs docs-serve clean
 
 install: $(VENV)/.installed
 
@@ -52,9 +52,20 @@ loadtest: install
 bench: install
 	$(BIN)/python -m pneumoscan.cli bench --samples $(SAMPLES)
 
-# Builds the image with podman and runs it, then the compose file (root; see the README).
+# Builds the image with podman and runs it, then the compose file (root; see docs/deployment.md).
 container-test: install
 	deploy/container-test.sh
+
+# The documentation site (mkdocs.yml, docs/): built into site/ with every link checked.
+$(VENV)/.docs-installed: $(VENV)/.installed pyproject.toml
+	$(PIP) install -e ".[docs]"
+	touch $@
+
+docs: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-serve: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info

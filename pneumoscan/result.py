@@ -37,6 +37,31 @@ RESULT_COLUMNS = [
     "path", "sha256", "label", "probability", "threshold", "out_of_distribution", "ood_score", "model_version",
     "status", "error_code", "error_detail", *DICOM_COLUMNS, *PATIENT_COLUMNS,
 ]
+# What each results.csv column holds: the one description the docs' reference table is built from.
+RESULT_COLUMN_DESCRIPTIONS: dict[str, str] = {
+    "path": "The file's path, relative to the job's input folder.",
+    "sha256": "SHA-256 of the file's bytes.",
+    "label": "`PNEUMONIA` when `probability` reaches `threshold`, otherwise `NORMAL`; empty for an error row.",
+    "probability": "The calibrated P(pneumonia); empty for an error row.",
+    "threshold": "The decision threshold the label was given at.",
+    "out_of_distribution": "`true` only for a result that `PNEUMOSCAN_OOD_POLICY=flag` let through the input gate.",
+    "ood_score": "The image's distance from the training X-rays, as a multiple of the input gate's limit.",
+    "model_version": "The model version that scored the file.",
+    "status": "`ok`, or `error` for a file that was refused or could not be read.",
+    "error_code": "The error code of an error row (see the error codes reference); empty when `ok`.",
+    "error_detail": "The explanation of an error row, for humans; empty when `ok`.",
+    "study_instance_uid": "Study Instance UID (DICOM files only).",
+    "series_instance_uid": "Series Instance UID (DICOM files only).",
+    "sop_instance_uid": "SOP Instance UID (DICOM files only).",
+    "sop_class_uid": "SOP Class UID (DICOM files only).",
+    "modality": "Modality, e.g. `CR` or `DX` (DICOM files only).",
+    "patient_id": "PatientID (DICOM files only), for filing the result under the patient.",
+    "patient_id_issuer": "IssuerOfPatientID (DICOM files only).",
+    "accession_number": "AccessionNumber (DICOM files only).",
+    "placer_order_number": "The placer order number (DICOM files only).",
+    "filler_order_number": "The filler order number (DICOM files only).",
+    "acquired": "When the image was taken, as a DICOM DT `YYYYMMDD[HHMMSS[.F]][+/-ZZXX]` (DICOM files only).",
+}
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ BUNDLED_MODEL_DIR = PROJECT_ROOT / "models" / "pneumonia-cnn"
 
 
 class Settings(BaseSettings):
-    """Every setting has a documented default; see the README's settings table."""
+    """Every setting has a documented default; the docs' settings reference is generated from this class."""
 
     model_config = SettingsConfigDict(env_prefix="PNEUMOSCAN_", extra="ignore", populate_by_name=True)
 
