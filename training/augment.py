@@ -9,6 +9,11 @@ threshold, the calibration and the input gate are chosen on. Each image gets its
 - detector: a blur (soft detectors, motion) or an unsharp mask (edge-enhancing processing);
 - noise: additive Gaussian noise (low dose).
 
+With ``shortcut_probability`` above zero (the recipes' ``shortcut_augmentation``), an image may
+also get the things a site burns into its radiographs, in both classes alike so that they carry no
+label signal: border bars (collimation, cropping, scanner frames) and marker text and rulers
+("R", "L", "A-P", "PORTABLE", ...), mostly near the edges, where real markers sit.
+
 Every range includes the identity, so an unmodified radiograph is one of the possible draws.
 """
 
@@ -18,6 +23,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from pneumoscan import IMAGE_SIZE
 
 
 @dataclass(frozen=True)
@@ -30,9 +37,83 @@ class AcquisitionRanges:
     brightness: float = 0.08
     blur_mix: tuple[float, float] = (-0.8, 1.0)  # < 0 sharpens, > 0 blurs
     noise_std: float = 0.03
+    shortcut_probability: float = 0.0  # chance of each of: border bars, a marker overlay
+    border_fraction: float = 0.12  # widest bar, as a share of the side
 
 
 DEFAULT_RANGES = AcquisitionRanges()
+SHORTCUT_RANGES = AcquisitionRanges(shortcut_probability=0.5)
+
+MARKER_TEXTS = ("R", "L", "A-P", "AP", "P-A", "PORTABLE", "SUPINE", "ERECT", "LT", "RT", "1", "2")
+MARKER_OVERLAYS = 256
+MARKER_SEED = 7
+
+
+def marker_overlays(size: tuple[int, int], count: int = MARKER_OVERLAYS, seed: int = MARKER_SEED) -> np.ndarray:
+    """float32 (count, h, w) opacity maps of one to three markers or rulers each, drawn with a
+    fixed seed; three quarters of the marks start in the outer quarter of the image."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng(seed)
+    height, width = size
+    overlays = np.zeros((count, height, width), dtype=np.float32)
+    for index in range(count):
+        canvas = Image.new("L", (width, height), 0)
+        draw = ImageDraw.Draw(canvas)
+        for _ in range(int(rng.integers(1, 4))):
+            near_edge = rng.random() < 0.75
+            x = int(rng.choice([rng.integers(0, width // 4), rng.integers(3 * width // 4, width)])
+                    if near_edge else rng.integers(0, width))
+            y = int(rng.integers(0, height // 4) if near_edge and rng.random() < 0.6 else rng.integers(0, height))
+            if rng.random() < 0.2:
+                _draw_ruler(draw, x, y, rng, (width, height))
+            else:
+                font = ImageFont.load_default(size=int(rng.integers(7, 17)))
+                draw.text((x, y), str(rng.choice(MARKER_TEXTS)), fill=255, font=font, anchor="mm")
+        overlays[index] = np.asarray(canvas, dtype=np.float32) / 255.0
+    return overlays
+
+
+def _draw_ruler(draw, x: int, y: int, rng: np.random.Generator, size: tuple[int, int]) -> None:
+    """A scale bar with ticks, horizontal or vertical."""
+    length, step, vertical = int(rng.integers(20, 60)), int(rng.integers(3, 7)), rng.random() < 0.5
+    along = np.arange(0, length, step)
+    if vertical:
+        draw.line([(x, y), (x, y + length)], fill=255)
+        for offset in along:
+            draw.line([(x, y + offset), (x + 2 + 2 * (offset % (5 * step) == 0), y + offset)], fill=255)
+    else:
+        draw.line([(x, y), (x + length, y)], fill=255)
+        for offset in along:
+            draw.line([(x + offset, y), (x + offset, y + 2 + 2 * (offset % (5 * step) == 0))], fill=255)
+
+
+def add_shortcuts(images, seed, probability: float, border_fraction: float, size: tuple[int, int]):
+    """Border bars and burned-in markers on float32 (b, h, w, 1) images of ``size`` (h, w) in
+    [0, 1], each with ``probability`` per image; a stateless seed (2,) makes the draw reproducible."""
+    import tensorflow as tf
+
+    batch, height, width = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=6)
+    per_image = [batch, 1, 1, 1]
+
+    # Border bars: each side independently, black or white, up to border_fraction wide.
+    rows = tf.cast(tf.range(height), tf.float32)[tf.newaxis, :, tf.newaxis, tf.newaxis] / tf.cast(height, tf.float32)
+    columns = tf.cast(tf.range(width), tf.float32)[tf.newaxis, tf.newaxis, :, tf.newaxis] / tf.cast(width, tf.float32)
+    widths = tf.random.stateless_uniform([4, batch, 1, 1, 1], seeds[0], 0.0, border_fraction)
+    widths *= tf.cast(tf.random.stateless_uniform([4, batch, 1, 1, 1], seeds[1]) < 0.5, tf.float32)
+    widths *= tf.cast(tf.random.stateless_uniform(per_image, seeds[2]) < probability, tf.float32)
+    in_bar = (rows < widths[0]) | (rows >= 1.0 - widths[1]) | (columns < widths[2]) | (columns >= 1.0 - widths[3])
+    bar_value = tf.cast(tf.random.stateless_uniform(per_image, seeds[3]) < 0.2, tf.float32)
+    images = tf.where(in_bar, bar_value, images)
+
+    # Markers: one of the fixed overlays, bright (or, one time in five, dark), alpha-blended.
+    overlays = tf.constant(marker_overlays(size))[..., tf.newaxis]
+    draws = tf.random.stateless_uniform([batch, 3], seeds[4])
+    chosen = tf.gather(overlays, tf.cast(draws[:, 0] * MARKER_OVERLAYS, tf.int32) % MARKER_OVERLAYS)
+    opacity = chosen * tf.reshape(tf.cast(draws[:, 1] < probability, tf.float32), per_image)
+    ink = tf.reshape(tf.where(draws[:, 2] < 0.2, draws[:, 2], 0.75 + draws[:, 2] / 4), per_image)
+    return images * (1.0 - opacity) + ink * opacity
 
 
 def _gaussian_kernel(sigma: float = 1.0, radius: int = 2):
@@ -100,6 +181,11 @@ def augment_planes(planes, seed, ranges: AcquisitionRanges = DEFAULT_RANGES):
     noise_std = uniform(8, 0.0, ranges.noise_std, per_image)
     noise = tf.random.stateless_normal(tf.shape(images), tf.random.experimental.stateless_fold_in(seeds[8], 1))
     images = tf.clip_by_value(images + noise_std * noise, 0.0, 1.0)
+    if ranges.shortcut_probability > 0:
+        # Inside tf.data the warp's output has no static size; the planes' batch shape has.
+        size = tuple(planes.shape[1:3]) if None not in planes.shape[1:3] else IMAGE_SIZE
+        shortcut_seed = tf.random.experimental.stateless_fold_in(seeds[8], 2)
+        images = add_shortcuts(images, shortcut_seed, ranges.shortcut_probability, ranges.border_fraction, size)
     return tf.repeat(images, 3, axis=-1)
 
 
@@ -115,7 +201,8 @@ def stressed_inputs(planes: np.ndarray, seed: int, batch_size: int = 256) -> np.
 
 
 def training_dataset(
-    planes: np.ndarray, targets: np.ndarray, batch_size: int, seed: int, augment: bool
+    planes: np.ndarray, targets: np.ndarray, batch_size: int, seed: int, augment: bool,
+    ranges: AcquisitionRanges = DEFAULT_RANGES,
 ):
     """Shuffled batches of (model input, one-hot target), augmented afresh each epoch."""
     import tensorflow as tf
@@ -125,7 +212,7 @@ def training_dataset(
     if augment:
         draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         data = tf.data.Dataset.zip((data, draws)).map(
-            lambda batch, draw: (augment_planes(batch[0], draw), batch[1]),
+            lambda batch, draw: (augment_planes(batch[0], draw, ranges), batch[1]),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     else:

@@ -49,3 +49,19 @@ def youden_threshold(labels: np.ndarray, probabilities: np.ndarray) -> float:
     fpr, tpr, thresholds = roc_curve(labels, probabilities)
     best = int(np.argmax(tpr - fpr))
     return float(min(thresholds[best], 1.0))
+
+
+def sensitivity_threshold(labels: np.ndarray, probabilities: np.ndarray, target: float) -> float:
+    """The highest threshold at which at least ``target`` of the positives score at or above it.
+
+    Youden's J on in-house data sits where the in-house normals end; on X-rays of another series
+    or period the normals score higher while the ranking holds, so a threshold tied to the
+    pneumonia scores' lower tail keeps a known sensitivity and gives up less specificity there.
+    """
+    if not 0.0 < target <= 1.0:
+        raise ValueError(f"target sensitivity must be in (0, 1], got {target}.")
+    positives = np.sort(np.asarray(probabilities, float)[np.asarray(labels) == 1])
+    if len(positives) == 0:
+        raise ValueError("No positive examples to set a sensitivity target on.")
+    allowed_misses = int(np.floor(len(positives) * (1.0 - target) + 1e-9))
+    return float(positives[allowed_misses])

@@ -4,7 +4,9 @@ Everything here is chosen on the validation split and its stressed copies, never
 1. the input gate: the Mahalanobis distance of the pooled conv features, fitted on the training
    X-rays, with its limit at the farthest validation X-ray;
 2. calibration: the softmax temperature that fits the stressed validation copies best;
-3. the threshold: Youden's J on the calibrated stressed copies (``calibration.youden_threshold``).
+3. the threshold: Youden's J on the calibrated stressed copies (``calibration.youden_threshold``),
+   or, where the recipe sets ``threshold_sensitivity``, the highest threshold keeping that
+   sensitivity on them (``calibration.sensitivity_threshold``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from pneumoscan.imaging import plane_to_input
 from pneumoscan.decision import calibrate
 from pneumoscan.model import INPUT_SHAPE, MODEL_FILE, Predictor, save_metadata
 from pneumoscan.schemas import CalibrationInfo, GateInfo, ModelMetadata
-from training.calibration import expected_calibration_error, fit_temperature, youden_threshold
+from training.calibration import (
+    expected_calibration_error, fit_temperature, sensitivity_threshold, youden_threshold,
+)
 from training.data import fingerprint
 from training.gate import GATE_RULE, feature_layers, fit_gate, gate_refusals
 from training.metrics import evaluate_predictions
@@ -34,6 +38,15 @@ THRESHOLD_RULE = (
 )
 
 
+def threshold_rule(recipe: Recipe) -> str:
+    if recipe.threshold_sensitivity is None:
+        return THRESHOLD_RULE
+    return (
+        f"the highest threshold keeping sensitivity {recipe.threshold_sensitivity:.2f} on calibrated "
+        "P(pneumonia) over the stressed validation copies"
+    )
+
+
 @dataclass(frozen=True)
 class Scored:
     """One labelled set's softmax outputs, before and after temperature scaling."""
@@ -43,15 +56,19 @@ class Scored:
     calibrated: np.ndarray
 
 
-def calibrate_and_choose(model, data) -> tuple[float, float, Scored, Scored]:
+def calibrate_and_choose(model, data, recipe: Recipe) -> tuple[float, float, Scored, Scored]:
     """(temperature, threshold, validation, stressed validation): the temperature fitted and the
-    threshold chosen on the stressed copies."""
+    threshold chosen on the stressed copies, by the recipe's rule."""
     validation_softmax = model.predict(plane_to_input(data.validation_planes), batch_size=256, verbose=0)
     stressed_softmax = model.predict(data.stressed_inputs, batch_size=256, verbose=0)
     temperature = fit_temperature(stressed_softmax, data.stressed_labels)
     validation = Scored(data.validation_labels, calibrate(validation_softmax, 1.0), calibrate(validation_softmax, temperature))
     stressed = Scored(data.stressed_labels, calibrate(stressed_softmax, 1.0), calibrate(stressed_softmax, temperature))
-    return temperature, youden_threshold(stressed.labels, stressed.calibrated), validation, stressed
+    if recipe.threshold_sensitivity is None:
+        threshold = youden_threshold(stressed.labels, stressed.calibrated)
+    else:
+        threshold = sensitivity_threshold(stressed.labels, stressed.calibrated, recipe.threshold_sensitivity)
+    return temperature, threshold, validation, stressed
 
 
 def calibration_info(temperature: float, sets: dict[str, Scored]) -> CalibrationInfo:
@@ -86,7 +103,7 @@ def finalize(
     validation_inputs = plane_to_input(data.validation_planes)
     gate = fit_gate(model, layers, plane_to_input(data.train_planes), validation_inputs)
     gate_sha256 = gate.save(out_dir)
-    temperature, threshold, validation, stressed = calibrate_and_choose(model, data)
+    temperature, threshold, validation, stressed = calibrate_and_choose(model, data, recipe)
     predictor = Predictor(model, threshold=threshold, model_version="unsaved", gate=gate, temperature=temperature)
     gate_info = GateInfo(
         threshold=gate.threshold,
@@ -115,7 +132,7 @@ def finalize(
         created=created,
         training_seconds=round(training_seconds, 1),
         versions=versions(),
-        threshold_rule=THRESHOLD_RULE,
+        threshold_rule=threshold_rule(recipe),
         stressed_validation=evaluate_predictions(stressed.labels, stressed.calibrated, threshold),
         calibration=calibration_info(temperature, {"validation": validation, "stressed_validation": stressed}),
         gate=gate_info,

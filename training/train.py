@@ -12,7 +12,7 @@ from pneumoscan import CLASS_NAMES
 from pneumoscan.imaging import plane_to_input
 from pneumoscan.model import ARCHITECTURES, MODEL_FILE
 from pneumoscan.schemas import ModelMetadata
-from training.augment import stressed_inputs, training_dataset
+from training.augment import DEFAULT_RANGES, SHORTCUT_RANGES, stressed_inputs, training_dataset
 from training.data import Example, find_examples, load_planes, split_by_patient
 from training.finalize import finalize
 from training.recipes import Recipe, get_recipe
@@ -111,7 +111,8 @@ def fit(recipe: Recipe, data: SplitData, seed: int, verbose: int | str = "auto")
         )
     ]
     dataset = training_dataset(
-        data.train_planes, one_hot[data.train_labels], recipe.batch_size, seed, recipe.acquisition_augmentation
+        data.train_planes, one_hot[data.train_labels], recipe.batch_size, seed, recipe.acquisition_augmentation,
+        SHORTCUT_RANGES if recipe.shortcut_augmentation else DEFAULT_RANGES,
     )
     started = time.perf_counter()
     history = model.fit(

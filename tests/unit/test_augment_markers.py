@@ -1,0 +1,101 @@
+"""Shortcut augmentation (border bars, burned-in markers), the equalisation layer and the
+sensitivity-target threshold rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training.augment import (
+    DEFAULT_RANGES, SHORTCUT_RANGES, add_shortcuts, augment_planes, marker_overlays, training_dataset,
+)
+from training.calibration import sensitivity_threshold
+
+
+def _planes(count: int = 6) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(60, 200, size=(count, 128, 128), dtype=np.uint8)
+
+
+def test_marker_overlays_are_fixed_and_mostly_near_the_edges():
+    first, second = marker_overlays((128, 128), count=32), marker_overlays((128, 128), count=32)
+    assert first.shape == (32, 128, 128) and first.dtype == np.float32
+    assert np.array_equal(first, second)
+    assert first.min() >= 0.0 and first.max() <= 1.0
+    assert np.all(first.reshape(32, -1).max(axis=1) > 0.5), "every overlay draws something"
+    border = np.ones((128, 128), dtype=bool)
+    border[32:96, 32:96] = False
+    assert first[:, border].sum() > first[:, ~border].sum()
+
+
+def test_shortcuts_are_drawn_with_their_probability():
+    import tensorflow as tf
+
+    images = tf.constant(_planes(), tf.float32)[..., tf.newaxis] / 255.0
+    seed = tf.constant([3, 4], tf.int64)
+    assert np.array_equal(add_shortcuts(images, seed, 0.0, 0.12, (128, 128)).numpy(), images.numpy())
+    marked = add_shortcuts(images, seed, 1.0, 0.12, (128, 128)).numpy()
+    assert np.array_equal(marked, add_shortcuts(images, seed, 1.0, 0.12, (128, 128)).numpy())
+    assert marked.min() >= 0.0 and marked.max() <= 1.0
+    changed = np.abs(marked - images.numpy()).reshape(len(marked), -1).max(axis=1)
+    assert np.all(changed > 0.1), "with probability 1 every image gets a marker"
+
+
+def test_shortcut_ranges_keep_the_acquisition_draws():
+    import tensorflow as tf
+
+    planes, seed = tf.constant(_planes()), tf.constant([5, 6], tf.int64)
+    plain = augment_planes(planes, seed, DEFAULT_RANGES).numpy()
+    marked = augment_planes(planes, seed, SHORTCUT_RANGES).numpy()
+    assert plain.shape == marked.shape == (6, 128, 128, 3)
+    # Markers and bars cover a small part of the image; the rest is the same acquisition draw.
+    assert np.mean(np.isclose(plain, marked, atol=1e-6)) > 0.6
+
+
+def test_training_dataset_draws_shortcuts():
+    planes = _planes(8)
+    targets = np.eye(2, dtype=np.float32)[np.arange(8) % 2]
+    data = training_dataset(planes, targets, batch_size=4, seed=1, augment=True, ranges=SHORTCUT_RANGES)
+    batches = [inputs.numpy() for inputs, _ in data]
+    assert [batch.shape for batch in batches] == [(4, 128, 128, 3), (4, 128, 128, 3)]
+    assert all(0.0 <= batch.min() and batch.max() <= 1.0 for batch in batches)
+
+
+def test_equalization_ignores_monotone_exposure_changes(tmp_path):
+    from pneumoscan.model import MODEL_FILE, build_tuned_model, load_keras_model
+
+    grey = np.random.default_rng(1).random((3, 128, 128, 1), dtype=np.float32).repeat(3, axis=-1)
+    model = build_tuned_model(equalize=True)
+    layer = model.get_layer("equalize")
+    reference = np.asarray(layer(grey))
+    assert reference.min() >= 0.0 and reference.max() <= 1.0
+    for changed in (grey**2.0, 0.5 * grey + 0.3):
+        assert np.abs(np.asarray(layer(changed)) - reference).max() < 0.02  # 1/bins of interpolation
+    model.save(tmp_path / MODEL_FILE)
+    loaded = load_keras_model(tmp_path)
+    assert np.allclose(np.asarray(loaded(grey)), np.asarray(model(grey)), atol=1e-6)
+    assert "equalize" not in [layer.name for layer in build_tuned_model(equalize=False).layers]
+
+
+def test_equalized_model_trains_in_a_graph():
+    from pneumoscan.model import build_tuned_model
+
+    model = build_tuned_model(equalize=True)
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    inputs = np.random.default_rng(2).random((8, 128, 128, 3), dtype=np.float32)
+    history = model.fit(inputs, np.eye(2, dtype=np.float32)[np.arange(8) % 2], epochs=1, batch_size=4, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_sensitivity_threshold_keeps_the_target():
+    labels = np.r_[np.zeros(50), np.ones(100)]
+    scores = np.r_[np.linspace(0.0, 0.6, 50), np.linspace(0.3, 1.0, 100)]
+    for target in (0.9, 0.95, 1.0):
+        threshold = sensitivity_threshold(labels, scores, target)
+        assert np.mean(scores[labels == 1] >= threshold) >= target
+        # The highest such threshold: any higher one loses sensitivity below the target.
+        assert np.mean(scores[labels == 1] >= np.nextafter(threshold, 1.0)) < target
+    with pytest.raises(ValueError):
+        sensitivity_threshold(labels, scores, 0.0)
+    with pytest.raises(ValueError):
+        sensitivity_threshold(np.zeros(3), np.zeros(3), 0.9)
