@@ -23,6 +23,7 @@ NOT_IN_BENTO = {
     "tensorflow": "the variant for platforms other than Linux x86-64; the bento image is Linux x86-64",
     "scikit-learn": "training and evaluation only (training/ is not in the bento)",
     "tqdm": "the CLI's progress bar only",
+    "jinja2": "the site validation report only (training/ is not in the bento)",
 }
 
 
