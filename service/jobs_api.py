@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +16,7 @@ from starlette.responses import FileResponse, Response, StreamingResponse
 from pneumoscan.fhir import FHIR_JSON, FHIR_NDJSON, acceptable, accepts
 from pneumoscan.schemas import ErrorResponse
 from pneumoscan.settings import get_settings
-from pneumoscan.errors import FolderNotAllowed, JobError, ResultNotFound
+from pneumoscan.errors import FolderNotAllowed, JobError, JobNotFound, ResultNotFound
 from pneumoscan.jobs.folder import PLOT_FILE
 from pneumoscan.jobs.folder import find_job as find_job_in
 from pneumoscan.jobs.results import (
@@ -27,10 +29,19 @@ from service.errors import NotAcceptable
 router = APIRouter()
 
 
+JOB_ID = re.compile(r"[0-9a-f]{16}")
+
+
 def find_job(job_id: str) -> Path:
+    """The job folder of an id; 404 ``job_not_found`` for an unknown id or one that is not an id at
+    all (only ids are looked up: a path is never taken from a URL)."""
+    if not JOB_ID.fullmatch(job_id):
+        raise JobNotFound(f"There is no job {job_id[:40]!r}: a job id is 16 lowercase hexadecimal characters.")
     return find_job_in(get_settings().jobs_root, job_id)
+
+
 ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 503)}
-JobId = Annotated[str, PathParam(pattern=r"^[0-9a-f]{16}$")]
+JobId = Annotated[str, PathParam(description="The job's id: 16 lowercase hexadecimal characters.")]
 
 
 class JobRequest(BaseModel):
