@@ -32,13 +32,13 @@ import os
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
 from pneumoscan.imaging import load_plane, plane_to_input
 from pneumoscan.model import Predictor, load_metadata, save_metadata
 from training.data import find_examples, load_planes, split_by_patient
+from training.stats import wilson_interval
 
 HELD_OUT_PREFIX = "NORMAL2-"
 PROXY_FILE = "shift_proxy.json"
@@ -65,14 +65,10 @@ def proxy_view(data_dir: str | Path, view_dir: str | Path) -> Path:
 
 
 def wilson(successes: int, n: int) -> dict:
-    """A proportion with its 95% Wilson interval and counts."""
-    if n == 0:
-        return {"value": None, "ci": None, "successes": 0, "n": 0}
-    z, p = norm.ppf(0.975), successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return {"value": p, "ci": [float(max(0.0, centre - half)), float(min(1.0, centre + half))],
-            "successes": int(successes), "n": int(n)}
+    """A proportion with its 95% Wilson interval (``training.stats``) and counts."""
+    interval = wilson_interval(int(successes), int(n))
+    return {"value": successes / n if n else None, "ci": list(interval) if interval else None,
+            "successes": int(successes) if n else 0, "n": int(n)}
 
 
 def _auc(normal: np.ndarray, pneumonia: np.ndarray) -> float | None:

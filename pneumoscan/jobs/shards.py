@@ -30,6 +30,7 @@ from pneumoscan.jobs.folder import (
     write_lease,
 )
 from pneumoscan.hl7 import Hl7Outbox, queue_result
+from pneumoscan.destinations import outboxes
 from pneumoscan.fhir_push import FhirOutbox
 from pneumoscan.jobs.results import finalize
 from pneumoscan.model import Predictor
@@ -56,6 +57,7 @@ class ShardOptions:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "ShardOptions":
+        boxes = outboxes(settings)
         return cls(
             batch_size=settings.predict_batch_size,
             max_pixels=settings.max_image_pixels,
@@ -63,9 +65,9 @@ class ShardOptions:
             lease_seconds=settings.lease_seconds,
             max_attempts=settings.max_shard_attempts,
             hl7_destination=settings.hl7_destination,
-            hl7_outbox=Hl7Outbox(settings.hl7_root, settings.delivery_max_attempts, settings.delivery_retry_max_s),
+            hl7_outbox=boxes["hl7"],
             fhir_url=settings.fhir_url,
-            fhir_outbox=FhirOutbox(settings.fhir_root, settings.delivery_max_attempts, settings.delivery_retry_max_s),
+            fhir_outbox=boxes["fhir"],
         )
 
 
