@@ -43,7 +43,8 @@ def thread_cpu(pids: list[int]) -> dict[tuple[int, str], float]:
                 continue
             fields = stat[stat.rindex(")") + 2 :].split()
             seconds[(pid, task.name, kind(pid, task.name, stat[stat.index("(") + 1 : stat.rindex(")")]))] = (
-                (int(fields[11]) + int(fields[12])) / TICK)
+                int(fields[11]) + int(fields[12])
+            ) / TICK
     return seconds
 
 
@@ -71,8 +72,9 @@ def measure(users: int, seconds: float, samples: Path, settings: dict[str, str])
         "users": users,
         "requests_per_s": run["requests_per_s"],
         "mean_batch": round((metrics_after["images"] - metrics["images"]) / calls, 2) if calls else None,
-        "cpu_ms_per_request": {kind: round(1000 * total / requests, 2)
-                               for kind, total in sorted(per_kind.items()) if total >= 0.05},
+        "cpu_ms_per_request": {
+            kind: round(1000 * total / requests, 2) for kind, total in sorted(per_kind.items()) if total >= 0.05
+        },
     }
 
 
@@ -86,8 +88,10 @@ def main(argv: list[str] | None = None) -> None:
     settings = dict(pair.split("=", 1) for pair in args.settings)
     started = time.perf_counter()
     result = measure(args.users, args.seconds, args.samples, settings)
-    print(f"{result['users']} users: {result['requests_per_s']} req/s, mean batch {result['mean_batch']} "
-          f"({time.perf_counter() - started:.0f} s)")
+    print(
+        f"{result['users']} users: {result['requests_per_s']} req/s, mean batch {result['mean_batch']} "
+        f"({time.perf_counter() - started:.0f} s)"
+    )
     for kind, value in result["cpu_ms_per_request"].items():
         print(f"  {kind:<12} {value:6.2f} CPU ms per request")
     print(f"  {'all':<12} {sum(result['cpu_ms_per_request'].values()):6.2f} CPU ms per request")

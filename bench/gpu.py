@@ -25,8 +25,12 @@ GPU_BATCH_SIZES = (1, 8, 32, 64, 256)
 
 def device_name() -> str:
     try:
-        return subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
-                              capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "no NVIDIA GPU visible"
 
@@ -70,8 +74,10 @@ def main() -> None:
         print(report["service"])
     else:
         for run in report["service"]["runs"]:
-            print(f"| service, {run['users']} users | {run['requests_per_s']} req/s, p99 {run['p99_ms']:g} ms, "
-                  f"{run['failures']} failed, {run['retries']} retries, mean batch {run['mean_batch_size']} |")
+            print(
+                f"| service, {run['users']} users | {run['requests_per_s']} req/s, p99 {run['p99_ms']:g} ms, "
+                f"{run['failures']} failed, {run['retries']} retries, mean batch {run['mean_batch_size']} |"
+            )
 
 
 if __name__ == "__main__":

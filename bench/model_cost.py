@@ -61,8 +61,18 @@ def main() -> None:
         predictor.warm_up(max(sizes))
         for size, batch in batches.items():
             wall, cpu = ms_per_image(predictor, batch, args.seconds)
-            print(json.dumps({"model": str(model_dir), "threads": args.threads, "batch": size,
-                              "ms_per_image": round(wall, 3), "cpu_ms_per_image": round(cpu, 3)}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "model": str(model_dir),
+                        "threads": args.threads,
+                        "batch": size,
+                        "ms_per_image": round(wall, 3),
+                        "cpu_ms_per_image": round(cpu, 3),
+                    }
+                ),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -40,8 +40,15 @@ async def predict(request: Request) -> JSONResponse:
     # The saved threshold applies to calibrated P(pneumonia); no input gate here.
     probability = float(calibrate(model.predict(batch, verbose=0), TEMPERATURE)[0])
     label = "PNEUMONIA" if probability >= metadata.threshold else "NORMAL"
-    return JSONResponse({"label": label, "probability": probability, "threshold": metadata.threshold,
-                         "model_version": metadata.version, "request_id": "naive"})
+    return JSONResponse(
+        {
+            "label": label,
+            "probability": probability,
+            "threshold": metadata.threshold,
+            "model_version": metadata.version,
+            "request_id": "naive",
+        }
+    )
 
 
 app = Starlette(routes=[Route("/predict", predict, methods=["POST"])])

@@ -33,8 +33,14 @@ def report_png(report: dict, p99_goal_ms: float) -> bytes:
     for key, label, marker, colour in VARIANTS:
         variant = report[key]
         for run in variant.get("runs", [variant]):
-            throughput.plot([run["users"]], [run["requests_per_s"]], marker, color=colour, markersize=8,
-                            label=f"{label} ({run['users']} users)")
+            throughput.plot(
+                [run["users"]],
+                [run["requests_per_s"]],
+                marker,
+                color=colour,
+                markersize=8,
+                label=f"{label} ({run['users']} users)",
+            )
     throughput.set_xscale("log", base=2)
     throughput.set_xticks(users, [str(count) for count in users])
     throughput.set_ylim(0, ceiling * 1.4)  # room for the legend above the ceiling

@@ -116,10 +116,21 @@ def one_thread_model_cost(seconds: float = 2.0) -> dict[str, float]:
     HTTP worker on 2 cores; in a process of its own, since TensorFlow's threads are set once."""
     from pneumoscan.settings import get_settings
 
-    command = [sys.executable, "-m", "bench.model_cost", str(get_settings().model_dir), "--threads", "1",
-               "--batch-sizes", ",".join(map(str, ONE_THREAD_BATCH_SIZES)), "--seconds", str(seconds)]
-    printed = subprocess.run(command, cwd=REPO, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-                             capture_output=True, text=True, check=True).stdout
+    command = [
+        sys.executable,
+        "-m",
+        "bench.model_cost",
+        str(get_settings().model_dir),
+        "--threads",
+        "1",
+        "--batch-sizes",
+        ",".join(map(str, ONE_THREAD_BATCH_SIZES)),
+        "--seconds",
+        str(seconds),
+    ]
+    printed = subprocess.run(
+        command, cwd=REPO, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, capture_output=True, text=True, check=True
+    ).stdout
     rows = [json.loads(line) for line in printed.splitlines() if line.startswith("{")]
     return {str(row["batch"]): row["cpu_ms_per_image"] for row in rows}
 
@@ -127,8 +138,12 @@ def one_thread_model_cost(seconds: float = 2.0) -> dict[str, float]:
 def with_drift(before: dict, after: dict) -> dict:
     """The ceiling measured before and after the other stages: the ratios use their mean, so a
     machine that slows down or speeds up during the run (shared hosts do) biases them less."""
-    return {**before, "images_per_s": round((before["images_per_s"] + after["images_per_s"]) / 2, 1),
-            "images_per_s_before": before["images_per_s"], "images_per_s_after": after["images_per_s"]}
+    return {
+        **before,
+        "images_per_s": round((before["images_per_s"] + after["images_per_s"]) / 2, 1),
+        "images_per_s_before": before["images_per_s"],
+        "images_per_s_after": after["images_per_s"],
+    }
 
 
 # --- servers and Locust -------------------------------------------------------------------------
@@ -137,8 +152,11 @@ def with_drift(before: dict, after: dict) -> dict:
 def scrape(url: str) -> dict[str, float]:
     """(images, model calls, retries) so far: ``pneumoscan_model_batch_size``'s sum and count and
     ``pneumoscan_model_call_retries_total`` from /metrics, summed over the HTTP workers."""
-    names = {"pneumoscan_model_batch_size_sum": "images", "pneumoscan_model_batch_size_count": "calls",
-             "pneumoscan_model_call_retries_total": "retries"}
+    names = {
+        "pneumoscan_model_batch_size_sum": "images",
+        "pneumoscan_model_batch_size_count": "calls",
+        "pneumoscan_model_call_retries_total": "retries",
+    }
     values = dict.fromkeys(names.values(), 0.0)
     for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
         name = line.split("{")[0].split(" ")[0]
@@ -153,16 +171,42 @@ def run_locust(
     """Locust headless, closed loop, reports at ``prefix*``; its CPU time is a child's rusage."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(
-        [sys.executable, "-m", "locust", "-f", "loadtests/locustfile.py", "--headless", "--host", url,
-         "--users", str(users), "--spawn-rate", str(spawn_rate or users), "--run-time", f"{seconds:g}s",
-         "--csv", str(prefix), "--html", f"{prefix}.html", "--only-summary", "--loglevel", "WARNING"],
-        cwd=REPO, env={**os.environ, "PNEUMOSCAN_LOAD_SAMPLES": str(samples)},
-        capture_output=True, check=False, timeout=seconds + 120,
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            "loadtests/locustfile.py",
+            "--headless",
+            "--host",
+            url,
+            "--users",
+            str(users),
+            "--spawn-rate",
+            str(spawn_rate or users),
+            "--run-time",
+            f"{seconds:g}s",
+            "--csv",
+            str(prefix),
+            "--html",
+            f"{prefix}.html",
+            "--only-summary",
+            "--loglevel",
+            "WARNING",
+        ],
+        cwd=REPO,
+        env={**os.environ, "PNEUMOSCAN_LOAD_SAMPLES": str(samples)},
+        capture_output=True,
+        check=False,
+        timeout=seconds + 120,
     )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {"users": users, **read_locust_stats(Path(f"{prefix}_stats.csv")),
-            "locust_cpu_s": round((after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime), 1),
-            "seconds": seconds}
+    return {
+        "users": users,
+        **read_locust_stats(Path(f"{prefix}_stats.csv")),
+        "locust_cpu_s": round((after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime), 1),
+        "seconds": seconds,
+    }
 
 
 def read_locust_stats(path: Path) -> dict:
@@ -195,13 +239,21 @@ def cpu_seconds(processes: list[psutil.Process]) -> float:
 
 
 def service_stage(
-    home: Path, samples: Path, seconds: float, users: tuple[int, ...], batching: bool = True,
-    placement: str = "in_process", settings: dict[str, str] | None = None,
+    home: Path,
+    samples: Path,
+    seconds: float,
+    users: tuple[int, ...],
+    batching: bool = True,
+    placement: str = "in_process",
+    settings: dict[str, str] | None = None,
 ) -> dict:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    settings = {"PNEUMOSCAN_ADAPTIVE_BATCHING": str(batching).lower(), "PNEUMOSCAN_MODEL_PLACEMENT": placement,
-                **(settings or {})}
+    settings = {
+        "PNEUMOSCAN_ADAPTIVE_BATCHING": str(batching).lower(),
+        "PNEUMOSCAN_MODEL_PLACEMENT": placement,
+        **(settings or {}),
+    }
     process = start_service(home, port, settings, OUT / f"serve-{port}.log")
     roles = service_processes(process)
     name = f"service-{placement}-{'on' if batching else 'off'}"
@@ -213,17 +265,19 @@ def service_stage(
                 # The HTTP workers share one listening socket and Locust opens its connections at
                 # once, so now and then one worker accepts nearly all of them and the run measures
                 # one core. Such a run is repeated once, and both are kept in the report.
-                run = {**measure(url, roles, count, seconds, OUT / f"{name}-{count}-again", samples),
-                       "unbalanced_run": run}
+                run = {
+                    **measure(url, roles, count, seconds, OUT / f"{name}-{count}-again", samples),
+                    "unbalanced_run": run,
+                }
             runs.append(run)
-        return {"adaptive_batching": batching, "placement": placement, "http_workers": len(roles["http"]),
-                "runs": runs}
+        return {"adaptive_batching": batching, "placement": placement, "http_workers": len(roles["http"]), "runs": runs}
     finally:
         stop(process)
 
 
-def measure(url: str, roles: dict[str, list[psutil.Process]], users: int, seconds: float, prefix: Path,
-            samples: Path) -> dict:
+def measure(
+    url: str, roles: dict[str, list[psutil.Process]], users: int, seconds: float, prefix: Path, samples: Path
+) -> dict:
     """One Locust run against a started service, with the CPU, batch and retry figures beside it."""
     before = scrape(url)
     cpu_before = {role: cpu_seconds(procs) for role, procs in roles.items()}
@@ -232,10 +286,13 @@ def measure(url: str, roles: dict[str, list[psutil.Process]], users: int, second
     run = run_locust(url, users, seconds, prefix, samples)
     elapsed = time.perf_counter() - started
     # Share of one core each kind of process used: where the time goes, without a profiler.
-    run["cpu_percent"] = {role: round(100 * (cpu_seconds(procs) - cpu_before[role]) / elapsed, 1)
-                          for role, procs in roles.items()}
-    run["http_worker_cpu_percent"] = [round(100 * (cpu_seconds([proc]) - start) / elapsed, 1)
-                                      for proc, start in zip(roles["http"], worker_before)]
+    run["cpu_percent"] = {
+        role: round(100 * (cpu_seconds(procs) - cpu_before[role]) / elapsed, 1) for role, procs in roles.items()
+    }
+    run["http_worker_cpu_percent"] = [
+        round(100 * (cpu_seconds([proc]) - start) / elapsed, 1)
+        for proc, start in zip(roles["http"], worker_before, strict=False)
+    ]
     run["cpu_ms_per_request"] = cpu_ms_per_request(run)
     after = scrape(url)
     calls = after["calls"] - before["calls"]
@@ -263,8 +320,11 @@ def balanced(run: dict) -> bool:
 
 def naive_stage(samples: Path, seconds: float) -> dict:
     port = free_port()
-    process = start([sys.executable, "-m", "uvicorn", "bench.naive_app:app", "--host", "127.0.0.1",
-                     "--port", str(port)], {"TF_CPP_MIN_LOG_LEVEL": "3"}, OUT / "naive.log")
+    process = start(
+        [sys.executable, "-m", "uvicorn", "bench.naive_app:app", "--host", "127.0.0.1", "--port", str(port)],
+        {"TF_CPP_MIN_LOG_LEVEL": "3"},
+        OUT / "naive.log",
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
@@ -287,8 +347,13 @@ def worker_stage(samples: Path, work: Path, minimum: int = 500) -> dict:
     folder = work / "worker-input"
     count = build_folder(samples, -(-minimum // files), folder)
     env = {**os.environ, "PNEUMOSCAN_DATA_DIR": str(work / "var-score")}
-    subprocess.run([sys.executable, "-m", "pneumoscan.cli", "score", str(folder), "--output", str(work / "score")],
-                   cwd=REPO, env=env, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pneumoscan.cli", "score", str(folder), "--output", str(work / "score")],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     return {
         "images": count,
         "score_images_per_s": summary_rate(next((work / "score").iterdir())),
@@ -310,17 +375,24 @@ def build_report(
         "service_32_vs_naive": at_32 / max(naive["requests_per_s"], 1e-9),
         "batching_on_vs_off_32": at_32 / max(batching_off["runs"][0]["requests_per_s"], 1e-9),
         # The slowest of `pneumoscan score` and the queue with one and two workers.
-        "worker_vs_ceiling": min(worker["score_images_per_s"], worker["queue_1_worker_images_per_s"],
-                                 worker["queue_2_workers_images_per_s"]) / ceiling["images_per_s"],
+        "worker_vs_ceiling": min(
+            worker["score_images_per_s"], worker["queue_1_worker_images_per_s"], worker["queue_2_workers_images_per_s"]
+        )
+        / ceiling["images_per_s"],
         "two_workers_vs_one": worker["queue_2_workers_images_per_s"] / worker["queue_1_worker_images_per_s"],
     }
-    targets = {name: {"value": round(value, 3), "goal": f">= {TARGETS[name]}", "met": value >= TARGETS[name]}
-               for name, value in ratios.items()}
+    targets = {
+        name: {"value": round(value, 3), "goal": f">= {TARGETS[name]}", "met": value >= TARGETS[name]}
+        for name, value in ratios.items()
+    }
     p99 = by_users[8]["p99_ms"]
     targets["p99_at_8_users_ms"] = {"value": p99, "goal": f"<= {P99_AT_8_USERS_MS}", "met": p99 <= P99_AT_8_USERS_MS}
     mean_batch = by_users[32].get("mean_batch_size") or 0.0
-    targets["mean_batch_at_32_users"] = {"value": mean_batch, "goal": f">= {MEAN_BATCH_AT_32}",
-                                         "met": mean_batch >= MEAN_BATCH_AT_32}
+    targets["mean_batch_at_32_users"] = {
+        "value": mean_batch,
+        "goal": f">= {MEAN_BATCH_AT_32}",
+        "met": mean_batch >= MEAN_BATCH_AT_32,
+    }
     served = [*service["runs"], *batching_off["runs"], *model_service["runs"]]
     failures = sum(run["failures"] for run in [*served, naive])
     targets["failed_requests"] = {"value": failures, "goal": "== 0", "met": failures == 0}
@@ -328,11 +400,17 @@ def build_report(
     targets["model_call_retries"] = {"value": retries, "goal": "== 0", "met": retries == 0}
     # Informational: the two-level layout (the GPU default) on this CPU, against the one in use.
     model_service_at_32 = model_service["runs"][0]["requests_per_s"]
-    return {"machine": {"cores": ceiling["cores"], "platform": sys.platform},
-            "ceiling": ceiling, "service": service, "service_batching_off": batching_off,
-            "service_model_service": model_service,
-            "model_service_vs_in_process_32": round(model_service_at_32 / max(at_32, 1e-9), 3),
-            "naive_baseline": naive, "worker": worker, "targets": targets}
+    return {
+        "machine": {"cores": ceiling["cores"], "platform": sys.platform},
+        "ceiling": ceiling,
+        "service": service,
+        "service_batching_off": batching_off,
+        "service_model_service": model_service,
+        "model_service_vs_in_process_32": round(model_service_at_32 / max(at_32, 1e-9), 3),
+        "naive_baseline": naive,
+        "worker": worker,
+        "targets": targets,
+    }
 
 
 def cpu_share(run: dict) -> str:
@@ -356,8 +434,12 @@ def markdown(report: dict) -> str:
         + ", ".join(f"batch {k}: {v}" for k, v in ceiling["model_images_per_s"].items())
         + f" img/s; decode + batched predict (batch {ceiling['best_batch_size']}): "
         f"**{ceiling['images_per_s']} img/s**"
-        + (f" (mean of {ceiling['images_per_s_before']} before the other stages and "
-           f"{ceiling['images_per_s_after']} after them)" if "images_per_s_after" in ceiling else "")
+        + (
+            f" (mean of {ceiling['images_per_s_before']} before the other stages and "
+            f"{ceiling['images_per_s_after']} after them)"
+            if "images_per_s_after" in ceiling
+            else ""
+        )
         + ".",
         "",
         "| run | users | req/s | x ceiling | p50 ms | p95 ms | p99 ms | failures | retries | mean batch "
@@ -372,12 +454,16 @@ def markdown(report: dict) -> str:
         lines.append(
             f"| {name} | {run['users']} | {run['requests_per_s']} | "
             f"{run['requests_per_s'] / ceiling['images_per_s']:.2f} | {run['p50_ms']:g} | {run['p95_ms']:g} | "
-            f"{run['p99_ms']:g} | {run['failures']} | {run.get('retries', '-')} | {run.get('mean_batch_size') or '-'} | "
+            f"{run['p99_ms']:g} | {run['failures']} | {run.get('retries', '-')} | "
+            f"{run.get('mean_batch_size') or '-'} | "
             f"{cpu_share(run)} | {run.get('cpu_ms_per_request') or '-'} | {run['locust_cpu_s']} |"
         )
     if any("unbalanced_run" in run for _, run in runs):
-        lines += ["", "† repeated: in the first run one HTTP worker accepted most of Locust's connections "
-                  "(under half the CPU of the other); both runs are in report.json."]
+        lines += [
+            "",
+            "† repeated: in the first run one HTTP worker accepted most of Locust's connections "
+            "(under half the CPU of the other); both runs are in report.json.",
+        ]
     worker = report["worker"]
     lines += [
         "",
@@ -407,14 +493,16 @@ def what_batching_saves(report: dict) -> str | None:
     near = min(model, key=lambda size: abs(int(size) - (on.get("mean_batch_size") or 1)))
     model_saving = model["1"] - model[near]
     saving = off["cpu_ms_per_request"] - on["cpu_ms_per_request"]
-    return (f"Batching at 32 users: {report['targets']['batching_on_vs_off_32']['value']}x the throughput "
-            f"without it. A request cost {on['cpu_ms_per_request']:g} CPU ms with batching and "
-            f"{off['cpu_ms_per_request']:g} without (all service processes, Locust apart). The model alone, "
-            f"on one thread as in each HTTP worker, costs {model['1']:g} CPU ms per image at batch 1 and "
-            f"{model[near]:g} at batch {near} (near the mean batch): batching saves {model_saving:.2f} ms "
-            f"there and {saving - model_saving:.2f} ms in per-call hand-offs. With the cores saturated, "
-            f"on vs off is bounded near the cost ratio, {off['cpu_ms_per_request'] / on['cpu_ms_per_request']:.2f}, "
-            f"on this machine.")
+    return (
+        f"Batching at 32 users: {report['targets']['batching_on_vs_off_32']['value']}x the throughput "
+        f"without it. A request cost {on['cpu_ms_per_request']:g} CPU ms with batching and "
+        f"{off['cpu_ms_per_request']:g} without (all service processes, Locust apart). The model alone, "
+        f"on one thread as in each HTTP worker, costs {model['1']:g} CPU ms per image at batch 1 and "
+        f"{model[near]:g} at batch {near} (near the mean batch): batching saves {model_saving:.2f} ms "
+        f"there and {saving - model_saving:.2f} ms in per-call hand-offs. With the cores saturated, "
+        f"on vs off is bounded near the cost ratio, {off['cpu_ms_per_request'] / on['cpu_ms_per_request']:.2f}, "
+        f"on this machine."
+    )
 
 
 def where_the_time_goes(report: dict) -> str:
@@ -426,17 +514,23 @@ def where_the_time_goes(report: dict) -> str:
     busy = cpu["http"] + cpu["model"] + locust
     ceiling = report["ceiling"]
     if busy >= 80 * cores:
-        verdict = ("the cores are (nearly) saturated, Locust's share included: on this machine the service is "
-                   "bound by CPU, shared between HTTP handling, decoding and the model")
+        verdict = (
+            "the cores are (nearly) saturated, Locust's share included: on this machine the service is "
+            "bound by CPU, shared between HTTP handling, decoding and the model"
+        )
     elif max(cpu.values()) >= 90 * max(report["service"].get("http_workers", 1), 1):
         verdict = "the HTTP workers are saturated: add cores or workers"
     else:
-        verdict = ("the cores are not saturated: requests wait in per-request handling or the batcher's "
-                   "scheduling, not on the model")
+        verdict = (
+            "the cores are not saturated: requests wait in per-request handling or the batcher's "
+            "scheduling, not on the model"
+        )
     model = f" and the model process {cpu['model']:g} %" if cpu["model"] else " (the model runs inside them)"
-    return (f"At 32 users the HTTP workers used {cpu['http']:g} % of a core{model}, Locust {locust:.0f} %, "
-            f"{busy:.0f} % of {100 * cores} % in all; decoding alone could reach {ceiling['decode_images_per_s']} "
-            f"img/s and the model {max(ceiling['model_images_per_s'].values())} img/s. Reading: {verdict}.")
+    return (
+        f"At 32 users the HTTP workers used {cpu['http']:g} % of a core{model}, Locust {locust:.0f} %, "
+        f"{busy:.0f} % of {100 * cores} % in all; decoding alone could reach {ceiling['decode_images_per_s']} "
+        f"img/s and the model {max(ceiling['model_images_per_s'].values())} img/s. Reading: {verdict}."
+    )
 
 
 def main(samples: Path = DEFAULT_SAMPLES, seconds: float = 20.0) -> dict:

@@ -6,16 +6,34 @@ from bench.run import balanced, build_report, cpu_ms_per_request, markdown, read
 
 
 def run(users: int, rps: float, p99: float = 100.0, failures: int = 0, batch: float | None = None) -> dict:
-    return {"users": users, "requests": int(rps * 10), "failures": failures, "requests_per_s": rps,
-            "p50_ms": 20.0, "p95_ms": 50.0, "p99_ms": p99, "locust_cpu_s": 1.0, "seconds": 10,
-            "mean_batch_size": batch}
+    return {
+        "users": users,
+        "requests": int(rps * 10),
+        "failures": failures,
+        "requests_per_s": rps,
+        "p50_ms": 20.0,
+        "p95_ms": 50.0,
+        "p99_ms": p99,
+        "locust_cpu_s": 1.0,
+        "seconds": 10,
+        "mean_batch_size": batch,
+    }
 
 
 def test_report_ratios_and_targets():
-    ceiling = {"images": 400, "cores": 2, "decode_images_per_s": 300.0, "best_batch_size": 32,
-               "model_images_per_s": {"1": 150.0, "8": 300.0, "32": 320.0, "64": 290.0}, "images_per_s": 200.0}
-    service = {"adaptive_batching": True, "http_workers": 2,
-               "runs": [run(1, 30), run(8, 120, p99=140, batch=3.0), run(32, 160, batch=8.0), run(64, 150, failures=2)]}
+    ceiling = {
+        "images": 400,
+        "cores": 2,
+        "decode_images_per_s": 300.0,
+        "best_batch_size": 32,
+        "model_images_per_s": {"1": 150.0, "8": 300.0, "32": 320.0, "64": 290.0},
+        "images_per_s": 200.0,
+    }
+    service = {
+        "adaptive_batching": True,
+        "http_workers": 2,
+        "runs": [run(1, 30), run(8, 120, p99=140, batch=3.0), run(32, 160, batch=8.0), run(64, 150, failures=2)],
+    }
     service["runs"][2]["cpu_percent"] = {"http": 125.0, "model": 0.0}
     service["runs"][2]["cpu_ms_per_request"] = 7.81
     service["runs"][2]["http_worker_cpu_percent"] = [62.5, 62.5]
@@ -23,15 +41,29 @@ def test_report_ratios_and_targets():
     off = {"adaptive_batching": False, "runs": [{**run(32, 60), "cpu_ms_per_request": 9.5}]}
     model_service = {"placement": "model_service", "runs": [{**run(32, 120, batch=6.0), "retries": 3}]}
     naive = run(32, 20)
-    worker = {"images": 520, "score_images_per_s": 180.0, "queue_1_worker_images_per_s": 150.0,
-              "queue_2_workers_images_per_s": 140.0}
+    worker = {
+        "images": 520,
+        "score_images_per_s": 180.0,
+        "queue_1_worker_images_per_s": 150.0,
+        "queue_2_workers_images_per_s": 140.0,
+    }
     # Measured at 220 before the other stages and 180 after: the ratios use the mean, 200.
-    ceiling = with_drift({**ceiling, "images_per_s": 220.0,
-                          "one_thread_cpu_ms_per_image": {"1": 2.7, "4": 2.45, "8": 2.35, "32": 2.35}},
-                         {**ceiling, "images_per_s": 180.0})
+    ceiling = with_drift(
+        {**ceiling, "images_per_s": 220.0, "one_thread_cpu_ms_per_image": {"1": 2.7, "4": 2.45, "8": 2.35, "32": 2.35}},
+        {**ceiling, "images_per_s": 180.0},
+    )
     report = build_report(ceiling, service, off, model_service, naive, worker)
-    assert set(report) == {"machine", "ceiling", "service", "service_batching_off", "service_model_service",
-                           "model_service_vs_in_process_32", "naive_baseline", "worker", "targets"}
+    assert set(report) == {
+        "machine",
+        "ceiling",
+        "service",
+        "service_batching_off",
+        "service_model_service",
+        "model_service_vs_in_process_32",
+        "naive_baseline",
+        "worker",
+        "targets",
+    }
     assert report["model_service_vs_in_process_32"] == 0.75
     targets = report["targets"]
     assert targets["service_32_vs_ceiling"] == {"value": 0.8, "goal": ">= 0.7", "met": True}
@@ -54,21 +86,39 @@ def test_report_ratios_and_targets():
     assert "HTTP workers used 125 % of a core (the model runs inside them)" in table
     assert "not on the model" in table
     # The mean batch is 8: the model's saving is batch 1 against batch 8.
-    assert ("A request cost 7.81 CPU ms with batching and 9.5 without" in table
-            and "2.7 CPU ms per image at batch 1 and 2.35 at batch 8" in table
-            and "saves 0.35 ms there and 1.34 ms in per-call hand-offs" in table
-            and "bounded near the cost ratio, 1.22," in table)
+    assert (
+        "A request cost 7.81 CPU ms with batching and 9.5 without" in table
+        and "2.7 CPU ms per image at batch 1 and 2.35 at batch 8" in table
+        and "saves 0.35 ms there and 1.34 ms in per-call hand-offs" in table
+        and "bounded near the cost ratio, 1.22," in table
+    )
 
 
 def test_report_plot_is_a_png(tmp_path):
     from bench.plot import report_png
 
-    ceiling = {"images": 400, "cores": 2, "decode_images_per_s": 300.0, "best_batch_size": 32,
-               "model_images_per_s": {"1": 150.0}, "images_per_s": 200.0}
+    ceiling = {
+        "images": 400,
+        "cores": 2,
+        "decode_images_per_s": 300.0,
+        "best_batch_size": 32,
+        "model_images_per_s": {"1": 150.0},
+        "images_per_s": 200.0,
+    }
     service = {"runs": [run(1, 30), run(8, 120, batch=3.0), run(32, 160, batch=8.0), run(64, 150)]}
-    report = build_report(ceiling, service, {"runs": [run(32, 60)]}, {"runs": [run(32, 120)]}, run(32, 20),
-                          {"images": 520, "score_images_per_s": 180.0, "queue_1_worker_images_per_s": 150.0,
-                           "queue_2_workers_images_per_s": 140.0})
+    report = build_report(
+        ceiling,
+        service,
+        {"runs": [run(32, 60)]},
+        {"runs": [run(32, 120)]},
+        run(32, 20),
+        {
+            "images": 520,
+            "score_images_per_s": 180.0,
+            "queue_1_worker_images_per_s": 150.0,
+            "queue_2_workers_images_per_s": 140.0,
+        },
+    )
     png = report_png(report, 150.0)
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
 
@@ -97,5 +147,11 @@ def test_read_locust_stats(tmp_path):
         "POST,/predict,10,0,20,21,5,90,180,5.0,0,20,25,30,30,40,50,60,70,90,90,90\n"
         ",Aggregated,10,1,20,21,5,90,180,5.04,0,20,25,30,30,40,55,60,75,90,90,90\n"
     )
-    assert read_locust_stats(path) == {"requests": 10, "failures": 1, "requests_per_s": 5.0,
-                                       "p50_ms": 20.0, "p95_ms": 55.0, "p99_ms": 75.0}
+    assert read_locust_stats(path) == {
+        "requests": 10,
+        "failures": 1,
+        "requests_per_s": 5.0,
+        "p50_ms": 20.0,
+        "p95_ms": 55.0,
+        "p99_ms": 75.0,
+    }

@@ -52,8 +52,9 @@ def bare_loop(folder: Path) -> float:
 
 
 def cli(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pneumoscan.cli", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, check=True)
+    return subprocess.run(
+        [sys.executable, "-m", "pneumoscan.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, check=True
+    )
 
 
 def summary_rate(job_dir: Path) -> float:
@@ -64,9 +65,14 @@ def queue_run(folder: Path, workers: int, work: Path) -> float:
     env = {**os.environ, "PNEUMOSCAN_DATA_DIR": str(work / f"var{workers}"), "PNEUMOSCAN_SHARD_SIZE": "64"}
     job_id = cli("submit", str(folder), env=env).stdout.strip()
     job_dir = work / f"var{workers}" / "jobs" / job_id
-    process = subprocess.Popen([sys.executable, "-m", "pneumoscan.cli", "worker", "--concurrency", str(workers)],
-                               cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pneumoscan.cli", "worker", "--concurrency", str(workers)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         while not (job_dir / "summary.json").exists():
             time.sleep(0.2)
@@ -91,8 +97,12 @@ def main() -> None:
         score = summary_rate(next((work / "score").iterdir()))
         one = queue_run(folder, 1, work)
         two = queue_run(folder, 2, work)
-    rows = [("bare decode+predict loop", ceiling), ("pneumoscan score", score),
-            ("queue, 1 worker", one), ("queue, 2 workers", two)]
+    rows = [
+        ("bare decode+predict loop", ceiling),
+        ("pneumoscan score", score),
+        ("queue, 1 worker", one),
+        ("queue, 2 workers", two),
+    ]
     print(f"{count} full-size X-rays, {os.cpu_count()} cores")
     print("| pipeline | images/s | x bare loop |\n|---|---|---|")
     for name, rate in rows:

@@ -90,8 +90,14 @@ def _default_text(value: object) -> str:
 def _constraints(field) -> str:
     words = []
     for item in field.metadata:
-        for attribute, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="),
-                                ("min_length", "length >="), ("max_length", "length <=")):
+        for attribute, sign in (
+            ("gt", ">"),
+            ("ge", ">="),
+            ("lt", "<"),
+            ("le", "<="),
+            ("min_length", "length >="),
+            ("max_length", "length <="),
+        ):
             bound = getattr(item, attribute, None)
             if bound is not None:
                 words.append(f"{sign} {bound}")
@@ -115,14 +121,16 @@ def settings_rows() -> list[dict[str, str]]:
     rows = []
     for name, field in Settings.model_fields.items():
         names = env_names(name, field)
-        rows.append({
-            "variable": names[0],
-            "older_names": ", ".join(names[1:]),
-            "type": _type_name(field.annotation),
-            "default": _default_text(field.default),
-            "constraints": _constraints(field),
-            "description": (field.description or "").strip(),
-        })
+        rows.append(
+            {
+                "variable": names[0],
+                "older_names": ", ".join(names[1:]),
+                "type": _type_name(field.annotation),
+                "default": _default_text(field.default),
+                "constraints": _constraints(field),
+                "description": (field.description or "").strip(),
+            }
+        )
     return rows
 
 
@@ -141,8 +149,7 @@ def settings_markdown() -> str:
         if row["older_names"]:
             meaning += f" (the older name `{row['older_names']}` is still read)"
         lines.append(
-            f"| `{row['variable']}` | {row['type']} | {row['default']} | {row['constraints']} | "
-            f"{_cell(meaning)} |"
+            f"| `{row['variable']}` | {row['type']} | {row['default']} | {row['constraints']} | {_cell(meaning)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -187,19 +194,23 @@ def error_rows() -> list[dict[str, object]]:
     for cls in error_classes():
         own_doc = cls.__dict__.get("__doc__")
         meaning = (
-            (own_doc or "").strip().splitlines()[0] if own_doc
+            (own_doc or "").strip().splitlines()[0]
+            if own_doc
             else tree.get(cls.__name__) or HTTP_ERROR_MEANINGS.get(cls.code, "")
         )
-        mapped = next((http_errors.STATUS_BY_ERROR[base] for base in cls.__mro__
-                       if base in http_errors.STATUS_BY_ERROR), None)
+        mapped = next(
+            (http_errors.STATUS_BY_ERROR[base] for base in cls.__mro__ if base in http_errors.STATUS_BY_ERROR), None
+        )
         status = http_errors.status_for(cls("")) if mapped is not None or cls.code in NOT_HTTP_CODES else None
-        rows.append({
-            "code": cls.code,
-            "class": f"{cls.__module__}.{cls.__qualname__}",
-            "status": status,
-            "meaning": meaning,
-            "http_only": cls.__module__ == http_errors.__name__,
-        })
+        rows.append(
+            {
+                "code": cls.code,
+                "class": f"{cls.__module__}.{cls.__qualname__}",
+                "status": status,
+                "meaning": meaning,
+                "http_only": cls.__module__ == http_errors.__name__,
+            }
+        )
     return rows
 
 
@@ -207,8 +218,8 @@ def errors_markdown() -> str:
     lines = [
         "# Error codes",
         "",
-        "Every error carries a stable code. Over HTTP it comes as JSON `{\"error\": \"<code>\", \"detail\": "
-        "\"<explanation>\"}` (a FHIR `OperationOutcome` for clients that accept `application/fhir+json`) with "
+        'Every error carries a stable code. Over HTTP it comes as JSON `{"error": "<code>", "detail": '
+        '"<explanation>"}` (a FHIR `OperationOutcome` for clients that accept `application/fhir+json`) with '
         "the status below; in a batch job as an error row of `results.csv` (`status` `error`, the code in "
         "`error_code`). This page is generated from `pneumoscan/errors.py` and `service/errors.py`.",
         "",
@@ -269,12 +280,14 @@ def endpoint_rows() -> list[dict[str, str]]:
     rows = []
     for path, operations in openapi_spec()["paths"].items():
         for method, operation in operations.items():
-            rows.append({
-                "method": method.upper(),
-                "path": path,
-                "summary": (operation.get("summary") or "").strip(),
-                "statuses": ", ".join(sorted(operation.get("responses", {}))),
-            })
+            rows.append(
+                {
+                    "method": method.upper(),
+                    "path": path,
+                    "summary": (operation.get("summary") or "").strip(),
+                    "statuses": ", ".join(sorted(operation.get("responses", {}))),
+                }
+            )
     return rows
 
 

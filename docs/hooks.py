@@ -29,8 +29,11 @@ def on_page_markdown(markdown: str, **kwargs) -> str:
         if line.startswith("```"):
             fenced = not fenced
         item = not fenced and _LIST_ITEM.match(line.lstrip())
-        if item and previous.strip() and not _LIST_ITEM.match(previous.lstrip()) and (
-            inner_paragraph or not previous.startswith((" ", "\t", "|", "#"))
+        if (
+            item
+            and previous.strip()
+            and not _LIST_ITEM.match(previous.lstrip())
+            and (inner_paragraph or not previous.startswith((" ", "\t", "|", "#")))
         ):
             lines.append("")  # ... and a paragraph inside an item from the next item
         if item:

@@ -64,10 +64,13 @@ class XrayClient(FastHttpUser):
 
     @task
     def predict_raw_body(self) -> None:
-        name, data, content_type = next(self.samples)
+        _name, data, content_type = next(self.samples)
         with self.client.post(
-            "/predict", data=data, headers={**self.auth, "Content-Type": content_type},
-            name="/predict (raw body)", catch_response=True,
+            "/predict",
+            data=data,
+            headers={**self.auth, "Content-Type": content_type},
+            name="/predict (raw body)",
+            catch_response=True,
         ) as response:
             self._check(response)
 
@@ -76,12 +79,18 @@ class XrayClient(FastHttpUser):
         name, data, content_type = next(self.samples)
         boundary = "pneumoscan-load-boundary"
         body = (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
-            f"Content-Type: {content_type}\r\n\r\n"
-        ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
+                f"Content-Type: {content_type}\r\n\r\n"
+            ).encode()
+            + data
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
         with self.client.post(
-            "/predict", data=body,
+            "/predict",
+            data=body,
             headers={**self.auth, "Content-Type": f"multipart/form-data; boundary={boundary}"},
-            name="/predict (multipart)", catch_response=True,
+            name="/predict (multipart)",
+            catch_response=True,
         ) as response:
             self._check(response)

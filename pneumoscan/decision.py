@@ -55,9 +55,7 @@ class Decision:
         )
 
 
-def decision_for(
-    metadata: ModelMetadata, threshold: float | None = None, ood_policy: OodPolicy = "refuse"
-) -> Decision:
+def decision_for(metadata: ModelMetadata, threshold: float | None = None, ood_policy: OodPolicy = "refuse") -> Decision:
     """A saved model's decision rule; ``threshold`` overrides the saved one."""
     return Decision(
         threshold=metadata.threshold if threshold is None else threshold,

@@ -60,10 +60,21 @@ ACCEPTED_MODALITIES: frozenset[str] = frozenset({"CR", "DX", "DR"})
 # own language (compared upper-cased, without surrounding spaces, as the value or its first word:
 # "CHEST PA"). Another value is evidence of another part and is refused; an empty or absent one
 # says nothing, so the image gate judges the pixels alone, as it does for a JPEG.
-ACCEPTED_BODY_PARTS: frozenset[str] = frozenset({
-    "CHEST", "THORAX", "LUNG", "LUNGS",
-    "TORAX", "TÓRAX", "BRUST", "BRUSTKORB", "POITRINE", "PECHO", "TORACE",
-})
+ACCEPTED_BODY_PARTS: frozenset[str] = frozenset(
+    {
+        "CHEST",
+        "THORAX",
+        "LUNG",
+        "LUNGS",
+        "TORAX",
+        "TÓRAX",
+        "BRUST",
+        "BRUSTKORB",
+        "POITRINE",
+        "PECHO",
+        "TORACE",
+    }
+)
 # ViewPosition: the frontal projections the model was trained on. An empty or absent ViewPosition
 # is accepted (many CR files leave it out); any other value (LL, RL, LATERAL, the decubitus and
 # oblique views RLD, LLD, RLO, LLO, ...) is refused, as is a frontal value qualified by one of them
@@ -73,11 +84,13 @@ _NOT_FRONTAL_WORDS: frozenset[str] = frozenset(
     {"LAT", "LATERAL", "DECUBITUS", "OBLIQUE", "LAO", "RAO", "LPO", "RPO", "XTABLE", "SWIMMERS"}
 )
 # SOP classes whose images are raw detector data, even when PresentationIntentType is missing.
-_FOR_PROCESSING_SOP_CLASSES = frozenset({
-    DigitalXRayImageStorageForProcessing,
-    DigitalMammographyXRayImageStorageForProcessing,
-    DigitalIntraOralXRayImageStorageForProcessing,
-})
+_FOR_PROCESSING_SOP_CLASSES = frozenset(
+    {
+        DigitalXRayImageStorageForProcessing,
+        DigitalMammographyXRayImageStorageForProcessing,
+        DigitalIntraOralXRayImageStorageForProcessing,
+    }
+)
 # A code string (CS) holds at most 16 characters; a longer value is cut there before it is quoted.
 _QUOTED_LENGTH = 16
 PREAMBLE_LENGTH = 128
@@ -161,6 +174,7 @@ def decode_dicom(data: bytes, *, max_pixels: int) -> tuple[Image.Image, DicomSou
 
 def _check_display_transform(dataset: pydicom.Dataset) -> None:
     """``BlankImage`` for a rescale or window that is not finite or maps every pixel to one value."""
+
     def numbers(keyword: str) -> list[float]:
         value = dataset.get(keyword)
         if value is None:
@@ -221,8 +235,11 @@ def _patient(dataset: pydicom.Dataset, text) -> PatientContext:
     """Patient ID and issuer, accession and order numbers, and the acquisition date-time."""
     acquired = text("AcquisitionDateTime")
     if acquired is None:
-        for date, time_ in (("AcquisitionDate", "AcquisitionTime"), ("ContentDate", "ContentTime"),
-                            ("StudyDate", "StudyTime")):
+        for date, time_ in (
+            ("AcquisitionDate", "AcquisitionTime"),
+            ("ContentDate", "ContentTime"),
+            ("StudyDate", "StudyTime"),
+        ):
             if text(date):
                 acquired = text(date) + (text(time_) or "")
                 break

@@ -70,8 +70,15 @@ BANNER_TEXT = findings.NOT_FOR_DIAGNOSIS.upper().replace(", ", " - ") + " - pneu
 
 # Type 2 attributes highdicom reads from the source; a source without them still gets a result.
 _PATIENT_AND_STUDY = (
-    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber",
-    "StudyID", "StudyDate", "StudyTime", "ReferringPhysicianName",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
 )
 _PIXEL_TAGS = frozenset(pydicom.tag.Tag(k) for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
 
@@ -211,13 +218,13 @@ def _evaluations(finding: hd.sr.CodedConcept | None, comments: list[str]) -> hd.
     )
     container.ContentSequence = []
     if finding is not None:
-        container.ContentSequence.append(hd.sr.CodeContentItem(
-            name=FINDING, value=finding, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
-        ))
+        container.ContentSequence.append(
+            hd.sr.CodeContentItem(name=FINDING, value=finding, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+        )
     for text in [*comments, findings.NOT_FOR_DIAGNOSIS]:
-        container.ContentSequence.append(hd.sr.TextContentItem(
-            name=COMMENT, value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
-        ))
+        container.ContentSequence.append(
+            hd.sr.TextContentItem(name=COMMENT, value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+        )
     return container
 
 

@@ -41,7 +41,7 @@ class DicomOutbox(Outbox):
         super().__init__(root, ".dcm", max_attempts, max_wait_s, name="dicom")
 
     @classmethod
-    def for_folder(cls, outbox: Path, max_attempts: int = 5, max_wait_s: float = 300.0) -> "DicomOutbox":
+    def for_folder(cls, outbox: Path, max_attempts: int = 5, max_wait_s: float = 300.0) -> DicomOutbox:
         """The outbox whose waiting messages are in ``outbox`` (a job records that folder)."""
         return cls(Path(outbox).parent, max_attempts, max_wait_s)
 

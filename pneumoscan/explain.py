@@ -28,8 +28,10 @@ def _layer_kinds():
 
     convolutions = (layers.Conv2D, layers.SeparableConv2D, layers.DepthwiseConv2D)
     poolings = (
-        layers.MaxPooling2D, layers.AveragePooling2D,
-        layers.GlobalAveragePooling2D, layers.GlobalMaxPooling2D,
+        layers.MaxPooling2D,
+        layers.AveragePooling2D,
+        layers.GlobalAveragePooling2D,
+        layers.GlobalMaxPooling2D,
     )
     activations = (layers.Activation, layers.ReLU, layers.LeakyReLU, layers.ELU, layers.PReLU)
     normalisations = (layers.BatchNormalization, layers.LayerNormalization, layers.GroupNormalization)
@@ -218,7 +220,9 @@ def feature_maps(model, model_input: np.ndarray) -> list[tuple[str, np.ndarray]]
     outputs = probe(_as_batch(model_input), training=False)
     if len(stages) == 1:
         outputs = [outputs]
-    return [(name, np.asarray(keras.ops.convert_to_numpy(out))[0]) for (name, _), out in zip(stages, outputs)]
+    return [
+        (name, np.asarray(keras.ops.convert_to_numpy(out))[0]) for (name, _), out in zip(stages, outputs, strict=False)
+    ]
 
 
 def save_feature_map_grids(stages: Sequence[tuple[str, np.ndarray]], out_dir: str | Path) -> list[Path]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.operationoutcome import OperationOutcome
@@ -21,14 +21,33 @@ from fhir.resources.R4B.resource import Resource
 
 from pneumoscan import errors
 from pneumoscan.fhir_report import (
-    CODE_SYSTEM, LABEL_CONCEPTS, URI_SYSTEM, entry_url, fhir_datetime, patient_identifier, report_entries,
+    CODE_SYSTEM,
+    LABEL_CONCEPTS,
+    URI_SYSTEM,
+    entry_url,
+    fhir_datetime,
+    patient_identifier,
+    report_entries,
 )
 from pneumoscan.result import Result
 
 __all__ = [
-    "FHIR_JSON", "FHIR_NDJSON", "LABEL_CONCEPTS", "Entry", "accepts", "acceptable", "accepts_fhir", "outcome_for",
-    "operation_outcome", "result_entries", "collection_bundle", "stream_bundle", "distinct", "standalone",
-    "fhir_datetime", "patient_identifier",
+    "FHIR_JSON",
+    "FHIR_NDJSON",
+    "LABEL_CONCEPTS",
+    "Entry",
+    "acceptable",
+    "accepts",
+    "accepts_fhir",
+    "collection_bundle",
+    "distinct",
+    "fhir_datetime",
+    "operation_outcome",
+    "outcome_for",
+    "patient_identifier",
+    "result_entries",
+    "standalone",
+    "stream_bundle",
 ]
 
 FHIR_JSON = "application/fhir+json"
@@ -117,7 +136,6 @@ def operation_outcome(code: str, detail: str, issue_type: str, *, diagnostics: s
     )
 
 
-
 def result_entries(
     result: Result,
     *,
@@ -130,7 +148,7 @@ def result_entries(
     ``report_id`` (a UUID) is the report's identifier; the same id gives the same fullUrls."""
     if result.error is not None:
         return [(entry_url(report_id, "OperationOutcome"), (outcome or outcome_for)(result.error))]
-    issued = issued or datetime.now(timezone.utc)
+    issued = issued or datetime.now(UTC)
     return report_entries(result.prediction, report_id=report_id, issued=issued, source=result.dicom)
 
 
@@ -148,9 +166,10 @@ def distinct(entries: Iterable[Entry]) -> Iterator[Entry]:
 def collection_bundle(entries: Iterable[Entry], *, bundle_id: str, issued: datetime | None = None) -> Bundle:
     """A ``collection`` Bundle of the entries in order, one Device per model version; its
     identifier is ``bundle_id`` (the request id of an upload) as a ``urn:uuid``."""
-    issued = issued or datetime.now(timezone.utc)
-    return Bundle.model_validate({**_bundle_head(bundle_id, issued),
-                                  "entry": [_entry(url, resource) for url, resource in distinct(entries)]})
+    issued = issued or datetime.now(UTC)
+    return Bundle.model_validate(
+        {**_bundle_head(bundle_id, issued), "entry": [_entry(url, resource) for url, resource in distinct(entries)]}
+    )
 
 
 def stream_bundle(entries: Iterable[Entry], *, bundle_id: str, issued: datetime) -> Iterator[str]:
@@ -170,8 +189,11 @@ def standalone(entries: Iterable[Entry]) -> list[dict]:
     local = {url: f"{resource.get_resource_type()}/{url.removeprefix('urn:uuid:')}" for url, resource in entries}
     resources = []
     for url, resource in entries:
-        document = {"resourceType": resource.get_resource_type(), "id": url.removeprefix("urn:uuid:"),
-                    **resource.model_dump(mode="json", exclude_none=True)}
+        document = {
+            "resourceType": resource.get_resource_type(),
+            "id": url.removeprefix("urn:uuid:"),
+            **resource.model_dump(mode="json", exclude_none=True),
+        }
         resources.append(_relink(document, local))
     return resources
 
@@ -182,14 +204,19 @@ def _relink(value, local: dict[str, str]):
         return [_relink(item, local) for item in value]
     if not isinstance(value, dict):
         return value
-    return {key: local.get(item, item) if key == "reference" and isinstance(item, str) else _relink(item, local)
-            for key, item in value.items()}
+    return {
+        key: local.get(item, item) if key == "reference" and isinstance(item, str) else _relink(item, local)
+        for key, item in value.items()
+    }
 
 
 def _bundle_head(bundle_id: str, issued: datetime) -> dict:
-    return {"resourceType": "Bundle", "type": "collection",
-            "identifier": {"system": URI_SYSTEM, "value": f"urn:uuid:{uuid.UUID(bundle_id)}"},
-            "timestamp": issued.isoformat()}
+    return {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "identifier": {"system": URI_SYSTEM, "value": f"urn:uuid:{uuid.UUID(bundle_id)}"},
+        "timestamp": issued.isoformat(),
+    }
 
 
 def _entry(url: str, resource: Resource) -> dict:

@@ -44,12 +44,18 @@ def transaction(result: Result, issued: datetime | None = None) -> dict:
     return {
         "resourceType": "Bundle",
         "type": "transaction",
-        "entry": [{
-            "fullUrl": url,
-            "resource": resource.model_dump(mode="json", exclude_none=True),
-            "request": {"method": "POST", "url": resource.get_resource_type(),
-                        "ifNoneExist": if_none_exist(resource)},
-        } for url, resource in result_entries(result, report_id=result.report_id, issued=issued)],
+        "entry": [
+            {
+                "fullUrl": url,
+                "resource": resource.model_dump(mode="json", exclude_none=True),
+                "request": {
+                    "method": "POST",
+                    "url": resource.get_resource_type(),
+                    "ifNoneExist": if_none_exist(resource),
+                },
+            }
+            for url, resource in result_entries(result, report_id=result.report_id, issued=issued)
+        ],
     }
 
 
@@ -69,8 +75,12 @@ class FhirOutbox(Outbox):
     def deliver(self, base_url: str, now: float | None = None) -> dict[str, int]:  # type: ignore[override]
         def send(body: bytes) -> str | None:
             try:
-                response = httpx.post(base_url.rstrip("/") + "/", content=body, timeout=30,
-                                      headers={"Content-Type": FHIR_JSON, "Accept": FHIR_JSON})
+                response = httpx.post(
+                    base_url.rstrip("/") + "/",
+                    content=body,
+                    timeout=30,
+                    headers={"Content-Type": FHIR_JSON, "Accept": FHIR_JSON},
+                )
             except httpx.ConnectError as exc:
                 raise Unreachable(f"cannot connect to {base_url}: {exc}") from exc
             except httpx.HTTPError as exc:

@@ -42,8 +42,7 @@ UCUM = "http://unitsofmeasure.org"
 # Names the deterministic ids (uuid5) of every entry.
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:pneumoscan:fhir")
 OUT_OF_DISTRIBUTION = (
-    "OUT OF DISTRIBUTION: the image is unlike the chest X-rays the model was trained on; "
-    "do not rely on this label. "
+    "OUT OF DISTRIBUTION: the image is unlike the chest X-rays the model was trained on; do not rely on this label. "
 )
 
 # What the model finds is a suspicion, not a diagnosis: pneumoscan's own finding codes, with no
@@ -61,11 +60,13 @@ LABEL_CONCEPTS: dict[str, dict] = {
 INTERPRETATION = {"PNEUMONIA": ("A", "Abnormal"), "NORMAL": ("N", "Normal")}
 # Security label of the report and its Observation: "artificial intelligence asserted".
 AI_ASSERTED = {
-    "security": [{
-        "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
-        "code": "AIAST",
-        "display": "Artificial Intelligence asserted",
-    }]
+    "security": [
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+            "code": "AIAST",
+            "display": "Artificial Intelligence asserted",
+        }
+    ]
 }
 DEVICE_NAME = "pneumoscan pneumonia-cnn"
 
@@ -94,8 +95,12 @@ def report_entries(
     observation = _observation(prediction, report_id, issued, urls, study, patient)
     device = _device(prediction.model_version)
     provenance = _provenance(report_id, issued, urls, study, prediction.model_version)
-    return [(urls["DiagnosticReport"], report), (urls["Observation"], observation),
-            (urls["Device"], device), (urls["Provenance"], provenance)]
+    return [
+        (urls["DiagnosticReport"], report),
+        (urls["Observation"], observation),
+        (urls["Device"], device),
+        (urls["Provenance"], provenance),
+    ]
 
 
 def study_reference(source: DicomSource | None) -> dict | None:
@@ -148,16 +153,20 @@ def _filing(patient: PatientContext | None, *, with_order: bool) -> dict:
         return {}
     filed: dict = {}
     if patient.patient_id:
-        filed["subject"] = {"identifier": patient_identifier(patient),
-                            "display": "Patient of the referenced DICOM study"}
+        filed["subject"] = {
+            "identifier": patient_identifier(patient),
+            "display": "Patient of the referenced DICOM study",
+        }
     if with_order and patient.accession_number:
-        filed["basedOn"] = [{
-            "type": "ServiceRequest",
-            "identifier": {
-                "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN"}]},
-                "value": patient.accession_number,
-            },
-        }]
+        filed["basedOn"] = [
+            {
+                "type": "ServiceRequest",
+                "identifier": {
+                    "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN"}]},
+                    "value": patient.accession_number,
+                },
+            }
+        ]
     effective = fhir_datetime(patient.acquired)
     if effective:
         filed["effectiveDateTime"] = effective
@@ -165,7 +174,11 @@ def _filing(patient: PatientContext | None, *, with_order: bool) -> dict:
 
 
 def _diagnostic_report(
-    prediction: Prediction, report_id: str, issued: datetime, urls: dict[str, str], study: dict | None,
+    prediction: Prediction,
+    report_id: str,
+    issued: datetime,
+    urls: dict[str, str],
+    study: dict | None,
     patient: PatientContext | None,
 ) -> DiagnosticReport:
     report: dict = {
@@ -173,9 +186,13 @@ def _diagnostic_report(
         "meta": AI_ASSERTED,
         "identifier": [{"system": URI_SYSTEM, "value": f"urn:uuid:{report_id}"}],
         "status": "preliminary",
-        "category": [{"coding": [
-            {"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD", "display": "Radiology"}
-        ]}],
+        "category": [
+            {
+                "coding": [
+                    {"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD", "display": "Radiology"}
+                ]
+            }
+        ],
         "code": {
             "coding": [{"system": LOINC, "code": "18748-4", "display": "Diagnostic imaging study"}],
             "text": "Chest X-ray pneumonia screening (automated)",
@@ -196,7 +213,11 @@ def _diagnostic_report(
 
 
 def _observation(
-    prediction: Prediction, report_id: str, issued: datetime, urls: dict[str, str], study: dict | None,
+    prediction: Prediction,
+    report_id: str,
+    issued: datetime,
+    urls: dict[str, str],
+    study: dict | None,
     patient: PatientContext | None,
 ) -> Observation:
     code, display = INTERPRETATION[prediction.label]
@@ -206,10 +227,17 @@ def _observation(
         # Not the fullUrl: a server rewrites every occurrence of a fullUrl in a transaction.
         "identifier": [{"system": URI_SYSTEM, "value": entry_url(report_id, "Observation.identifier")}],
         "status": "preliminary",
-        "category": [{"coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "imaging",
-            "display": "Imaging",
-        }]}],
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "imaging",
+                        "display": "Imaging",
+                    }
+                ]
+            }
+        ],
         "code": {
             "coding": [{"system": CODE_SYSTEM, "code": "pneumonia-screening", "display": "Pneumonia screening"}],
             "text": "Pneumonia screening on a chest X-ray (automated)",
@@ -217,10 +245,17 @@ def _observation(
         **_filing(patient, with_order=False),
         "issued": issued.isoformat(),
         "valueCodeableConcept": LABEL_CONCEPTS[prediction.label],
-        "interpretation": [{"coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": code,
-            "display": display,
-        }]}],
+        "interpretation": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+                        "code": code,
+                        "display": display,
+                    }
+                ]
+            }
+        ],
         "component": [
             _quantity_component("probability", "Probability of pneumonia", prediction.probability),
             _quantity_component("threshold", "Decision threshold: PNEUMONIA at or above", prediction.threshold),
@@ -241,15 +276,17 @@ def _quantity_component(code: str, display: str, value: float) -> dict:
 
 
 def _device(model_version: str) -> Device:
-    return Device.model_validate({
-        "resourceType": "Device",
-        "identifier": [{"system": MODEL_SYSTEM, "value": model_version}],
-        "status": "active",
-        "manufacturer": "pneumoscan",
-        "deviceName": [{"name": DEVICE_NAME, "type": "model-name"}],
-        "version": [{"value": model_version}],
-        "note": [{"text": "Screening software; not a medical device."}],
-    })
+    return Device.model_validate(
+        {
+            "resourceType": "Device",
+            "identifier": [{"system": MODEL_SYSTEM, "value": model_version}],
+            "status": "active",
+            "manufacturer": "pneumoscan",
+            "deviceName": [{"name": DEVICE_NAME, "type": "model-name"}],
+            "version": [{"value": model_version}],
+            "note": [{"text": "Screening software; not a medical device."}],
+        }
+    )
 
 
 def _provenance(
@@ -261,13 +298,20 @@ def _provenance(
         "meta": {"tag": [{"system": REPORT_TAG_SYSTEM, "code": report_id}]},
         "target": [{"reference": urls["DiagnosticReport"]}, {"reference": urls["Observation"]}],
         "recorded": issued.isoformat(),
-        "agent": [{
-            "type": {"coding": [{
-                "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "author",
-                "display": "Author",
-            }]},
-            "who": {"reference": urls["Device"], "display": f"{DEVICE_NAME} {model_version}"},
-        }],
+        "agent": [
+            {
+                "type": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+                            "code": "author",
+                            "display": "Author",
+                        }
+                    ]
+                },
+                "who": {"reference": urls["Device"], "display": f"{DEVICE_NAME} {model_version}"},
+            }
+        ],
     }
     if study is not None:
         provenance["entity"] = [{"role": "source", "what": study}]

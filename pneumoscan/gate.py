@@ -43,13 +43,15 @@ class OodGate:
         path = Path(model_dir) / GATE_FILE
         with path.open("wb") as file:
             np.savez(
-                file, layers=np.array(self.layers), mean=self.mean.astype(np.float64),
+                file,
+                layers=np.array(self.layers),
+                mean=self.mean.astype(np.float64),
                 precision=self.precision.astype(np.float64),
             )
         return hashlib.sha256(path.read_bytes()).hexdigest()
 
     @classmethod
-    def load(cls, model_dir: str | Path, threshold: float, sha256: str) -> "OodGate":
+    def load(cls, model_dir: str | Path, threshold: float, sha256: str) -> OodGate:
         """Read ``gate.npz``, checking it is the file the metadata names."""
         path = Path(model_dir) / GATE_FILE
         try:

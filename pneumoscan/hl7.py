@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pneumoscan.dicom import split_datetime
@@ -72,7 +72,7 @@ def oru_r01(result: Result, message_id: str, *, sent: datetime | None = None, fa
     if result.prediction is None or patient is None or not patient.patient_id:
         raise ValueError("An ORU^R01 needs a scored result with a patient identifier.")
     prediction = result.prediction
-    sent = (sent or datetime.now(timezone.utc)).strftime("%Y%m%d%H%M%S+0000")
+    sent = (sent or datetime.now(UTC)).strftime("%Y%m%d%H%M%S+0000")
     code, display = FINDINGS[prediction.label]
     issuer = _escape(patient.patient_id_issuer)
     placer = _escape(patient.placer_order_number)
@@ -143,6 +143,7 @@ class Hl7Outbox(Outbox):
             return None if code in ("AA", "CA") else f"acknowledgement {code or 'missing'}"
 
         return super().deliver(send, now)
+
 
 def queue_result(outbox: Hl7Outbox, result: Result) -> bool:
     """Put the ORU^R01 of a scored image with a patient identifier in the outbox, once."""

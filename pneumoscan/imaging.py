@@ -83,8 +83,7 @@ def _decode_pillow(data: bytes, max_pixels: int) -> Image.Image:
     width, height = image.size
     if width * height > max_pixels:
         raise ImageTooLarge(
-            f"The image is {width}x{height} = {width * height:,} pixels; "
-            f"the limit is {max_pixels:,} pixels."
+            f"The image is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,} pixels."
         )
     if image.format == "JPEG":
         # DCT-domain downscaling by 1/2, 1/4 or 1/8 while staying at least the model size.
@@ -153,15 +152,11 @@ def _open(data: bytes) -> Image.Image:
         except Image.DecompressionBombError as exc:
             raise ImageTooLarge(f"The image has too many pixels: {exc}") from exc
         except UnidentifiedImageError as exc:
-            raise NotAnImage(
-                "The data is not a recognisable image; send a JPEG, PNG or DICOM chest X-ray."
-            ) from exc
+            raise NotAnImage("The data is not a recognisable image; send a JPEG, PNG or DICOM chest X-ray.") from exc
         except (OSError, SyntaxError, ValueError) as exc:
             raise TruncatedImage(f"The image header is corrupt: {exc}") from exc
     if image.format not in SUPPORTED_FORMATS:
-        raise UnsupportedFormat(
-            f"{image.format} images are not accepted; send a JPEG, PNG or DICOM chest X-ray."
-        )
+        raise UnsupportedFormat(f"{image.format} images are not accepted; send a JPEG, PNG or DICOM chest X-ray.")
     return image
 
 
@@ -177,9 +172,7 @@ def _to_eight_bit_gray(image: Image.Image) -> Image.Image:
         if samples.min() < 0 or samples.max() > 65535:
             raise UnsupportedMode(f"{image.mode} samples fall outside the 16-bit range.")
         return Image.fromarray(np.rint(samples / 257.0).astype(np.uint8), mode="L")
-    raise UnsupportedMode(
-        f"Pixel mode {image.mode!r} is not supported; send grayscale or RGB images."
-    )
+    raise UnsupportedMode(f"Pixel mode {image.mode!r} is not supported; send grayscale or RGB images.")
 
 
 __all__ = [

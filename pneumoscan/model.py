@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -22,6 +23,7 @@ INPUT_SHAPE: tuple[int, int, int] = (*IMAGE_SIZE, 3)
 
 def _padded(call):
     """``call`` on batches padded to a power of two, so a few compilations serve every size."""
+
     def forward(batch: np.ndarray):
         size = 1 << (len(batch) - 1).bit_length()
         padding = np.zeros((size - len(batch), *INPUT_SHAPE), dtype=np.float32)
@@ -62,10 +64,8 @@ def configure_tensorflow(intra_op_threads: int = 0, inter_op_threads: int = 0) -
         # The runtime is already initialised (e.g. a second call in one process): keep its pools.
         pass
     for gpu in tf.config.list_physical_devices("GPU"):
-        try:
+        with contextlib.suppress(RuntimeError):  # already initialised
             tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:
-            pass
 
 
 def build_seed_model():
@@ -256,7 +256,7 @@ class Predictor:
     @classmethod
     def from_dir(
         cls, model_dir: str | Path, threshold: float | None = None, ood_policy: OodPolicy = "refuse"
-    ) -> "Predictor":
+    ) -> Predictor:
         """Load a saved model with its gate and calibration; ``threshold`` overrides the saved one."""
         metadata = load_metadata(model_dir)
         decision = decision_for(metadata, threshold, ood_policy)

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pneumoscan.jobs.folder import durable_write
@@ -68,11 +68,18 @@ class Message:
 
     def as_dict(self) -> dict:
         def stamp(value: float | None) -> str | None:
-            return None if value is None else datetime.fromtimestamp(value, timezone.utc).isoformat(timespec="seconds")
+            return None if value is None else datetime.fromtimestamp(value, UTC).isoformat(timespec="seconds")
 
-        return {"destination": self.destination, "id": self.message_id, "state": self.state,
-                "attempts": self.attempts, "last_error": self.last_error,
-                "next_attempt": stamp(self.next_attempt), "queued": stamp(self.queued), "path": str(self.path)}
+        return {
+            "destination": self.destination,
+            "id": self.message_id,
+            "state": self.state,
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "next_attempt": stamp(self.next_attempt),
+            "queued": stamp(self.queued),
+            "path": str(self.path),
+        }
 
 
 @dataclass
@@ -153,8 +160,13 @@ class Outbox:
             if mine:
                 self._deliver_due(send, time.time() if now is None else now, counts)
         if counts["delivered"]:
-            log.info("Delivered %d %s message(s); %d waiting, %d failed.", counts["delivered"], self.name,
-                     len(self.pending()), len(self.failed_messages()))
+            log.info(
+                "Delivered %d %s message(s); %d waiting, %d failed.",
+                counts["delivered"],
+                self.name,
+                len(self.pending()),
+                len(self.failed_messages()),
+            )
         return counts
 
     def _destination_state(self) -> dict:
@@ -197,10 +209,17 @@ class Outbox:
     def _wait_for_destination(self, destination: dict, error: str, moment: float) -> None:
         failures = destination["failures"] + 1
         wait = min(self.max_wait_s, 2.0 ** min(failures, 16))
-        durable_write(self.root / ".destination.json",
-                      json.dumps({"failures": failures, "next": moment + wait, "last_error": error}).encode())
-        log.warning("The %s destination is unreachable (%s); %d message(s) wait, next attempt in %.0f s.",
-                    self.name, error, len(self.pending()), wait)
+        durable_write(
+            self.root / ".destination.json",
+            json.dumps({"failures": failures, "next": moment + wait, "last_error": error}).encode(),
+        )
+        log.warning(
+            "The %s destination is unreachable (%s); %d message(s) wait, next attempt in %.0f s.",
+            self.name,
+            error,
+            len(self.pending()),
+            wait,
+        )
 
     def _mark_delivered(self, path: Path) -> None:
         self.delivered.mkdir(parents=True, exist_ok=True)
@@ -213,15 +232,27 @@ class Outbox:
         durable_write(self.failed / f"{self._message_id(path)}.attempts.json", json.dumps(state).encode())
         os.replace(path, self.failed / path.name)
         self._state_path(path).unlink(missing_ok=True)
-        log.error("%s message %s not delivered after %d attempt(s) (%s); kept in %s.",
-                  self.name.upper(), self._message_id(path), state["attempts"], state["last_error"], self.failed)
+        log.error(
+            "%s message %s not delivered after %d attempt(s) (%s); kept in %s.",
+            self.name.upper(),
+            self._message_id(path),
+            state["attempts"],
+            state["last_error"],
+            self.failed,
+        )
 
     def _retry_later(self, path: Path, state: dict, error: str, moment: float) -> None:
         attempts = state["attempts"] + 1
         state = {"attempts": attempts, "next": moment + min(self.max_wait_s, 2.0**attempts), "last_error": error}
         durable_write(self._state_path(path), json.dumps(state).encode())
-        log.warning("%s message %s not delivered (%s); attempt %d of %d.",
-                    self.name.upper(), self._message_id(path), error, attempts, self.max_attempts)
+        log.warning(
+            "%s message %s not delivered (%s); attempt %d of %d.",
+            self.name.upper(),
+            self._message_id(path),
+            error,
+            attempts,
+            self.max_attempts,
+        )
 
     # --- what an operator does --------------------------------------------------------------------
 
@@ -235,9 +266,18 @@ class Outbox:
                     queued = path.stat().st_mtime
                 except FileNotFoundError:
                     continue  # delivered or dropped while listing
-                found.append(Message(self.name, self._message_id(path), state_name, state["attempts"],
-                                     state["last_error"], state["next"] if state_name == "pending" else None,
-                                     queued, path))
+                found.append(
+                    Message(
+                        self.name,
+                        self._message_id(path),
+                        state_name,
+                        state["attempts"],
+                        state["last_error"],
+                        state["next"] if state_name == "pending" else None,
+                        queued,
+                        path,
+                    )
+                )
         return sorted(found, key=lambda message: (message.queued, message.message_id))
 
     def _selected(self, paths: list[Path], ids: Iterable[str] | None) -> list[Path]:
@@ -270,8 +310,13 @@ class Outbox:
         with self._locked(wait=True):
             for path in self._selected(self.pending() + self.failed_messages(), ids):
                 state = self._state(path)
-                line = {"id": self._message_id(path), "dropped": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                        "attempts": state["attempts"], "last_error": state["last_error"], "reason": reason}
+                line = {
+                    "id": self._message_id(path),
+                    "dropped": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "attempts": state["attempts"],
+                    "last_error": state["last_error"],
+                    "reason": reason,
+                }
                 with (self.root / "dropped.log").open("a") as log_file:
                     log_file.write(json.dumps(line) + "\n")
                 self._state_path(path).unlink(missing_ok=True)

@@ -30,9 +30,7 @@ def read_file(path: Path) -> bytes:
         raise UnreadableFile(f"Cannot read {path.name}: {exc.strerror or exc}") from exc
 
 
-def read_and_decode(
-    path: Path, max_pixels: int
-) -> tuple[str, np.ndarray | PneumoscanError, DicomSource | None]:
+def read_and_decode(path: Path, max_pixels: int) -> tuple[str, np.ndarray | PneumoscanError, DicomSource | None]:
     """(sha256, uint8 plane, DICOM UIDs) for a file, or (sha256 or "", the error, None). Planes
     (16 KiB) rather than model inputs (192 KiB) wait for their batch: decoding runs ahead."""
     try:
@@ -81,7 +79,7 @@ def score_paths(
             good = [i for i, (_, outcome, _) in enumerate(outcomes) if isinstance(outcome, np.ndarray)]
             planes = np.stack([outcomes[i][1] for i in good]) if good else None
             judged = predictor.judge(predictor.score(plane_to_input(planes))) if good else []
-            by_index = dict(zip(good, judged))
+            by_index = dict(zip(good, judged, strict=False))
             if progress is not None:
                 progress(len(chunk))
             for i, path in enumerate(chunk):

@@ -34,8 +34,19 @@ from pneumoscan.schemas import (
 DICOM_COLUMNS = list(IDENTIFIER_FIELDS)
 PATIENT_COLUMNS = [field.name for field in fields(PatientContext)]
 RESULT_COLUMNS = [
-    "path", "sha256", "label", "probability", "threshold", "out_of_distribution", "ood_score", "model_version",
-    "status", "error_code", "error_detail", *DICOM_COLUMNS, *PATIENT_COLUMNS,
+    "path",
+    "sha256",
+    "label",
+    "probability",
+    "threshold",
+    "out_of_distribution",
+    "ood_score",
+    "model_version",
+    "status",
+    "error_code",
+    "error_detail",
+    *DICOM_COLUMNS,
+    *PATIENT_COLUMNS,
 ]
 # What each results.csv column holds: the one description the docs' reference table is built from.
 RESULT_COLUMN_DESCRIPTIONS: dict[str, str] = {
@@ -80,7 +91,7 @@ class Result:
             raise ValueError("A Result holds either a prediction or an error.")
 
     @classmethod
-    def of(cls, outcome: Prediction | PneumoscanError, **fields) -> "Result":
+    def of(cls, outcome: Prediction | PneumoscanError, **fields) -> Result:
         """The result for a prediction or an error, whichever ``outcome`` is."""
         if isinstance(outcome, PneumoscanError):
             return cls(error=outcome, **fields)
@@ -146,18 +157,34 @@ class Result:
         context = {column: (patient and getattr(patient, column)) or "" for column in PATIENT_COLUMNS}
         row = {"path": self.name or "", "sha256": self.sha256, **identifiers, **context}
         if self.error is not None:
-            return {**row, "label": "", "probability": "", "threshold": "", "out_of_distribution": "",
-                    "ood_score": "", "model_version": model_version, "status": "error",
-                    "error_code": self.error.code, "error_detail": self.error.detail}
+            return {
+                **row,
+                "label": "",
+                "probability": "",
+                "threshold": "",
+                "out_of_distribution": "",
+                "ood_score": "",
+                "model_version": model_version,
+                "status": "error",
+                "error_code": self.error.code,
+                "error_detail": self.error.detail,
+            }
         prediction = self.prediction
-        return {**row, "label": prediction.label, "probability": repr(prediction.probability),
-                "threshold": repr(prediction.threshold),
-                "out_of_distribution": str(prediction.out_of_distribution).lower(),
-                "ood_score": "" if prediction.ood_score is None else repr(prediction.ood_score),
-                "model_version": prediction.model_version, "status": "ok", "error_code": "", "error_detail": ""}
+        return {
+            **row,
+            "label": prediction.label,
+            "probability": repr(prediction.probability),
+            "threshold": repr(prediction.threshold),
+            "out_of_distribution": str(prediction.out_of_distribution).lower(),
+            "ood_score": "" if prediction.ood_score is None else repr(prediction.ood_score),
+            "model_version": prediction.model_version,
+            "status": "ok",
+            "error_code": "",
+            "error_detail": "",
+        }
 
     @classmethod
-    def from_row(cls, row: dict[str, str]) -> "Result":
+    def from_row(cls, row: dict[str, str]) -> Result:
         """The result a ``results.csv`` row records; the error's class is found from its code."""
         dicom = None
         if row.get("sop_instance_uid"):
@@ -168,8 +195,11 @@ class Result:
         if row["status"] != "ok":
             return cls(error=error_from_code(row["error_code"], row["error_detail"]), **common)
         prediction = Prediction(
-            label=row["label"], probability=float(row["probability"]), threshold=float(row["threshold"]),
-            model_version=row["model_version"], out_of_distribution=row.get("out_of_distribution") == "true",
+            label=row["label"],
+            probability=float(row["probability"]),
+            threshold=float(row["threshold"]),
+            model_version=row["model_version"],
+            out_of_distribution=row.get("out_of_distribution") == "true",
             ood_score=float(row["ood_score"]) if row.get("ood_score") else None,
         )
         return cls(prediction=prediction, **common)

@@ -200,12 +200,18 @@ class ServedModel(BaseModel):
     ood_policy: str
 
     @classmethod
-    def of(cls, metadata: "ModelMetadata", threshold: float, ood_policy: str) -> "ServedModel":
+    def of(cls, metadata: ModelMetadata, threshold: float, ood_policy: str) -> ServedModel:
         return cls(
-            name=metadata.name, version=metadata.version, recipe=metadata.recipe, threshold=threshold,
-            threshold_overridden=threshold != metadata.threshold, threshold_rule=metadata.threshold_rule,
-            site_calibrated=metadata.site is not None, site=metadata.site,
-            ood_threshold=metadata.gate.threshold if metadata.gate else None, ood_policy=ood_policy,
+            name=metadata.name,
+            version=metadata.version,
+            recipe=metadata.recipe,
+            threshold=threshold,
+            threshold_overridden=threshold != metadata.threshold,
+            threshold_rule=metadata.threshold_rule,
+            site_calibrated=metadata.site is not None,
+            site=metadata.site,
+            ood_threshold=metadata.gate.threshold if metadata.gate else None,
+            ood_policy=ood_policy,
         )
 
 

@@ -21,6 +21,8 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
 BUNDLED_MODEL_DIR = PROJECT_ROOT / "models" / "pneumonia-cnn"
 
 
@@ -74,9 +76,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=20 * 1024 * 1024, gt=0, description="Largest accepted request body, in bytes."
     )
-    max_batch_items: int = Field(
-        default=64, gt=0, description="Most images in one /predict_batch request."
-    )
+    max_batch_items: int = Field(default=64, gt=0, description="Most images in one /predict_batch request.")
     adaptive_batching: bool = Field(
         default=True,
         description="Merge concurrent requests into one model call (off: one call per request, for comparison).",
@@ -168,7 +168,9 @@ class Settings(BaseSettings):
     dicom_ae_title: str = Field(
         default="PNEUMOSCAN", min_length=1, max_length=16, description="The node's AE title (called AE)."
     )
-    dicom_port: int = Field(default=11112, gt=0, lt=65536, description="Port the node listens on for C-ECHO and C-STORE.")
+    dicom_port: int = Field(
+        default=11112, gt=0, lt=65536, description="Port the node listens on for C-ECHO and C-STORE."
+    )
     dicom_host: str = Field(default="0.0.0.0", description="Address the node listens on.")
     dicom_allowed_aes: str = Field(
         default="",
@@ -184,8 +186,9 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="A study is scored once no instance of it has arrived for this long."
     )
     dicom_retry_max_s: float = Field(
-        default=300.0, gt=0,
-        description="Longest wait between attempts to deliver a result to the destination (and to reach it)."
+        default=300.0,
+        gt=0,
+        description="Longest wait between attempts to deliver a result to the destination (and to reach it).",
     )
     dicom_tls_cert: Path | None = Field(
         default=None,
@@ -213,13 +216,15 @@ class Settings(BaseSettings):
     )
     # The HL7_ names are the ones these two had when only HL7 messages were delivered; still read.
     delivery_max_attempts: int = Field(
-        default=5, gt=0,
+        default=5,
+        gt=0,
         validation_alias=AliasChoices("PNEUMOSCAN_DELIVERY_MAX_ATTEMPTS", "PNEUMOSCAN_HL7_MAX_ATTEMPTS"),
         description="Attempts to deliver an HL7 message, a FHIR transaction or a DICOM result (AE, AR, 5xx, a "
         "refusing C-STORE status, timeouts) before it is set aside as failed.",
     )
     delivery_retry_max_s: float = Field(
-        default=300.0, gt=0,
+        default=300.0,
+        gt=0,
         validation_alias=AliasChoices("PNEUMOSCAN_DELIVERY_RETRY_MAX_S", "PNEUMOSCAN_HL7_RETRY_MAX_S"),
         description="Longest wait between attempts to deliver an HL7 message or a FHIR transaction.",
     )

@@ -32,8 +32,14 @@ def create_app(
         openapi_url=None,  # BentoML serves the merged spec at /docs.json
     )
     app.state.get_infer, app.state.get_explain, app.state.get_info = get_infer, get_explain, get_info
-    for router in (predict_api.router, explain_api.router, jobs_api.router, review_api.router, model_api.router,
-                   ui_api.router):
+    for router in (
+        predict_api.router,
+        explain_api.router,
+        jobs_api.router,
+        review_api.router,
+        model_api.router,
+        ui_api.router,
+    ):
         app.include_router(router)
 
     @app.exception_handler(PneumoscanError)
@@ -46,17 +52,19 @@ def create_app(
         # the same shape as every other error.
         routed = routing_error(exc.status_code, request.method)
         if routed is not None:
-            return error_response(routed, getattr(request.state, "request_id", None),
-                                  request.headers.get("accept", ""), headers=exc.headers)
+            return error_response(
+                routed,
+                getattr(request.state, "request_id", None),
+                request.headers.get("accept", ""),
+                headers=exc.headers,
+            )
         code = "bad_request" if exc.status_code < 500 else "internal_error"
         return JSONResponse({"error": code, "detail": str(exc.detail)}, status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         # "body.folder: String should have at least 1 character", one clause per problem.
-        detail = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
-        )
+        detail = "; ".join(f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors())
         return error_response(BadRequest(detail), None, request.headers.get("accept", ""))
 
     return app

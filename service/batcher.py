@@ -134,7 +134,7 @@ class MicroBatcher:
             self._call_started = time.perf_counter()
             try:
                 scores = await self.call(planes)
-            except Exception as exc:  # every request in the batch gets the error
+            except Exception as exc:  # noqa: BLE001 - every request in the batch gets the error, whatever it is
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(exc)

@@ -39,11 +39,11 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import (
+    JPEG2000,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    JPEG2000,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
@@ -80,9 +80,19 @@ STORAGE_CLASSES = (
 )
 # What the core pipeline decodes (pydicom with pylibjpeg and pyjpegls).
 TRANSFER_SYNTAXES = [
-    ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian,
-    JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1, JPEGLSLossless, JPEGLSNearLossless,
-    JPEG2000Lossless, JPEG2000, RLELossless,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    JPEG2000Lossless,
+    JPEG2000,
+    RLELossless,
 ]
 # What the node sends back: the SRs and the Grad-CAM Secondary Capture.
 RESULT_CLASSES = (str(ComprehensiveSRStorage), str(Comprehensive3DSRStorage), str(SecondaryCaptureImageStorage))
@@ -125,7 +135,7 @@ class Destination:
     port: int
 
     @classmethod
-    def parse(cls, text: str) -> "Destination":
+    def parse(cls, text: str) -> Destination:
         title, _, address = text.partition("@")
         host, _, port = address.rpartition(":")
         return cls(title, host, int(port))
@@ -135,8 +145,9 @@ class Sender:
     """Delivers the results outbox to the destination by C-STORE: one association per round,
     opened at the first message that is due (``pneumoscan.outbox`` decides which are)."""
 
-    def __init__(self, outbox: DicomOutbox, destination: Destination, calling_ae: str,
-                 tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, outbox: DicomOutbox, destination: Destination, calling_ae: str, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.outbox = outbox
         self.destination = destination
         self.calling_ae = calling_ae
@@ -182,11 +193,13 @@ class Sender:
         for result_class in sorted({*RESULT_CLASSES, sop_class}):
             ae.add_requested_context(result_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
         tls_args = (self.tls, self.destination.host) if self.tls is not None else None
-        association = ae.associate(self.destination.host, self.destination.port, ae_title=self.destination.ae_title,
-                                   tls_args=tls_args)
+        association = ae.associate(
+            self.destination.host, self.destination.port, ae_title=self.destination.ae_title, tls_args=tls_args
+        )
         if not association.is_established:
-            raise Unreachable(f"no association with {self.destination.ae_title}@{self.destination.host}:"
-                              f"{self.destination.port}")
+            raise Unreachable(
+                f"no association with {self.destination.ae_title}@{self.destination.host}:{self.destination.port}"
+            )
         return association
 
 
@@ -201,9 +214,14 @@ class DicomNode:
         self.tls = server_tls(settings)
         self.results = DicomOutbox(settings.dicom_root, settings.delivery_max_attempts, settings.dicom_retry_max_s)
         self.sender = (
-            Sender(self.results, Destination.parse(settings.dicom_destination), settings.dicom_ae_title,
-                   client_tls(settings))
-            if settings.dicom_destination else None
+            Sender(
+                self.results,
+                Destination.parse(settings.dicom_destination),
+                settings.dicom_ae_title,
+                client_tls(settings),
+            )
+            if settings.dicom_destination
+            else None
         )
         self.ae = NodeAE(settings.dicom_ae_title, settings.allowed_calling_aes)
         self.ae.require_called_aet = True
@@ -223,8 +241,12 @@ class DicomNode:
         except OSError as exc:
             log.error("Cannot store an instance from %s: %s", event.assoc.requestor.ae_title, exc.strerror or exc)
             return OUT_OF_RESOURCES
-        log.info("Stored an instance of study %s from %s%s.", study_tag(str(study_uid)),
-                 event.assoc.requestor.ae_title, "" if new else " (already held)")
+        log.info(
+            "Stored an instance of study %s from %s%s.",
+            study_tag(str(study_uid)),
+            event.assoc.requestor.ae_title,
+            "" if new else " (already held)",
+        )
         return SUCCESS
 
     def submit_quiet_studies(self, now: float | None = None) -> int:
@@ -246,15 +268,27 @@ class DicomNode:
         address = (self.settings.dicom_host, self.settings.dicom_port)
         server = self.ae.start_server(address, block=False, evt_handlers=handlers, ssl_context=self.tls)
         allowed = ", ".join(self.settings.allowed_calling_aes) or "none: every association is refused"
-        tls = "plain DICOM" if self.tls is None else (
-            "TLS, client certificates required" if self.settings.dicom_tls_ca else "TLS")
-        log.info("DICOM node %s listening on %s:%d (%s); calling AE titles allowed: %s; results to %s%s.",
-                 self.settings.dicom_ae_title, *address, tls, allowed, self.settings.dicom_destination or "the outbox only",
-                 " over TLS" if self.sender is not None and self.sender.tls is not None else "")
+        tls = (
+            "plain DICOM"
+            if self.tls is None
+            else ("TLS, client certificates required" if self.settings.dicom_tls_ca else "TLS")
+        )
+        log.info(
+            "DICOM node %s listening on %s:%d (%s); calling AE titles allowed: %s; results to %s%s.",
+            self.settings.dicom_ae_title,
+            *address,
+            tls,
+            allowed,
+            self.settings.dicom_destination or "the outbox only",
+            " over TLS" if self.sender is not None and self.sender.tls is not None else "",
+        )
         waiting = self.results.counts()
         if waiting["pending"] or waiting["failed"]:
-            log.info("Results outbox: %d waiting, %d failed (pneumoscan outbox list --destination dicom).",
-                     waiting["pending"], waiting["failed"])
+            log.info(
+                "Results outbox: %d waiting, %d failed (pneumoscan outbox list --destination dicom).",
+                waiting["pending"],
+                waiting["failed"],
+            )
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self.stopping.set())
         try:

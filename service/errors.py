@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from http import HTTPStatus
 
-from starlette.responses import JSONResponse, Response
-
 from fhir.resources.R4B.operationoutcome import OperationOutcome
+from starlette.responses import JSONResponse, Response
 
 from pneumoscan import errors
 from pneumoscan.errors import FolderNotAllowed, FolderNotFound, JobError, JobNotFinished, JobNotFound, ResultNotFound
@@ -75,9 +74,7 @@ def routing_error(status: int, method: str) -> errors.PneumoscanError | None:
     if status == HTTPStatus.NOT_FOUND:
         return NotFound("The service has no such path; GET /docs.json lists the paths it has.")
     if status == HTTPStatus.METHOD_NOT_ALLOWED:
-        return MethodNotAllowed(
-            f"This path does not take {method[:16]}; the Allow header lists the methods it takes."
-        )
+        return MethodNotAllowed(f"This path does not take {method[:16]}; the Allow header lists the methods it takes.")
     return None
 
 
@@ -136,7 +133,9 @@ def outcome_for(error: errors.PneumoscanError) -> OperationOutcome:
 
 
 def error_response(
-    error: errors.PneumoscanError, request_id: str | None = None, accept: str = "",
+    error: errors.PneumoscanError,
+    request_id: str | None = None,
+    accept: str = "",
     headers: Mapping[str, str] | None = None,
 ) -> Response:
     """``{"error": code, "detail": ...}`` with its status, and Retry-After on overload; ``headers``

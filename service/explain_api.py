@@ -19,10 +19,10 @@ from fastapi import APIRouter, Request
 from PIL import Image
 from starlette.responses import Response
 
+from pneumoscan.decision import judge_scores
+from pneumoscan.errors import PneumoscanError
 from pneumoscan.explain import overlay
 from pneumoscan.imaging import decode, resize_plane
-from pneumoscan.errors import PneumoscanError
-from pneumoscan.decision import judge_scores
 from service.errors import ExplanationUnavailable
 from service.http import (
     ERROR_RESPONSES,
@@ -47,7 +47,9 @@ PNG_RESPONSE = {
             "X-Pneumoscan-Probability": "P(pneumonia)",
             "X-Pneumoscan-Threshold": "PNEUMONIA when the probability reaches it",
             "X-Pneumoscan-Model-Version": "the model that answered",
-            "X-Pneumoscan-Out-Of-Distribution": "true when PNEUMOSCAN_OOD_POLICY=flag let an image unlike the training X-rays through",
+            "X-Pneumoscan-Out-Of-Distribution": (
+                "true when PNEUMOSCAN_OOD_POLICY=flag let an image unlike the training X-rays through"
+            ),
             "X-Request-Id": "this request's id, as in the request log",
         }.items()
     },

@@ -35,9 +35,7 @@ from pneumoscan.result import Result
 from pneumoscan.schemas import ErrorResponse, Prediction, ServedModel
 from service.errors import MissingImage, NotAcceptable, RequestTimeout, TooManyImages, UnsupportedMediaType, status_for
 
-RAW_IMAGE_TYPES = frozenset(
-    {"image/jpeg", "image/jpg", "image/png", "application/dicom", "application/octet-stream"}
-)
+RAW_IMAGE_TYPES = frozenset({"image/jpeg", "image/jpg", "image/png", "application/dicom", "application/octet-stream"})
 MULTIPART = "multipart/form-data"
 
 log = logging.getLogger("pneumoscan.requests")
@@ -86,8 +84,7 @@ async def read_single_image(request: Request) -> bytes:
             "or a multipart form with a file field named 'image'."
         )
     raise UnsupportedMediaType(
-        f"Content-Type {kind!r} is not accepted; use image/jpeg, image/png, application/dicom "
-        "or multipart/form-data."
+        f"Content-Type {kind!r} is not accepted; use image/jpeg, image/png, application/dicom or multipart/form-data."
     )
 
 
@@ -232,9 +229,8 @@ def send_results(info: ModelInfo, results: list[Result], issued: datetime, backg
     """Queue an ORU^R01 for each scored upload with patient context, and each report for the FHIR
     server (issued at ``issued``, as in the response), and deliver them after the response has
     gone out (the outboxes keep what fails). Each goes out once per ``Result.report_id``."""
-    if info.hl7_destination and info.hl7_outbox is not None:
-        if sum(queue_result(info.hl7_outbox, result) for result in results):
-            background.add_task(anyio.to_thread.run_sync, info.hl7_outbox.deliver, info.hl7_destination)
-    if info.fhir_url and info.fhir_outbox is not None:
-        if sum(info.fhir_outbox.put_result(result, issued) for result in results):
-            background.add_task(anyio.to_thread.run_sync, info.fhir_outbox.deliver, info.fhir_url)
+    hl7_outbox, fhir_outbox = info.hl7_outbox, info.fhir_outbox
+    if info.hl7_destination and hl7_outbox is not None and sum(queue_result(hl7_outbox, r) for r in results):
+        background.add_task(anyio.to_thread.run_sync, hl7_outbox.deliver, info.hl7_destination)
+    if info.fhir_url and fhir_outbox is not None and sum(fhir_outbox.put_result(r, issued) for r in results):
+        background.add_task(anyio.to_thread.run_sync, fhir_outbox.deliver, info.fhir_url)

@@ -4,26 +4,32 @@
 from __future__ import annotations
 
 import re
-
 from pathlib import Path
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Path as PathParam, Request
+from fastapi import APIRouter, Request
+from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 from starlette.responses import FileResponse, Response, StreamingResponse
 
-from pneumoscan.fhir import FHIR_JSON, FHIR_NDJSON, acceptable, accepts
-from pneumoscan.schemas import ErrorResponse
-from pneumoscan.settings import get_settings
 from pneumoscan.errors import FolderNotAllowed, JobError, JobNotFound, ResultNotFound
+from pneumoscan.fhir import FHIR_JSON, FHIR_NDJSON, acceptable, accepts
 from pneumoscan.jobs.folder import PLOT_FILE
 from pneumoscan.jobs.folder import find_job as find_job_in
 from pneumoscan.jobs.results import (
-    ERROR_TYPE, NDJSON_TYPES, bulk_manifest, export, finished_results, job_status, list_jobs,
-    ndjson_counts, ndjson_lines,
+    ERROR_TYPE,
+    NDJSON_TYPES,
+    bulk_manifest,
+    export,
+    finished_results,
+    job_status,
+    list_jobs,
+    ndjson_counts,
+    ndjson_lines,
 )
-from pneumoscan.schemas import JobStatus
+from pneumoscan.schemas import ErrorResponse, JobStatus
+from pneumoscan.settings import get_settings
 from service.errors import NotAcceptable
 
 router = APIRouter()
@@ -45,7 +51,9 @@ JobId = Annotated[str, PathParam(description="The job's id: 16 lowercase hexadec
 
 
 class JobRequest(BaseModel):
-    folder: str = Field(min_length=1, description="A folder under one of PNEUMOSCAN_INPUT_ROOTS, as the server sees it.")
+    folder: str = Field(
+        min_length=1, description="A folder under one of PNEUMOSCAN_INPUT_ROOTS, as the server sees it."
+    )
     output: str | None = Field(
         default=None, description="Output root under PNEUMOSCAN_JOBS_DIR or an input root (default: the former)."
     )
@@ -69,8 +77,13 @@ def _check_output(output: str | None, allowed_roots: list[Path]) -> str | None:
     return str(resolved)
 
 
-@router.post("/jobs", response_model=JobCreated, status_code=202, responses=ERRORS,
-             summary="Score every X-ray in a server-side folder through the queue")
+@router.post(
+    "/jobs",
+    response_model=JobCreated,
+    status_code=202,
+    responses=ERRORS,
+    summary="Score every X-ray in a server-side folder through the queue",
+)
 async def create_job(request: JobRequest, http_request: Request, response: Response) -> JobCreated:
     """202 with the job's id; ``Location`` is its progress (``GET /jobs/{job_id}``) and
     ``Content-Location`` its FHIR Bulk Data export's status URL, as a Bulk Data kick-off answers."""
@@ -108,16 +121,27 @@ async def get_job(job_id: JobId) -> JobStatus:
 
 RESULTS_CONTENT = {
     "text/csv": {"schema": {"type": "string", "description": "results.csv, one row per file"}},
-    FHIR_JSON: {"schema": {"type": "object", "description": (
-        "FHIR R4 Bundle (collection): per row its DiagnosticReport, Observation and Provenance (one "
-        "Device per model version), or an OperationOutcome for a refused file")}},
+    FHIR_JSON: {
+        "schema": {
+            "type": "object",
+            "description": (
+                "FHIR R4 Bundle (collection): per row its DiagnosticReport, Observation and Provenance (one "
+                "Device per model version), or an OperationOutcome for a refused file"
+            ),
+        }
+    },
 }
 
 
 @router.get(
-    "/jobs/{job_id}/results", response_class=StreamingResponse,
-    responses={**ERRORS, 406: {"model": ErrorResponse}, 409: {"model": ErrorResponse},
-               200: {"description": "The results", "content": RESULTS_CONTENT}},
+    "/jobs/{job_id}/results",
+    response_class=StreamingResponse,
+    responses={
+        **ERRORS,
+        406: {"model": ErrorResponse},
+        409: {"model": ErrorResponse},
+        200: {"description": "The results", "content": RESULTS_CONTENT},
+    },
     summary="A finished job's results: CSV, or a FHIR Bundle by Accept header",
 )
 async def get_job_results(job_id: JobId, request: Request) -> Response:
@@ -158,7 +182,8 @@ EXPORT_IN_PROGRESS = {
     "model": JobStatus,
     "description": (
         "The job is queued or running, as FHIR Bulk Data's status request answers an export in "
-        "progress: poll again after Retry-After seconds; X-Progress says how far it got"),
+        "progress: poll again after Retry-After seconds; X-Progress says how far it got"
+    ),
     "headers": {
         "X-Progress": {"schema": {"type": "string"}, "description": "e.g. '120 of 512 files scored'"},
         "Retry-After": {"schema": {"type": "integer"}, "description": "seconds before polling again"},
@@ -172,12 +197,17 @@ def export_in_progress(status: JobStatus) -> Response | None:
     if status.state not in ("queued", "running"):
         return None
     retry_after = min(60, max(1, round(status.eta_seconds or 5)))
-    return Response(status.model_dump_json(), status_code=202, media_type="application/json", headers={
-        "X-Progress": f"{status.done} of {status.total} files scored", "Retry-After": str(retry_after)})
+    return Response(
+        status.model_dump_json(),
+        status_code=202,
+        media_type="application/json",
+        headers={"X-Progress": f"{status.done} of {status.total} files scored", "Retry-After": str(retry_after)},
+    )
 
 
 @router.get(
-    "/jobs/{job_id}/export", response_model=ExportManifest,
+    "/jobs/{job_id}/export",
+    response_model=ExportManifest,
     responses={**ERRORS, 202: EXPORT_IN_PROGRESS, 409: {"model": ErrorResponse}},
     summary="A job's FHIR Bulk Data export: the manifest of its NDJSON files once it is done, 202 until then",
 )
@@ -194,15 +224,24 @@ async def get_job_export(job_id: JobId, request: Request) -> ExportManifest | Re
     def url_for(kind: str) -> str:
         return str(request.url_for("get_job_export_file", job_id=job_id, resource_type=kind))
 
-    manifest = bulk_manifest(job_dir, counts, url_for=url_for, request=str(request.url),
-                             requires_access_token=get_settings().api_key is not None)
+    manifest = bulk_manifest(
+        job_dir,
+        counts,
+        url_for=url_for,
+        request=str(request.url),
+        requires_access_token=get_settings().api_key is not None,
+    )
     return ExportManifest.model_validate(manifest)
 
 
 @router.get(
-    "/jobs/{job_id}/export/{resource_type}.ndjson", response_class=StreamingResponse,
-    responses={**ERRORS, 409: {"model": ErrorResponse},
-               200: {"description": "One resource per line", "content": {FHIR_NDJSON: {"schema": {"type": "string"}}}}},
+    "/jobs/{job_id}/export/{resource_type}.ndjson",
+    response_class=StreamingResponse,
+    responses={
+        **ERRORS,
+        409: {"model": ErrorResponse},
+        200: {"description": "One resource per line", "content": {FHIR_NDJSON: {"schema": {"type": "string"}}}},
+    },
     summary="One file of a finished job's FHIR Bulk Data export",
 )
 async def get_job_export_file(job_id: JobId, resource_type: str) -> Response:
@@ -211,13 +250,16 @@ async def get_job_export_file(job_id: JobId, resource_type: str) -> Response:
     job_dir = await anyio.to_thread.run_sync(find_job, job_id)
     counts = await anyio.to_thread.run_sync(ndjson_counts, job_dir)
     if resource_type not in (*NDJSON_TYPES, ERROR_TYPE) or not counts.get(resource_type):
-        raise ResultNotFound(f"Job {job_id}'s export has no {resource_type}.ndjson; its manifest lists the files "
-                             f"it has (GET /jobs/{job_id}/export).")
+        raise ResultNotFound(
+            f"Job {job_id}'s export has no {resource_type}.ndjson; its manifest lists the files "
+            f"it has (GET /jobs/{job_id}/export)."
+        )
     return StreamingResponse(ndjson_lines(job_dir, resource_type), media_type=FHIR_NDJSON)
 
 
 @router.get(
-    "/jobs/{job_id}/summary.png", response_class=FileResponse,
+    "/jobs/{job_id}/summary.png",
+    response_class=FileResponse,
     responses={**ERRORS, 409: {"model": ErrorResponse}, 200: {"content": {"image/png": {}}}},
     summary="A finished job's summary plot: the spread of its scores, and its refusals",
 )

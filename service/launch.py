@@ -42,8 +42,14 @@ def wait_ready(url: str, process: subprocess.Popen, timeout: float = 180) -> Non
 
 def start(command: list[str], env: dict, log: Path) -> subprocess.Popen:
     with log.open("wb") as handle:
-        return subprocess.Popen(command, cwd=REPO, env={**os.environ, **env}, stdout=handle,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            command,
+            cwd=REPO,
+            env={**os.environ, **env},
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -59,15 +65,33 @@ def stop(process: subprocess.Popen) -> None:
 
 def register_model(home: Path) -> None:
     """``pneumoscan register``: the bundled model into the BentoML store under ``home``."""
-    subprocess.run([sys.executable, "-m", "pneumoscan.cli", "register"], cwd=REPO, check=True,
-                   env={**os.environ, "BENTOML_HOME": str(home)}, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pneumoscan.cli", "register"],
+        cwd=REPO,
+        check=True,
+        env={**os.environ, "BENTOML_HOME": str(home)},
+        capture_output=True,
+    )
 
 
 def start_service(home: Path, port: int, settings: dict, log: Path) -> subprocess.Popen:
     """``bentoml serve`` of the service on 127.0.0.1:port, returned once /readyz answers 200."""
     env = {"BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", **settings}
-    process = start([sys.executable, "-m", "bentoml", "serve", "service.service:Pneumoscan",
-                     "--host", "127.0.0.1", "--port", str(port)], env, log)
+    process = start(
+        [
+            sys.executable,
+            "-m",
+            "bentoml",
+            "serve",
+            "service.service:Pneumoscan",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env,
+        log,
+    )
     try:
         wait_ready(f"http://127.0.0.1:{port}/readyz", process)
     except RuntimeError as exc:

@@ -16,7 +16,8 @@ def _batch_size():
     from prometheus_client import Histogram
 
     return Histogram(
-        "pneumoscan_model_batch_size", "Images per model call made by an HTTP worker's batcher.",
+        "pneumoscan_model_batch_size",
+        "Images per model call made by an HTTP worker's batcher.",
         buckets=BATCH_BUCKETS,
     )
 
@@ -25,9 +26,7 @@ def _batch_size():
 def _retries():
     from prometheus_client import Counter
 
-    return Counter(
-        "pneumoscan_model_call_retries", "Model-service calls retried after a failed connection."
-    )
+    return Counter("pneumoscan_model_call_retries", "Model-service calls retried after a failed connection.")
 
 
 @lru_cache(maxsize=1)
@@ -40,7 +39,8 @@ def _outbox_messages():
         "pneumoscan_outbox_messages",
         "Messages per outbox (destination hl7, fhir or dicom) by state: pending (waiting for delivery), "
         "failed (set aside for an operator: pneumoscan outbox list) and delivered (in all).",
-        ["destination", "state"], multiprocess_mode="mostrecent",
+        ["destination", "state"],
+        multiprocess_mode="mostrecent",
     )
 
 

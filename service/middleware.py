@@ -170,8 +170,9 @@ class RoutingErrorMiddleware:
         async def shaping_send(message: Message) -> None:
             nonlocal replaced
             if message["type"] == "http.response.start":
-                headers = {key.decode("latin-1").lower(): value.decode("latin-1")
-                           for key, value in message.get("headers", [])}
+                headers = {
+                    key.decode("latin-1").lower(): value.decode("latin-1") for key, value in message.get("headers", [])
+                }
                 error = None
                 if headers.get("content-type", "").startswith("text/plain"):
                     error = routing_error(message["status"], scope["method"])

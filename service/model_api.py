@@ -16,7 +16,12 @@ async def version(request: Request) -> ServedModel:
     if info.served is not None:
         return info.served
     return ServedModel(
-        name="pneumonia-cnn", version=info.model_version, recipe="unknown", threshold=info.decision.threshold,
-        threshold_overridden=False, site_calibrated=False, ood_threshold=info.decision.ood_threshold,
+        name="pneumonia-cnn",
+        version=info.model_version,
+        recipe="unknown",
+        threshold=info.decision.threshold,
+        threshold_overridden=False,
+        site_calibrated=False,
+        ood_threshold=info.decision.ood_threshold,
         ood_policy=info.decision.ood_policy,
     )

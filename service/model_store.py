@@ -25,7 +25,11 @@ def register_model(model_dir: str | Path, name: str = "pneumonia-cnn") -> tuple[
         pass
     with bentoml.models.create(
         tag,
-        labels={"recipe": metadata.recipe, "framework": "keras", "site_calibrated": str(metadata.site is not None).lower()},
+        labels={
+            "recipe": metadata.recipe,
+            "framework": "keras",
+            "site_calibrated": str(metadata.site is not None).lower(),
+        },
         metadata={
             "threshold": metadata.threshold,
             "validation_auc": metadata.validation.auc,

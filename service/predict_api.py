@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import anyio
 import numpy as np
@@ -21,11 +21,11 @@ from service.http import (
     ERROR_RESPONSES,
     IMAGE_BODY,
     decode_with_source,
-    in_decode_thread,
-    multipart_files,
     fhir_alternative,
     fhir_json,
+    in_decode_thread,
     model_info,
+    multipart_files,
     read_batch_images,
     read_single_image,
     request_record,
@@ -35,14 +35,18 @@ from service.http import (
 )
 
 router = APIRouter()
-BATCH_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": multipart_files("images", many=True)}}}
+BATCH_BODY = {
+    "requestBody": {"required": True, "content": {"multipart/form-data": multipart_files("images", many=True)}}
+}
 
 
 @router.post(
     "/predict",
     response_model=PredictionResponse,
-    responses={**ERROR_RESPONSES, **fhir_alternative(
-        "Bundle (collection): the DiagnosticReport, Observation, Device and Provenance")},
+    responses={
+        **ERROR_RESPONSES,
+        **fhir_alternative("Bundle (collection): the DiagnosticReport, Observation, Device and Provenance"),
+    },
     openapi_extra=IMAGE_BODY,
     summary="Score one chest X-ray (multipart field 'image' or a raw image/jpeg|png or application/dicom body)",
 )
@@ -57,7 +61,7 @@ async def predict(request: Request, background: BackgroundTasks) -> PredictionRe
         if isinstance(prediction, PneumoscanError):
             raise prediction
         result = Result(prediction=prediction, sha256=record["sha256"], dicom=source)
-        issued = datetime.now(timezone.utc)
+        issued = datetime.now(UTC)
         send_results(info, [result], issued, background)
     if fhir:
         entries = result_entries(result, report_id=result.report_id, issued=issued)
@@ -68,8 +72,12 @@ async def predict(request: Request, background: BackgroundTasks) -> PredictionRe
 @router.post(
     "/predict_batch",
     response_model=BatchResponse,
-    responses={**ERROR_RESPONSES, **fhir_alternative(
-        "Bundle (collection): each upload's resources in upload order, an OperationOutcome for a refused one")},
+    responses={
+        **ERROR_RESPONSES,
+        **fhir_alternative(
+            "Bundle (collection): each upload's resources in upload order, an OperationOutcome for a refused one"
+        ),
+    },
     openapi_extra=BATCH_BODY,
     summary="Score several X-rays (repeated multipart field 'images'); results in upload order",
 )
@@ -102,20 +110,27 @@ async def predict_batch(request: Request, background: BackgroundTasks) -> BatchR
                     group.start_soon(decode_item, index, data)
         good = [index for index, outcome in enumerate(outcomes) if isinstance(outcome, np.ndarray)]
         judged = await score_planes(request, np.stack([outcomes[i] for i in good]), info) if good else []
-        for index, result in zip(good, judged):
+        for index, result in zip(good, judged, strict=False):
             outcomes[index] = result
         results = [
             Result.of(outcome, name=filename, sha256=record["sha256"][index] or "", dicom=sources[index])
-            for index, (outcome, (filename, _)) in enumerate(zip(outcomes, items))
+            for index, (outcome, (filename, _)) in enumerate(zip(outcomes, items, strict=False))
         ]
         record["failed"] = sum(not result.ok for result in results)
-        issued = datetime.now(timezone.utc)
+        issued = datetime.now(UTC)
         send_results(info, results, issued, background)
     if fhir:
         # A scored image's report is its own (the same image twice is one report); each refused
         # upload gets an OperationOutcome of its own.
-        entries = [entry for result in results
-                   for entry in result_entries(result, report_id=result.report_id if result.ok else str(uuid.uuid4()),
-                                               issued=issued, outcome=outcome_for)]
+        entries = [
+            entry
+            for result in results
+            for entry in result_entries(
+                result,
+                report_id=result.report_id if result.ok else str(uuid.uuid4()),
+                issued=issued,
+                outcome=outcome_for,
+            )
+        ]
         return fhir_json(collection_bundle(entries, bundle_id=record["request_id"]), record)
     return BatchResponse(request_id=record["request_id"], results=[result.batch_item() for result in results])

@@ -21,8 +21,17 @@ from pneumoscan.errors import ResultNotFound
 from pneumoscan.jobs.folder import load_job
 from pneumoscan.jobs.results import finished_results
 from pneumoscan.jobs.reviews import (
-    Agreement, Review, Truth, Verdict, agreement, append_review, input_file, labels_csv, latest_reviews,
-    make_review, read_reviews,
+    Agreement,
+    Review,
+    Truth,
+    Verdict,
+    agreement,
+    append_review,
+    input_file,
+    labels_csv,
+    latest_reviews,
+    make_review,
+    read_reviews,
 )
 from pneumoscan.settings import get_settings
 from service.errors import BadRequest
@@ -39,9 +48,15 @@ def _rows(job_dir: Path) -> list[dict[str, str]]:
 
 
 @router.get(
-    "/jobs/{job_id}/images/{file:path}", response_class=FileResponse, responses={
-        **ERRORS, 200: {"description": "The input file as it is",
-                        "content": {media: {} for media in dict.fromkeys(MEDIA_TYPES.values())}}},
+    "/jobs/{job_id}/images/{file:path}",
+    response_class=FileResponse,
+    responses={
+        **ERRORS,
+        200: {
+            "description": "The input file as it is",
+            "content": {media: {} for media in dict.fromkeys(MEDIA_TYPES.values())},
+        },
+    },
     summary="One input file of a job (a path results.csv lists), for review",
 )
 async def get_job_image(job_id: JobId, file: str) -> FileResponse:
@@ -72,8 +87,12 @@ class Reviews(BaseModel):
     agreement: Agreement
 
 
-@router.get("/jobs/{job_id}/reviews", response_model=Reviews, responses=FINISHED_ERRORS,
-            summary="A finished job's reviews and the reader-vs-model agreement")
+@router.get(
+    "/jobs/{job_id}/reviews",
+    response_model=Reviews,
+    responses=FINISHED_ERRORS,
+    summary="A finished job's reviews and the reader-vs-model agreement",
+)
 async def get_reviews(job_id: JobId) -> Reviews:
     def load() -> Reviews:
         job_dir = find_job(job_id)
@@ -85,8 +104,13 @@ async def get_reviews(job_id: JobId) -> Reviews:
     return await anyio.to_thread.run_sync(load)
 
 
-@router.post("/jobs/{job_id}/reviews", response_model=Review, status_code=201, responses=FINISHED_ERRORS,
-             summary="Record a reader's review of one file of a finished job (append-only)")
+@router.post(
+    "/jobs/{job_id}/reviews",
+    response_model=Review,
+    status_code=201,
+    responses=FINISHED_ERRORS,
+    summary="Record a reader's review of one file of a finished job (append-only)",
+)
 async def post_review(job_id: JobId, request: ReviewRequest) -> Review:
     """Agree or disagree with the model's answer for the file, or state its truth (NORMAL,
     PNEUMONIA, not_a_chest_xray), or both. Stored with the reader's name, the time and the model
@@ -107,8 +131,12 @@ async def post_review(job_id: JobId, request: ReviewRequest) -> Review:
 
 
 @router.get(
-    "/jobs/{job_id}/reviews.csv", response_class=Response,
-    responses={**FINISHED_ERRORS, 200: {"description": "file,label", "content": {"text/csv": {"schema": {"type": "string"}}}}},
+    "/jobs/{job_id}/reviews.csv",
+    response_class=Response,
+    responses={
+        **FINISHED_ERRORS,
+        200: {"description": "file,label", "content": {"text/csv": {"schema": {"type": "string"}}}},
+    },
     summary="The readers' labels as the file,label CSV that `pneumoscan validate` and `calibrate` read",
 )
 async def get_reviews_csv(job_id: JobId) -> Response:
@@ -121,5 +149,8 @@ async def get_reviews_csv(job_id: JobId) -> Response:
         return labels_csv(latest_reviews(read_reviews(job_dir)))
 
     text = await anyio.to_thread.run_sync(build)
-    return Response(text, media_type="text/csv", headers={
-        "Content-Disposition": f'attachment; filename="{job_id}-reviews.csv"', "Cache-Control": "no-store"})
+    return Response(
+        text,
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{job_id}-reviews.csv"', "Cache-Control": "no-store"},
+    )

@@ -24,13 +24,17 @@ from pneumoscan.imaging import plane_to_input
 from pneumoscan.model import load_metadata
 from pneumoscan.schemas import ServedModel
 from pneumoscan.settings import get_settings
+from service import metrics
 from service.app import create_app
 from service.backends import LocalModel, RemoteModel
 from service.batcher import MicroBatcher
 from service.http import ModelInfo
-from service import metrics
 from service.middleware import (
-    ApiKeyMiddleware, BodyLimitMiddleware, InFlightLimitMiddleware, ReadinessMiddleware, RoutingErrorMiddleware,
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    InFlightLimitMiddleware,
+    ReadinessMiddleware,
+    RoutingErrorMiddleware,
 )
 
 settings = get_settings()
@@ -107,7 +111,7 @@ class PneumoniaModel:
         return self.predictor.heatmap(plane_to_input(plane))
 
 
-def _current() -> "Pneumoscan":
+def _current() -> Pneumoscan:
     return bentoml.get_current_service()
 
 

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, Path as PathParam
+from fastapi import APIRouter
+from fastapi import Path as PathParam
 from starlette.responses import FileResponse, RedirectResponse, Response
 
 from service.errors import NotFound
 
 UI_DIR = Path(__file__).with_name("ui")
 ASSET_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".png": "image/png"}
-ASSETS = frozenset(path.name for path in UI_DIR.iterdir() if path.suffix in ASSET_TYPES) if UI_DIR.is_dir() else frozenset()
+ASSETS = (
+    frozenset(path.name for path in UI_DIR.iterdir() if path.suffix in ASSET_TYPES) if UI_DIR.is_dir() else frozenset()
+)
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
     "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"

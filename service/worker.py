@@ -140,7 +140,11 @@ def run_worker(concurrency: int, burst: bool = False) -> None:
         return
     _processes = concurrency
     consumer = huey.create_consumer(
-        workers=concurrency, worker_type="process", periodic=True,
-        graceful_signal="TERM", shutdown_timeout=60, max_delay=1.0,
+        workers=concurrency,
+        worker_type="process",
+        periodic=True,
+        graceful_signal="TERM",
+        shutdown_timeout=60,
+        max_delay=1.0,
     )
     consumer.run()

@@ -11,7 +11,6 @@ import pytest
 from PIL import Image
 
 from pneumoscan.settings import BUNDLED_MODEL_DIR
-
 from tests.support import make_site_dataset, make_tiny_dataset, run_cli, xray_paths
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -51,8 +50,19 @@ def tiny_model_dir(tmp_path_factory, tiny_dataset) -> Path:
     """A seed-recipe model trained for one epoch on the tiny dataset, through the real CLI."""
     out = tmp_path_factory.mktemp("tiny-model")
     result = run_cli(
-        "train", "--data", str(tiny_dataset), "--out", str(out), "--recipe", "seed",
-        "--epochs", "1", "--seed", "7", "--validation-fraction", "0.34",
+        "train",
+        "--data",
+        str(tiny_dataset),
+        "--out",
+        str(out),
+        "--recipe",
+        "seed",
+        "--epochs",
+        "1",
+        "--seed",
+        "7",
+        "--validation-fraction",
+        "0.34",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return out
@@ -68,8 +78,17 @@ def site_dataset(tmp_path_factory) -> Path:
 def site_model_dir(tmp_path_factory, site_dataset) -> Path:
     """The bundled model calibrated on ``site_dataset`` by the real ``pneumoscan calibrate``."""
     out = tmp_path_factory.mktemp("site-model") / "calibrated"
-    result = run_cli("calibrate", "--model", str(BUNDLED_MODEL_DIR), "--data", str(site_dataset),
-                     "--rule", "youden", "--out", str(out))
+    result = run_cli(
+        "calibrate",
+        "--model",
+        str(BUNDLED_MODEL_DIR),
+        "--data",
+        str(site_dataset),
+        "--rule",
+        "youden",
+        "--out",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 

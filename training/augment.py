@@ -62,8 +62,11 @@ def marker_overlays(size: tuple[int, int], count: int = MARKER_OVERLAYS, seed: i
         draw = ImageDraw.Draw(canvas)
         for _ in range(int(rng.integers(1, 4))):
             near_edge = rng.random() < 0.75
-            x = int(rng.choice([rng.integers(0, width // 4), rng.integers(3 * width // 4, width)])
-                    if near_edge else rng.integers(0, width))
+            x = int(
+                rng.choice([rng.integers(0, width // 4), rng.integers(3 * width // 4, width)])
+                if near_edge
+                else rng.integers(0, width)
+            )
             y = int(rng.integers(0, height // 4) if near_edge and rng.random() < 0.6 else rng.integers(0, height))
             if rng.random() < 0.2:
                 _draw_ruler(draw, x, y, rng, (width, height))
@@ -149,15 +152,24 @@ def augment_planes(planes, seed, ranges: AcquisitionRanges = DEFAULT_RANGES):
     cx, cy = (width - 1) / 2, (height - 1) / 2
     transforms = tf.stack(
         [
-            cos, -sin, cx - cos * cx + sin * cy - shift_x,
-            sin, cos, cy - sin * cx - cos * cy - shift_y,
-            tf.zeros([batch]), tf.zeros([batch]),
+            cos,
+            -sin,
+            cx - cos * cx + sin * cy - shift_x,
+            sin,
+            cos,
+            cy - sin * cx - cos * cy - shift_y,
+            tf.zeros([batch]),
+            tf.zeros([batch]),
         ],
         axis=1,
     )
     images = tf.raw_ops.ImageProjectiveTransformV3(
-        images=images, transforms=transforms, output_shape=tf.shape(images)[1:3],
-        fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT",
+        images=images,
+        transforms=transforms,
+        output_shape=tf.shape(images)[1:3],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="CONSTANT",
     )
 
     # Exposure: gamma, then contrast about the mean and brightness.
@@ -172,7 +184,9 @@ def augment_planes(planes, seed, ranges: AcquisitionRanges = DEFAULT_RANGES):
     # Detector: blend towards (blur) or away from (sharpen) a Gaussian-blurred copy.
     blurred = tf.nn.depthwise_conv2d(
         tf.pad(images, [[0, 0], [2, 2], [2, 2], [0, 0]], mode="SYMMETRIC"),
-        _gaussian_kernel(), strides=[1, 1, 1, 1], padding="VALID",
+        _gaussian_kernel(),
+        strides=[1, 1, 1, 1],
+        padding="VALID",
     )
     mix = uniform(7, *ranges.blur_mix, per_image)
     images = images + mix * (blurred - images)
@@ -201,7 +215,11 @@ def stressed_inputs(planes: np.ndarray, seed: int, batch_size: int = 256) -> np.
 
 
 def training_dataset(
-    planes: np.ndarray, targets: np.ndarray, batch_size: int, seed: int, augment: bool,
+    planes: np.ndarray,
+    targets: np.ndarray,
+    batch_size: int,
+    seed: int,
+    augment: bool,
     ranges: AcquisitionRanges = DEFAULT_RANGES,
 ):
     """Shuffled batches of (model input, one-hot target), augmented afresh each epoch."""

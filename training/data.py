@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pneumoscan import CLASS_NAMES
+from pneumoscan import CLASS_NAMES, IMAGE_SIZE
 from pneumoscan.errors import DataError
-from pneumoscan import IMAGE_SIZE
 from pneumoscan.imaging import IMAGE_SUFFIXES, load_plane, plane_to_input
 
 # person1234_bacteria_5678.jpeg -> person1234; IM-0115-0001.jpeg -> IM-0115;

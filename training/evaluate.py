@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pneumoscan.errors import DataError
 from pneumoscan.decision import OodPolicy
+from pneumoscan.errors import DataError
 from pneumoscan.model import Predictor
 from pneumoscan.predict import score_paths
 from pneumoscan.schemas import EvaluationReport
@@ -39,7 +39,9 @@ def evaluate(
     scored_paths = score_paths(
         predictor, [e.path for e in examples], batch_size=batch_size, decode_threads=decode_threads
     )
-    for example, scored in zip(examples, tqdm(scored_paths, total=len(examples), desc="Scoring", unit="img")):
+    for example, scored in zip(
+        examples, tqdm(scored_paths, total=len(examples), desc="Scoring", unit="img"), strict=False
+    ):
         if scored.error is not None:
             refused[scored.error.code] += 1
         else:

@@ -14,18 +14,21 @@ from __future__ import annotations
 import hashlib
 import platform
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from pneumoscan import CLASS_NAMES
-from pneumoscan.imaging import plane_to_input
 from pneumoscan.decision import calibrate
+from pneumoscan.imaging import plane_to_input
 from pneumoscan.model import INPUT_SHAPE, MODEL_FILE, Predictor, save_metadata
 from pneumoscan.schemas import CalibrationInfo, GateInfo, ModelMetadata
 from training.calibration import (
-    expected_calibration_error, fit_temperature, sensitivity_threshold, youden_threshold,
+    expected_calibration_error,
+    fit_temperature,
+    sensitivity_threshold,
+    youden_threshold,
 )
 from training.data import fingerprint
 from training.gate import GATE_RULE, feature_layers, fit_gate, gate_refusals
@@ -33,8 +36,7 @@ from training.metrics import evaluate_predictions
 from training.recipes import Recipe
 
 THRESHOLD_RULE = (
-    "Youden's J (highest sensitivity + specificity) on calibrated P(pneumonia) over the stressed "
-    "validation copies"
+    "Youden's J (highest sensitivity + specificity) on calibrated P(pneumonia) over the stressed validation copies"
 )
 
 
@@ -62,7 +64,9 @@ def calibrate_and_choose(model, data, recipe: Recipe) -> tuple[float, float, Sco
     validation_softmax = model.predict(plane_to_input(data.validation_planes), batch_size=256, verbose=0)
     stressed_softmax = model.predict(data.stressed_inputs, batch_size=256, verbose=0)
     temperature = fit_temperature(stressed_softmax, data.stressed_labels)
-    validation = Scored(data.validation_labels, calibrate(validation_softmax, 1.0), calibrate(validation_softmax, temperature))
+    validation = Scored(
+        data.validation_labels, calibrate(validation_softmax, 1.0), calibrate(validation_softmax, temperature)
+    )
     stressed = Scored(data.stressed_labels, calibrate(stressed_softmax, 1.0), calibrate(stressed_softmax, temperature))
     if recipe.threshold_sensitivity is None:
         threshold = youden_threshold(stressed.labels, stressed.calibrated)
@@ -83,8 +87,12 @@ def versions() -> dict[str, str]:
     import keras
     import tensorflow as tf
 
-    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": np.__version__}
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+    }
 
 
 def finalize(
@@ -113,7 +121,7 @@ def finalize(
         features=int(gate.mean.shape[0]),
         refusals=gate_refusals(predictor, validation_inputs, data.stressed_inputs),
     )
-    created = datetime.now(timezone.utc)
+    created = datetime.now(UTC)
     model_hash = hashlib.sha256((out_dir / MODEL_FILE).read_bytes()).hexdigest()
     validation_auc = history["val_auc"]
     metadata = ModelMetadata(
@@ -144,7 +152,8 @@ def finalize(
 
     plot_training_curves(history, out_dir / "training_curves.png", title=f"{recipe.name} recipe")
     plot_model_plots(
-        out_dir, metadata,
+        out_dir,
+        metadata,
         validation=(validation.labels, validation.calibrated, validation.raw),
         stressed=(stressed.labels, stressed.calibrated, stressed.raw),
     )

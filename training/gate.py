@@ -20,7 +20,8 @@ def feature_layers(model) -> tuple[str, ...]:
 
     convolutions = {"Conv2D", "SeparableConv2D", "DepthwiseConv2D", "Activation", "ReLU"}
     return tuple(
-        layer.name for _, layer in stage_layers(model)
+        layer.name
+        for _, layer in stage_layers(model)
         if type(layer).__name__ in convolutions and len(layer.output.shape) == 4
     )
 
@@ -29,8 +30,10 @@ def pooled_features(model, layers: tuple[str, ...], inputs: np.ndarray, batch_si
     """The gate's pooled features (n, d) of ``inputs``, a batch at a time."""
     network = with_features(model, layers)
     return np.concatenate(
-        [np.asarray(network(inputs[start : start + batch_size], training=False)[1])
-         for start in range(0, len(inputs), batch_size)]
+        [
+            np.asarray(network(inputs[start : start + batch_size], training=False)[1])
+            for start in range(0, len(inputs), batch_size)
+        ]
     )
 
 
@@ -69,7 +72,8 @@ def gate_refusals(predictor: Predictor, validation: np.ndarray, stressed: np.nda
                 blank += 1
         ratios = scores(plane_to_input(np.stack(planes))) if planes else np.zeros(0)
         counts[kind] = GateRefusals(
-            n=len(of_kind), refused=blank + int(np.sum(ratios > 1)),
+            n=len(of_kind),
+            refused=blank + int(np.sum(ratios > 1)),
             nearest=float(ratios.min()) if len(ratios) else None,
         )
     return counts

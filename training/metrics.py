@@ -8,9 +8,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from pneumoscan.schemas import Confusion, EvaluationReport
 
 
-def evaluate_predictions(
-    labels: np.ndarray, probabilities: np.ndarray, threshold: float
-) -> EvaluationReport:
+def evaluate_predictions(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> EvaluationReport:
     labels = np.asarray(labels).astype(int)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     if labels.shape != probabilities.shape or labels.ndim != 1 or len(labels) == 0:

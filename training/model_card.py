@@ -13,6 +13,7 @@ def render_model_card(metadata: ModelMetadata) -> str:
     v = metadata.validation
     c = v.confusion
     versions = ", ".join(f"{name} {version}" for name, version in sorted(metadata.versions.items()))
+    shape = "x".join(str(n) for n in metadata.input_shape)
     return f"""# Model card: {metadata.name} {metadata.version}
 
 **Not for diagnostic use.** This model screens chest radiographs for research and integration
@@ -27,16 +28,18 @@ a label at a threshold that balances sensitivity and specificity, or a refusal (
 
 ## Training data
 Kermany, Zhang, Goldbaum et al., Cell 172(5):1122-1131, 2018 (doi:10.1016/j.cell.2018.02.010),
-Mendeley Data doi:10.17632/rscbjbr9sj, CC BY 4.0: the official training split, {metadata.train_images + metadata.validation_images:,}
-images of children aged 1-5 from one centre (Guangzhou Women and Children's Medical Center),
-downscaled to 224x224. {metadata.train_images:,} images trained the model and {metadata.validation_images:,} were held out
-for validation, split **by patient** (no patient on both sides). Training-file fingerprint:
+Mendeley Data doi:10.17632/rscbjbr9sj, CC BY 4.0: the official training split,
+{metadata.train_images + metadata.validation_images:,} images of children aged 1-5 from one centre
+(Guangzhou Women and Children's Medical Center), downscaled to 224x224. {metadata.train_images:,} images
+trained the model and {metadata.validation_images:,} were held out for validation, split **by patient**
+(no patient on both sides). Training-file fingerprint:
 `{metadata.training_fingerprint}`.
 
 ## Model
-Recipe `{metadata.recipe}` (see `training/recipes.py`), input {metadata.input_shape[0]}x{metadata.input_shape[1]}x{metadata.input_shape[2]} in [0, 1] from
+Recipe `{metadata.recipe}` (see `training/recipes.py`), input {shape} in [0, 1] from
 `pneumoscan.imaging.load_image`, output softmax over {metadata.class_names}. Trained for
-{metadata.epochs_run} epochs (best validation AUC at epoch {metadata.best_epoch}) in {metadata.training_seconds / 60:.1f} minutes, seed {metadata.seed}.
+{metadata.epochs_run} epochs (best validation AUC at epoch {metadata.best_epoch}) in
+{metadata.training_seconds / 60:.1f} minutes, seed {metadata.seed}.
 Libraries: {versions}.
 {_recipe_note(metadata)}
 ## Calibration and threshold
@@ -86,6 +89,21 @@ STRESSED_NOTE = (
 )
 
 
+_PROXY_HEADER = " | ".join(
+    [
+        "| recipe",
+        "threshold",
+        "specificity, held-out series",
+        "specificity, validation series",
+        "sensitivity, validation",
+        "AUC held-out normals vs pneumonia",
+        "gate refusals, held-out series",
+        "Grad-CAM central share / peaks in border",
+        "full-size originals: sensitivity / specificity |",
+    ]
+)
+
+
 def _temperature(metadata: ModelMetadata) -> str:
     return f"{metadata.calibration.temperature:.3f}" if metadata.calibration else "1 (not calibrated)"
 
@@ -101,7 +119,8 @@ def _stressed_row(metadata: ModelMetadata) -> str:
     s = metadata.stressed_validation
     if s is None:
         return ""
-    return f"| stressed validation | {s.n} | {s.auc:.4f} | {s.accuracy:.4f} | {s.sensitivity:.4f} | {s.specificity:.4f} |\n"
+    figures = f"{s.auc:.4f} | {s.accuracy:.4f} | {s.sensitivity:.4f} | {s.specificity:.4f}"
+    return f"| stressed validation | {s.n} | {figures} |\n"
 
 
 def _gate(metadata: ModelMetadata) -> str:
@@ -163,7 +182,7 @@ def _recipe_note(metadata: ModelMetadata) -> str:
     if recipe.shortcut_augmentation:
         notes.append(
             "While training, half the X-rays of both classes got border bars (black or white, up to 12% "
-            "of a side) and half got burned-in markers (\"R\", \"L\", \"A-P\", \"PORTABLE\", ... and rulers, "
+            'of a side) and half got burned-in markers ("R", "L", "A-P", "PORTABLE", ... and rulers, '
             "mostly near the edges), so that neither carries a label signal."
         )
     return "\n" + "\n".join(notes) + "\n"
@@ -233,14 +252,14 @@ def _shift_proxy(metadata: ModelMetadata) -> str:
     )
     return f"""## Shift proxy
 The held-back test data come from a later period and are not available here. As a stand-in, the
-recipe was trained again with one acquisition series held out whole: {proxy['held_out']}, then
+recipe was trained again with one acquisition series held out whole: {proxy["held_out"]}, then
 temperature, threshold and gate were chosen as usual and the held-out series was scored
-(model `{proxy['model_version']}`; `python -m training.shift_proxy`, see its docstring). The
+(model `{proxy["model_version"]}`; `python -m training.shift_proxy`, see its docstring). The
 bundled model was trained on everything, the held-out series included; these figures describe
 the recipe, not this exact model. Each recipe is counted at its own threshold rule (this one:
-{proxy['saved_threshold']['rule']}). Proportions: value (95% Wilson interval; count/n).
+{proxy["saved_threshold"]["rule"]}). Proportions: value (95% Wilson interval; count/n).
 
-| recipe | threshold | specificity, held-out series | specificity, validation series | sensitivity, validation | AUC held-out normals vs pneumonia | gate refusals, held-out series | Grad-CAM central share / peaks in border | full-size originals: sensitivity / specificity |
+{_PROXY_HEADER}
 |---|---|---|---|---|---|---|---|---|
 {rows}
 

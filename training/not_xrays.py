@@ -60,8 +60,10 @@ def _figure_png(draw: Callable) -> bytes:
 
 
 def _text_page(figure) -> None:
-    words = ("radiograph patient study report finding impression lung clear no acute "
-             "process opacity consolidation effusion heart size normal").split()
+    words = [
+        *("radiograph", "patient", "study", "report", "finding", "impression", "lung", "clear", "no"),
+        *("acute", "process", "opacity", "consolidation", "effusion", "heart", "size", "normal"),
+    ]
     rng = np.random.default_rng(3)
     for line in range(40):
         text = " ".join(rng.choice(words, size=9))
@@ -69,7 +71,7 @@ def _text_page(figure) -> None:
 
 
 def _cartoon(figure) -> None:
-    import matplotlib.patches as patches
+    from matplotlib import patches
 
     axis = figure.add_axes((0, 0, 1, 1))
     axis.set_xlim(0, 10)
@@ -127,9 +129,24 @@ def photos() -> list[NotXray]:
     from skimage import data
 
     names = [
-        "astronaut", "camera", "coffee", "chelsea", "rocket", "motorcycle_left", "coins", "moon",
-        "page", "text", "brick", "grass", "gravel", "clock_motion", "hubble_deep_field", "color",
-        "logo", "horse",
+        "astronaut",
+        "camera",
+        "coffee",
+        "chelsea",
+        "rocket",
+        "motorcycle_left",
+        "coins",
+        "moon",
+        "page",
+        "text",
+        "brick",
+        "grass",
+        "gravel",
+        "clock_motion",
+        "hubble_deep_field",
+        "color",
+        "logo",
+        "horse",
     ]
     data_dir = Path(data.__file__).parent
     images = []

@@ -7,18 +7,18 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from pneumoscan import CLASS_NAMES  # noqa: E402
-from pneumoscan.schemas import EvaluationReport  # noqa: E402
+from pneumoscan import CLASS_NAMES
+from pneumoscan.schemas import EvaluationReport
 
 
 def plot_training_curves(history: dict[str, list[float]], path: Path, title: str = "") -> None:
     """Loss, accuracy and AUC per epoch, training beside validation."""
     metrics = [m for m in ("loss", "accuracy", "auc") if m in history]
     figure, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.6))
-    for axis, metric in zip(np.atleast_1d(axes), metrics):
+    for axis, metric in zip(np.atleast_1d(axes), metrics, strict=False):
         epochs = np.arange(1, len(history[metric]) + 1)
         axis.plot(epochs, history[metric], marker="o", label="training")
         if f"val_{metric}" in history:
@@ -38,7 +38,10 @@ def plot_roc(fpr: np.ndarray, tpr: np.ndarray, report: EvaluationReport, path: P
     axis.plot(fpr, tpr, label=f"AUC = {report.auc:.3f}")
     axis.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
     axis.scatter(
-        [1 - report.specificity], [report.sensitivity], color="red", zorder=3,
+        [1 - report.specificity],
+        [report.sensitivity],
+        color="red",
+        zorder=3,
         label=f"threshold {report.threshold:.3f}",
     )
     axis.set_xlabel("1 - specificity (false-positive rate)")
@@ -91,7 +94,7 @@ def plot_reliability(sets: dict, temperature: float, path: Path) -> None:
     from training.calibration import reliability
 
     figure, axes = plt.subplots(1, 2, figsize=(9.6, 4.6))
-    for axis, (name, (labels, calibrated, raw)) in zip(axes, sets.items()):
+    for axis, (name, (labels, calibrated, raw)) in zip(axes, sets.items(), strict=False):
         for probabilities, tag in ((raw, "before scaling"), (calibrated, "after scaling")):
             predicted, observed, counts = reliability(labels, probabilities)
             shown = counts > 0
@@ -113,14 +116,15 @@ def plot_roc_operating_point(sets: dict, metadata, path: Path) -> None:
     from training.metrics import roc_points
 
     figure, axes = plt.subplots(1, 2, figsize=(10, 5))
-    for axis, zoomed in zip(axes, (False, True)):
+    for axis, zoomed in zip(axes, (False, True), strict=False):
         for (name, (labels, calibrated, _)), report in zip(
-            sets.items(), (metadata.validation, metadata.stressed_validation)
+            sets.items(), (metadata.validation, metadata.stressed_validation), strict=False
         ):
             fpr, tpr = roc_points(labels, calibrated)
-            line, = axis.plot(fpr, tpr, label=f"{name}: AUC {report.auc:.4f}")
-            axis.scatter([1 - report.specificity], [report.sensitivity], color=line.get_color(), zorder=3,
-                         edgecolor="black")
+            (line,) = axis.plot(fpr, tpr, label=f"{name}: AUC {report.auc:.4f}")
+            axis.scatter(
+                [1 - report.specificity], [report.sensitivity], color=line.get_color(), zorder=3, edgecolor="black"
+            )
         if zoomed:
             axis.set_xlim(0, 0.2)
             axis.set_ylim(0.8, 1.0)
@@ -141,7 +145,7 @@ def plot_score_histograms(sets: dict, threshold: float, path: Path) -> None:
     """Calibrated scores per class, with the threshold."""
     figure, axes = plt.subplots(1, 2, figsize=(9.6, 3.8), sharey=False)
     bins = np.linspace(0, 1, 41)
-    for axis, (name, (labels, calibrated, _)) in zip(axes, sets.items()):
+    for axis, (name, (labels, calibrated, _)) in zip(axes, sets.items(), strict=False):
         for label, class_name in enumerate(CLASS_NAMES):
             axis.hist(calibrated[labels == label], bins=bins, alpha=0.6, label=class_name)
         axis.axvline(threshold, color="black", linestyle="--", label="threshold")

@@ -67,8 +67,12 @@ def proxy_view(data_dir: str | Path, view_dir: str | Path) -> Path:
 def wilson(successes: int, n: int) -> dict:
     """A proportion with its 95% Wilson interval (``training.stats``) and counts."""
     interval = wilson_interval(int(successes), int(n))
-    return {"value": successes / n if n else None, "ci": list(interval) if interval else None,
-            "successes": int(successes) if n else 0, "n": int(n)}
+    return {
+        "value": successes / n if n else None,
+        "ci": list(interval) if interval else None,
+        "successes": int(successes) if n else 0,
+        "n": int(n),
+    }
 
 
 def _auc(normal: np.ndarray, pneumonia: np.ndarray) -> float | None:
@@ -89,8 +93,11 @@ def grad_cam_location(predictor: Predictor, inputs: np.ndarray, limit: int, seed
         if not np.isnan(share):
             shares.append(share)
             border.append(in_border)
-    return {"n": len(shares), "central_share": float(np.mean(shares)) if shares else None,
-            "peak_in_border": wilson(int(np.sum(border)), len(border))}
+    return {
+        "n": len(shares),
+        "central_share": float(np.mean(shares)) if shares else None,
+        "peak_in_border": wilson(int(np.sum(border)), len(border)),
+    }
 
 
 def _fullres(predictor: Predictor, fullres_dir: Path, threshold: float, limit: float) -> dict:
@@ -104,16 +111,22 @@ def _fullres(predictor: Predictor, fullres_dir: Path, threshold: float, limit: f
     return {
         "sensitivity": wilson(int(np.sum(flagged & (labels == 1))), int(np.sum(labels == 1))),
         "specificity": wilson(int(np.sum(~flagged & (labels == 0))), int(np.sum(labels == 0))),
-        "specificity_held_out_series": wilson(int(np.sum(~flagged & (labels == 0) & series)),
-                                              int(np.sum((labels == 0) & series))),
+        "specificity_held_out_series": wilson(
+            int(np.sum(~flagged & (labels == 0) & series)), int(np.sum((labels == 0) & series))
+        ),
         "refused": int(np.sum(refused)),
         "auc": _auc(scores[labels == 0, 0], scores[labels == 1, 0]),
         "grad_cam": grad_cam_location(predictor, inputs, len(inputs), seed=0),
     }
 
 
-def measure(model_dir: str | Path, data_dir: str | Path, fullres_dir: str | Path | None = None,
-            grad_cam_images: int = GRAD_CAM_IMAGES, threshold_rule: str | None = None) -> dict:
+def measure(
+    model_dir: str | Path,
+    data_dir: str | Path,
+    fullres_dir: str | Path | None = None,
+    grad_cam_images: int = GRAD_CAM_IMAGES,
+    threshold_rule: str | None = None,
+) -> dict:
     """The proxy figures of a model trained on ``proxy_view(data_dir)`` with the default split;
     at its saved threshold, or at ``threshold_rule`` (a key of ``threshold_rules``) if given."""
     from training.augment import stressed_inputs
@@ -149,8 +162,12 @@ def measure(model_dir: str | Path, data_dir: str | Path, fullres_dir: str | Path
         }
 
     rules = {"youden": youden_threshold(stressed_labels, stressed_scores)}
-    rules.update({f"sensitivity:{target:.2f}": sensitivity_threshold(stressed_labels, stressed_scores, target)
-                  for target in THRESHOLD_TARGETS})
+    rules.update(
+        {
+            f"sensitivity:{target:.2f}": sensitivity_threshold(stressed_labels, stressed_scores, target)
+            for target in THRESHOLD_TARGETS
+        }
+    )
     if threshold_rule is not None and threshold_rule not in rules:
         raise ValueError(f"Unknown threshold rule {threshold_rule!r}; choose one of {sorted(rules)}.")
     if threshold_rule is not None:
@@ -176,8 +193,16 @@ def measure(model_dir: str | Path, data_dir: str | Path, fullres_dir: str | Path
     }
 
 
-def run(data_dir: str | Path, out_dir: str | Path, recipe_name: str, fullres_dir: str | Path | None,
-        epochs: int | None = None, seed: int = 42, retrain: bool = True, threshold_rule: str | None = None) -> dict:
+def run(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    recipe_name: str,
+    fullres_dir: str | Path | None,
+    epochs: int | None = None,
+    seed: int = 42,
+    retrain: bool = True,
+    threshold_rule: str | None = None,
+) -> dict:
     """Train ``recipe_name`` without the held-out series (unless a model is there and not
     ``retrain``), measure it, and write ``out_dir/<recipe>/shift_proxy.json``."""
     from training.train import train
@@ -219,15 +244,37 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--measure-only", action="store_true", help="reuse OUT/RECIPE if it is there")
-    parser.add_argument("--threshold-rule", default=None, metavar="RULE",
-                        help="count at this rule's threshold (youden, sensitivity:0.95, ...) instead of the saved one")
-    parser.add_argument("--compare", type=_variant, action="append", default=[], metavar="NAME=DIR",
-                        help="another proxy run's folder, shown beside this one in the card")
-    parser.add_argument("--attach", default=None, metavar="MODEL_DIR",
-                        help="write the figures into this model's metadata.json and MODEL_CARD.md")
+    parser.add_argument(
+        "--threshold-rule",
+        default=None,
+        metavar="RULE",
+        help="count at this rule's threshold (youden, sensitivity:0.95, ...) instead of the saved one",
+    )
+    parser.add_argument(
+        "--compare",
+        type=_variant,
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="another proxy run's folder, shown beside this one in the card",
+    )
+    parser.add_argument(
+        "--attach",
+        default=None,
+        metavar="MODEL_DIR",
+        help="write the figures into this model's metadata.json and MODEL_CARD.md",
+    )
     args = parser.parse_args(argv)
-    figures = run(args.data, args.out, args.recipe, args.fullres, args.epochs, args.seed,
-                  not args.measure_only, args.threshold_rule)
+    figures = run(
+        args.data,
+        args.out,
+        args.recipe,
+        args.fullres,
+        args.epochs,
+        args.seed,
+        not args.measure_only,
+        args.threshold_rule,
+    )
     if args.attach:
         attach(args.attach, figures, dict(args.compare))
     print(json.dumps(figures, indent=2))

@@ -22,7 +22,7 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,13 @@ from training.model_card import MODEL_CARD_FILE
 from training.site_data import data_fingerprint, relative_name, site_examples
 from training.site_scores import SiteScores, raw_logits, score_site
 from training.stats import (
-    BOOTSTRAP_RESAMPLES, DEFAULT_FOLDS, Rule, bootstrap_auc, choose_threshold, cross_validated, needed_per_class,
+    BOOTSTRAP_RESAMPLES,
+    DEFAULT_FOLDS,
+    Rule,
+    bootstrap_auc,
+    choose_threshold,
+    cross_validated,
+    needed_per_class,
     stratified_folds,
 )
 from training.validate import estimate
@@ -201,15 +207,26 @@ def calibrate_site(
     counts, _ = validated
     auc, auc_ci = bootstrap_auc(scores.labels, probabilities, BOOTSTRAP_RESAMPLES, seed)
     fingerprint = data_fingerprint(examples, data_dir)
-    created = datetime.now(timezone.utc)
+    created = datetime.now(UTC)
     site = SiteCalibration(
-        rule=str(rule), threshold=threshold, previous_threshold=parent.threshold, parent_version=parent.version,
-        temperature=temperature, temperature_refitted=refitted,
+        rule=str(rule),
+        threshold=threshold,
+        previous_threshold=parent.threshold,
+        parent_version=parent.version,
+        temperature=temperature,
+        temperature_refitted=refitted,
         n={name: scores.count(label) for label, name in enumerate(CLASS_NAMES)},
-        refused={code: sum(1 for r in scores.refused if r.code == code) for code in sorted({r.code for r in scores.refused})},
-        data_fingerprint=fingerprint, folds=folds,
-        sensitivity=estimate(counts.tp, counts.tp + counts.fn), specificity=estimate(counts.tn, counts.tn + counts.fp),
-        auc=auc, auc_ci=auc_ci, gate_extended=gate_limit is not None, created=created,
+        refused={
+            code: sum(1 for r in scores.refused if r.code == code) for code in sorted({r.code for r in scores.refused})
+        },
+        data_fingerprint=fingerprint,
+        folds=folds,
+        sensitivity=estimate(counts.tp, counts.tp + counts.fn),
+        specificity=estimate(counts.tn, counts.tn + counts.fp),
+        auc=auc,
+        auc_ci=auc_ci,
+        gate_extended=gate_limit is not None,
+        created=created,
     )
     metadata = _site_metadata(parent, site, scores, probabilities, gate_limit, created)
     _write_version(model_dir, out_dir, metadata)
@@ -217,27 +234,37 @@ def calibrate_site(
 
 
 def _site_metadata(
-    parent: ModelMetadata, site: SiteCalibration, scores: SiteScores, probabilities: np.ndarray,
-    gate_limit: float | None, created: datetime,
+    parent: ModelMetadata,
+    site: SiteCalibration,
+    scores: SiteScores,
+    probabilities: np.ndarray,
+    gate_limit: float | None,
+    created: datetime,
 ) -> ModelMetadata:
     update: dict = {
         "version": site_version(parent.version, site.data_fingerprint, Rule.parse(site.rule), site.threshold, created),
         "threshold": site.threshold,
         "threshold_rule": f"site calibration: {Rule.parse(site.rule).describe}, on {sum(site.n.values())} of the "
-                          f"site's labelled X-rays",
+        f"site's labelled X-rays",
         "site": site,
     }
     if parent.calibration is not None:
-        ece_before = {**parent.calibration.ece_before, "site": expected_calibration_error(scores.labels, scores.probabilities)}
+        ece_before = {
+            **parent.calibration.ece_before,
+            "site": expected_calibration_error(scores.labels, scores.probabilities),
+        }
         ece_after = {**parent.calibration.ece_after, "site": expected_calibration_error(scores.labels, probabilities)}
         update["calibration"] = parent.calibration.model_copy(
-            update={"temperature": site.temperature, "ece_before": ece_before, "ece_after": ece_after})
+            update={"temperature": site.temperature, "ece_before": ece_before, "ece_after": ece_after}
+        )
     if gate_limit is not None and parent.gate is not None:
-        update["gate"] = parent.gate.model_copy(update={
-            "threshold": gate_limit,
-            "rule": f"{parent.gate.rule}, raised by site calibration to the farthest of the site's X-rays "
-                    f"(within {GATE_EXTENSION_MAX}x the limit); the non-X-ray check set is still refused",
-        })
+        update["gate"] = parent.gate.model_copy(
+            update={
+                "threshold": gate_limit,
+                "rule": f"{parent.gate.rule}, raised by site calibration to the farthest of the site's X-rays "
+                f"(within {GATE_EXTENSION_MAX}x the limit); the non-X-ray check set is still refused",
+            }
+        )
     return parent.model_copy(update=update)
 
 

@@ -21,13 +21,15 @@ def site_section(metadata: ModelMetadata) -> str:
     refused = ", ".join(f"{code} {count}" for code, count in site.refused.items()) or "none"
     auc = f"{site.auc:.3f} (95% CI {site.auc_ci[0]:.3f}-{site.auc_ci[1]:.3f})" if site.auc is not None else "n/a"
     temperature = (
-        f"refitted on the site's sample: **{site.temperature:.3f}**" if site.temperature_refitted
+        f"refitted on the site's sample: **{site.temperature:.3f}**"
+        if site.temperature_refitted
         else f"kept at **{site.temperature:.3f}**: the sample has under 50 scored X-rays of a class, or a "
         "temperature refitted on 4 folds did not predict the fifth better"
     )
     gate = (
         f"The input gate's limit was raised to **{metadata.gate.threshold:.2f}** to admit the site's own X-rays; "
-        "every image of the non-X-ray check set is still refused." if site.gate_extended and metadata.gate
+        "every image of the non-X-ray check set is still refused."
+        if site.gate_extended and metadata.gate
         else "The input gate is the parent's, unchanged."
     )
     return f"""
@@ -64,6 +66,6 @@ def render_site_card(metadata: ModelMetadata, parent_card: str) -> str:
     title = f"# Model card: {metadata.name} {metadata.version}"
     note = (
         f"Site-calibrated version of `{metadata.site.parent_version}`: the sections up to "
-        "\"Site calibration\" describe that model as trained; the last section sets this version's threshold."
+        '"Site calibration" describe that model as trained; the last section sets this version\'s threshold.'
     )
     return f"{title}\n\n{note}\n\n{body}\n{site_section(metadata)}"

@@ -46,7 +46,9 @@ def read_labels(data_dir: str | Path, labels_csv: str | Path) -> list[Example]:
     reader = csv.DictReader(text.splitlines())
     columns = [name.strip().lower() for name in reader.fieldnames or []]
     if not set(LABELS_COLUMNS) <= set(columns):
-        raise DataError(f"{labels_csv} needs the columns {','.join(LABELS_COLUMNS)}; it has {','.join(columns) or 'none'}.")
+        raise DataError(
+            f"{labels_csv} needs the columns {','.join(LABELS_COLUMNS)}; it has {','.join(columns) or 'none'}."
+        )
     reader.fieldnames = columns
     examples: list[Example] = []
     problems: list[str] = []

@@ -9,15 +9,15 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
-from sklearn.metrics import roc_curve  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from jinja2 import Environment, PackageLoader, select_autoescape
+from sklearn.metrics import roc_curve
 
-from pneumoscan import CLASS_NAMES  # noqa: E402
-from pneumoscan.schemas import SiteEstimate  # noqa: E402
-from training.site_scores import SiteScores  # noqa: E402
-from training.validate import REPORT_FILE, ValidationReport  # noqa: E402
+from pneumoscan import CLASS_NAMES
+from pneumoscan.schemas import SiteEstimate
+from training.site_scores import SiteScores
+from training.validate import REPORT_FILE, ValidationReport
 
 HTML_FILE = "report.html"
 PLOT_FILES = {"roc": "roc.png", "reliability": "reliability.png", "scores": "scores.png"}
@@ -31,13 +31,25 @@ def plot_roc(report: ValidationReport, scores: SiteScores, path: Path) -> None:
     axis.plot(fpr, tpr, color="C0", label=f"ROC, AUC {report.auc:.3f}")
     axis.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
     current = report.at_threshold
-    axis.scatter(1 - current.specificity.value, current.sensitivity.value, s=70, color="C3", zorder=3,
-                 label=f"model's threshold {current.threshold:.3f}")
+    axis.scatter(
+        1 - current.specificity.value,
+        current.sensitivity.value,
+        s=70,
+        color="C3",
+        zorder=3,
+        label=f"model's threshold {current.threshold:.3f}",
+    )
     for point in report.operating_points:
         if point.in_sample is None:
             continue
-        axis.scatter(1 - point.in_sample.specificity.value, point.in_sample.sensitivity.value, s=45, zorder=3,
-                     marker=_MARKERS[point.rule.split(":")[0]], label=f"{point.rule} ({point.threshold:.3f})")
+        axis.scatter(
+            1 - point.in_sample.specificity.value,
+            point.in_sample.sensitivity.value,
+            s=45,
+            zorder=3,
+            marker=_MARKERS[point.rule.split(":")[0]],
+            label=f"{point.rule} ({point.threshold:.3f})",
+        )
     axis.set_xlabel("1 - specificity (healthy children flagged)")
     axis.set_ylabel("sensitivity (pneumonia found)")
     axis.set_title(f"ROC on the site sample (n={sum(report.n.values())})")
@@ -72,10 +84,19 @@ def plot_scores(report: ValidationReport, scores: SiteScores, path: Path) -> Non
     figure, axis = plt.subplots(figsize=(6.4, 3.6))
     edges = np.linspace(0, 1, 41)
     for label, name in enumerate(CLASS_NAMES):
-        axis.hist(scores.probabilities[scores.labels == label], bins=edges, alpha=0.55,
-                  label=f"{name} (n={scores.count(label)})", color=f"C{label}")
-    axis.axvline(report.at_threshold.threshold, color="C3", linestyle="--",
-                 label=f"threshold {report.at_threshold.threshold:.3f}")
+        axis.hist(
+            scores.probabilities[scores.labels == label],
+            bins=edges,
+            alpha=0.55,
+            label=f"{name} (n={scores.count(label)})",
+            color=f"C{label}",
+        )
+    axis.axvline(
+        report.at_threshold.threshold,
+        color="C3",
+        linestyle="--",
+        label=f"threshold {report.at_threshold.threshold:.3f}",
+    )
     axis.set_xlabel("calibrated P(pneumonia)")
     axis.set_ylabel("images")
     axis.legend(fontsize=8)

@@ -50,7 +50,7 @@ def score_site(
     """Score every example; refusals are listed by file with their code."""
     files, paths, labels, probabilities, ood_scores, refused = [], [], [], [], [], []
     results = score_paths(predictor, [e.path for e in examples], batch_size=batch_size, decode_threads=decode_threads)
-    for example, result in zip(examples, tqdm(results, total=len(examples), desc="Scoring", unit="img")):
+    for example, result in zip(examples, tqdm(results, total=len(examples), desc="Scoring", unit="img"), strict=False):
         relative = relative_name(example.path, data_dir)
         if result.error is not None:
             refused.append(Refusal(relative, example.label, result.error.code, result.error.detail))
@@ -61,8 +61,11 @@ def score_site(
         probabilities.append(result.prediction.probability)
         ood_scores.append(np.nan if result.prediction.ood_score is None else result.prediction.ood_score)
     return SiteScores(
-        files=files, paths=paths, labels=np.array(labels, dtype=int),
-        probabilities=np.array(probabilities, dtype=np.float64), ood_scores=np.array(ood_scores, dtype=np.float64),
+        files=files,
+        paths=paths,
+        labels=np.array(labels, dtype=int),
+        probabilities=np.array(probabilities, dtype=np.float64),
+        ood_scores=np.array(ood_scores, dtype=np.float64),
         refused=refused,
     )
 

@@ -32,7 +32,7 @@ class Rule:
     target: float | None = None
 
     @classmethod
-    def parse(cls, text: str) -> "Rule":
+    def parse(cls, text: str) -> Rule:
         """``youden``, ``sensitivity:0.95`` or ``specificity:0.90``; ``ValueError`` otherwise."""
         kind, _, target = text.strip().lower().partition(":")
         if kind == "youden" and not target:
@@ -118,15 +118,17 @@ class Counts:
     fn: int
 
     @classmethod
-    def at(cls, labels: np.ndarray, scores: np.ndarray, threshold: float) -> "Counts":
+    def at(cls, labels: np.ndarray, scores: np.ndarray, threshold: float) -> Counts:
         labels, scores = _checked(labels, scores)
         flagged, positive = scores >= threshold, labels == 1
         return cls(
-            tp=int(np.sum(flagged & positive)), fp=int(np.sum(flagged & ~positive)),
-            tn=int(np.sum(~flagged & ~positive)), fn=int(np.sum(~flagged & positive)),
+            tp=int(np.sum(flagged & positive)),
+            fp=int(np.sum(flagged & ~positive)),
+            tn=int(np.sum(~flagged & ~positive)),
+            fn=int(np.sum(~flagged & positive)),
         )
 
-    def __add__(self, other: "Counts") -> "Counts":
+    def __add__(self, other: Counts) -> Counts:
         return Counts(self.tp + other.tp, self.fp + other.fp, self.tn + other.tn, self.fn + other.fn)
 
     def proportions(self) -> dict[str, tuple[int, int]]:

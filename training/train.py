@@ -111,7 +111,11 @@ def fit(recipe: Recipe, data: SplitData, seed: int, verbose: int | str = "auto")
         )
     ]
     dataset = training_dataset(
-        data.train_planes, one_hot[data.train_labels], recipe.batch_size, seed, recipe.acquisition_augmentation,
+        data.train_planes,
+        one_hot[data.train_labels],
+        recipe.batch_size,
+        seed,
+        recipe.acquisition_augmentation,
         SHORTCUT_RANGES if recipe.shortcut_augmentation else DEFAULT_RANGES,
     )
     started = time.perf_counter()
@@ -155,6 +159,12 @@ def train(
     model, history, training_seconds = fit(recipe, data, seed, verbose)
     model.save(out_dir / MODEL_FILE)
     return finalize(
-        model, out_dir, recipe, data, data_dir,
-        seed=seed, history=history, training_seconds=training_seconds,
+        model,
+        out_dir,
+        recipe,
+        data,
+        data_dir,
+        seed=seed,
+        history=history,
+        training_seconds=training_seconds,
     )

@@ -17,7 +17,7 @@ under a key ending in ``ci``):
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,13 @@ from training.calibration import ECE_BINS, expected_calibration_error, reliabili
 from training.site_data import data_fingerprint, site_examples
 from training.site_scores import SiteScores, heatmap_locations, score_site
 from training.stats import (
-    BOOTSTRAP_RESAMPLES, DEFAULT_FOLDS, Counts, Rule, bootstrap_auc, choose_threshold, cross_validated,
+    BOOTSTRAP_RESAMPLES,
+    DEFAULT_FOLDS,
+    Counts,
+    Rule,
+    bootstrap_auc,
+    choose_threshold,
+    cross_validated,
     wilson_interval,
 )
 
@@ -95,7 +101,8 @@ class OperatingPoint(BaseModel):
     threshold: float | None
     in_sample: AtThreshold | None = Field(description="At the threshold chosen on the whole sample (optimistic).")
     out_of_sample_sensitivity: SiteEstimate | None = Field(
-        default=None, description="Chosen on k-1 folds, counted on the held fold, pooled over the folds.")
+        default=None, description="Chosen on k-1 folds, counted on the held fold, pooled over the folds."
+    )
     out_of_sample_specificity: SiteEstimate | None = None
     folds: int | None = None
 
@@ -131,7 +138,8 @@ class ValidationReport(BaseModel):
 def at_threshold(labels: np.ndarray, scores: np.ndarray, threshold: float) -> AtThreshold:
     counts = Counts.at(labels, scores, threshold)
     return AtThreshold(
-        threshold=threshold, confusion=Confusion(tp=counts.tp, fp=counts.fp, tn=counts.tn, fn=counts.fn),
+        threshold=threshold,
+        confusion=Confusion(tp=counts.tp, fp=counts.fp, tn=counts.tn, fn=counts.fn),
         **{name: estimate(*pair) for name, pair in counts.proportions().items()},
     )
 
@@ -139,7 +147,10 @@ def at_threshold(labels: np.ndarray, scores: np.ndarray, threshold: float) -> At
 def operating_point(labels: np.ndarray, scores: np.ndarray, rule: Rule, folds: int, seed: int) -> OperatingPoint:
     threshold = choose_threshold(labels, scores, rule)
     point = OperatingPoint(
-        rule=str(rule), description=rule.describe, reachable=threshold is not None, threshold=threshold,
+        rule=str(rule),
+        description=rule.describe,
+        reachable=threshold is not None,
+        threshold=threshold,
         in_sample=at_threshold(labels, scores, threshold) if threshold is not None else None,
     )
     if threshold is None or min(np.bincount(labels, minlength=2)) < folds:
@@ -148,20 +159,26 @@ def operating_point(labels: np.ndarray, scores: np.ndarray, rule: Rule, folds: i
     if validated is None:
         return point
     counts, _ = validated
-    return point.model_copy(update={
-        "out_of_sample_sensitivity": estimate(counts.tp, counts.tp + counts.fn),
-        "out_of_sample_specificity": estimate(counts.tn, counts.tn + counts.fp),
-        "folds": folds,
-    })
+    return point.model_copy(
+        update={
+            "out_of_sample_sensitivity": estimate(counts.tp, counts.tp + counts.fn),
+            "out_of_sample_specificity": estimate(counts.tn, counts.tn + counts.fp),
+            "folds": folds,
+        }
+    )
 
 
 def calibration_facts(labels: np.ndarray, scores: np.ndarray) -> CalibrationFacts:
     predicted, observed, counts = reliability(labels.astype(float), scores)
     edges = np.linspace(0.0, 1.0, ECE_BINS + 1)
     bins = [
-        ReliabilityBin(low=float(edges[i]), high=float(edges[i + 1]), n=int(counts[i]),
-                       mean_predicted=float(predicted[i]) if counts[i] else None,
-                       observed=float(observed[i]) if counts[i] else None)
+        ReliabilityBin(
+            low=float(edges[i]),
+            high=float(edges[i + 1]),
+            n=int(counts[i]),
+            mean_predicted=float(predicted[i]) if counts[i] else None,
+            observed=float(observed[i]) if counts[i] else None,
+        )
         for i in range(ECE_BINS)
     ]
     return CalibrationFacts(ece=expected_calibration_error(labels, scores), bins=bins)
@@ -180,9 +197,12 @@ def gradcam_facts(labels: np.ndarray, shares: np.ndarray, border: np.ndarray, se
         of_class = shares[present & (labels == label)]
         by_class[name] = float(of_class.mean()) if len(of_class) else None
     return GradCamFacts(
-        margin=CENTRAL_MARGIN, n=int(present.sum()),
-        central_share_mean=float(values.mean()) if len(values) else None, central_share_ci=interval,
-        peak_in_border=estimate(int(border[present].sum()), int(present.sum())), by_class=by_class,
+        margin=CENTRAL_MARGIN,
+        n=int(present.sum()),
+        central_share_mean=float(values.mean()) if len(values) else None,
+        central_share_ci=interval,
+        peak_in_border=estimate(int(border[present].sum()), int(present.sum())),
+        by_class=by_class,
     )
 
 
@@ -219,17 +239,22 @@ def build_report(
         located = gradcam_facts(labels, shares, border, seed)
     return ValidationReport(
         command=command,
-        created=datetime.now(timezone.utc),
+        created=datetime.now(UTC),
         model=ModelFacts(
-            version=metadata.version, threshold=predictor.threshold, temperature=predictor.temperature,
-            site_calibrated=metadata.site is not None, site_rule=metadata.site.rule if metadata.site else None,
+            version=metadata.version,
+            threshold=predictor.threshold,
+            temperature=predictor.temperature,
+            site_calibrated=metadata.site is not None,
+            site_rule=metadata.site.rule if metadata.site else None,
         ),
         data=data,
         n={name: scores.count(label) for label, name in enumerate(CLASS_NAMES)},
         refused=dict(sorted(refused.items())),
-        refused_files=[RefusedFile(file=r.file, label=CLASS_NAMES[r.label], code=r.code, detail=r.detail)
-                       for r in scores.refused],
-        auc=auc, auc_ci=auc_ci,
+        refused_files=[
+            RefusedFile(file=r.file, label=CLASS_NAMES[r.label], code=r.code, detail=r.detail) for r in scores.refused
+        ],
+        auc=auc,
+        auc_ci=auc_ci,
         bootstrap={"resamples": resamples, "seed": seed},
         at_threshold=at_threshold(labels, probabilities, predictor.threshold),
         calibration=calibration_facts(labels, probabilities),
@@ -259,8 +284,10 @@ def validate(
     predictor = Predictor.from_dir(model_dir, threshold=threshold, ood_policy=ood_policy)
     scores = score_site(predictor, examples, data_dir, batch_size=batch_size)
     data = DataFacts(
-        folder=str(data_dir), labels_csv=str(labels_csv) if labels_csv else None,
-        fingerprint=data_fingerprint(examples, data_dir), files=len(examples),
+        folder=str(data_dir),
+        labels_csv=str(labels_csv) if labels_csv else None,
+        fingerprint=data_fingerprint(examples, data_dir),
+        files=len(examples),
     )
     report = build_report(scores, predictor, model_dir, data, command, gradcam=gradcam, resamples=resamples, seed=seed)
     write_report(report, scores, Path(out_dir))

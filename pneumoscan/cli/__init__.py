@@ -2,7 +2,8 @@
 
 The one composition root: the only core modules that import ``training/``, ``service/`` or
 ``bench/`` are here, one module per noun (``model``: train, evaluate, register; ``score``:
-predict, explain; ``site``: validate, calibrate; ``jobs``: the batch-job commands; ``dicom``: the DICOM node; ``outbox``: deliveries waiting or failed; ``bench``), each importing its adapter when
+predict, explain; ``site``: validate, calibrate; ``jobs``: the batch-job commands; ``dicom``: the
+DICOM node; ``outbox``: deliveries waiting or failed; ``bench``), each importing its adapter when
 its command runs. Exit codes are listed in ``pneumoscan.cli.common``.
 """
 

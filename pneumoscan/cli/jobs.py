@@ -77,8 +77,10 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             print(status.model_dump_json())
             continue
         created = status.created.strftime("%Y-%m-%d %H:%M") if status.created else "?"
-        print(f"{status.job_id}  {status.state:<7}  {status.done}/{status.total} done, {status.failed} failed  "
-              f"{created}  {status.input_folder or status.detail or ''}")
+        print(
+            f"{status.job_id}  {status.state:<7}  {status.done}/{status.total} done, {status.failed} failed  "
+            f"{created}  {status.input_folder or status.detail or ''}"
+        )
     return EXIT_OK
 
 
@@ -90,8 +92,11 @@ def cmd_results(args: argparse.Namespace) -> int:
     from pneumoscan.jobs.results import export, finished_results, job_status, write_ndjson
 
     if args.format == "ndjson" and args.out is None:
-        print("pneumoscan results: --format ndjson writes one file per resource type and a manifest.json; "
-              "give the folder to write them into with --out DIR", file=sys.stderr)
+        print(
+            "pneumoscan results: --format ndjson writes one file per resource type and a manifest.json; "
+            "give the folder to write them into with --out DIR",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     job_dir = find_job(get_settings().jobs_root, args.job)
     try:
@@ -100,8 +105,7 @@ def cmd_results(args: argparse.Namespace) -> int:
         print(f"pneumoscan: {exc.detail}", file=sys.stderr)
         return EXIT_JOB_FAILED
     # Building FHIR reports takes a few ms each: large jobs get a progress bar on stderr.
-    with tqdm(total=job_status(job_dir).total, desc="Exporting", unit="row",
-              disable=args.format == "csv") as bar:
+    with tqdm(total=job_status(job_dir).total, desc="Exporting", unit="row", disable=args.format == "csv") as bar:
         if args.format == "ndjson":
             request = f"pneumoscan results {job_dir.name} --format ndjson --out {args.out}"
             manifest = write_ndjson(job_dir, args.out, request=request, progress=bar.update)
@@ -183,7 +187,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     status.add_argument("job", help="job id or job folder")
     status.add_argument("--json", action="store_true", help="print one JSON object")
     status.add_argument(
-        "--follow", action="store_true", help="show a progress bar until the job is done or failed, then the status",
+        "--follow",
+        action="store_true",
+        help="show a progress bar until the job is done or failed, then the status",
     )
     status.add_argument("--interval", type=float, default=1.0, help="seconds between checks with --follow")
     status.set_defaults(handler=cmd_status)
@@ -195,12 +201,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     results = commands.add_parser("results", help="a finished job's results as CSV or FHIR")
     results.add_argument("job", help="job id or job folder")
     results.add_argument(
-        "--format", default="csv", choices=["csv", "fhir", "ndjson"],
+        "--format",
+        default="csv",
+        choices=["csv", "fhir", "ndjson"],
         help="csv (results.csv), fhir (one FHIR collection Bundle) or ndjson (FHIR Bulk Data files: one "
-             "<type>.ndjson per resource type and manifest.json, into the folder --out)",
+        "<type>.ndjson per resource type and manifest.json, into the folder --out)",
     )
     results.add_argument(
-        "--out", type=Path, default=None,
+        "--out",
+        type=Path,
+        default=None,
         help="file to write (default: standard output); with --format ndjson, the folder to write (required)",
     )
     results.set_defaults(handler=cmd_results)

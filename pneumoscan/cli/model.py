@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pneumoscan.cli.common import EXIT_OK, configure_tensorflow_from_settings as _configure_tensorflow
+from pneumoscan.cli.common import EXIT_OK
+from pneumoscan.cli.common import configure_tensorflow_from_settings as _configure_tensorflow
 from pneumoscan.settings import get_settings
 
 
@@ -14,7 +15,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training.train import train
 
     metadata = train(
-        args.data, args.out, recipe_name=args.recipe, epochs=args.epochs, seed=args.seed,
+        args.data,
+        args.out,
+        recipe_name=args.recipe,
+        epochs=args.epochs,
+        seed=args.seed,
         validation_fraction=args.validation_fraction,
     )
     v = metadata.validation
@@ -33,8 +38,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     report = evaluate(
-        args.model, args.data, out_dir=args.out, batch_size=settings.predict_batch_size,
-        threshold=settings.threshold, ood_policy=settings.ood_policy,
+        args.model,
+        args.data,
+        out_dir=args.out,
+        batch_size=settings.predict_batch_size,
+        threshold=settings.threshold,
+        ood_policy=settings.ood_policy,
     )
     if args.json:
         print(report.model_dump_json())
@@ -74,7 +83,6 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--validation-fraction", type=float, default=0.15, help="share of patients held out")
     train.set_defaults(handler=cmd_train)
 
-
     evaluate = commands.add_parser("evaluate", help="metrics of a model on a labelled folder")
     evaluate.add_argument("--model", required=True, type=Path)
     evaluate.add_argument("--data", required=True, type=Path)
@@ -82,9 +90,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--out", type=Path, default=None, help="write ROC and confusion-matrix plots here")
     evaluate.set_defaults(handler=cmd_evaluate)
 
-
     register = commands.add_parser("register", help="import a model folder into the BentoML model store")
-    register.add_argument("model_dir", nargs="?", type=Path, default=None,
-                          help="model folder (default: PNEUMOSCAN_MODEL_DIR)")
+    register.add_argument(
+        "model_dir", nargs="?", type=Path, default=None, help="model folder (default: PNEUMOSCAN_MODEL_DIR)"
+    )
     register.add_argument("--model", type=Path, default=None, help=argparse.SUPPRESS)
     register.set_defaults(handler=cmd_register)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pneumoscan.cli.common import EXIT_OK, EXIT_USAGE
 from pneumoscan.destinations import DESTINATIONS, outboxes
@@ -18,8 +18,9 @@ def _chosen(args: argparse.Namespace) -> dict:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    messages = [message for box in _chosen(args).values() for message in box.messages()
-                if args.state in (None, message.state)]
+    messages = [
+        message for box in _chosen(args).values() for message in box.messages() if args.state in (None, message.state)
+    ]
     if args.json:
         for message in messages:
             print(json.dumps(message.as_dict()))
@@ -27,13 +28,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not messages:
         print("No messages waiting or failed.")
         return EXIT_OK
-    now = datetime.now(timezone.utc).timestamp()
+    now = datetime.now(UTC).timestamp()
     for message in messages:
         due = ""
         if message.state == "pending" and message.next_attempt and message.next_attempt > now:
             due = f", next attempt in {message.next_attempt - now:.0f} s"
         error = f": {message.last_error}" if message.last_error else ""
-        print(f"{message.destination:5} {message.state:7} {message.message_id}  attempts {message.attempts}{due}{error}")
+        print(
+            f"{message.destination:5} {message.state:7} {message.message_id}  attempts {message.attempts}{due}{error}"
+        )
     return EXIT_OK
 
 
@@ -64,8 +67,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     listing.add_argument("--state", choices=["pending", "failed"], default=None)
     listing.add_argument("--json", action="store_true", help="one JSON object per message")
     listing.set_defaults(handler=cmd_list)
-    retry = with_destination(actions.add_parser(
-        "retry", help="put failed messages back in the outbox (attempts reset) and make waiting ones due now"))
+    retry = with_destination(
+        actions.add_parser(
+            "retry", help="put failed messages back in the outbox (attempts reset) and make waiting ones due now"
+        )
+    )
     retry.add_argument("ids", nargs="*", help="message ids (as `list` shows them)")
     retry.add_argument("--all", action="store_true", help="every failed and waiting message")
     retry.set_defaults(handler=cmd_retry)

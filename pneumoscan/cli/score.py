@@ -63,9 +63,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
         return refuse(prediction)
     heatmap = predictor.heatmap(model_input)
     out = args.out / "gradcam.png" if args.feature_maps else args.out
-    result = {"file": str(args.file), "label": prediction.label, "probability": prediction.probability,
-              "threshold": prediction.threshold, "out_of_distribution": prediction.out_of_distribution,
-              "out": str(out)}
+    result = {
+        "file": str(args.file),
+        "label": prediction.label,
+        "probability": prediction.probability,
+        "threshold": prediction.threshold,
+        "out_of_distribution": prediction.out_of_distribution,
+        "out": str(out),
+    }
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         overlay(image, heatmap).save(out, format="PNG")
@@ -85,12 +90,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--model", type=Path, default=None, help="model folder (default: PNEUMOSCAN_MODEL_DIR)")
     predict.set_defaults(handler=cmd_predict)
 
-
     explain = commands.add_parser("explain", help="Grad-CAM overlay (and feature maps) of one image as PNG")
     explain.add_argument("file", type=Path)
     explain.add_argument("--out", required=True, type=Path, help="PNG to write; a folder with --feature-maps")
     explain.add_argument(
-        "--feature-maps", action="store_true",
+        "--feature-maps",
+        action="store_true",
         help="write OUT/gradcam.png and one grid of the first 16 channels per network stage",
     )
     explain.add_argument("--model", type=Path, default=None, help="model folder (default: PNEUMOSCAN_MODEL_DIR)")

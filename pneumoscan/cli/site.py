@@ -9,7 +9,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from pneumoscan.cli.common import EXIT_OK, configure_tensorflow_from_settings as _configure_tensorflow
+from pneumoscan.cli.common import EXIT_OK
+from pneumoscan.cli.common import configure_tensorflow_from_settings as _configure_tensorflow
 from pneumoscan.settings import get_settings
 
 EXAMPLE_LABELS = "a CSV with the columns file,label (NORMAL or PNEUMONIA; files relative to --data)"
@@ -31,29 +32,43 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     report = validate(
-        args.model, args.data, args.out, labels_csv=args.labels, command=_command_line(),
-        threshold=settings.threshold, ood_policy=settings.ood_policy, batch_size=settings.predict_batch_size,
-        gradcam=not args.no_gradcam, seed=args.seed,
+        args.model,
+        args.data,
+        args.out,
+        labels_csv=args.labels,
+        command=_command_line(),
+        threshold=settings.threshold,
+        ood_policy=settings.ood_policy,
+        batch_size=settings.predict_batch_size,
+        gradcam=not args.no_gradcam,
+        seed=args.seed,
     )
     if args.json:
         print(report.model_dump_json())
         return EXIT_OK
     at = report.at_threshold
     auc = f"{report.auc:.3f} [{report.auc_ci[0]:.3f}, {report.auc_ci[1]:.3f}]" if report.auc is not None else "n/a"
-    print(f"{report.model.version} on {', '.join(f'{k} {v}' for k, v in report.n.items())}"
-          + (f" (refused: {', '.join(f'{k} {v}' for k, v in report.refused.items())})" if report.refused else ""))
+    print(
+        f"{report.model.version} on {', '.join(f'{k} {v}' for k, v in report.n.items())}"
+        + (f" (refused: {', '.join(f'{k} {v}' for k, v in report.refused.items())})" if report.refused else "")
+    )
     print(f"AUC {auc}")
-    print(f"at threshold {at.threshold:.4f}: sensitivity {_interval(at.sensitivity)}, specificity {_interval(at.specificity)}")
+    sensitivity, specificity = _interval(at.sensitivity), _interval(at.specificity)
+    print(f"at threshold {at.threshold:.4f}: sensitivity {sensitivity}, specificity {specificity}")
     print(f"  PPV {_interval(at.ppv)}, NPV {_interval(at.npv)}, ECE {report.calibration.ece:.3f}")
     for point in report.operating_points:
         if not point.reachable:
             print(f"  {point.rule}: not reachable on this sample")
             continue
-        print(f"  {point.rule} at {point.threshold:.4f}: out of sample sensitivity "
-              f"{_interval(point.out_of_sample_sensitivity)}, specificity {_interval(point.out_of_sample_specificity)}")
+        print(
+            f"  {point.rule} at {point.threshold:.4f}: out of sample sensitivity "
+            f"{_interval(point.out_of_sample_sensitivity)}, specificity {_interval(point.out_of_sample_specificity)}"
+        )
     if report.gradcam is not None and report.gradcam.central_share_mean is not None:
-        print(f"Grad-CAM mass in the central region: {report.gradcam.central_share_mean:.1%}; "
-              f"peak in the border: {_interval(report.gradcam.peak_in_border)}")
+        print(
+            f"Grad-CAM mass in the central region: {report.gradcam.central_share_mean:.1%}; "
+            f"peak in the border: {_interval(report.gradcam.peak_in_border)}"
+        )
     print(f"Wrote {Path(args.out) / 'report.html'} and report.json")
     return EXIT_OK
 
@@ -63,19 +78,29 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from training.site_calibration import calibrate_site
 
     result = calibrate_site(
-        args.model, args.data, args.out, args.rule, labels_csv=args.labels, extend_gate=args.extend_gate,
-        seed=args.seed, batch_size=get_settings().predict_batch_size,
+        args.model,
+        args.data,
+        args.out,
+        args.rule,
+        labels_csv=args.labels,
+        extend_gate=args.extend_gate,
+        seed=args.seed,
+        batch_size=get_settings().predict_batch_size,
     )
     metadata, site = result.metadata, result.metadata.site
     if args.json:
         print(site.model_dump_json())
         return EXIT_OK
     print(f"Wrote {metadata.version} to {result.out_dir}")
-    print(f"threshold {site.previous_threshold:.4f} -> {site.threshold:.4f} ({site.rule}); temperature "
-          f"{site.temperature:.3f}{' (refitted)' if site.temperature_refitted else ' (kept)'}"
-          + ("; gate extended" if site.gate_extended else ""))
-    print(f"out of sample ({site.folds}-fold): sensitivity {_interval(site.sensitivity)}, "
-          f"specificity {_interval(site.specificity)}")
+    print(
+        f"threshold {site.previous_threshold:.4f} -> {site.threshold:.4f} ({site.rule}); temperature "
+        f"{site.temperature:.3f}{' (refitted)' if site.temperature_refitted else ' (kept)'}"
+        + ("; gate extended" if site.gate_extended else "")
+    )
+    print(
+        f"out of sample ({site.folds}-fold): sensitivity {_interval(site.sensitivity)}, "
+        f"specificity {_interval(site.specificity)}"
+    )
     if result.refused_left:
         print(f"{result.refused_left} image(s) refused by the gate and left out: {site.refused}")
     print(f"Serve it: pneumoscan register {shlex.quote(str(result.out_dir))}")
@@ -93,10 +118,12 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     validate = commands.add_parser(
-        "validate", help="validate a model on a site's labelled X-rays: report.json and report.html with 95%% CIs")
+        "validate", help="validate a model on a site's labelled X-rays: report.json and report.html with 95%% CIs"
+    )
     validate.add_argument("--model", required=True, type=Path, help="model folder")
-    validate.add_argument("--data", required=True, type=Path,
-                          help="DATA/{NORMAL,PNEUMONIA}/, or any folder with --labels")
+    validate.add_argument(
+        "--data", required=True, type=Path, help="DATA/{NORMAL,PNEUMONIA}/, or any folder with --labels"
+    )
     validate.add_argument("--labels", type=Path, default=None, help=EXAMPLE_LABELS)
     validate.add_argument("--out", required=True, type=Path, help="folder for report.json, report.html and the plots")
     validate.add_argument("--json", action="store_true", help="print report.json's content instead of a summary")
@@ -105,22 +132,27 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     validate.set_defaults(handler=cmd_validate)
 
     calibrate = commands.add_parser(
-        "calibrate", help="write a new model version with the site's threshold, chosen on its labelled X-rays")
+        "calibrate", help="write a new model version with the site's threshold, chosen on its labelled X-rays"
+    )
     calibrate.add_argument("--model", required=True, type=Path, help="model folder to start from")
-    calibrate.add_argument("--data", required=True, type=Path,
-                           help="DATA/{NORMAL,PNEUMONIA}/, or any folder with --labels")
+    calibrate.add_argument(
+        "--data", required=True, type=Path, help="DATA/{NORMAL,PNEUMONIA}/, or any folder with --labels"
+    )
     calibrate.add_argument("--labels", type=Path, default=None, help=EXAMPLE_LABELS)
-    calibrate.add_argument("--rule", required=True,
-                           help="youden, sensitivity:X (highest threshold reaching it) or specificity:X")
+    calibrate.add_argument(
+        "--rule", required=True, help="youden, sensitivity:X (highest threshold reaching it) or specificity:X"
+    )
     calibrate.add_argument("--out", required=True, type=Path, help="new model folder (must not exist or be empty)")
-    calibrate.add_argument("--extend-gate", action="store_true",
-                           help="admit the site's X-rays just beyond the gate's limit (up to 1.5x)")
+    calibrate.add_argument(
+        "--extend-gate", action="store_true", help="admit the site's X-rays just beyond the gate's limit (up to 1.5x)"
+    )
     calibrate.add_argument("--json", action="store_true", help="print the site block as JSON")
     calibrate.add_argument("--seed", type=int, default=0, help="seed of the folds and the bootstrap")
     calibrate.set_defaults(handler=cmd_calibrate)
 
     split = commands.add_parser(
-        "split", help="split a labelled folder into calibration/ and held_out/ by patient, stratified by class")
+        "split", help="split a labelled folder into calibration/ and held_out/ by patient, stratified by class"
+    )
     split.add_argument("--data", required=True, type=Path, help="DATA/{NORMAL,PNEUMONIA}/, or any folder with --labels")
     split.add_argument("--labels", type=Path, default=None, help=EXAMPLE_LABELS)
     split.add_argument("--fraction", type=float, default=0.25, help="share of each class's patients to calibrate on")

@@ -18,7 +18,7 @@ import io
 import os
 import socket
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -45,7 +45,7 @@ class Lease(BaseModel):
     current: list[str] = []
     crashes: dict[str, int] = {}
 
-    def after_death(self) -> "Lease":
+    def after_death(self) -> Lease:
         """The lease of a running attempt that died: its in-flight files each count a crash."""
         crashes = dict(self.crashes)
         if self.state == "running":
@@ -139,8 +139,13 @@ def create_job(
     (job_dir / LEASES_DIR).mkdir(exist_ok=True)
     atomic_write(job_dir / MANIFEST_FILE, "".join(f"{name}\n" for name in files).encode())
     spec = JobSpec(
-        job_id=job_id, input_folder=str(folder), model_version=model_version, shard_size=shard_size,
-        total=len(files), shards=max(1, -(-len(files) // shard_size)), created=datetime.now(timezone.utc),
+        job_id=job_id,
+        input_folder=str(folder),
+        model_version=model_version,
+        shard_size=shard_size,
+        total=len(files),
+        shards=max(1, -(-len(files) // shard_size)),
+        created=datetime.now(UTC),
         dicom_outbox=str(dicom_outbox) if dicom_outbox is not None else None,
     )
     atomic_write(job_dir / JOB_FILE, spec.model_dump_json(indent=2).encode())
@@ -207,7 +212,7 @@ def read_shard_rows(path: Path) -> list[dict[str, str]]:
     rows = []
     for record in records:
         names = columns or _HEADERLESS_COLUMNS.get(len(record), RESULT_COLUMNS)
-        row = dict(zip(names, record))
+        row = dict(zip(names, record, strict=False))
         rows.append({column: row.get(column, "") for column in RESULT_COLUMNS})
     return rows
 

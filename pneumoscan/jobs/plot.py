@@ -28,19 +28,33 @@ def summary_png(rows: list[dict[str, str]], summary: dict) -> bytes:
     histogram, counts = figure.subplots(1, 2, width_ratios=[3, 2])
 
     if threshold is not None:
-        groups = [(values, colour, label) for values, colour, label in (
-            (probabilities[probabilities < threshold], NORMAL_COLOUR, "NORMAL"),
-            (probabilities[probabilities >= threshold], PNEUMONIA_COLOUR, "PNEUMONIA"),
-        ) if len(values)]
-        histogram.hist([values for values, _, _ in groups], bins=BINS, stacked=True,
-                       color=[colour for _, colour, _ in groups], label=[label for _, _, label in groups])
+        groups = [
+            (values, colour, label)
+            for values, colour, label in (
+                (probabilities[probabilities < threshold], NORMAL_COLOUR, "NORMAL"),
+                (probabilities[probabilities >= threshold], PNEUMONIA_COLOUR, "PNEUMONIA"),
+            )
+            if len(values)
+        ]
+        histogram.hist(
+            [values for values, _, _ in groups],
+            bins=BINS,
+            stacked=True,
+            color=[colour for _, colour, _ in groups],
+            label=[label for _, _, label in groups],
+        )
         histogram.axvline(threshold, color="black", linestyle="--", linewidth=1)
-        histogram.annotate(f"threshold {threshold:.3f}", (threshold, 1), xycoords=("data", "axes fraction"),
-                           xytext=(4, -12), textcoords="offset points", fontsize=9)
+        histogram.annotate(
+            f"threshold {threshold:.3f}",
+            (threshold, 1),
+            xycoords=("data", "axes fraction"),
+            xytext=(4, -12),
+            textcoords="offset points",
+            fontsize=9,
+        )
         histogram.legend(loc="upper left")
     else:
-        histogram.text(0.5, 0.5, "no image could be scored", ha="center", va="center",
-                       transform=histogram.transAxes)
+        histogram.text(0.5, 0.5, "no image could be scored", ha="center", va="center", transform=histogram.transAxes)
     histogram.set_xlim(0, 1)
     histogram.set_xlabel("P(pneumonia)")
     histogram.set_ylabel("images")
@@ -51,15 +65,18 @@ def summary_png(rows: list[dict[str, str]], summary: dict) -> bytes:
     errors = summary.get("error_codes", {})
     names = [*(name for name in ("NORMAL", "PNEUMONIA") if name in labels), *sorted(errors)]
     values = [labels.get(name, errors.get(name, 0)) for name in names]
-    colours = [NORMAL_COLOUR if name == "NORMAL" else PNEUMONIA_COLOUR if name == "PNEUMONIA" else ERROR_COLOUR
-               for name in names]
+    colours = [
+        NORMAL_COLOUR if name == "NORMAL" else PNEUMONIA_COLOUR if name == "PNEUMONIA" else ERROR_COLOUR
+        for name in names
+    ]
     positions = np.arange(len(names))
     counts.barh(positions, values, color=colours)
     counts.set_yticks(positions, names)
     counts.invert_yaxis()
-    for position, value in zip(positions, values):
-        counts.annotate(f"{value:,}", (value, position), xytext=(3, 0), textcoords="offset points",
-                        va="center", fontsize=9)
+    for position, value in zip(positions, values, strict=False):
+        counts.annotate(
+            f"{value:,}", (value, position), xytext=(3, 0), textcoords="offset points", va="center", fontsize=9
+        )
     counts.set_xlabel("files")
     counts.xaxis.set_major_locator(MaxNLocator(integer=True))
     counts.set_title(f"{summary.get('total', len(rows)):,} files: labels and refusals")

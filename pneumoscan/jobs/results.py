@@ -26,7 +26,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from itertools import chain
 from pathlib import Path
 from typing import TextIO
@@ -84,12 +84,18 @@ def finalize(job_dir: Path) -> bool:
         else:
             error_codes[row["error_code"]] = error_codes.get(row["error_code"], 0) + 1
     summary = {
-        "job_id": spec.job_id, "input_folder": spec.input_folder, "model_version": spec.model_version,
-        "total": len(rows), "ok": sum(labels.values()), "failed": sum(error_codes.values()),
-        "labels": labels, "error_codes": error_codes,
-        "started": datetime.fromtimestamp(started, timezone.utc).isoformat(),
-        "finished": datetime.fromtimestamp(finished, timezone.utc).isoformat(),
-        "seconds": round(seconds, 3), "images_per_second": round(len(rows) / seconds, 2),
+        "job_id": spec.job_id,
+        "input_folder": spec.input_folder,
+        "model_version": spec.model_version,
+        "total": len(rows),
+        "ok": sum(labels.values()),
+        "failed": sum(error_codes.values()),
+        "labels": labels,
+        "error_codes": error_codes,
+        "started": datetime.fromtimestamp(started, UTC).isoformat(),
+        "finished": datetime.fromtimestamp(finished, UTC).isoformat(),
+        "seconds": round(seconds, 3),
+        "images_per_second": round(len(rows) / seconds, 2),
     }
     atomic_write(job_dir / SUMMARY_FILE, (json.dumps(summary, indent=2) + "\n").encode())
     try:
@@ -119,25 +125,39 @@ def job_status(job_dir: Path) -> JobStatus:
         else:
             state = "queued"
     except JobNotFound:
-        return JobStatus(job_id=job_id, state="failed", output=str(job_dir),
-                         detail=f"The job folder {job_dir} is missing or was removed.")
+        return JobStatus(
+            job_id=job_id,
+            state="failed",
+            output=str(job_dir),
+            detail=f"The job folder {job_dir} is missing or was removed.",
+        )
     except (OSError, ValueError) as exc:
-        return JobStatus(job_id=job_id, state="failed", output=str(job_dir),
-                         detail=f"The job folder {job_dir} cannot be read: {exc}")
+        return JobStatus(
+            job_id=job_id, state="failed", output=str(job_dir), detail=f"The job folder {job_dir} cannot be read: {exc}"
+        )
     rate = eta = None
     if metas:
         elapsed = max(max(m.finished for m in metas) - min(m.started for m in metas), 1e-9)
         rate = round(done / elapsed, 2)
         eta = round((spec.total - done) / rate, 1) if rate and state != "done" else 0.0
-    return JobStatus(job_id=spec.job_id, state=state, total=spec.total, done=done, failed=failed,
-                     images_per_second=rate, eta_seconds=eta, output=str(job_dir),
-                     input_folder=spec.input_folder, created=spec.created)
+    return JobStatus(
+        job_id=spec.job_id,
+        state=state,
+        total=spec.total,
+        done=done,
+        failed=failed,
+        images_per_second=rate,
+        eta_seconds=eta,
+        output=str(job_dir),
+        input_folder=spec.input_folder,
+        created=spec.created,
+    )
 
 
 def list_jobs(jobs_root: Path) -> list[JobStatus]:
     """Every known job's status, newest first; jobs whose folder cannot be read come last."""
     statuses = [job_status(job_dir) for job_dir in known_job_dirs(jobs_root)]
-    oldest = datetime.min.replace(tzinfo=timezone.utc)
+    oldest = datetime.min.replace(tzinfo=UTC)
     return sorted(statuses, key=lambda status: status.created or oldest, reverse=True)
 
 
@@ -194,7 +214,7 @@ def _issued_by_file(job_dir: Path) -> dict[str, datetime]:
             meta = ShardMeta.model_validate_json(shard_path(job_dir, index, "json").read_bytes())
         except (OSError, ValueError):
             continue
-        finished = datetime.fromtimestamp(meta.finished, timezone.utc)
+        finished = datetime.fromtimestamp(meta.finished, UTC)
         issued.update(dict.fromkeys(shard_files(job_dir, spec, index), finished))
     return issued
 
@@ -309,20 +329,32 @@ def ndjson_counts(job_dir: Path) -> dict[str, int]:
 
 
 def bulk_manifest(
-    job_dir: Path, counts: dict[str, int], *, url_for: Callable[[str], str], request: str,
+    job_dir: Path,
+    counts: dict[str, int],
+    *,
+    url_for: Callable[[str], str],
+    request: str,
     requires_access_token: bool,
 ) -> dict:
     """The NDJSON export's manifest as FHIR Bulk Data's ``$export`` answers it: ``url_for`` gives
     a type's file URL, ``request`` is what asked for the export."""
+
     def files(types: Iterable[str]) -> list[dict]:
         return [{"type": kind, "url": url_for(kind), "count": counts[kind]} for kind in types if counts.get(kind)]
 
-    return {"transactionTime": _finished_at(job_dir).isoformat(), "request": request,
-            "requiresAccessToken": requires_access_token, "output": files(NDJSON_TYPES), "error": files([ERROR_TYPE])}
+    return {
+        "transactionTime": _finished_at(job_dir).isoformat(),
+        "request": request,
+        "requiresAccessToken": requires_access_token,
+        "output": files(NDJSON_TYPES),
+        "error": files([ERROR_TYPE]),
+    }
 
 
 def _write_files(
-    job_dir: Path, target: Callable[[str], Path], counts: dict[str, int],
+    job_dir: Path,
+    target: Callable[[str], Path],
+    counts: dict[str, int],
     progress: Callable[[int], None] | None = None,
 ) -> Iterator[dict]:
     """Every resource of the export, each written to ``target(type)`` as it is yielded; ``counts``
@@ -352,9 +384,7 @@ def _write_files(
             partial.unlink(missing_ok=True)
 
 
-def write_ndjson(
-    job_dir: Path, out_dir: Path, *, request: str, progress: Callable[[int], None] | None = None
-) -> dict:
+def write_ndjson(job_dir: Path, out_dir: Path, *, request: str, progress: Callable[[int], None] | None = None) -> dict:
     """Write the NDJSON export into ``out_dir`` (made if missing): one ``<type>.ndjson`` per type
     with resources, and ``manifest.json`` (``file:`` URLs) last; answers the manifest."""
     finished_results(job_dir)
@@ -366,7 +396,12 @@ def write_ndjson(
     for kind in (*NDJSON_TYPES, ERROR_TYPE):
         if kind not in counts:
             (out_dir / f"{kind}.ndjson").unlink(missing_ok=True)
-    manifest = bulk_manifest(job_dir, counts, url_for=lambda kind: (out_dir / f"{kind}.ndjson").resolve().as_uri(),
-                             request=request, requires_access_token=False)
+    manifest = bulk_manifest(
+        job_dir,
+        counts,
+        url_for=lambda kind: (out_dir / f"{kind}.ndjson").resolve().as_uri(),
+        request=request,
+        requires_access_token=False,
+    )
     atomic_write(out_dir / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
     return manifest

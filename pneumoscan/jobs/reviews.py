@@ -21,7 +21,7 @@ import logging
 import math
 import os
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -73,8 +73,9 @@ def judge(row: dict[str, str], verdict: Verdict | None, truth: Truth | None) -> 
     return ("agree" if truth == model_answer else "disagree"), truth
 
 
-def make_review(row: dict[str, str], reader: str, verdict: Verdict | None, truth: Truth | None,
-                time: datetime | None = None) -> Review:
+def make_review(
+    row: dict[str, str], reader: str, verdict: Verdict | None, truth: Truth | None, time: datetime | None = None
+) -> Review:
     """The review of a results.csv ``row`` by ``reader`` (time: now unless given)."""
     reader = " ".join(reader.split())
     if not reader:
@@ -82,10 +83,14 @@ def make_review(row: dict[str, str], reader: str, verdict: Verdict | None, truth
     verdict, truth = judge(row, verdict, truth)
     scored = row.get("status") == "ok"
     return Review(
-        file=row["path"], reader=reader, verdict=verdict, truth=truth,
+        file=row["path"],
+        reader=reader,
+        verdict=verdict,
+        truth=truth,
         model_label=(row.get("label") or None) if scored else None,
         model_error=None if scored else (row.get("error_code") or None),
-        model_version=row.get("model_version", ""), time=time or datetime.now(timezone.utc),
+        model_version=row.get("model_version", ""),
+        time=time or datetime.now(UTC),
     )
 
 
@@ -97,7 +102,7 @@ def append_review(job_dir: Path, review: Review) -> Review:
     descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX)
-        stored = review.model_copy(update={"time": datetime.now(timezone.utc)})
+        stored = review.model_copy(update={"time": datetime.now(UTC)})
         line = stored.model_dump_json().encode() + b"\n"
         size = os.fstat(descriptor).st_size
         if size and _last_byte(path, size) != b"\n":
@@ -201,9 +206,15 @@ def agreement(rows: list[dict[str, str]], latest: dict[str, Review]) -> Agreemen
             key = ("tp" if positive_answer else "fn") if positive_truth else ("fp" if positive_answer else "tn")
             counts[key] += 1
     return Agreement(
-        files=len(rows), reviewed=reviewed, agreed=agreed,
-        true_positive=counts["tp"], false_negative=counts["fn"], true_negative=counts["tn"],
-        false_positive=counts["fp"], refused_xrays=counts["refused"], scored_not_xrays=counts["not_xray"],
+        files=len(rows),
+        reviewed=reviewed,
+        agreed=agreed,
+        true_positive=counts["tp"],
+        false_negative=counts["fn"],
+        true_negative=counts["tn"],
+        false_positive=counts["fp"],
+        refused_xrays=counts["refused"],
+        scored_not_xrays=counts["not_xray"],
         sensitivity=wilson(counts["tp"], counts["tp"] + counts["fn"]),
         specificity=wilson(counts["tn"], counts["tn"] + counts["fp"]),
     )

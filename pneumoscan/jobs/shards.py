@@ -11,11 +11,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from pneumoscan.errors import WorkerCrashed
 from pneumoscan import DEFAULT_MAX_PIXELS
+from pneumoscan.destinations import outboxes
+from pneumoscan.errors import WorkerCrashed
+from pneumoscan.fhir_push import FhirOutbox
+from pneumoscan.hl7 import Hl7Outbox, queue_result
 from pneumoscan.jobs.folder import (
     Lease,
     ShardMeta,
@@ -29,9 +32,6 @@ from pneumoscan.jobs.folder import (
     worker_id,
     write_lease,
 )
-from pneumoscan.hl7 import Hl7Outbox, queue_result
-from pneumoscan.destinations import outboxes
-from pneumoscan.fhir_push import FhirOutbox
 from pneumoscan.jobs.results import finalize
 from pneumoscan.model import Predictor
 from pneumoscan.predict import score_paths
@@ -56,7 +56,7 @@ class ShardOptions:
     fhir_outbox: FhirOutbox | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "ShardOptions":
+    def from_settings(cls, settings: Settings) -> ShardOptions:
         boxes = outboxes(settings)
         return cls(
             batch_size=settings.predict_batch_size,
@@ -83,7 +83,10 @@ def score_shard(
     if spec.model_version != predictor.model_version:
         log.error(
             "Refusing shard %d of job %s: it was submitted for model %s, this worker has %s.",
-            index, spec.job_id, spec.model_version, predictor.model_version,
+            index,
+            spec.job_id,
+            spec.model_version,
+            predictor.model_version,
         )
         return False
     if shard_path(job_dir, index, "csv").exists():
@@ -118,9 +121,12 @@ def score_shard(
     scored: dict[str, dict] = {}
     outgoing: list[Result] = []
     for outcome in score_paths(
-        predictor, [folder / name for name in names if name not in poison],
-        batch_size=1 if suspicious else options.batch_size, max_pixels=options.max_pixels,
-        decode_threads=options.decode_threads, overlap=not suspicious,
+        predictor,
+        [folder / name for name in names if name not in poison],
+        batch_size=1 if suspicious else options.batch_size,
+        max_pixels=options.max_pixels,
+        decode_threads=options.decode_threads,
+        overlap=not suspicious,
         before_batch=lambda chunk: heartbeat([path.relative_to(folder).as_posix() for path in chunk]),
         progress=progress,
     ):
@@ -139,11 +145,16 @@ def score_shard(
                 progress(1)
         else:
             rows.append(scored[name])
-    meta = ShardMeta(worker=worker_id(), started=started, finished=time.time(), files=len(rows),
-                     failed=sum(row["status"] == "error" for row in rows))
+    meta = ShardMeta(
+        worker=worker_id(),
+        started=started,
+        finished=time.time(),
+        files=len(rows),
+        failed=sum(row["status"] == "error" for row in rows),
+    )
     # Queued before the shard counts as done, so a crash before that scores it again and loses no
     # message (each is queued once by its id); issued when the shard finished, as the export says.
-    issued = datetime.fromtimestamp(meta.finished, timezone.utc)
+    issued = datetime.fromtimestamp(meta.finished, UTC)
     for outcome in outgoing:
         if options.hl7_destination and options.hl7_outbox is not None:
             queue_result(options.hl7_outbox, outcome)
@@ -163,4 +174,3 @@ def deliver_outboxes(options: ShardOptions) -> None:
         options.hl7_outbox.deliver(options.hl7_destination)
     if options.fhir_url and options.fhir_outbox is not None:
         options.fhir_outbox.deliver(options.fhir_url)
-

@@ -53,8 +53,13 @@ def missing() -> str | None:
 
 def install_axe() -> str:
     if not AXE.is_file():
-        subprocess.run(["npm", "install", "--silent", "--no-audit", "--no-fund"], cwd=HERE, check=True,
-                       capture_output=True, timeout=300)
+        subprocess.run(
+            ["npm", "install", "--silent", "--no-audit", "--no-fund"],
+            cwd=HERE,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
     return AXE.read_text()
 
 
@@ -77,8 +82,9 @@ def artefacts(tmp_path_factory) -> Path:
 
 
 class Server:
-    def __init__(self, url: str, log_path: Path, process: subprocess.Popen, settings: dict[str, str],
-                 roots: dict[str, Path]) -> None:
+    def __init__(
+        self, url: str, log_path: Path, process: subprocess.Popen, settings: dict[str, str], roots: dict[str, Path]
+    ) -> None:
         self.url, self.log_path, self.process, self.settings, self.roots = url, log_path, process, settings, roots
 
     def log(self) -> str:
@@ -89,9 +95,13 @@ class Server:
         import sys
 
         log = (self.log_path.parent / "worker.log").open("ab")
-        return subprocess.Popen([sys.executable, "-m", "pneumoscan.cli", "worker", "--burst"],
-                                cwd=HERE.parents[1], env={**os.environ, **self.settings}, stdout=log,
-                                stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "pneumoscan.cli", "worker", "--burst"],
+            cwd=HERE.parents[1],
+            env={**os.environ, **self.settings},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 @pytest.fixture(scope="session")
@@ -104,8 +114,11 @@ def ui_server(browser_ready, tmp_path_factory) -> Iterator[Server]:
     roots = {name: tmp_dir / name for name in ("allowed", "var")}
     for path in roots.values():
         path.mkdir()
-    settings = {"PNEUMOSCAN_API_KEY": API_KEY, "PNEUMOSCAN_INPUT_ROOTS": str(roots["allowed"]),
-                "PNEUMOSCAN_DATA_DIR": str(roots["var"])}
+    settings = {
+        "PNEUMOSCAN_API_KEY": API_KEY,
+        "PNEUMOSCAN_INPUT_ROOTS": str(roots["allowed"]),
+        "PNEUMOSCAN_DATA_DIR": str(roots["var"]),
+    }
     port = free_port()
     log_path = tmp_dir / "serve.log"
     process = start_service(home, port, settings, log=log_path)
@@ -146,7 +159,7 @@ class Page:
         while time.monotonic() < deadline:
             try:
                 value = condition()
-            except Exception:  # an element not there yet, or replaced while read
+            except Exception:  # noqa: BLE001 - an element not there yet, or replaced while read
                 value = None
             if value:
                 return value
@@ -167,18 +180,27 @@ class Page:
             self.wait(lambda: not self.visible("api-key"), message="the key form closes")
 
     def image_loaded(self, testid: str) -> bool:
-        return bool(self.driver.execute_script(
-            "const i = document.querySelector(`[data-testid='${arguments[0]}']`);"
-            "return i && !i.hidden && i.complete && i.naturalWidth > 0;", testid))
+        return bool(
+            self.driver.execute_script(
+                "const i = document.querySelector(`[data-testid='${arguments[0]}']`);"
+                "return i && !i.hidden && i.complete && i.naturalWidth > 0;",
+                testid,
+            )
+        )
 
     def check_accessibility(self) -> None:
         """axe-core on the page as it is now: no serious or critical violation."""
         self.driver.execute_script(self.axe)
         violations = self.driver.execute_async_script(
             "const done = arguments[arguments.length - 1];"
-            "axe.run(document, {resultTypes: ['violations']}).then(r => done(r.violations), e => done([{id: String(e), impact: 'critical', nodes: []}]));")
-        serious = [(v["id"], v["impact"], [n.get("html", "")[:120] for n in v["nodes"]][:3])
-                   for v in violations if v["impact"] in ("serious", "critical")]
+            "axe.run(document, {resultTypes: ['violations']}).then(r => done(r.violations),"
+            " e => done([{id: String(e), impact: 'critical', nodes: []}]));"
+        )
+        serious = [
+            (v["id"], v["impact"], [n.get("html", "")[:120] for n in v["nodes"]][:3])
+            for v in violations
+            if v["impact"] in ("serious", "critical")
+        ]
         assert serious == [], serious
 
     def screenshot(self, name: str) -> Path:
@@ -205,14 +227,22 @@ def page(ui_server, artefacts, axe_source, tmp_path) -> Iterator[Page]:
 
     options = webdriver.ChromeOptions()
     options.binary_location = chromium_binary()
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                     "--window-size=1280,1100", "--no-first-run", "--disable-extensions"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1280,1100",
+        "--no-first-run",
+        "--disable-extensions",
+    ):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     downloads = tmp_path / "downloads"
     downloads.mkdir()
-    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                              "download.prompt_for_download": False})
+    options.add_experimental_option(
+        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+    )
     driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
     driver.set_script_timeout(120)
     driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})

@@ -132,8 +132,11 @@ def test_a_job_is_started_watched_and_reviewed(page, ui_server):
     page.wait(lambda: page.driver.find_element("css selector", row_selector), message="the job's row")
     worker = ui_server.worker()
     try:
-        page.wait(lambda: page.driver.find_element("css selector", row_selector).get_attribute("data-state") == "done",
-                  timeout=240, message="the job is done")
+        page.wait(
+            lambda: page.driver.find_element("css selector", row_selector).get_attribute("data-state") == "done",
+            timeout=240,
+            message="the job is done",
+        )
         assert worker.wait(120) == 0
     finally:
         if worker.poll() is None:
@@ -167,15 +170,21 @@ def test_a_job_is_started_watched_and_reviewed(page, ui_server):
             page.find("review-disagree").click()
         else:
             body.send_keys("p")
-        page.wait(lambda: page.find("agreement-reviewed").text == str(number + 1), message=f"review {number + 1}")
-        page.wait(lambda: page.find("review-position").get_attribute("data-file") != file, message="the next image")
+        count, previous = str(number + 1), file
+        page.wait(lambda count=count: page.find("agreement-reviewed").text == count, message=f"review {count}")
+        page.wait(
+            lambda previous=previous: page.find("review-position").get_attribute("data-file") != previous,
+            message="the next image",
+        )
     page.wait(lambda: page.image_loaded("heatmap"), message="the heatmap of the next image")
     page.driver.execute_script("document.getElementById('agreement').scrollIntoView()")
     page.screenshot("ui-review")
 
     page.driver.refresh()
     page.wait(lambda: page.find("agreement-reviewed").text == "3", message="the reviews kept after a reload")
-    page.wait(lambda: page.find("review-position").get_attribute("data-file") not in reviewed, message="the first unreviewed")
+    page.wait(
+        lambda: page.find("review-position").get_attribute("data-file") not in reviewed, message="the first unreviewed"
+    )
     body = page.driver.find_element("css selector", "body")
     body.send_keys(Keys.ARROW_LEFT)
     page.wait(lambda: page.find("review-position").get_attribute("data-file") == reviewed[2])
@@ -193,8 +202,9 @@ def test_a_job_is_started_watched_and_reviewed(page, ui_server):
         assert downloaded.read_text() == client.get(f"/jobs/{job_id}/reviews.csv").text
     truths = {review["file"]: review["truth"] for review in stored["latest"]}
     assert set(truths) == set(reviewed)
-    assert rows == [{"file": name, "label": truths[name]} for name in sorted(truths)
-                    if truths[name] in ("NORMAL", "PNEUMONIA")]
+    assert rows == [
+        {"file": name, "label": truths[name]} for name in sorted(truths) if truths[name] in ("NORMAL", "PNEUMONIA")
+    ]
     assert {row["file"] for row in rows} <= set(reviewed) and len(rows) >= 2
     assert all(review["reader"] == "Dr Ada" and review["model_version"] for review in stored["reviews"])
 

@@ -7,12 +7,17 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
 from service.launch import free_port, start_service, stop
 from tests.support import API_KEY, run_cli
+
+if TYPE_CHECKING:
+    from tests.support.hl7_listener import Listener
+
 
 @dataclass
 class Server:
@@ -117,14 +122,17 @@ def site_server(tmp_path_factory, registered_home, site_model_dir) -> Iterator[S
 
 
 @pytest.fixture(scope="session")
-def hl7_server(tmp_path_factory, registered_home) -> Iterator[tuple[Server, "Listener"]]:
+def hl7_server(tmp_path_factory, registered_home) -> Iterator[tuple[Server, Listener]]:
     """A server sending an ORU^R01 per scored DICOM with patient context to a real MLLP listener."""
     from tests.support.hl7_listener import Listener
 
     tmp_dir = tmp_path_factory.mktemp("serve-hl7")
     with Listener() as listener:
-        settings = {"PNEUMOSCAN_API_KEY": API_KEY, "PNEUMOSCAN_DATA_DIR": str(tmp_dir / "var"),
-                    "PNEUMOSCAN_HL7_DESTINATION": f"127.0.0.1:{listener.port}"}
+        settings = {
+            "PNEUMOSCAN_API_KEY": API_KEY,
+            "PNEUMOSCAN_DATA_DIR": str(tmp_dir / "var"),
+            "PNEUMOSCAN_HL7_DESTINATION": f"127.0.0.1:{listener.port}",
+        }
         server = start_server(tmp_dir, registered_home, settings)
         server.settings = settings
         yield server, listener

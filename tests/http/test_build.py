@@ -73,7 +73,11 @@ def test_bentoml_build(registered_home):
     env = {**os.environ, "BENTOML_HOME": str(registered_home), "BENTOML_DO_NOT_TRACK": "true"}
     result = subprocess.run(
         [sys.executable, "-m", "bentoml", "build", "--output", "tag"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     tag = result.stdout.strip().splitlines()[-1].removeprefix("__tag__:")

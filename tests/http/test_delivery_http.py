@@ -25,7 +25,10 @@ def test_two_patients_under_one_file_name_give_two_messages_and_a_resend_none(hl
     image = Image.open(xray_paths()[0]).convert("L")
     image.thumbnail((512, 512))
     first, second = _dicom_of("PAT-A", image), _dicom_of("PAT-B", image)
-    files = [("images", ("scan.dcm", first, "application/dicom")), ("images", ("scan.dcm", second, "application/dicom"))]
+    files = [
+        ("images", ("scan.dcm", first, "application/dicom")),
+        ("images", ("scan.dcm", second, "application/dicom")),
+    ]
     with server.client() as client:
         answer = client.post("/predict_batch", files=files)
         assert answer.status_code == 200 and all("label" in item for item in answer.json()["results"])

@@ -34,8 +34,11 @@ def test_explain_returns_the_overlay_and_the_prediction(server, xray_files, xray
         # chest squeezed to the model's square is refused by the input gate; three quarters is not.)
         portrait = xray_image.crop((xray_image.width // 8, 0, 7 * xray_image.width // 8, xray_image.height))
         cropped = client.post("/explain", files={"image": ("crop.png", encode(portrait, "PNG"), "image/png")})
-        dicom = client.post("/explain", content=make_dicom(xray_image, photometric="MONOCHROME1", bits=16),
-                            headers={"Content-Type": "application/dicom"})
+        dicom = client.post(
+            "/explain",
+            content=make_dicom(xray_image, photometric="MONOCHROME1", bits=16),
+            headers={"Content-Type": "application/dicom"},
+        )
     assert_overlay(response, width / height)
     assert_overlay(cropped, portrait.width / portrait.height)
     assert_overlay(dicom, xray_image.width / xray_image.height)
@@ -49,14 +52,21 @@ def test_explain_returns_the_overlay_and_the_prediction(server, xray_files, xray
 
 def test_explain_errors_and_documentation(server, xray_bytes):
     with server.client() as client:
-        assert_error(client.post("/explain", content=b"not an x-ray" * 20, headers={"Content-Type": "image/jpeg"}),
-                     422, "not_an_image")
+        assert_error(
+            client.post("/explain", content=b"not an x-ray" * 20, headers={"Content-Type": "image/jpeg"}),
+            422,
+            "not_an_image",
+        )
         assert_error(client.post("/explain", content=b"", headers={"Content-Type": "image/png"}), 400, "empty_image")
-        assert_error(client.post("/explain", content=b"{}", headers={"Content-Type": "application/json"}),
-                     415, "unsupported_media_type")
+        assert_error(
+            client.post("/explain", content=b"{}", headers={"Content-Type": "application/json"}),
+            415,
+            "unsupported_media_type",
+        )
     with server.client(key=None) as anonymous:
-        assert_error(anonymous.post("/explain", content=xray_bytes, headers={"Content-Type": "image/jpeg"}),
-                     401, "unauthorized")
+        assert_error(
+            anonymous.post("/explain", content=xray_bytes, headers={"Content-Type": "image/jpeg"}), 401, "unauthorized"
+        )
         spec = anonymous.get("/docs.json").json()
     explain = spec["paths"]["/explain"]["post"]
     assert "image/png" in explain["responses"]["200"]["content"]

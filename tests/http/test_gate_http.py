@@ -11,8 +11,8 @@ from fhir.resources.R4B.operationoutcome import OperationOutcome
 from PIL import Image
 
 from pneumoscan.schemas import BatchItemError, BatchItemResult, BatchResponse
-from tests.support.dicom_files import make_dicom
 from tests.support import assert_error, check_prediction
+from tests.support.dicom_files import make_dicom
 from training.not_xrays import not_xrays
 
 REFUSALS = {"blank_image", "not_a_chest_xray"}
@@ -94,7 +94,11 @@ def test_explain_refuses_what_predict_refuses(server):
     buffer = io.BytesIO()
     page.save(buffer, format="PNG")
     with server.client() as client:
-        assert_error(client.post("/explain", content=photo.data, headers={"Content-Type": "image/jpeg"}), 422,
-                     "not_a_chest_xray")
-        assert_error(client.post("/explain", content=buffer.getvalue(), headers={"Content-Type": "image/png"}), 422,
-                     "blank_image")
+        assert_error(
+            client.post("/explain", content=photo.data, headers={"Content-Type": "image/jpeg"}), 422, "not_a_chest_xray"
+        )
+        assert_error(
+            client.post("/explain", content=buffer.getvalue(), headers={"Content-Type": "image/png"}),
+            422,
+            "blank_image",
+        )

@@ -101,7 +101,10 @@ def check_bulk_export(client, job_id: str, bundle: Bundle) -> None:
         lines = [json.loads(line) for line in answer.text.splitlines()]
         assert len(lines) == item["count"] and {line["resourceType"] for line in lines} == {item["type"]}
         assert [line["id"] for line in lines] == [
-            id_ for id_, entry in zip(in_bundle, bundle.entry) if entry.resource.get_resource_type() == item["type"]]
+            id_
+            for id_, entry in zip(in_bundle, bundle.entry, strict=False)
+            if entry.resource.get_resource_type() == item["type"]
+        ]
     for missing in ("Patient", "ImagingStudy"):
         answer = client.get(f"/jobs/{job_id}/export/{missing}.ndjson")
         assert answer.status_code == 404 and answer.json()["error"] == "result_not_found"

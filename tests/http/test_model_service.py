@@ -13,26 +13,25 @@ from tests.support import check_prediction
 
 def metric(text: str, name: str) -> float:
     """A metric's value summed over its series (the HTTP workers, the model service's endpoints)."""
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.split("{")[0].split(" ")[0] == name)
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.split("{")[0].split(" ")[0] == name)
 
 
-def test_batches_reach_the_model_service_and_agree_with_the_in_process_model(
-    model_service_server, server, xray_files
-):
+def test_batches_reach_the_model_service_and_agree_with_the_in_process_model(model_service_server, server, xray_files):
     payloads = [p.read_bytes() for p in xray_files]
 
     def post(target, index: int) -> httpx.Response:
         with target.client(key=None) as client:
-            return client.post("/predict", content=payloads[index % len(payloads)],
-                               headers={"Content-Type": "image/jpeg"})
+            return client.post(
+                "/predict", content=payloads[index % len(payloads)], headers={"Content-Type": "image/jpeg"}
+            )
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         responses = list(pool.map(lambda i: post(model_service_server, i), range(96)))
     assert [r.status_code for r in responses] == [200] * 96, [r.text for r in responses if r.status_code != 200][:3]
     with server.client() as client:
-        local = [client.post("/predict", content=data, headers={"Content-Type": "image/jpeg"}).json()
-                 for data in payloads]
+        local = [
+            client.post("/predict", content=data, headers={"Content-Type": "image/jpeg"}).json() for data in payloads
+        ]
     for index, response in enumerate(responses[: len(payloads)]):
         assert check_prediction(response.json()).probability == pytest.approx(local[index]["probability"], abs=1e-6)
     with model_service_server.client(key=None) as client:

@@ -33,8 +33,11 @@ def test_a_job_is_reviewed_over_http(server, job_roots):
     with server.client() as client:
         job_id = client.post("/jobs", json={"folder": str(folder)}).json()["job_id"]
         assert_error(client.get(f"/jobs/{job_id}/reviews"), 409, "job_not_finished")
-        assert_error(client.post(f"/jobs/{job_id}/reviews", json={"file": "photo.png", "reader": "ada",
-                                                                   "verdict": "agree"}), 409, "job_not_finished")
+        assert_error(
+            client.post(f"/jobs/{job_id}/reviews", json={"file": "photo.png", "reader": "ada", "verdict": "agree"}),
+            409,
+            "job_not_finished",
+        )
     worker = run_cli("worker", "--burst", env=server.settings)
     assert worker.returncode == 0, worker.stderr[-2000:]
 
@@ -52,10 +55,17 @@ def test_a_job_is_reviewed_over_http(server, job_roots):
         assert image.content == (folder / scored[0]).read_bytes()
         assert client.get(f"/jobs/{job_id}/images/photo.png").headers["content-type"] == "image/png"
         assert_error(client.get(f"/jobs/{job_id}/images/missing.jpeg"), 404, "result_not_found")
-        for sneaky in ("%2E%2E/%2E%2E/forbidden/secret.jpeg", "..%2F..%2Fforbidden%2Fsecret.jpeg",
-                       "NORMAL/%2E%2E/%2E%2E/secret.jpeg", "%2Fetc%2Fpasswd"):
+        for sneaky in (
+            "%2E%2E/%2E%2E/forbidden/secret.jpeg",
+            "..%2F..%2Fforbidden%2Fsecret.jpeg",
+            "NORMAL/%2E%2E/%2E%2E/secret.jpeg",
+            "%2Fetc%2Fpasswd",
+        ):
             answer = client.get(f"/jobs/{job_id}/images/{sneaky}")
-            assert answer.status_code in {403, 404} and answer.json()["error"] in {"result_not_found", "folder_not_allowed"}
+            assert answer.status_code in {403, 404} and answer.json()["error"] in {
+                "result_not_found",
+                "folder_not_allowed",
+            }
         secret = job_roots["forbidden"] / "secret.jpeg"
         secret.write_bytes(b"not for you")
         (folder / "swapped.jpeg").unlink()
@@ -72,21 +82,36 @@ def test_a_job_is_reviewed_over_http(server, job_roots):
         assert stored.status_code == 201, stored.text
         assert stored.json()["truth"] == by_path[first]["label"]
         assert stored.json()["model_version"] == by_path[first]["model_version"] and stored.json()["time"]
-        for body in ({"file": second, "reader": "Dr Ada", "verdict": "agree"},
-                     {"file": second, "reader": "Dr Bob", "verdict": "disagree"},
-                     {"file": "photo.png", "reader": "Dr Bob", "truth": "not_a_chest_xray"}):
+        for body in (
+            {"file": second, "reader": "Dr Ada", "verdict": "agree"},
+            {"file": second, "reader": "Dr Bob", "verdict": "disagree"},
+            {"file": "photo.png", "reader": "Dr Bob", "truth": "not_a_chest_xray"},
+        ):
             assert client.post(f"/jobs/{job_id}/reviews", json=body).status_code == 201
-        assert_error(client.post(f"/jobs/{job_id}/reviews", json={"file": "nope.jpeg", "reader": "a", "verdict": "agree"}),
-                     404, "result_not_found")
+        assert_error(
+            client.post(f"/jobs/{job_id}/reviews", json={"file": "nope.jpeg", "reader": "a", "verdict": "agree"}),
+            404,
+            "result_not_found",
+        )
         assert_error(client.post(f"/jobs/{job_id}/reviews", json={"file": first, "reader": "a"}), 400, "bad_request")
-        assert_error(client.post(f"/jobs/{job_id}/reviews", json={"file": first, "reader": "a", "truth": "maybe"}),
-                     400, "bad_request")
-        assert_error(client.post(f"/jobs/{job_id}/reviews", json={"file": first, "reader": "", "verdict": "agree"}),
-                     400, "bad_request")
+        assert_error(
+            client.post(f"/jobs/{job_id}/reviews", json={"file": first, "reader": "a", "truth": "maybe"}),
+            400,
+            "bad_request",
+        )
+        assert_error(
+            client.post(f"/jobs/{job_id}/reviews", json={"file": first, "reader": "", "verdict": "agree"}),
+            400,
+            "bad_request",
+        )
 
         everything = client.get(f"/jobs/{job_id}/reviews").json()
         assert [(r["file"], r["reader"]) for r in everything["reviews"]] == [
-            (first, "Dr Ada"), (second, "Dr Ada"), (second, "Dr Bob"), ("photo.png", "Dr Bob")]
+            (first, "Dr Ada"),
+            (second, "Dr Ada"),
+            (second, "Dr Bob"),
+            ("photo.png", "Dr Bob"),
+        ]
         latest = {r["file"]: r for r in everything["latest"]}
         assert latest[second]["reader"] == "Dr Bob" and latest[second]["verdict"] == "disagree"
         agreement = everything["agreement"]
@@ -122,9 +147,25 @@ def test_a_job_is_reviewed_over_http(server, job_roots):
 
 
 def test_only_the_pages_own_files_are_open():
-    for path in ("/ui", "/ui/", "/ui/jobs", "/ui/jobs/0123456789abcdef", "/ui/static/common.js", "/ui/static/style.css"):
+    for path in (
+        "/ui",
+        "/ui/",
+        "/ui/jobs",
+        "/ui/jobs/0123456789abcdef",
+        "/ui/static/common.js",
+        "/ui/static/style.css",
+    ):
         assert is_open(path), path
-    for path in ("/ui/jobs/0123456789abcdef/reviews", "/ui/static/../jobs", "/ui/static/..", "/ui/static/a.js/x",
-                 "/ui/static/app.py", "/ui/jobs/", "/uix", "/ui/../jobs", "/jobs/0123456789abcdef/images/x.jpeg",
-                 "/jobs/0123456789abcdef/reviews"):
+    for path in (
+        "/ui/jobs/0123456789abcdef/reviews",
+        "/ui/static/../jobs",
+        "/ui/static/..",
+        "/ui/static/a.js/x",
+        "/ui/static/app.py",
+        "/ui/jobs/",
+        "/uix",
+        "/ui/../jobs",
+        "/jobs/0123456789abcdef/images/x.jpeg",
+        "/jobs/0123456789abcdef/reviews",
+    ):
         assert not is_open(path), path

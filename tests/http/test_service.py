@@ -15,8 +15,9 @@ from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from pneumoscan.model import load_metadata
 from pneumoscan.schemas import BatchItemError, BatchItemResult, BatchResponse
 from pneumoscan.settings import BUNDLED_MODEL_DIR
-from tests.support.dicom_files import PATIENT_ID, PATIENT_NAME, make_dicom
 from tests.support import METADATA, assert_error, check_prediction, encode, png_bomb
+from tests.support.dicom_files import PATIENT_ID, PATIENT_NAME, make_dicom
+
 
 def test_predict_multipart_and_raw_body_agree(server, xray_files):
     with server.client() as client:
@@ -106,7 +107,9 @@ def test_missing_multipart_field(server, xray_bytes):
 
 def test_truncated_and_corrupt_images(server, xray_bytes):
     with server.client() as client:
-        half = client.post("/predict", content=xray_bytes[: len(xray_bytes) // 2], headers={"Content-Type": "image/jpeg"})
+        half = client.post(
+            "/predict", content=xray_bytes[: len(xray_bytes) // 2], headers={"Content-Type": "image/jpeg"}
+        )
         assert_error(half, 422, "truncated_image")
         header_only = client.post("/predict", files={"image": ("a.jpeg", xray_bytes[:200], "image/jpeg")})
         assert header_only.status_code == 422
@@ -155,7 +158,9 @@ def test_openapi_documents_the_endpoints(server):
     with server.client(key=None) as client:
         spec = client.get("/docs.json").json()
     predict = spec["paths"]["/predict"]["post"]
-    assert {"multipart/form-data", "image/jpeg", "image/png", "application/dicom"} <= set(predict["requestBody"]["content"])
+    assert {"multipart/form-data", "image/jpeg", "image/png", "application/dicom"} <= set(
+        predict["requestBody"]["content"]
+    )
     assert "200" in predict["responses"] and "413" in predict["responses"]
     assert "application/fhir+json" in predict["responses"]["200"]["content"]
     assert "/predict_batch" in spec["paths"]
@@ -227,8 +232,11 @@ def test_dicom_in_fhir_out(server, xray_image):
         fhir = client.post("/predict", content=dicom, headers={**dicom_headers, "Accept": "application/fhir+json"})
         refused = client.post("/predict", content=make_dicom(xray_image, modality="CT"), headers=dicom_headers)
         batch = client.post("/predict_batch", files=[("images", ("a.dcm", dicom, "application/dicom"))])
-        bundle = client.post("/predict_batch", files=[("images", ("a.dcm", dicom, "application/dicom"))],
-                             headers={"Accept": "application/fhir+json"})
+        bundle = client.post(
+            "/predict_batch",
+            files=[("images", ("a.dcm", dicom, "application/dicom"))],
+            headers={"Accept": "application/fhir+json"},
+        )
     assert check_prediction(plain.json()).probability == pytest.approx(png.json()["probability"], abs=1e-6)
     assert batch.json()["results"][0]["probability"] == pytest.approx(png.json()["probability"], abs=1e-6)
     assert fhir.status_code == 200 and fhir.headers["content-type"].startswith("application/fhir+json")
@@ -237,7 +245,9 @@ def test_dicom_in_fhir_out(server, xray_image):
     assert list(resources) == ["DiagnosticReport", "Observation", "Device", "Provenance"]
     report = DiagnosticReport.model_validate(resources["DiagnosticReport"])
     uids = pydicom.dcmread(io.BytesIO(dicom), stop_before_pixels=True)
-    assert report.status == "preliminary" and report.imagingStudy[0].identifier.value == f"urn:oid:{uids.StudyInstanceUID}"
+    assert (
+        report.status == "preliminary" and report.imagingStudy[0].identifier.value == f"urn:oid:{uids.StudyInstanceUID}"
+    )
     observation = resources["Observation"]
     probability = next(c for c in observation["component"] if c["code"]["coding"][0]["code"] == "probability")
     assert probability["valueQuantity"]["value"] == pytest.approx(png.json()["probability"], abs=1e-6)

@@ -15,6 +15,7 @@ def test_the_service_serves_the_latest_registered_version_and_names_it(site_serv
         assert served["site"]["parent_version"] == calibrated.site.parent_version
         result = client.post("/predict", content=xray_files[0].read_bytes(), headers=jpeg).json()
         assert result["model_version"] == calibrated.version and result["threshold"] == calibrated.threshold
-        fhir = client.post("/predict", content=xray_files[0].read_bytes(),
-                           headers={**jpeg, "Accept": "application/fhir+json"}).text
+        fhir = client.post(
+            "/predict", content=xray_files[0].read_bytes(), headers={**jpeg, "Accept": "application/fhir+json"}
+        ).text
         assert calibrated.version in fhir

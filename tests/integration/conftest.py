@@ -39,5 +39,3 @@ def queue_env(request, tmp_path) -> dict[str, str]:
         client = redis.Redis.from_url(REDIS_URL)
         for key in client.scan_iter(f"huey.*.{env['PNEUMOSCAN_QUEUE_NAME'].replace('-', '')}"):
             client.delete(key)
-
-

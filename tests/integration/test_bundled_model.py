@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-
 import pydicom
 from PIL import Image
 
@@ -45,7 +44,7 @@ def test_bundled_model_predicts_the_fixtures(xray_files):
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     by_class = {"NORMAL": [], "PNEUMONIA": []}
-    for path, line in zip(xray_files, lines):
+    for path, line in zip(xray_files, lines, strict=False):
         assert 0.0 <= line["probability"] <= 1.0
         by_class[path.parent.name].append(line["probability"])
     assert min(by_class["PNEUMONIA"]) > 0.5, "every pneumonia fixture should score high"

@@ -44,8 +44,17 @@ def test_train_writes_a_complete_model(tiny_model_dir, tiny_dataset):
 
 def test_evaluate_json_is_one_object(tiny_model_dir, tiny_dataset, tmp_path):
     out = tmp_path / "evaluation"
-    result = run_cli("evaluate", "--model", str(tiny_model_dir), "--data", str(tiny_dataset), "--json", "--out", str(out),
-                     env=SCORE_EVERYTHING)
+    result = run_cli(
+        "evaluate",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(tiny_dataset),
+        "--json",
+        "--out",
+        str(out),
+        env=SCORE_EVERYTHING,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout)
     assert set(report) == {"n", "auc", "accuracy", "sensitivity", "specificity", "threshold", "confusion", "refused"}

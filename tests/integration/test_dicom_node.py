@@ -29,7 +29,9 @@ from tests.support.dicom_files import PATIENT_ID, PATIENT_NAME, make_dicom
 
 ORTHANC = shutil.which("Orthanc")
 TOOLS = ("storescu", "echoscu", "dciodvfy")
-MISSING = [name for name, path in [("Orthanc", ORTHANC), *((tool, shutil.which(tool)) for tool in TOOLS)] if path is None]
+MISSING = [
+    name for name, path in [("Orthanc", ORTHANC), *((tool, shutil.which(tool)) for tool in TOOLS)] if path is None
+]
 PNEUMONIA_CODE = "233604007"
 ACCESSION = "ACC-4711"
 
@@ -47,11 +49,17 @@ class Orthanc:
 
     def start(self, node_port: int) -> None:
         config = {
-            "Name": "pneumoscan-test", "StorageDirectory": str(self.folder / "storage"),
-            "IndexDirectory": str(self.folder / "storage"), "HttpPort": self.http_port,
-            "DicomPort": self.dicom_port, "DicomAet": "ORTHANC", "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False, "DicomModalities": {"pneumoscan": ["PNEUMOSCAN", "127.0.0.1", node_port]},
-            "Plugins": [], "StableAge": 1,
+            "Name": "pneumoscan-test",
+            "StorageDirectory": str(self.folder / "storage"),
+            "IndexDirectory": str(self.folder / "storage"),
+            "HttpPort": self.http_port,
+            "DicomPort": self.dicom_port,
+            "DicomAet": "ORTHANC",
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "DicomModalities": {"pneumoscan": ["PNEUMOSCAN", "127.0.0.1", node_port]},
+            "Plugins": [],
+            "StableAge": 1,
         }
         (self.folder / "orthanc.json").write_text(json.dumps(config))
         self.process = start([ORTHANC, str(self.folder / "orthanc.json")], {}, self.folder / "orthanc.log")
@@ -68,8 +76,11 @@ class Orthanc:
         return response.json()
 
     def send_to_node(self, *resources: str) -> None:
-        response = httpx.post(f"{self.url}/modalities/pneumoscan/store",
-                              json={"Resources": list(resources), "Synchronous": True}, timeout=60)
+        response = httpx.post(
+            f"{self.url}/modalities/pneumoscan/store",
+            json={"Resources": list(resources), "Synchronous": True},
+            timeout=60,
+        )
         response.raise_for_status()
 
     def at_least(self, count: int, study_uid: str) -> list[pydicom.Dataset] | None:
@@ -81,8 +92,9 @@ class Orthanc:
         return datasets if len(datasets) >= count else None
 
     def instances(self, study_uid: str) -> list[pydicom.Dataset]:
-        found = httpx.post(f"{self.url}/tools/find", json={"Level": "Study", "Query": {"StudyInstanceUID": study_uid}},
-                           timeout=30).json()
+        found = httpx.post(
+            f"{self.url}/tools/find", json={"Level": "Study", "Query": {"StudyInstanceUID": study_uid}}, timeout=30
+        ).json()
         datasets = []
         for study in found:
             for instance in httpx.get(f"{self.url}/studies/{study}/instances", timeout=30).json():
@@ -113,17 +125,22 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Iterator[Site]:
-    require("PNEUMOSCAN_REQUIRE_DICOM_PEERS",
-            f"{', '.join(MISSING)} not installed (apt-get install orthanc dcmtk dicom3tools)" if MISSING else None)
+    require(
+        "PNEUMOSCAN_REQUIRE_DICOM_PEERS",
+        f"{', '.join(MISSING)} not installed (apt-get install orthanc dcmtk dicom3tools)" if MISSING else None,
+    )
     folder = tmp_path_factory.mktemp("dicom-site")
     orthanc = Orthanc(free_port(), free_port(), folder)
     node_port = free_port()
     orthanc.start(node_port)
     env = {
-        "PNEUMOSCAN_DATA_DIR": str(folder / "var"), "PNEUMOSCAN_DICOM_PORT": str(node_port),
-        "PNEUMOSCAN_DICOM_HOST": "127.0.0.1", "PNEUMOSCAN_DICOM_ALLOWED_AES": "ORTHANC,STORESCU,ECHOSCU",
+        "PNEUMOSCAN_DATA_DIR": str(folder / "var"),
+        "PNEUMOSCAN_DICOM_PORT": str(node_port),
+        "PNEUMOSCAN_DICOM_HOST": "127.0.0.1",
+        "PNEUMOSCAN_DICOM_ALLOWED_AES": "ORTHANC,STORESCU,ECHOSCU",
         "PNEUMOSCAN_DICOM_DESTINATION": f"ORTHANC@127.0.0.1:{orthanc.dicom_port}",
-        "PNEUMOSCAN_DICOM_STUDY_QUIET_S": "1", "PNEUMOSCAN_DICOM_RETRY_MAX_S": "2",
+        "PNEUMOSCAN_DICOM_STUDY_QUIET_S": "1",
+        "PNEUMOSCAN_DICOM_RETRY_MAX_S": "2",
         "TF_CPP_MIN_LOG_LEVEL": "3",
     }
     command = [sys.executable, "-m", "pneumoscan.cli"]
@@ -141,13 +158,21 @@ def site(tmp_path_factory) -> Iterator[Site]:
 
 
 def echo(calling: str, port: int) -> subprocess.CompletedProcess:
-    return subprocess.run(["echoscu", "-aet", calling, "-aec", "PNEUMOSCAN", "127.0.0.1", str(port)],
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        ["echoscu", "-aet", calling, "-aec", "PNEUMOSCAN", "127.0.0.1", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def storescu(port: int, *paths: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(["storescu", "-aet", "STORESCU", "-aec", "PNEUMOSCAN", "127.0.0.1", str(port), *map(str, paths)],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["storescu", "-aet", "STORESCU", "-aec", "PNEUMOSCAN", "127.0.0.1", str(port), *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def study_file(image_path: Path, study_uid: str, **options) -> bytes:
@@ -195,7 +220,10 @@ def test_echo_only_from_allowed_calling_aes(site):
     assert echo("ECHOSCU", site.node_port).returncode == 0
     refused = echo("INTRUDER", site.node_port)
     assert refused.returncode != 0
-    assert "Association Rejected" in refused.stdout + refused.stderr or "rejected" in (refused.stdout + refused.stderr).lower()
+    assert (
+        "Association Rejected" in refused.stdout + refused.stderr
+        or "rejected" in (refused.stdout + refused.stderr).lower()
+    )
 
 
 def test_a_study_from_the_pacs_comes_back_with_an_sr_and_a_secondary_capture(site, tmp_path):
@@ -207,8 +235,9 @@ def test_a_study_from_the_pacs_comes_back_with_an_sr_and_a_secondary_capture(sit
     uploaded = [site.orthanc.upload(data) for data in (frontal, lateral)]
     site.orthanc.send_to_node(uploaded[0]["ParentStudy"])
 
-    datasets = wait_until(lambda: site.orthanc.at_least(5, study_uid), 180,
-                          lambda: f"no results in the study:\n{site.logs()[-3000:]}")
+    datasets = wait_until(
+        lambda: site.orthanc.at_least(5, study_uid), 180, lambda: f"no results in the study:\n{site.logs()[-3000:]}"
+    )
     srs, captures = results_of(datasets)
     assert len(srs) == 2 and len(captures) == 1, [d.Modality for d in datasets]
     for result in [*srs, *captures]:
@@ -225,11 +254,15 @@ def test_a_study_from_the_pacs_comes_back_with_an_sr_and_a_secondary_capture(sit
     lateral_sr = next(sr for sr in srs if sources[1].SOPInstanceUID in str(sr))
     # The frontal view is scored: a coded finding and a probability that agree with the worker's
     # own record of the job.
-    rows = [row for path in (Path(site.env["PNEUMOSCAN_DATA_DIR"]) / "jobs").glob("*/results.csv")
-            for row in _csv(path)]
+    rows = [
+        row for path in (Path(site.env["PNEUMOSCAN_DATA_DIR"]) / "jobs").glob("*/results.csv") for row in _csv(path)
+    ]
     row = next(r for r in rows if r["sop_instance_uid"] == sources[0].SOPInstanceUID)
-    values = [float(item.MeasuredValueSequence[0].NumericValue) for item in content_items(frontal_sr)
-              if item.get("MeasuredValueSequence")]
+    values = [
+        float(item.MeasuredValueSequence[0].NumericValue)
+        for item in content_items(frontal_sr)
+        if item.get("MeasuredValueSequence")
+    ]
     assert any(abs(value - float(row["probability"])) < 1e-4 for value in values), values
     assert (PNEUMONIA_CODE in codes_in(frontal_sr)) == (row["label"] == "PNEUMONIA")
     # The lateral view is not analysed, and says why.
@@ -274,18 +307,25 @@ def test_results_wait_in_the_outbox_while_the_pacs_is_down(site, tmp_path):
     refused = storescu(site.node_port, ct_path)
     assert "no presentation context" in (refused.stdout + refused.stderr).lower() or refused.returncode != 0
     outbox = Path(site.env["PNEUMOSCAN_DATA_DIR"]) / "dicom" / "outbox"
-    wait_until(lambda: len(list(outbox.glob("*.dcm"))) >= 3, 180, lambda: f"nothing in the outbox:\n{site.logs()[-3000:]}")
+    wait_until(
+        lambda: len(list(outbox.glob("*.dcm"))) >= 3, 180, lambda: f"nothing in the outbox:\n{site.logs()[-3000:]}"
+    )
     time.sleep(3)  # at least one failed delivery
     assert len(list(outbox.glob("*.dcm"))) >= 3
     assert "The dicom destination is unreachable" in site.logs()
-    waiting = [json.loads(line) for line in run_cli("outbox", "list", "--destination", "dicom", "--json",
-                                                    env=site.env).stdout.splitlines()]
+    waiting = [
+        json.loads(line)
+        for line in run_cli("outbox", "list", "--destination", "dicom", "--json", env=site.env).stdout.splitlines()
+    ]
     assert len(waiting) >= 3 and {m["state"] for m in waiting} == {"pending"}
     assert all(m["attempts"] == 0 for m in waiting), "an unreachable PACS costs no result an attempt"
 
     site.orthanc.start(site.node_port)
-    datasets = wait_until(lambda: site.orthanc.at_least(3, study_uid), 120,
-                          lambda: f"the outbox was not delivered:\n{site.logs()[-3000:]}")
+    datasets = wait_until(
+        lambda: site.orthanc.at_least(3, study_uid),
+        120,
+        lambda: f"the outbox was not delivered:\n{site.logs()[-3000:]}",
+    )
     wait_until(lambda: not list(outbox.glob("*.dcm")), 30, "the outbox kept delivered results")
     srs, captures = results_of(datasets)
     assert len(srs) == 2 and len(captures) == 1

@@ -41,16 +41,70 @@ def make_pki(folder: Path) -> Path:
     """ca.pem, and node/caller/destination .key and .pem signed by it, rogue.* self-signed."""
     folder.mkdir()
     days = ["-days", "2"]
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", *days,
-            "-subj", "/CN=pneumoscan test CA", cwd=folder)
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        *days,
+        "-subj",
+        "/CN=pneumoscan test CA",
+        cwd=folder,
+    )
     (folder / "leaf.cnf").write_text(LEAF)
     for name in ("node", "caller", "destination"):
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                "-subj", f"/CN={name}", cwd=folder)
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                "-out", f"{name}.pem", *days, "-extfile", "leaf.cnf", cwd=folder)
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "rogue.key", "-out", "rogue.pem", *days,
-            "-subj", "/CN=rogue", "-addext", "subjectAltName=IP:127.0.0.1", cwd=folder)
+        openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            f"/CN={name}",
+            cwd=folder,
+        )
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.pem",
+            *days,
+            "-extfile",
+            "leaf.cnf",
+            cwd=folder,
+        )
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "rogue.key",
+        "-out",
+        "rogue.pem",
+        *days,
+        "-subj",
+        "/CN=rogue",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+        cwd=folder,
+    )
     return folder
 
 
@@ -62,21 +116,35 @@ class TlsSite:
     folder: Path
 
     def tls(self, who: str) -> list[str]:
-        return ["+tls", str(self.pki / f"{who}.key"), str(self.pki / f"{who}.pem"), "-pw", "+cf", str(self.pki / "ca.pem")]
+        return [
+            "+tls",
+            str(self.pki / f"{who}.key"),
+            str(self.pki / f"{who}.pem"),
+            "-pw",
+            "+cf",
+            str(self.pki / "ca.pem"),
+        ]
 
     def echo(self, *tls: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["echoscu", *tls, "-aet", "ECHOSCU", "-aec", "PNEUMOSCAN", "127.0.0.1",
-                               str(self.node_port)], capture_output=True, text=True, timeout=30)
+        return subprocess.run(
+            ["echoscu", *tls, "-aet", "ECHOSCU", "-aec", "PNEUMOSCAN", "127.0.0.1", str(self.node_port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
 
     def logs(self) -> str:
-        return "".join((self.folder / name).read_text(errors="replace")
-                       for name in ("node.log", "worker.log", "storescp.log"))
+        return "".join(
+            (self.folder / name).read_text(errors="replace") for name in ("node.log", "worker.log", "storescp.log")
+        )
 
 
 @pytest.fixture(scope="module")
 def tls_site(tmp_path_factory) -> Iterator[TlsSite]:
-    require("PNEUMOSCAN_REQUIRE_DICOM_PEERS",
-            f"{', '.join(MISSING)} not installed (apt-get install openssl dcmtk)" if MISSING else None)
+    require(
+        "PNEUMOSCAN_REQUIRE_DICOM_PEERS",
+        f"{', '.join(MISSING)} not installed (apt-get install openssl dcmtk)" if MISSING else None,
+    )
     folder = tmp_path_factory.mktemp("dicom-tls")
     pki = make_pki(folder / "pki")
     received = folder / "received"
@@ -84,23 +152,34 @@ def tls_site(tmp_path_factory) -> Iterator[TlsSite]:
     destination_port, node_port = free_port(), free_port()
     site = TlsSite(pki, node_port, received, folder)
     # The destination (a PACS) accepts only callers with a certificate from the same CA.
-    storescp = start(["storescp", *site.tls("destination"), "-aet", "DEST", "-od", str(received),
-                      str(destination_port)], {}, folder / "storescp.log")
+    storescp = start(
+        ["storescp", *site.tls("destination"), "-aet", "DEST", "-od", str(received), str(destination_port)],
+        {},
+        folder / "storescp.log",
+    )
     env = {
-        "PNEUMOSCAN_DATA_DIR": str(folder / "var"), "PNEUMOSCAN_DICOM_PORT": str(node_port),
-        "PNEUMOSCAN_DICOM_HOST": "127.0.0.1", "PNEUMOSCAN_DICOM_ALLOWED_AES": "STORESCU,ECHOSCU",
+        "PNEUMOSCAN_DATA_DIR": str(folder / "var"),
+        "PNEUMOSCAN_DICOM_PORT": str(node_port),
+        "PNEUMOSCAN_DICOM_HOST": "127.0.0.1",
+        "PNEUMOSCAN_DICOM_ALLOWED_AES": "STORESCU,ECHOSCU",
         "PNEUMOSCAN_DICOM_DESTINATION": f"DEST@127.0.0.1:{destination_port}",
         "PNEUMOSCAN_DICOM_DESTINATION_TLS": "true",
-        "PNEUMOSCAN_DICOM_TLS_CERT": str(pki / "node.pem"), "PNEUMOSCAN_DICOM_TLS_KEY": str(pki / "node.key"),
+        "PNEUMOSCAN_DICOM_TLS_CERT": str(pki / "node.pem"),
+        "PNEUMOSCAN_DICOM_TLS_KEY": str(pki / "node.key"),
         "PNEUMOSCAN_DICOM_TLS_CA": str(pki / "ca.pem"),
-        "PNEUMOSCAN_DICOM_STUDY_QUIET_S": "1", "PNEUMOSCAN_DICOM_RETRY_MAX_S": "2", "TF_CPP_MIN_LOG_LEVEL": "3",
+        "PNEUMOSCAN_DICOM_STUDY_QUIET_S": "1",
+        "PNEUMOSCAN_DICOM_RETRY_MAX_S": "2",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
     }
     command = [sys.executable, "-m", "pneumoscan.cli"]
     node = start([*command, "dicom-node"], env, folder / "node.log")
     worker = start([*command, "worker"], env, folder / "worker.log")
     try:
-        wait_until(lambda: site.echo(*site.tls("caller")).returncode == 0 or node.poll() is not None, 60,
-                   lambda: f"the node never answered a TLS echo:\n{site.logs()[-3000:]}")
+        wait_until(
+            lambda: site.echo(*site.tls("caller")).returncode == 0 or node.poll() is not None,
+            60,
+            lambda: f"the node never answered a TLS echo:\n{site.logs()[-3000:]}",
+        )
         assert node.poll() is None, site.logs()[-3000:]
         yield site
     finally:
@@ -121,14 +200,29 @@ def test_a_study_sent_over_tls_comes_back_over_tls(tls_site):
     xray = next(path for path in xray_paths() if path.parent.name == "PNEUMONIA")
     study = tls_site.folder / "chest.dcm"
     study.write_bytes(make_dicom(Image.open(xray).convert("L")))
-    sent = subprocess.run(["storescu", *tls_site.tls("caller"), "-aet", "STORESCU", "-aec", "PNEUMOSCAN",
-                           "127.0.0.1", str(tls_site.node_port), str(study)],
-                          capture_output=True, text=True, timeout=60)
+    sent = subprocess.run(
+        [
+            "storescu",
+            *tls_site.tls("caller"),
+            "-aet",
+            "STORESCU",
+            "-aec",
+            "PNEUMOSCAN",
+            "127.0.0.1",
+            str(tls_site.node_port),
+            str(study),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert sent.returncode == 0, sent.stderr
     # The SR and the Secondary Capture, stored by the TLS-only destination, and gone from the outbox.
     outbox = tls_site.folder / "var" / "dicom" / "outbox"
-    wait_until(lambda: len(list(tls_site.received.iterdir())) >= 2 and not list(outbox.glob("*.dcm")), 180,
-               lambda: f"no results at the destination:\n{tls_site.logs()[-3000:]}")
-    classes = {str(pydicom.dcmread(path, stop_before_pixels=True).SOPClassUID)
-               for path in tls_site.received.iterdir()}
+    wait_until(
+        lambda: len(list(tls_site.received.iterdir())) >= 2 and not list(outbox.glob("*.dcm")),
+        180,
+        lambda: f"no results at the destination:\n{tls_site.logs()[-3000:]}",
+    )
+    classes = {str(pydicom.dcmread(path, stop_before_pixels=True).SOPClassUID) for path in tls_site.received.iterdir()}
     assert classes == {ComprehensiveSRStorage, SecondaryCaptureImageStorage}, classes

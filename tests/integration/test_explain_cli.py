@@ -33,8 +33,16 @@ def test_explain_writes_an_overlay_at_the_input_aspect(pneumonia_file, tmp_path)
 
 def test_explain_feature_maps_of_the_seed_recipe(tiny_model_dir, pneumonia_file, tmp_path):
     out = tmp_path / "maps"
-    result = run_cli("explain", str(pneumonia_file), "--feature-maps", "--out", str(out), "--model", str(tiny_model_dir),
-                     env=SCORE_EVERYTHING)
+    result = run_cli(
+        "explain",
+        str(pneumonia_file),
+        "--feature-maps",
+        "--out",
+        str(out),
+        "--model",
+        str(tiny_model_dir),
+        env=SCORE_EVERYTHING,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     line = json.loads(result.stdout)
     assert line["out"] == str(out / "gradcam.png")

@@ -38,7 +38,9 @@ def check_linked(server, report: dict, device: dict) -> None:
     [identifier] = [i["value"] for i in report["identifier"] if i["system"] == "urn:ietf:rfc:3986"]
     [provenance] = server.search("Provenance", _tag=f"urn:pneumoscan:report|{identifier.removeprefix('urn:uuid:')}")
     assert [target["reference"] for target in provenance["target"]] == [
-        f"DiagnosticReport/{report['id']}", f"Observation/{observation['id']}"]
+        f"DiagnosticReport/{report['id']}",
+        f"Observation/{observation['id']}",
+    ]
     assert provenance["agent"][0]["who"]["reference"] == f"Device/{device['id']}"
     assert server.read(provenance["agent"][0]["who"]["reference"])["id"] == device["id"]
     assert server.read(provenance["target"][0]["reference"])["id"] == report["id"]
@@ -55,20 +57,26 @@ def test_a_jobs_reports_reach_the_server_once(server, tmp_path):
     for _ in range(2):
         result = run_cli("score", str(folder), "--output", str(tmp_path / "jobs"), env=env)
         assert result.returncode == 0, result.stderr[-2000:]
-    reports = [r for r in server.search("DiagnosticReport") if r.get("subject", {}).get("identifier", {}).get("value") == PATIENT_ID]
+    reports = [
+        r
+        for r in server.search("DiagnosticReport")
+        if r.get("subject", {}).get("identifier", {}).get("value") == PATIENT_ID
+    ]
     assert len(reports) == 3, "one report per scored image; the refused lateral view has none"
     [device] = server.search("Device", identifier=f"urn:pneumoscan:model|{METADATA.version}")
     job_dir = next((tmp_path / "jobs").iterdir())
     with (job_dir / "results.csv").open(newline="") as handle:
         rows = [row for row in csv.DictReader(handle) if row["status"] == "ok"]
     assert {r["identifier"][0]["value"] for r in reports} == {
-        f"urn:uuid:{Result.from_row(row).report_id}" for row in rows}
+        f"urn:uuid:{Result.from_row(row).report_id}" for row in rows
+    }
     exported = json.loads(run_cli("results", str(job_dir), "--format", "fhir", env=env).stdout)
     pushed = {r["identifier"][0]["value"]: r["issued"] for r in reports}
     for entry in exported["entry"]:
         if entry["resource"]["resourceType"] == "DiagnosticReport":
-            assert pushed[entry["resource"]["identifier"][0]["value"]][:19] == entry["resource"]["issued"][:19], \
+            assert pushed[entry["resource"]["identifier"][0]["value"]][:19] == entry["resource"]["issued"][:19], (
                 "one issued time whether pushed or exported"
+            )
     for report in reports:
         check_linked(server, report, device)
     assert not list((tmp_path / "var" / "fhir" / "outbox").glob("*"))
@@ -89,7 +97,11 @@ def test_a_repush_creates_nothing_and_one_device_serves_every_report(server, tmp
     assert first.deliver(server.url)["delivered"] == 1
     after_two = stored(server)
     assert {kind: after_two[kind] - before[kind] for kind in TYPES} == {
-        "DiagnosticReport": 2, "Observation": 2, "Device": 1, "Provenance": 2}
+        "DiagnosticReport": 2,
+        "Observation": 2,
+        "Device": 1,
+        "Provenance": 2,
+    }
     again = FhirOutbox(tmp_path / "again")
     for name, digest in images.items():
         assert again.put_result(Result(prediction=prediction, name=name, sha256=digest))

@@ -53,7 +53,9 @@ def test_an_operator_lists_retries_and_drops_what_failed(tmp_path):
         assert outbox.deliver(f"127.0.0.1:{listener.port}")["failed"] == 2
         listed = [json.loads(line) for line in run_cli("outbox", "list", "--json", env=env).stdout.splitlines()]
         assert [(m["destination"], m["id"], m["state"], m["attempts"]) for m in listed] == [
-            ("hl7", "AAA", "failed", 1), ("hl7", "BBB", "failed", 1)]
+            ("hl7", "AAA", "failed", 1),
+            ("hl7", "BBB", "failed", 1),
+        ]
         assert listed[0]["last_error"] == "acknowledgement AR"
         text = run_cli("outbox", "list", "--destination", "hl7", env=env).stdout
         assert "AAA" in text and "acknowledgement AR" in text

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from PIL import Image
 from fhir.resources.R4B.bundle import Bundle
+from PIL import Image
 
 from pneumoscan.jobs import results as job_results
 from pneumoscan.jobs.folder import Lease
@@ -34,8 +34,12 @@ def status(job: str, env: dict) -> dict:
 def start_worker(env: dict, log: Path, *args: str) -> subprocess.Popen:
     with log.open("ab") as handle:
         return subprocess.Popen(
-            [sys.executable, "-m", "pneumoscan.cli", "worker", *args], cwd=REPO_ROOT,
-            env={**os.environ, **env}, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "pneumoscan.cli", "worker", *args],
+            cwd=REPO_ROOT,
+            env={**os.environ, **env},
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
 
@@ -68,8 +72,12 @@ def test_score_in_process_writes_a_row_per_file(tmp_path):
     summary = json.loads((job_dir / "summary.json").read_text())
     assert summary["total"] == good + bad and summary["failed"] == bad
     assert summary["error_codes"] == {
-        "not_an_image": 1, "empty_image": 1, "truncated_image": 1, "unsupported_modality": 1,
-        "blank_image": 1, "not_a_chest_xray": 1,
+        "not_an_image": 1,
+        "empty_image": 1,
+        "truncated_image": 1,
+        "unsupported_modality": 1,
+        "blank_image": 1,
+        "not_a_chest_xray": 1,
     }
     assert by_path["not-xrays/white.png"]["label"] == by_path["not-xrays/portrait.jpg"]["label"] == ""
     assert all(row["out_of_distribution"] == "false" and float(row["ood_score"]) <= 1.0 for row in ok)
@@ -77,7 +85,10 @@ def test_score_in_process_writes_a_row_per_file(tmp_path):
     assert dicom_row["status"] == "ok"
     uids = pydicom.dcmread(folder / "dicom" / "chest.dcm", stop_before_pixels=True)
     assert (dicom_row["study_instance_uid"], dicom_row["series_instance_uid"], dicom_row["sop_instance_uid"]) == (
-        uids.StudyInstanceUID, uids.SeriesInstanceUID, uids.SOPInstanceUID)
+        uids.StudyInstanceUID,
+        uids.SeriesInstanceUID,
+        uids.SOPInstanceUID,
+    )
     assert by_path["corrupt/empty.jpeg"]["sop_instance_uid"] == ""
     assert all(row["sop_instance_uid"] == "" for row in ok if not row["path"].endswith(".dcm"))
     assert sum(summary["labels"].values()) == good
@@ -85,8 +96,15 @@ def test_score_in_process_writes_a_row_per_file(tmp_path):
     with Image.open(job_dir / "summary.png") as plot:
         assert plot.format == "PNG" and plot.size == (1100, 420)
 
-    exported = run_cli("results", job_dir.name, "--format", "fhir", "--out", str(tmp_path / "bundle.json"),
-                       env={"PNEUMOSCAN_JOBS_DIR": str(tmp_path / "out")})
+    exported = run_cli(
+        "results",
+        job_dir.name,
+        "--format",
+        "fhir",
+        "--out",
+        str(tmp_path / "bundle.json"),
+        env={"PNEUMOSCAN_JOBS_DIR": str(tmp_path / "out")},
+    )
     assert exported.returncode == 0, exported.stderr[-2000:]
     check_fhir_export(Bundle.model_validate_json((tmp_path / "bundle.json").read_text()), rows, folder)
     csv_text = "".join(job_results.export(job_dir, "csv"))
@@ -105,16 +123,24 @@ def check_ndjson_export(job_dir: Path, rows: list[dict], out: Path) -> None:
     manifest = json.loads((out / "manifest.json").read_text())
     ok = [row for row in rows if row["status"] == "ok"]
     assert {item["type"]: item["count"] for item in manifest["output"]} == {
-        "DiagnosticReport": len(ok), "Observation": len(ok), "Device": 1, "Provenance": len(ok)}
+        "DiagnosticReport": len(ok),
+        "Observation": len(ok),
+        "Device": 1,
+        "Provenance": len(ok),
+    }
     assert [(item["type"], item["count"]) for item in manifest["error"]] == [("OperationOutcome", len(rows) - len(ok))]
     assert manifest["requiresAccessToken"] is False and "--format ndjson" in manifest["request"]
-    lines = {item["type"]: (out / f"{item['type']}.ndjson").read_text().splitlines()
-             for item in manifest["output"] + manifest["error"]}
+    lines = {
+        item["type"]: (out / f"{item['type']}.ndjson").read_text().splitlines()
+        for item in manifest["output"] + manifest["error"]
+    }
     assert {kind: len(found) for kind, found in lines.items()} == {
-        item["type"]: item["count"] for item in manifest["output"] + manifest["error"]}
+        item["type"]: item["count"] for item in manifest["output"] + manifest["error"]
+    }
     refused = [(number, row) for number, row in enumerate(rows, start=1) if row["status"] != "ok"]
     assert [json.loads(line)["issue"][0]["diagnostics"] for line in lines["OperationOutcome"]] == [
-        f"results.csv row {number} ({row['path']}): {row['error_detail']}" for number, row in refused]
+        f"results.csv row {number} ({row['path']}): {row['error_detail']}" for number, row in refused
+    ]
 
 
 def test_submit_then_worker_then_resubmit(queue_env, tmp_path):
@@ -129,7 +155,11 @@ def test_submit_then_worker_then_resubmit(queue_env, tmp_path):
 
     follow = subprocess.Popen(
         [sys.executable, "-m", "pneumoscan.cli", "status", job_id, "--follow", "--interval", "0.2"],
-        cwd=REPO_ROOT, env={**os.environ, **queue_env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, **queue_env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     worker = run_cli("worker", "--burst", env=queue_env)
     assert worker.returncode == 0, worker.stdout[-2000:] + worker.stderr[-2000:]
@@ -149,7 +179,8 @@ def test_submit_then_worker_then_resubmit(queue_env, tmp_path):
     assert f"{good + bad}/{good + bad} done" in human.stdout
     listed = [json.loads(line) for line in run_cli("jobs", "--json", env=queue_env).stdout.splitlines()]
     assert [(job["job_id"], job["state"], job["input_folder"]) for job in listed] == [
-        (job_id, "done", str(folder.resolve()))]
+        (job_id, "done", str(folder.resolve()))
+    ]
 
 
 def test_sigkill_mid_job_loses_nothing(queue_env, tmp_path):

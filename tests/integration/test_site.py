@@ -22,8 +22,9 @@ def _within(value: float, interval: list[float]) -> bool:
 
 def test_validate_writes_both_reports_with_intervals(tmp_path, site_dataset):
     out = tmp_path / "report"
-    result = run_cli("validate", "--model", str(BUNDLED_MODEL_DIR), "--data", str(site_dataset), "--out", str(out),
-                     "--json")
+    result = run_cli(
+        "validate", "--model", str(BUNDLED_MODEL_DIR), "--data", str(site_dataset), "--out", str(out), "--json"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
     assert report == json.loads((out / "report.json").read_text())
@@ -47,7 +48,9 @@ def test_validate_writes_both_reports_with_intervals(tmp_path, site_dataset):
         assert point["reachable"] and point["folds"] == 5
         assert point["out_of_sample_sensitivity"]["n"] == 28 and point["out_of_sample_specificity"]["n"] == 28
     gradcam = report["gradcam"]
-    assert 0.0 <= gradcam["central_share_mean"] <= 1.0 and _within(gradcam["central_share_mean"], gradcam["central_share_ci"])
+    assert 0.0 <= gradcam["central_share_mean"] <= 1.0 and _within(
+        gradcam["central_share_mean"], gradcam["central_share_ci"]
+    )
     for plot in ("roc.png", "reliability.png", "scores.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", plot
     html = (out / "report.html").read_text()
@@ -70,16 +73,35 @@ def test_validate_takes_a_reviewers_labels_csv(tmp_path):
         writer = csv.DictWriter(handle, fieldnames=["file", "label"])
         writer.writeheader()
         writer.writerows(rows)
-    result = run_cli("validate", "--model", str(BUNDLED_MODEL_DIR), "--data", str(flat), "--labels",
-                     str(tmp_path / "labels.csv"), "--out", str(tmp_path / "out"), "--no-gradcam")
+    result = run_cli(
+        "validate",
+        "--model",
+        str(BUNDLED_MODEL_DIR),
+        "--data",
+        str(flat),
+        "--labels",
+        str(tmp_path / "labels.csv"),
+        "--out",
+        str(tmp_path / "out"),
+        "--no-gradcam",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "NORMAL 4, PNEUMONIA 4" in result.stdout and "report.html" in result.stdout
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["gradcam"] is None and report["data"]["labels_csv"].endswith("labels.csv")
     bad = tmp_path / "bad.csv"
     bad.write_text("file,label\nnope.jpeg,NORMAL\n")
-    refused = run_cli("validate", "--model", str(BUNDLED_MODEL_DIR), "--data", str(flat), "--labels", str(bad),
-                      "--out", str(tmp_path / "out2"))
+    refused = run_cli(
+        "validate",
+        "--model",
+        str(BUNDLED_MODEL_DIR),
+        "--data",
+        str(flat),
+        "--labels",
+        str(bad),
+        "--out",
+        str(tmp_path / "out2"),
+    )
     assert refused.returncode == 2 and "line 2: nope.jpeg does not exist" in refused.stderr
     assert not (tmp_path / "out2").exists()
 
@@ -110,8 +132,9 @@ def test_calibrate_writes_a_new_version_at_the_sites_threshold(tmp_path, site_mo
 def test_calibrate_refuses_a_small_sample_and_writes_nothing(tmp_path):
     data = make_tiny_dataset(tmp_path / "small", copies=2)  # 8 of each class
     out = tmp_path / "new-model"
-    result = run_cli("calibrate", "--model", str(BUNDLED_MODEL_DIR), "--data", str(data), "--rule", "youden",
-                     "--out", str(out))
+    result = run_cli(
+        "calibrate", "--model", str(BUNDLED_MODEL_DIR), "--data", str(data), "--rule", "youden", "--out", str(out)
+    )
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Add 17 more NORMAL and 17 more PNEUMONIA" in result.stderr and "Nothing was written" in result.stderr
     assert not out.exists() and list(tmp_path.iterdir()) == [tmp_path / "small"]
@@ -121,12 +144,30 @@ def test_calibrate_never_overwrites_a_model_folder(tmp_path, site_dataset):
     out = tmp_path / "taken"
     out.mkdir()
     (out / "metadata.json").write_text("{}")
-    result = run_cli("calibrate", "--model", str(BUNDLED_MODEL_DIR), "--data", str(site_dataset), "--rule",
-                     "sensitivity:0.9", "--out", str(out))
+    result = run_cli(
+        "calibrate",
+        "--model",
+        str(BUNDLED_MODEL_DIR),
+        "--data",
+        str(site_dataset),
+        "--rule",
+        "sensitivity:0.9",
+        "--out",
+        str(out),
+    )
     assert result.returncode == 2 and "already exists" in result.stderr
     assert (out / "metadata.json").read_text() == "{}"
-    bad_rule = run_cli("calibrate", "--model", str(BUNDLED_MODEL_DIR), "--data", str(site_dataset), "--rule",
-                       "accuracy", "--out", str(tmp_path / "other"))
+    bad_rule = run_cli(
+        "calibrate",
+        "--model",
+        str(BUNDLED_MODEL_DIR),
+        "--data",
+        str(site_dataset),
+        "--rule",
+        "accuracy",
+        "--out",
+        str(tmp_path / "other"),
+    )
     assert bad_rule.returncode == 2 and "Unknown rule" in bad_rule.stderr
 
 
@@ -155,7 +196,8 @@ def _model_with_gate_limit(source: Path, target: Path, limit: float) -> Path:
     shutil.copytree(source, target)
     metadata = load_metadata(target)
     (target / "metadata.json").write_text(
-        metadata.model_copy(update={"gate": metadata.gate.model_copy(update={"threshold": limit})}).model_dump_json())
+        metadata.model_copy(update={"gate": metadata.gate.model_copy(update={"threshold": limit})}).model_dump_json()
+    )
     return target
 
 
@@ -175,12 +217,33 @@ def test_extend_gate_admits_the_sites_xrays_but_never_a_non_xray(tmp_path, site_
     photo = _distances(BUNDLED_MODEL_DIR, [site_dataset / "NORMAL" / "astronaut.png"])[0]
     # A gate whose limit sits just under the site's farthest X-rays: some of them are refused.
     narrow = _model_with_gate_limit(BUNDLED_MODEL_DIR, tmp_path / "narrow", farthest / 1.1)
-    plain = run_cli("calibrate", "--model", str(narrow), "--data", str(site_dataset), "--rule", "youden",
-                    "--out", str(tmp_path / "plain"), "--json")
+    plain = run_cli(
+        "calibrate",
+        "--model",
+        str(narrow),
+        "--data",
+        str(site_dataset),
+        "--rule",
+        "youden",
+        "--out",
+        str(tmp_path / "plain"),
+        "--json",
+    )
     assert plain.returncode == 0, plain.stderr[-3000:]
     assert json.loads(plain.stdout)["refused"]["not_a_chest_xray"] > 1, "X-rays beyond the narrow limit"
-    extended = run_cli("calibrate", "--model", str(narrow), "--data", str(site_dataset), "--rule", "youden",
-                       "--out", str(tmp_path / "extended"), "--extend-gate", "--json")
+    extended = run_cli(
+        "calibrate",
+        "--model",
+        str(narrow),
+        "--data",
+        str(site_dataset),
+        "--rule",
+        "youden",
+        "--out",
+        str(tmp_path / "extended"),
+        "--extend-gate",
+        "--json",
+    )
     assert extended.returncode == 0, extended.stderr[-3000:]
     site = json.loads(extended.stdout)
     assert site["gate_extended"] is True and site["refused"] == {"not_a_chest_xray": 1}, "only the photograph"
@@ -188,7 +251,17 @@ def test_extend_gate_admits_the_sites_xrays_but_never_a_non_xray(tmp_path, site_
     assert load_metadata(tmp_path / "extended").gate.threshold == pytest.approx(farthest, rel=1e-4)
     # A gate so narrow that extending it would admit the photograph (itself in the check set).
     tight = _model_with_gate_limit(BUNDLED_MODEL_DIR, tmp_path / "tight", photo / 1.4)
-    refused = run_cli("calibrate", "--model", str(tight), "--data", str(site_dataset), "--rule", "youden",
-                      "--out", str(tmp_path / "never"), "--extend-gate")
+    refused = run_cli(
+        "calibrate",
+        "--model",
+        str(tight),
+        "--data",
+        str(site_dataset),
+        "--rule",
+        "youden",
+        "--out",
+        str(tmp_path / "never"),
+        "--extend-gate",
+    )
     assert refused.returncode == 2 and "non-X-ray check set" in refused.stderr, refused.stderr[-2000:]
     assert not (tmp_path / "never").exists()

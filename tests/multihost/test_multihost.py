@@ -10,6 +10,7 @@ with a hard NFS mount would be: it neither reaches the queue nor writes to the j
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -86,8 +87,20 @@ class Cluster:
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def start_redis(self) -> None:
-        command = self.hosts.run("redis", shutil.which("redis-server"), "--bind", self.hosts.address("redis"),
-                                 "--port", str(REDIS_PORT), "--save", "", "--appendonly", "no", "--protected-mode", "no")
+        command = self.hosts.run(
+            "redis",
+            shutil.which("redis-server"),
+            "--bind",
+            self.hosts.address("redis"),
+            "--port",
+            str(REDIS_PORT),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "no",
+        )
         self.processes["redis"] = start(command, {}, self.folder / "redis.log")
 
     def start_worker(self, host: str) -> None:
@@ -95,15 +108,22 @@ class Cluster:
         self.processes[host] = start(command, self.env, self.folder / f"{host}.log")
 
     def cli(self, host: str, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(self.hosts.run(host, sys.executable, "-m", "pneumoscan.cli", *args),
-                              env={**os.environ, **self.env}, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            self.hosts.run(host, sys.executable, "-m", "pneumoscan.cli", *args),
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     def pids(self, host: str) -> set[int]:
         root = psutil.Process(self.processes[host].pid)
         return {root.pid, *(child.pid for child in root.children(recursive=True))}
 
     def logs(self) -> str:
-        return "".join(f"--- {p.name}\n{p.read_text(errors='replace')[-2500:]}" for p in sorted(self.folder.glob("*.log")))
+        return "".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-2500:]}" for p in sorted(self.folder.glob("*.log"))
+        )
 
 
 def results(job_dir: Path) -> list[dict] | None:
@@ -121,8 +141,11 @@ def cluster(tmp_path) -> Iterator[Cluster]:
     hosts = Hosts(tag=str(os.getpid() % 100000))
     env = {
         "PNEUMOSCAN_QUEUE_URL": f"redis://{hosts.address('redis')}:{REDIS_PORT}/0",
-        "PNEUMOSCAN_QUEUE_NAME": f"multihost-{hosts.tag}", "PNEUMOSCAN_DATA_DIR": str(tmp_path / "var"),
-        "PNEUMOSCAN_SHARD_SIZE": "4", "PNEUMOSCAN_LEASE_SECONDS": "4", "PNEUMOSCAN_TF_INTRA_OP_THREADS": "1",
+        "PNEUMOSCAN_QUEUE_NAME": f"multihost-{hosts.tag}",
+        "PNEUMOSCAN_DATA_DIR": str(tmp_path / "var"),
+        "PNEUMOSCAN_SHARD_SIZE": "4",
+        "PNEUMOSCAN_LEASE_SECONDS": "4",
+        "PNEUMOSCAN_TF_INTRA_OP_THREADS": "1",
         "TF_CPP_MIN_LOG_LEVEL": "3",
     }
     cluster = Cluster(hosts, tmp_path, env)
@@ -132,17 +155,16 @@ def cluster(tmp_path) -> Iterator[Cluster]:
         yield cluster
     finally:
         for process in cluster.processes.values():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
             stop(process)
         hosts.remove()
 
 
 def submit(cluster: Cluster, host: str, folder: Path) -> Path:
-    submitted = wait_until(lambda: (r := cluster.cli(host, "submit", str(folder))).returncode == 0 and r, 30,
-                           lambda: cluster.logs())
+    submitted = wait_until(
+        lambda: (r := cluster.cli(host, "submit", str(folder))).returncode == 0 and r, 30, lambda: cluster.logs()
+    )
     job_id = submitted.stdout.strip()
     status = cluster.cli(host, "status", job_id, "--json")
     return Path(json.loads(status.stdout)["output"])
@@ -185,8 +207,9 @@ def test_a_restarted_redis_loses_the_queue_and_resume_finishes_the_job(cluster, 
     # Mid-job, the Redis host restarts; it keeps nothing on disk, so the queued shards are gone.
     stop(cluster.processes.pop("redis"))
     cluster.start_redis()
-    resumed = wait_until(lambda: (r := cluster.cli("w1", "resume", job_dir.name)).returncode == 0 and r, 30,
-                         lambda: cluster.logs())
+    resumed = wait_until(
+        lambda: (r := cluster.cli("w1", "resume", job_dir.name)).returncode == 0 and r, 30, lambda: cluster.logs()
+    )
     assert "Queued" in resumed.stderr
     rows = wait_until(lambda: results(job_dir), 180, lambda: f"the job did not finish after resume:\n{cluster.logs()}")
     assert sorted(row["path"] for row in rows) == sorted((job_dir / "manifest").read_text().splitlines())

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pydicom
 import pytest
 from fhir.resources.R4B.bundle import Bundle
-import pydicom
 from PIL import Image
 
 from pneumoscan.decision import Decision
@@ -152,8 +152,9 @@ def reachable_modules(root: Path, *starts: str) -> tuple[set[str], set[str]]:
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names
-                                         if module_file(f"{node.module}.{alias.name}")]
+                names = [node.module] + [
+                    f"{node.module}.{alias.name}" for alias in node.names if module_file(f"{node.module}.{alias.name}")
+                ]
             for imported in names:
                 top = imported.split(".")[0]
                 if top in local:
@@ -163,9 +164,7 @@ def reachable_modules(root: Path, *starts: str) -> tuple[set[str], set[str]]:
     return seen, others
 
 
-def wait_until(
-    check: Callable[[], object], timeout: float, message: Callable[[], str] | str, interval: float = 0.5
-):
+def wait_until(check: Callable[[], object], timeout: float, message: Callable[[], str] | str, interval: float = 0.5):
     """``check()``'s first true value within ``timeout`` seconds, asked every ``interval``;
     otherwise fail with ``message`` (a callable is read only then, so it can show logs written
     while waiting)."""
@@ -299,8 +298,9 @@ def finished_job(root: Path, results: list[Result], model_version: str = "v1") -
     by_name = {result.name: result for result in results}
     rows = [by_name[name].to_row(model_version) for name in shard_files(job_dir, load_job(job_dir), 0)]
     now = time.time()
-    meta = ShardMeta(worker="test", started=now - 1, finished=now, files=len(rows),
-                     failed=sum(not result.ok for result in results))
+    meta = ShardMeta(
+        worker="test", started=now - 1, finished=now, files=len(rows), failed=sum(not result.ok for result in results)
+    )
     atomic_write(shard_path(job_dir, 0, "json"), meta.model_dump_json().encode())
     atomic_write(shard_path(job_dir, 0, "csv"), csv_bytes(rows, header=False))
     assert finalize(job_dir)

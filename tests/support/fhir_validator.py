@@ -28,8 +28,13 @@ def install() -> None:
     if not (FOLDER / "node_modules" / "@medplum" / "fhir-router" / "package.json").exists():
         FOLDER.mkdir(exist_ok=True)
         (FOLDER / "package.json").write_text('{"private": true, "type": "module"}\n')
-        subprocess.run(["npm", "install", "--silent", "--no-audit", "--no-fund", *PACKAGES], cwd=FOLDER,
-                       check=True, capture_output=True, timeout=600)
+        subprocess.run(
+            ["npm", "install", "--silent", "--no-audit", "--no-fund", *PACKAGES],
+            cwd=FOLDER,
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
     for script in (SCRIPT, SERVER):
         shutil.copyfile(script, FOLDER / script.name)
 
@@ -37,8 +42,9 @@ def install() -> None:
 def validate(resources: list[dict]) -> list[dict]:
     """The validator's complaint per invalid resource (``index``, ``resourceType``, ``error``)."""
     install()
-    result = subprocess.run(["node", SCRIPT.name], cwd=FOLDER, input=json.dumps(resources), capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        ["node", SCRIPT.name], cwd=FOLDER, input=json.dumps(resources), capture_output=True, text=True, timeout=300
+    )
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert lines and lines[-1]["validated"] == len(resources), result.stderr[-2000:]
     return lines[:-1]
@@ -47,10 +53,11 @@ def validate(resources: list[dict]) -> list[dict]:
 class FhirServer:
     """``with FhirServer() as server``: ``server.url`` answers FHIR R4 until the block ends."""
 
-    def __enter__(self) -> "FhirServer":
+    def __enter__(self) -> FhirServer:
         install()
-        self.process = subprocess.Popen(["node", SERVER.name, "0"], cwd=FOLDER, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True)
+        self.process = subprocess.Popen(
+            ["node", SERVER.name, "0"], cwd=FOLDER, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         line = self.process.stdout.readline()
         self.url = f"http://127.0.0.1:{json.loads(line)['port']}"
         return self

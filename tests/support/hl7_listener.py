@@ -50,7 +50,7 @@ class Listener:
         self._loop.run_until_complete(serve())
         self._loop.run_forever()
 
-    def __enter__(self) -> "Listener":
+    def __enter__(self) -> Listener:
         self._thread.start()
         self._ready.wait(10)
         return self

@@ -35,8 +35,9 @@ def validate(path: Path) -> Report:
     """The validator's errors and warnings about the SR at ``path``; skips when it is not installed,
     or fails when ``PNEUMOSCAN_REQUIRE_DICOM_PEERS=1``."""
     require("PNEUMOSCAN_REQUIRE_DICOM_PEERS", missing())
-    result = subprocess.run(["java", *UNLIMITED_XPATH, "-cp", str(JAR), VALIDATOR, str(path)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        ["java", *UNLIMITED_XPATH, "-cp", str(JAR), VALIDATOR, str(path)], capture_output=True, text=True, timeout=300
+    )
     lines = (result.stdout + result.stderr).splitlines()
     errors = [line for line in lines if line.startswith("Error")]
     warnings = [line for line in lines if line.startswith("Warning")]

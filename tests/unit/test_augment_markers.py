@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 
 from training.augment import (
-    DEFAULT_RANGES, SHORTCUT_RANGES, add_shortcuts, augment_planes, marker_overlays, training_dataset,
+    DEFAULT_RANGES,
+    SHORTCUT_RANGES,
+    add_shortcuts,
+    augment_planes,
+    marker_overlays,
+    training_dataset,
 )
 from training.calibration import sensitivity_threshold
 
@@ -58,7 +63,7 @@ def test_training_dataset_draws_shortcuts():
     data = training_dataset(planes, targets, batch_size=4, seed=1, augment=True, ranges=SHORTCUT_RANGES)
     batches = [inputs.numpy() for inputs, _ in data]
     assert [batch.shape for batch in batches] == [(4, 128, 128, 3), (4, 128, 128, 3)]
-    assert all(0.0 <= batch.min() and batch.max() <= 1.0 for batch in batches)
+    assert all(batch.min() >= 0.0 and batch.max() <= 1.0 for batch in batches)
 
 
 def test_equalization_ignores_monotone_exposure_changes(tmp_path):

@@ -47,9 +47,16 @@ REQUIRED = {"PNEUMOSCAN_API_KEY"}  # no silent default for a secret: compose ref
 # Unset means the model's own threshold, results kept in the outbox, no HL7 or no FHIR push (an
 # empty value would not parse), or no trusted DICOM caller (podman-compose does not interpolate
 # an empty default, `${NAME:-}`).
-PASS_THROUGH = {"PNEUMOSCAN_THRESHOLD", "PNEUMOSCAN_DICOM_DESTINATION", "PNEUMOSCAN_HL7_DESTINATION", "PNEUMOSCAN_FHIR_URL",
-                "PNEUMOSCAN_DICOM_ALLOWED_AES", "PNEUMOSCAN_DICOM_TLS_CERT", "PNEUMOSCAN_DICOM_TLS_KEY",
-                "PNEUMOSCAN_DICOM_TLS_CA"}
+PASS_THROUGH = {
+    "PNEUMOSCAN_THRESHOLD",
+    "PNEUMOSCAN_DICOM_DESTINATION",
+    "PNEUMOSCAN_HL7_DESTINATION",
+    "PNEUMOSCAN_FHIR_URL",
+    "PNEUMOSCAN_DICOM_ALLOWED_AES",
+    "PNEUMOSCAN_DICOM_TLS_CERT",
+    "PNEUMOSCAN_DICOM_TLS_KEY",
+    "PNEUMOSCAN_DICOM_TLS_CA",
+}
 # Read by compose itself (host port, host folders, image name), never by the code.
 COMPOSE_ONLY = {"PNEUMOSCAN_PORT", "PNEUMOSCAN_HOST_INPUT", "PNEUMOSCAN_HOST_OUTPUT", "PNEUMOSCAN_IMAGE"}
 
@@ -126,13 +133,15 @@ def test_defaults_are_the_code_defaults_unless_listed(monkeypatch):
         if name in CONTAINER_DEFAULTS:
             assert default == CONTAINER_DEFAULTS[name], name
         else:
-            assert parsed == getattr(code_defaults, field), f"{name}: compose {default!r}, code {getattr(code_defaults, field)!r}"
+            assert parsed == getattr(code_defaults, field), (
+                f"{name}: compose {default!r}, code {getattr(code_defaults, field)!r}"
+            )
 
 
 def test_every_other_variable_is_compose_only_and_documented():
     used = {match[0] for match in VARIABLE.findall(COMPOSE_TEXT)}
     assert used - SETTING_VARIABLES == COMPOSE_ONLY
-    assert COMPOSE_ONLY & SETTING_VARIABLES == set(), "a compose-only name would shadow a setting"
+    assert set() == COMPOSE_ONLY & SETTING_VARIABLES, "a compose-only name would shadow a setting"
     deployment = (REPO_ROOT / "docs" / "deployment.md").read_text()
     for name in COMPOSE_ONLY:
         assert f"`{name}`" in deployment, f"docs/deployment.md lacks {name}"
@@ -145,7 +154,8 @@ def test_service_command_serves_the_bento_service_on_the_published_port():
     module, attribute = command[2].split(":")
     source = Path(importlib.util.find_spec(module).origin).read_text()
     services = [
-        node.name for node in ast.parse(source).body
+        node.name
+        for node in ast.parse(source).body
         if isinstance(node, ast.ClassDef) and any("bentoml.service" in ast.unparse(d) for d in node.decorator_list)
     ]
     assert attribute in services, f"{module} defines BentoML services {services}, not {attribute}"
@@ -207,8 +217,11 @@ def test_service_workers_and_dicom_node_mount_the_folders_the_settings_name():
         source, target, *mode = volume.rsplit(":", 2) if volume.endswith((":ro", ":rw")) else volume.rsplit(":", 1)
         variable = VARIABLE.fullmatch(source)
         mounts[target] = (variable[3] if variable else source, mode)
-    env = {name: VARIABLE.fullmatch(value)[3] for name, value in SERVICE["environment"].items()
-           if value and name not in REQUIRED}
+    env = {
+        name: VARIABLE.fullmatch(value)[3]
+        for name, value in SERVICE["environment"].items()
+        if value and name not in REQUIRED
+    }
     for root in env["PNEUMOSCAN_INPUT_ROOTS"].split(":"):
         assert mounts[root][1] == ["ro"], "X-rays are mounted read-only"
     assert mounts[env["PNEUMOSCAN_JOBS_DIR"]][1] != ["ro"]
@@ -241,7 +254,9 @@ def test_dicom_node_runs_the_cli_node_on_its_published_port():
         "the port the PACS calls is the one the node binds"
     )
     assert default_of(NODE["environment"]["PNEUMOSCAN_DICOM_HOST"], "PNEUMOSCAN_DICOM_HOST") == "0.0.0.0"
-    assert NODE["environment"]["PNEUMOSCAN_DICOM_ALLOWED_AES"] is None, "no caller is trusted until the operator names it"
+    assert NODE["environment"]["PNEUMOSCAN_DICOM_ALLOWED_AES"] is None, (
+        "no caller is trusted until the operator names it"
+    )
     assert Settings.model_fields["dicom_allowed_aes"].default == ""
     assert ":-}" not in COMPOSE_TEXT, "podman-compose leaves an empty default uninterpolated"
 
@@ -257,8 +272,12 @@ def test_dicom_node_healthcheck_fails_unless_the_port_accepts():
         for accepting in (True, False):
             if not accepting:
                 listener.close()
-            result = subprocess.run([sys.executable, "-c", test[3]], capture_output=True, timeout=30,
-                                    env={**os.environ, "PNEUMOSCAN_DICOM_PORT": str(port)})
+            result = subprocess.run(
+                [sys.executable, "-c", test[3]],
+                capture_output=True,
+                timeout=30,
+                env={**os.environ, "PNEUMOSCAN_DICOM_PORT": str(port)},
+            )
             assert (result.returncode == 0) == accepting, result.stderr[-500:]
     finally:
         listener.close()

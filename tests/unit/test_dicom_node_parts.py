@@ -10,11 +10,10 @@ import os
 import pydicom
 import pytest
 from PIL import Image
-from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.sop_class import SecondaryCaptureImageStorage
 
 from pneumoscan.dicom_store import DicomOutbox
-
 from pneumoscan.settings import Settings
 from service.dicom_node import Destination, DicomNode, Sender
 from service.launch import free_port
@@ -61,8 +60,9 @@ class Pacs:
         self.port = free_port()
         ae = AE(ae_title="PACS")
         ae.add_supported_context(SecondaryCaptureImageStorage, ALL_TRANSFER_SYNTAXES)
-        self.server = ae.start_server(("127.0.0.1", self.port), block=False,
-                                      evt_handlers=[(evt.EVT_C_STORE, self.on_store)])
+        self.server = ae.start_server(
+            ("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self.on_store)]
+        )
 
     def on_store(self, event) -> int:
         uid = event.request.AffectedSOPInstanceUID
@@ -99,7 +99,7 @@ def test_a_result_the_pacs_refuses_never_holds_up_the_others(tmp_path, status):
         [refused] = [m for m in outbox.messages() if m.message_id == "1.2.2"]
         assert refused.state == "pending" and refused.last_error == f"C-STORE status 0x{status:04X}"
         assert [m.message_id for m in outbox.messages() if m.state == "failed"] == ["1.2.9"]
-        assert "not a readable DICOM file" in [m for m in outbox.messages() if m.message_id == "1.2.9"][0].last_error
+        assert "not a readable DICOM file" in next(m for m in outbox.messages() if m.message_id == "1.2.9").last_error
         assert sender.tick(now=100.5)["retried"] == 0, "the refused result waits its own backoff"
         sender.tick(now=102.0)
         assert sender.tick(now=200.0) == {"delivered": 0, "retried": 0, "failed": 1}

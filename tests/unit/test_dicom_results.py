@@ -77,7 +77,8 @@ def items(dataset: pydicom.Dataset) -> Iterator[pydicom.Dataset]:
 
 def named(dataset: pydicom.Dataset, code: tuple[str, str]) -> list[pydicom.Dataset]:
     return [
-        item for item in items(dataset)
+        item
+        for item in items(dataset)
         if (item.ConceptNameCodeSequence[0].CodeValue, item.ConceptNameCodeSequence[0].CodingSchemeDesignator) == code
     ]
 
@@ -143,8 +144,10 @@ def test_structured_report_is_a_tid_1500_sr_in_the_source_study(source, tmp_path
         [measurement] = named(sr, code)
         [measured] = measurement.MeasuredValueSequence
         assert float(measured.NumericValue) == pytest.approx(expected)
-        assert (measured.MeasurementUnitsCodeSequence[0].CodeValue,
-                measured.MeasurementUnitsCodeSequence[0].CodingSchemeDesignator) == ("1", "UCUM")
+        assert (
+            measured.MeasurementUnitsCodeSequence[0].CodeValue,
+            measured.MeasurementUnitsCodeSequence[0].CodingSchemeDesignator,
+        ) == ("1", "UCUM")
     assert_valid_sr(path)
 
 
@@ -265,15 +268,22 @@ def test_uids_are_deterministic(source):
 
     uid = derived_uid(source.SOPInstanceUID, MODEL_VERSION, "sr")
     assert uid == first.SOPInstanceUID == derived_uid(source.SOPInstanceUID, MODEL_VERSION, "sr")
-    assert len({uid, derived_uid(source.SOPInstanceUID, MODEL_VERSION, "sc"),
-                derived_uid(source.SOPInstanceUID, "other", "sr")}) == 3
+    assert (
+        len(
+            {
+                uid,
+                derived_uid(source.SOPInstanceUID, MODEL_VERSION, "sc"),
+                derived_uid(source.SOPInstanceUID, "other", "sr"),
+            }
+        )
+        == 3
+    )
     assert pydicom.uid.UID(uid).is_valid
 
 
 def test_the_module_loads_no_framework():
     code = (
-        "import sys, json, pneumoscan.dicom_results; "
-        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+        "import sys, json, pneumoscan.dicom_results; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -20,8 +20,9 @@ def test_an_instance_is_filed_by_study_and_sop_uid_and_a_resend_changes_nothing(
     assert not list(path.parent.glob(".*.tmp")), "no temporary file is left behind"
 
 
-@pytest.mark.parametrize("study, sop", [(None, "1.2"), ("1.2", ""), ("../../etc", "1.2"), ("1.2", "1.2/3"),
-                                        ("1." * 40 + "1", "1.2")])
+@pytest.mark.parametrize(
+    "study, sop", [(None, "1.2"), ("1.2", ""), ("../../etc", "1.2"), ("1.2", "1.2/3"), ("1." * 40 + "1", "1.2")]
+)
 def test_uids_that_cannot_name_a_file_are_refused(tmp_path, study, sop):
     with pytest.raises(InvalidInstance):
         DicomStore(tmp_path).put(study, sop, b"x")

@@ -46,7 +46,9 @@ def test_every_error_code_has_a_status_and_a_meaning(generator):
     codes = [row["code"] for row in rows]
     assert len(codes) == len(set(codes)), "two error classes share a code"
     for row in rows:
-        assert row["meaning"], f"error code {row['code']} has no meaning (docstring, tree drawing or HTTP_ERROR_MEANINGS)"
+        assert row["meaning"], (
+            f"error code {row['code']} has no meaning (docstring, tree drawing or HTTP_ERROR_MEANINGS)"
+        )
         assert row["status"] is not None, f"error code {row['code']} has no HTTP status in service/errors.py"
 
 
@@ -58,7 +60,11 @@ def test_every_error_code_is_in_the_errors_reference(generator):
     classes = generator.error_classes()
     for module in (errors, http_errors):
         for value in vars(module).values():
-            if isinstance(value, type) and issubclass(value, errors.PneumoscanError) and value.__module__ == module.__name__:
+            if (
+                isinstance(value, type)
+                and issubclass(value, errors.PneumoscanError)
+                and value.__module__ == module.__name__
+            ):
                 assert value in classes, f"{value.__name__} is missing from the generated reference"
     for cls in classes:
         assert f"| `{cls.code}` |" in page, f"the errors reference lacks {cls.code}"
@@ -77,7 +83,9 @@ def test_every_results_column_has_a_description(generator):
 def test_every_http_operation_is_in_the_endpoints_reference(generator):
     rows = generator.endpoint_rows()
     page = generator.endpoints_markdown()
-    assert {("POST", "/predict"), ("POST", "/jobs"), ("GET", "/version")} <= {(row["method"], row["path"]) for row in rows}
+    assert {("POST", "/predict"), ("POST", "/jobs"), ("GET", "/version")} <= {
+        (row["method"], row["path"]) for row in rows
+    }
     for row in rows:
         assert row["summary"], f"{row['method']} {row['path']} has no summary"
         assert f"| `{row['method']}` | `{row['path']}` |" in page

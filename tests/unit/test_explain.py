@@ -88,7 +88,11 @@ def test_seed_feature_maps_follow_the_course_stages(seed_model, pneumonia_bytes,
     assert all((values >= 0).all() for _, values in stages), "activations are taken after the ReLU"
     written = save_feature_map_grids(stages, tmp_path / "maps")
     assert [path.name for path in written] == [
-        "01_conv1_relu.png", "02_pool1.png", "03_last_conv_relu.png", "04_pool2.png", "05_flatten.png",
+        "01_conv1_relu.png",
+        "02_pool1.png",
+        "03_last_conv_relu.png",
+        "04_pool2.png",
+        "05_flatten.png",
     ]
     for path in written:
         with Image.open(io.BytesIO(path.read_bytes())) as image:
@@ -98,6 +102,13 @@ def test_seed_feature_maps_follow_the_course_stages(seed_model, pneumonia_bytes,
 def test_tuned_stages_are_taken_after_batch_norm_and_relu(tuned_model):
     names = [name for name, _ in stage_layers(tuned_model)]
     assert names == [
-        "stem_relu", "conv1_relu", "pool1", "conv2_relu", "pool2", "conv3_relu", "pool3",
-        "last_conv_relu", "global_pool",
+        "stem_relu",
+        "conv1_relu",
+        "pool1",
+        "conv2_relu",
+        "pool2",
+        "conv3_relu",
+        "pool3",
+        "last_conv_relu",
+        "global_pool",
     ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from fhir.resources.R4B.bundle import Bundle
@@ -16,21 +16,28 @@ from pydantic import ValidationError
 from pneumoscan import errors
 from pneumoscan.dicom import DicomSource, PatientContext
 from pneumoscan.fhir import (
-    acceptable, accepts, accepts_fhir, collection_bundle, result_entries, standalone, stream_bundle,
+    acceptable,
+    accepts,
+    accepts_fhir,
+    collection_bundle,
+    result_entries,
+    standalone,
+    stream_bundle,
 )
 from pneumoscan.fhir_push import transaction
 from pneumoscan.result import Result
 from pneumoscan.schemas import Prediction
 
-ISSUED = datetime(2026, 1, 2, tzinfo=timezone.utc)
+ISSUED = datetime(2026, 1, 2, tzinfo=UTC)
 SOURCE = DicomSource(
     study_instance_uid="1.2.826.0.1.3680043.8.498.1",
     series_instance_uid="1.2.826.0.1.3680043.8.498.2",
     sop_instance_uid="1.2.826.0.1.3680043.8.498.3",
     sop_class_uid="1.2.840.10008.5.1.4.1.1.1.1",
     modality="DX",
-    patient=PatientContext(patient_id="PID-1", patient_id_issuer="HOSPITAL-A", accession_number="ACC-1",
-                           acquired="20261130101502+0100"),
+    patient=PatientContext(
+        patient_id="PID-1", patient_id_issuer="HOSPITAL-A", accession_number="ACC-1", acquired="20261130101502+0100"
+    ),
 )
 PREDICTION = Prediction(label="PNEUMONIA", probability=0.8, threshold=0.65, model_version="tuned-1")
 
@@ -39,7 +46,11 @@ def resources(result: Result, report_id: str | None = None) -> dict[str, dict]:
     """The result's resources as JSON, by type; also checks their order."""
     entries = result_entries(result, report_id=report_id or uuid.uuid4().hex, issued=ISSUED)
     assert [resource.get_resource_type() for _, resource in entries] == [
-        "DiagnosticReport", "Observation", "Device", "Provenance"]
+        "DiagnosticReport",
+        "Observation",
+        "Device",
+        "Provenance",
+    ]
     return {resource.get_resource_type(): {"fullUrl": url, **json.loads(resource.json())} for url, resource in entries}
 
 
@@ -47,10 +58,13 @@ def texts(value) -> str:
     return json.dumps(value)
 
 
-@pytest.mark.parametrize(("label", "probability", "display", "interpretation"), [
-    ("PNEUMONIA", 0.91, "Pneumonia suspected", "A"),
-    ("NORMAL", 0.12, "No pneumonia suspected", "N"),
-])
+@pytest.mark.parametrize(
+    ("label", "probability", "display", "interpretation"),
+    [
+        ("PNEUMONIA", 0.91, "Pneumonia suspected", "A"),
+        ("NORMAL", 0.12, "No pneumonia suspected", "N"),
+    ],
+)
 def test_the_resources_carry_the_prediction(label, probability, display, interpretation):
     prediction = Prediction(label=label, probability=probability, threshold=0.65, model_version="tuned-1")
     request_id = uuid.uuid4().hex
@@ -100,7 +114,7 @@ def test_a_dicom_study_is_cited_by_identifier_only():
         "type": "ImagingStudy",
         "identifier": {"system": "urn:dicom:uid", "value": f"urn:oid:{SOURCE.study_instance_uid}"},
         "display": f"Study {SOURCE.study_instance_uid}, series {SOURCE.series_instance_uid}, "
-                   f"instance {SOURCE.sop_instance_uid}",
+        f"instance {SOURCE.sop_instance_uid}",
     }
     assert found["DiagnosticReport"]["imagingStudy"] == [study]
     assert found["Observation"]["derivedFrom"] == [study]
@@ -111,8 +125,10 @@ def test_a_dicom_study_is_cited_by_identifier_only():
 def test_the_patient_order_and_time_come_from_the_dicom_file():
     found = resources(Result(prediction=PREDICTION, dicom=SOURCE))
     report, observation = found["DiagnosticReport"], found["Observation"]
-    subject = {"identifier": {"value": "PID-1", "assigner": {"display": "HOSPITAL-A"}},
-               "display": "Patient of the referenced DICOM study"}
+    subject = {
+        "identifier": {"value": "PID-1", "assigner": {"display": "HOSPITAL-A"}},
+        "display": "Patient of the referenced DICOM study",
+    }
     assert report["subject"] == observation["subject"] == subject
     assert report["basedOn"][0]["identifier"]["value"] == "ACC-1" and "basedOn" not in observation
     assert report["effectiveDateTime"] == observation["effectiveDateTime"] == "2026-11-30T10:15:02+01:00"
@@ -122,11 +138,16 @@ def test_the_provenance_says_the_device_authored_the_report():
     report_id = str(uuid.uuid4())
     found = resources(Result(prediction=PREDICTION), report_id)
     provenance = found["Provenance"]
-    assert provenance["target"] == [{"reference": found["DiagnosticReport"]["fullUrl"]},
-                                    {"reference": found["Observation"]["fullUrl"]}]
+    assert provenance["target"] == [
+        {"reference": found["DiagnosticReport"]["fullUrl"]},
+        {"reference": found["Observation"]["fullUrl"]},
+    ]
     [agent] = provenance["agent"]
-    assert agent["type"]["coding"][0] == {"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
-                                          "code": "author", "display": "Author"}
+    assert agent["type"]["coding"][0] == {
+        "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+        "code": "author",
+        "display": "Author",
+    }
     assert agent["who"]["reference"] == found["Device"]["fullUrl"]
     assert provenance["recorded"] == ISSUED.isoformat().replace("+00:00", "Z")
     assert provenance["meta"]["tag"] == [{"system": "urn:pneumoscan:report", "code": report_id}]
@@ -151,8 +172,15 @@ def _entries() -> list:
 def test_a_bundle_holds_one_device_per_model_version_and_nothing_contained():
     bundle = json.loads(collection_bundle(_entries(), bundle_id=str(uuid.uuid4()), issued=ISSUED).json())
     assert [e["resource"]["resourceType"] for e in bundle["entry"]] == [
-        "DiagnosticReport", "Observation", "Device", "Provenance", "OperationOutcome",
-        "DiagnosticReport", "Observation", "Provenance"]
+        "DiagnosticReport",
+        "Observation",
+        "Device",
+        "Provenance",
+        "OperationOutcome",
+        "DiagnosticReport",
+        "Observation",
+        "Provenance",
+    ]
     urls = [entry["fullUrl"] for entry in bundle["entry"]]
     assert len(set(urls)) == len(urls)
     second_observation = bundle["entry"][6]["resource"]
@@ -168,7 +196,8 @@ def test_streamed_bundle_is_the_bundle(count):
     assert streamed.type == "collection" and streamed.identifier == built.identifier
     assert streamed.timestamp == built.timestamp
     assert [e.model_dump(mode="json") for e in streamed.entry or []] == [
-        e.model_dump(mode="json") for e in built.entry or []]
+        e.model_dump(mode="json") for e in built.entry or []
+    ]
 
 
 def test_the_standalone_form_links_by_type_and_id():
@@ -192,15 +221,22 @@ def test_a_push_is_four_conditional_creates():
     requests = {e["resource"]["resourceType"]: e["request"] for e in bundle["entry"]}
     observation = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation")
     assert requests == {
-        "DiagnosticReport": {"method": "POST", "url": "DiagnosticReport",
-                             "ifNoneExist": f"identifier=urn:ietf:rfc:3986|urn:uuid:{report_id}"},
-        "Observation": {"method": "POST", "url": "Observation",
-                        "ifNoneExist": f"identifier=urn:ietf:rfc:3986|{observation['identifier'][0]['value']}"},
+        "DiagnosticReport": {
+            "method": "POST",
+            "url": "DiagnosticReport",
+            "ifNoneExist": f"identifier=urn:ietf:rfc:3986|urn:uuid:{report_id}",
+        },
+        "Observation": {
+            "method": "POST",
+            "url": "Observation",
+            "ifNoneExist": f"identifier=urn:ietf:rfc:3986|{observation['identifier'][0]['value']}",
+        },
         "Device": {"method": "POST", "url": "Device", "ifNoneExist": "identifier=urn:pneumoscan:model|tuned-1"},
         "Provenance": {"method": "POST", "url": "Provenance", "ifNoneExist": f"_tag=urn:pneumoscan:report|{report_id}"},
     }
-    assert [e["fullUrl"] for e in bundle["entry"]] == [url for url, _ in result_entries(
-        Result(prediction=PREDICTION, dicom=SOURCE), report_id=report_id)]
+    assert [e["fullUrl"] for e in bundle["entry"]] == [
+        url for url, _ in result_entries(Result(prediction=PREDICTION, dicom=SOURCE), report_id=report_id)
+    ]
     assert bundle["entry"][0]["resource"]["issued"].startswith(ISSUED.isoformat()[:19])
 
 

@@ -23,7 +23,12 @@ from service.app import create_app
 from service.batcher import MicroBatcher
 from service.http import ModelInfo
 from tests.support import (
-    STAND_IN_DECISION, finished_job, fhir_validator, require, stand_in_heatmap, stand_in_scores,
+    STAND_IN_DECISION,
+    fhir_validator,
+    finished_job,
+    require,
+    stand_in_heatmap,
+    stand_in_scores,
 )
 from tests.support.dicom_files import make_dicom
 
@@ -68,8 +73,11 @@ def test_every_http_answer_in_fhir_is_valid_r4(validate, xray_image, xray_bytes)
     async def mean_pixel(planes):
         return stand_in_scores(planes)
 
-    app = create_app(get_infer=lambda: MicroBatcher(mean_pixel, max_batch_size=4, latency_budget_s=5.0),
-                     get_explain=lambda: stand_in_heatmap, get_info=lambda: INFO)
+    app = create_app(
+        get_infer=lambda: MicroBatcher(mean_pixel, max_batch_size=4, latency_budget_s=5.0),
+        get_explain=lambda: stand_in_heatmap,
+        get_info=lambda: INFO,
+    )
     dicom = with_context(make_dicom(xray_image))
 
     async def scenario():
@@ -78,12 +86,19 @@ def test_every_http_answer_in_fhir_is_valid_r4(validate, xray_image, xray_bytes)
             return [
                 await client.post("/predict", content=xray_bytes, headers={"Content-Type": "image/jpeg", **FHIR}),
                 await client.post("/predict", content=dicom, headers={"Content-Type": "application/dicom", **FHIR}),
-                await client.post("/predict", content=without_context(make_dicom(xray_image)),
-                                  headers={"Content-Type": "application/dicom", **FHIR}),
-                await client.post("/predict_batch", headers=FHIR, files=[
-                    ("images", ("a.dcm", dicom, "application/dicom")),
-                    ("images", ("bad.png", b"\x89PNG\r\n\x1a\nbroken", "image/png")),
-                ]),
+                await client.post(
+                    "/predict",
+                    content=without_context(make_dicom(xray_image)),
+                    headers={"Content-Type": "application/dicom", **FHIR},
+                ),
+                await client.post(
+                    "/predict_batch",
+                    headers=FHIR,
+                    files=[
+                        ("images", ("a.dcm", dicom, "application/dicom")),
+                        ("images", ("bad.png", b"\x89PNG\r\n\x1a\nbroken", "image/png")),
+                    ],
+                ),
                 await client.post("/predict", content=b"", headers={"Content-Type": "image/jpeg", **FHIR}),
             ]
 
@@ -95,7 +110,9 @@ def test_every_http_answer_in_fhir_is_valid_r4(validate, xray_image, xray_bytes)
     assert types[3] == ["DiagnosticReport", "Observation", "Device", "Provenance", "OperationOutcome"]
     with_patient = resources[1]["entry"][0]["resource"]
     assert with_patient["subject"]["identifier"]["value"] and with_patient["effectiveDateTime"]
-    assert "subject" not in resources[2]["entry"][0]["resource"] and resources[2]["entry"][0]["resource"]["imagingStudy"]
+    assert (
+        "subject" not in resources[2]["entry"][0]["resource"] and resources[2]["entry"][0]["resource"]["imagingStudy"]
+    )
     assert resources[0]["entry"][0]["resource"]["meta"]["security"][0]["code"] == "AIAST"
     assert validate(resources) == []
     # Each entry on its own too: a resource a Bundle would hide from a check of the Bundle alone.
@@ -105,20 +122,33 @@ def test_every_http_answer_in_fhir_is_valid_r4(validate, xray_image, xray_bytes)
 def test_a_jobs_exports_and_pushes_are_valid_r4(validate, xray_image, tmp_path):
     prediction = Prediction(label="NORMAL", probability=0.1, threshold=0.66, model_version="v1", ood_score=0.5)
     source = decode(with_context(make_dicom(xray_image))).dicom
-    job_dir = finished_job(tmp_path, [
-        Result(prediction=prediction, name="a.dcm", dicom=source),
-        Result(prediction=prediction, name="b.png"),
-        Result(error=NotAChestXray("Unlike the training X-rays."), name="c.png"),
-    ])
+    job_dir = finished_job(
+        tmp_path,
+        [
+            Result(prediction=prediction, name="a.dcm", dicom=source),
+            Result(prediction=prediction, name="b.png"),
+            Result(error=NotAChestXray("Unlike the training X-rays."), name="c.png"),
+        ],
+    )
     bundle = json.loads("".join(export(job_dir, "fhir")))
     manifest = write_ndjson(job_dir, tmp_path / "ndjson", request="test")
-    lines = [json.loads(line) for item in manifest["output"] + manifest["error"]
-             for line in (tmp_path / "ndjson" / f"{item['type']}.ndjson").read_text().splitlines()]
+    lines = [
+        json.loads(line)
+        for item in manifest["output"] + manifest["error"]
+        for line in (tmp_path / "ndjson" / f"{item['type']}.ndjson").read_text().splitlines()
+    ]
     assert {line["resourceType"] for line in lines} == {
-        "DiagnosticReport", "Observation", "Device", "Provenance", "OperationOutcome"}
+        "DiagnosticReport",
+        "Observation",
+        "Device",
+        "Provenance",
+        "OperationOutcome",
+    }
     outcomes = [outcome_for(BlankImage("Nothing to see.")).model_dump(mode="json", exclude_none=True)]
     refused = result_entries(Result(error=BlankImage("x")), report_id="1" * 32)
     batch = json.loads(collection_bundle(refused, bundle_id="1" * 32).json())
-    pushes = [transaction(Result(prediction=prediction, dicom=source)),
-              transaction(Result(prediction=prediction, sha256="3" * 64))]
+    pushes = [
+        transaction(Result(prediction=prediction, dicom=source)),
+        transaction(Result(prediction=prediction, sha256="3" * 64)),
+    ]
     assert validate([bundle, *lines, *outcomes, batch, *pushes]) == []

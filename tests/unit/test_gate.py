@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pneumoscan.decision import Decision, judge_scores
 from pneumoscan.errors import BlankImage, ModelError, NotAChestXray
 from pneumoscan.gate import GATE_FILE, OodGate
 from pneumoscan.imaging import load_plane, resize_plane
-from pneumoscan.decision import Decision, judge_scores
 from tests.support import encode
 from tests.support.dicom_files import make_dicom
 
@@ -44,9 +44,11 @@ BLANK_CASES = [
 @pytest.mark.parametrize("name, container", BLANK_CASES)
 def test_blank_images_are_refused_in_every_format(name, container):
     image = _blank_images()[name]
-    data = make_dicom(image) if container == "DICOM" else encode(image, container, **(
-        {"quality": 100, "subsampling": 0} if container == "JPEG" else {}
-    ))
+    data = (
+        make_dicom(image)
+        if container == "DICOM"
+        else encode(image, container, **({"quality": 100, "subsampling": 0} if container == "JPEG" else {}))
+    )
     with pytest.raises(BlankImage) as caught:
         load_plane(data)
     assert caught.value.code == "blank_image"

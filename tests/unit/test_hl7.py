@@ -13,15 +13,22 @@ from pneumoscan.schemas import Prediction
 from tests.support.hl7_listener import Listener
 
 PREDICTION = Prediction(label="PNEUMONIA", probability=0.8125, threshold=0.6659, model_version="tuned-1")
-PATIENT = PatientContext(patient_id="PID-7788991", patient_id_issuer="HOSPITAL-A", accession_number="ACC-4711",
-                         placer_order_number="PL-1", filler_order_number="FI-2", acquired="20261130101502+0100")
+PATIENT = PatientContext(
+    patient_id="PID-7788991",
+    patient_id_issuer="HOSPITAL-A",
+    accession_number="ACC-4711",
+    placer_order_number="PL-1",
+    filler_order_number="FI-2",
+    acquired="20261130101502+0100",
+)
 DICOM = DicomSource("1.2.3", "1.2.3.4", "1.2.3.4.5", "1.2.840.10008.5.1.4.1.1.1.1", "DX", patient=PATIENT)
 
 
 def result(label: str = "PNEUMONIA", patient: PatientContext = PATIENT, sop: str = "1.2.3.4.5") -> Result:
     prediction = PREDICTION.model_copy(update={"label": label})
-    return Result(prediction=prediction, dicom=DicomSource("1.2.3", "1.2.3.4", sop, "1.2", "DX", patient=patient),
-                  name="a.dcm")
+    return Result(
+        prediction=prediction, dicom=DicomSource("1.2.3", "1.2.3.4", sop, "1.2", "DX", patient=patient), name="a.dcm"
+    )
 
 
 def message(label: str = "PNEUMONIA", patient: PatientContext = PATIENT) -> str:
@@ -95,8 +102,11 @@ def test_an_unreachable_listener_costs_no_message_an_attempt(tmp_path):
     waiting = (tmp_path / ".destination.json").read_text()
     assert "ConnectionRefusedError" in waiting or "refused" in waiting.lower()
     with Listener() as listener:
-        assert outbox.deliver(f"127.0.0.1:{listener.port}", now=1016.0) == {"delivered": 0, "retried": 0, "failed": 0}, \
-            "the outbox waits for the destination's backoff"
+        assert outbox.deliver(f"127.0.0.1:{listener.port}", now=1016.0) == {
+            "delivered": 0,
+            "retried": 0,
+            "failed": 0,
+        }, "the outbox waits for the destination's backoff"
         assert outbox.deliver(f"127.0.0.1:{listener.port}", now=2000.0)["delivered"] == 1
     assert not (tmp_path / ".destination.json").exists()
 
@@ -131,15 +141,22 @@ def test_an_upload_with_patient_context_sends_one_message(tmp_path, xray_image, 
     buffer = io.BytesIO()
     dataset.save_as(buffer, enforce_file_format=True)
     with Listener() as listener:
-        info = ModelInfo(decision=STAND_IN_DECISION, max_pixels=50_000_000, max_batch_items=4, timeout_s=5.0,
-                         hl7_destination=f"127.0.0.1:{listener.port}", hl7_outbox=Hl7Outbox(tmp_path))
+        info = ModelInfo(
+            decision=STAND_IN_DECISION,
+            max_pixels=50_000_000,
+            max_batch_items=4,
+            timeout_s=5.0,
+            hl7_destination=f"127.0.0.1:{listener.port}",
+            hl7_outbox=Hl7Outbox(tmp_path),
+        )
         batcher = MicroBatcher(mean_pixel, max_batch_size=4, latency_budget_s=5.0)
         app = create_app(get_infer=lambda: batcher, get_explain=lambda: stand_in_heatmap, get_info=lambda: info)
 
         async def scenario():
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
-                dicom = await client.post("/predict", content=buffer.getvalue(),
-                                          headers={"Content-Type": "application/dicom"})
+                dicom = await client.post(
+                    "/predict", content=buffer.getvalue(), headers={"Content-Type": "application/dicom"}
+                )
                 jpeg = await client.post("/predict", content=xray_bytes, headers={"Content-Type": "image/jpeg"})
                 return dicom, jpeg
 

@@ -15,17 +15,17 @@ import httpx
 import numpy as np
 import pydicom
 import pytest
-from PIL import Image
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.operationoutcome import OperationOutcome
+from PIL import Image
 
 from pneumoscan import errors
 from pneumoscan.imaging import load_image
 from pneumoscan.schemas import BatchResponse, PredictionResponse
-from service.errors import Overloaded, status_for
 from service.app import create_app
 from service.batcher import MicroBatcher
+from service.errors import Overloaded, status_for
 from service.http import ModelInfo
 from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, InFlightLimitMiddleware, ReadinessMiddleware
 from tests.support import STAND_IN_DECISION, encode, stand_in_heatmap, stand_in_scores
@@ -87,7 +87,7 @@ def test_batch_results_keep_upload_order_and_chunk_model_calls(app, xray_files):
     results = BatchResponse.model_validate(response.json()).results
     assert [r.filename for r in results] == [f[1][0] for f in files]
     assert results[2].error.code in {"truncated_image", "not_an_image"}
-    for result, path in zip([results[0], results[1], results[3]], xray_files[:3]):
+    for result, path in zip([results[0], results[1], results[3]], xray_files[:3], strict=False):
         assert result.probability == pytest.approx(float(load_image(path.read_bytes()).mean()), rel=1e-6)
     assert sorted(calls) == [1, 2], "three good images in model calls of at most the batcher's size"
 
@@ -206,12 +206,20 @@ def post_all(app, requests: list[dict]) -> list[httpx.Response]:
 def test_dicom_bodies_and_parts_are_scored_like_the_png(app, xray_image):
     dicom = make_dicom(xray_image, bits=16, photometric="MONOCHROME1")
     expected = float(load_image(encode(xray_image, "PNG")).mean())
-    raw, multipart, batch = post_all(app, [
-        {"url": "/predict", "content": dicom, "headers": {"Content-Type": "application/dicom"}},
-        {"url": "/predict", "files": {"image": ("chest.dcm", dicom, "application/dicom")}},
-        {"url": "/predict_batch", "files": [("images", ("a.dcm", dicom, "application/dicom")),
-                                           ("images", ("ct.dcm", make_dicom(xray_image, modality="CT"), "application/dicom"))]},
-    ])
+    raw, multipart, batch = post_all(
+        app,
+        [
+            {"url": "/predict", "content": dicom, "headers": {"Content-Type": "application/dicom"}},
+            {"url": "/predict", "files": {"image": ("chest.dcm", dicom, "application/dicom")}},
+            {
+                "url": "/predict_batch",
+                "files": [
+                    ("images", ("a.dcm", dicom, "application/dicom")),
+                    ("images", ("ct.dcm", make_dicom(xray_image, modality="CT"), "application/dicom")),
+                ],
+            },
+        ],
+    )
     for response in (raw, multipart):
         assert response.status_code == 200, response.text
         assert response.json()["probability"] == pytest.approx(expected, rel=1e-6)
@@ -220,15 +228,26 @@ def test_dicom_bodies_and_parts_are_scored_like_the_png(app, xray_image):
     assert results[1].error.code == "unsupported_modality"
 
 
-@pytest.mark.parametrize(("variant", "status", "code"), [
-    ({"pixel_data": False}, 422, "no_pixel_data"),
-    ({"frames": 2}, 422, "multi_frame_image"),
-    ({"colour": True}, 422, "unsupported_mode"),
-    ({"modality": "MR"}, 422, "unsupported_modality"),
-])
+@pytest.mark.parametrize(
+    ("variant", "status", "code"),
+    [
+        ({"pixel_data": False}, 422, "no_pixel_data"),
+        ({"frames": 2}, 422, "multi_frame_image"),
+        ({"colour": True}, 422, "unsupported_mode"),
+        ({"modality": "MR"}, 422, "unsupported_modality"),
+    ],
+)
 def test_unusable_dicom_gets_a_clear_4xx(app, xray_image, variant, status, code):
-    (response,) = post_all(app, [{"url": "/predict", "content": make_dicom(xray_image, **variant),
-                                  "headers": {"Content-Type": "application/dicom"}}])
+    (response,) = post_all(
+        app,
+        [
+            {
+                "url": "/predict",
+                "content": make_dicom(xray_image, **variant),
+                "headers": {"Content-Type": "application/dicom"},
+            }
+        ],
+    )
     assert response.status_code == status and response.json()["error"] == code
     assert PATIENT_NAME not in response.text and PATIENT_ID not in response.text
 
@@ -241,11 +260,18 @@ def test_fhir_is_negotiated_by_accept(app, xray_image, xray_bytes):
     dataset.save_as(buffer, enforce_file_format=True)
     dicom = buffer.getvalue()
     fhir = {"Accept": "application/fhir+json;q=1.0, application/json;q=0.5"}
-    from_dicom, from_jpeg, plain = post_all(app, [
-        {"url": "/predict", "content": dicom, "headers": {"Content-Type": "application/dicom", **fhir}},
-        {"url": "/predict", "content": xray_bytes, "headers": {"Content-Type": "image/jpeg", **fhir}},
-        {"url": "/predict", "content": dicom, "headers": {"Content-Type": "application/dicom", "Accept": "application/json"}},
-    ])
+    from_dicom, from_jpeg, plain = post_all(
+        app,
+        [
+            {"url": "/predict", "content": dicom, "headers": {"Content-Type": "application/dicom", **fhir}},
+            {"url": "/predict", "content": xray_bytes, "headers": {"Content-Type": "image/jpeg", **fhir}},
+            {
+                "url": "/predict",
+                "content": dicom,
+                "headers": {"Content-Type": "application/dicom", "Accept": "application/json"},
+            },
+        ],
+    )
     assert from_dicom.headers["content-type"].startswith("application/fhir+json")
     bundle = Bundle.model_validate_json(from_dicom.text)
     assert bundle.type == "collection"
@@ -256,8 +282,11 @@ def test_fhir_is_negotiated_by_accept(app, xray_image, xray_bytes):
     request_id = f"urn:uuid:{uuid.UUID(from_dicom.headers['x-request-id'])}"
     assert bundle.identifier.value == request_id
     # The report is the image's (its SOP Instance UID, the model version, the threshold), whatever the request.
-    again = Bundle.model_validate_json(post_all(app, [{"url": "/predict", "content": dicom,
-                                                       "headers": {"Content-Type": "application/dicom", **fhir}}])[0].text)
+    again = Bundle.model_validate_json(
+        post_all(
+            app, [{"url": "/predict", "content": dicom, "headers": {"Content-Type": "application/dicom", **fhir}}]
+        )[0].text
+    )
     assert report.identifier[0].value == again.entry[0].resource.identifier[0].value != request_id
     # Filed under the patient (by identifier only, never by name), the order and the acquisition time.
     assert report.subject.identifier.value == PATIENT_ID and report.subject.identifier.assigner.display == "HOSPITAL-A"
@@ -266,7 +295,12 @@ def test_fhir_is_negotiated_by_accept(app, xray_image, xray_bytes):
     assert PATIENT_NAME.split("^")[0] not in from_dicom.text
     assert PATIENT_ID not in plain.text
     jpeg_entries = from_jpeg.json()["entry"]
-    assert [e["resource"]["resourceType"] for e in jpeg_entries] == ["DiagnosticReport", "Observation", "Device", "Provenance"]
+    assert [e["resource"]["resourceType"] for e in jpeg_entries] == [
+        "DiagnosticReport",
+        "Observation",
+        "Device",
+        "Provenance",
+    ]
     assert "imagingStudy" not in jpeg_entries[0]["resource"] and "subject" not in jpeg_entries[0]["resource"]
     assert PredictionResponse.model_validate(plain.json()).label in {"NORMAL", "PNEUMONIA"}
 
@@ -274,13 +308,21 @@ def test_fhir_is_negotiated_by_accept(app, xray_image, xray_bytes):
 def test_fhir_clients_get_errors_as_operation_outcomes(app, xray_image):
     fhir = {"Accept": "application/fhir+json"}
     guarded = ApiKeyMiddleware(app, api_key="k")
-    refused, unauthorized = post_all(guarded, [
-        {"url": "/predict", "content": make_dicom(xray_image, modality="CT"),
-         "headers": {"Content-Type": "application/dicom", "Authorization": "Bearer k", **fhir}},
-        {"url": "/predict", "content": b"x", "headers": {"Content-Type": "image/png", **fhir}},
-    ])
-    for response, status, code, issue_type in ((refused, 422, "unsupported_modality", "invalid"),
-                                               (unauthorized, 401, "unauthorized", "security")):
+    refused, unauthorized = post_all(
+        guarded,
+        [
+            {
+                "url": "/predict",
+                "content": make_dicom(xray_image, modality="CT"),
+                "headers": {"Content-Type": "application/dicom", "Authorization": "Bearer k", **fhir},
+            },
+            {"url": "/predict", "content": b"x", "headers": {"Content-Type": "image/png", **fhir}},
+        ],
+    )
+    for response, status, code, issue_type in (
+        (refused, 422, "unsupported_modality", "invalid"),
+        (unauthorized, 401, "unauthorized", "security"),
+    ):
         assert response.status_code == status
         assert response.headers["content-type"].startswith("application/fhir+json")
         issue = OperationOutcome.model_validate_json(response.text).issue[0]
@@ -291,36 +333,60 @@ def test_fhir_clients_get_errors_as_operation_outcomes(app, xray_image):
 def test_dicom_results_carry_their_uids(app, xray_image, xray_bytes):
     dicom = make_dicom(xray_image)
     uids = pydicom.dcmread(io.BytesIO(dicom), stop_before_pixels=True)
-    single, batch = post_all(app, [
-        {"url": "/predict", "content": dicom, "headers": {"Content-Type": "application/dicom"}},
-        {"url": "/predict_batch", "files": [("images", ("a.dcm", dicom, "application/dicom")),
-                                           ("images", ("b.jpeg", xray_bytes, "image/jpeg"))]},
-    ])
+    single, batch = post_all(
+        app,
+        [
+            {"url": "/predict", "content": dicom, "headers": {"Content-Type": "application/dicom"}},
+            {
+                "url": "/predict_batch",
+                "files": [
+                    ("images", ("a.dcm", dicom, "application/dicom")),
+                    ("images", ("b.jpeg", xray_bytes, "image/jpeg")),
+                ],
+            },
+        ],
+    )
     first, second = batch.json()["results"]
     for result in (single.json(), first):
         assert (result["study_instance_uid"], result["series_instance_uid"], result["sop_instance_uid"]) == (
-            uids.StudyInstanceUID, uids.SeriesInstanceUID, uids.SOPInstanceUID)
+            uids.StudyInstanceUID,
+            uids.SeriesInstanceUID,
+            uids.SOPInstanceUID,
+        )
     assert second["sop_instance_uid"] is None
 
 
 def test_fhir_batch_is_a_bundle_in_upload_order(app, xray_image, xray_bytes):
     dicom = make_dicom(xray_image)
-    (response,) = post_all(app, [{
-        "url": "/predict_batch",
-        "headers": {"Accept": "application/fhir+json"},
-        "files": [("images", ("a.dcm", dicom, "application/dicom")),
-                  ("images", ("b.jpeg", xray_bytes, "image/jpeg")),
-                  ("images", ("ct.dcm", make_dicom(xray_image, modality="CT"), "application/dicom"))],
-    }])
+    (response,) = post_all(
+        app,
+        [
+            {
+                "url": "/predict_batch",
+                "headers": {"Accept": "application/fhir+json"},
+                "files": [
+                    ("images", ("a.dcm", dicom, "application/dicom")),
+                    ("images", ("b.jpeg", xray_bytes, "image/jpeg")),
+                    ("images", ("ct.dcm", make_dicom(xray_image, modality="CT"), "application/dicom")),
+                ],
+            }
+        ],
+    )
     assert response.status_code == 200 and response.headers["content-type"].startswith("application/fhir+json")
     bundle = Bundle.model_validate_json(response.text)
     assert bundle.type == "collection"
     assert bundle.identifier.value == f"urn:uuid:{uuid.UUID(response.headers['x-request-id'])}"
     entries = response.json()["entry"]
     assert [entry["resource"]["resourceType"] for entry in entries] == [
-        "DiagnosticReport", "Observation", "Device", "Provenance",  # a.dcm
-        "DiagnosticReport", "Observation", "Provenance",  # b.jpeg: the one Device is already in the Bundle
-        "OperationOutcome"]  # ct.dcm
+        "DiagnosticReport",
+        "Observation",
+        "Device",
+        "Provenance",  # a.dcm
+        "DiagnosticReport",
+        "Observation",
+        "Provenance",  # b.jpeg: the one Device is already in the Bundle
+        "OperationOutcome",
+    ]  # ct.dcm
     first, second, refused = entries[0]["resource"], entries[4]["resource"], entries[7]["resource"]
     DiagnosticReport.model_validate(first)
     assert first["imagingStudy"][0]["identifier"]["system"] == "urn:dicom:uid" and "imagingStudy" not in second
@@ -337,7 +403,9 @@ def test_gate_refusals_and_flags_through_the_adapter(xray_bytes, xray_image):
     dark = encode(Image.fromarray((np.asarray(xray_image, dtype=np.float32) * 0.15).astype(np.uint8)), "PNG")
     flag_info = dataclasses.replace(INFO, decision=dataclasses.replace(STAND_IN_DECISION, ood_policy="flag"))
     refusing = create_app(get_infer=lambda: mean_pixel, get_explain=lambda: stand_in_heatmap, get_info=lambda: INFO)
-    flagging = create_app(get_infer=lambda: mean_pixel, get_explain=lambda: stand_in_heatmap, get_info=lambda: flag_info)
+    flagging = create_app(
+        get_infer=lambda: mean_pixel, get_explain=lambda: stand_in_heatmap, get_info=lambda: flag_info
+    )
     parts = [("images", ("dark.png", dark, "image/png")), ("images", ("chest.jpeg", xray_bytes, "image/jpeg"))]
 
     async def scenario():
@@ -363,8 +431,9 @@ def test_core_and_http_agree_on_the_fhir_issue_type_of_every_core_error():
     from pneumoscan.fhir import outcome_for as core_outcome_for
     from service.errors import outcome_for as http_outcome_for
 
-    core_classes = [cls for cls in vars(errors).values()
-                    if isinstance(cls, type) and issubclass(cls, errors.PneumoscanError)]
+    core_classes = [
+        cls for cls in vars(errors).values() if isinstance(cls, type) and issubclass(cls, errors.PneumoscanError)
+    ]
     assert len(core_classes) > 20
     for cls in core_classes:
         error = cls("detail")
@@ -373,12 +442,18 @@ def test_core_and_http_agree_on_the_fhir_issue_type_of_every_core_error():
 
 def test_accept_q_zero_is_respected_and_nothing_acceptable_is_406(app, xray_bytes):
     image = {"url": "/predict", "content": xray_bytes}
-    plain, refused_fhir, nothing, anything = post_all(app, [
-        {**image, "headers": {"Content-Type": "image/jpeg", "Accept": "application/fhir+json;q=0, application/json"}},
-        {**image, "headers": {"Content-Type": "image/jpeg", "Accept": "application/fhir+json;q=0"}},
-        {**image, "headers": {"Content-Type": "image/jpeg", "Accept": "text/csv"}},
-        {**image, "headers": {"Content-Type": "image/jpeg", "Accept": "*/*"}},
-    ])
+    plain, refused_fhir, nothing, anything = post_all(
+        app,
+        [
+            {
+                **image,
+                "headers": {"Content-Type": "image/jpeg", "Accept": "application/fhir+json;q=0, application/json"},
+            },
+            {**image, "headers": {"Content-Type": "image/jpeg", "Accept": "application/fhir+json;q=0"}},
+            {**image, "headers": {"Content-Type": "image/jpeg", "Accept": "text/csv"}},
+            {**image, "headers": {"Content-Type": "image/jpeg", "Accept": "*/*"}},
+        ],
+    )
     assert plain.status_code == 200 and plain.headers["content-type"].startswith("application/json")
     assert refused_fhir.status_code == 406 and refused_fhir.json()["error"] == "not_acceptable"
     assert nothing.status_code == 406
@@ -410,19 +485,26 @@ def test_unknown_paths_and_wrong_methods_answer_in_the_error_shape(app):
 
     from service.middleware import RoutingErrorMiddleware
 
-    outer = RoutingErrorMiddleware(Starlette(routes=[
-        Route("/healthz", lambda request: PlainTextResponse("ok")), PassiveMount("/", app),
-    ]))
+    outer = RoutingErrorMiddleware(
+        Starlette(
+            routes=[
+                Route("/healthz", lambda request: PlainTextResponse("ok")),
+                PassiveMount("/", app),
+            ]
+        )
+    )
 
     async def scenario():
         answers = []
         for target in (app, outer):
             async with client_for(target) as client:
-                answers.append((
-                    await client.get("/no/such/path"),
-                    await client.get("/predict"),
-                    await client.get("/no/such/path", headers={"Accept": "application/fhir+json"}),
-                ))
+                answers.append(
+                    (
+                        await client.get("/no/such/path"),
+                        await client.get("/predict"),
+                        await client.get("/no/such/path", headers={"Accept": "application/fhir+json"}),
+                    )
+                )
         async with client_for(outer) as client:
             answers.append((await client.post("/healthz"), await client.get("/healthz")))
         return answers

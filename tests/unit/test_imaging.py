@@ -21,8 +21,8 @@ from pneumoscan.errors import (
     UnsupportedMode,
 )
 from pneumoscan.imaging import load_image, load_plane, plane_to_input
-from tests.support.dicom_files import make_dicom
 from tests.support import encode, png_bomb
+from tests.support.dicom_files import make_dicom
 
 
 def test_real_xrays_become_model_inputs(xray_files):
@@ -147,9 +147,16 @@ def test_pixel_limit(xray_image):
     assert f"{width}x{height}" in caught.value.detail
 
 
-@pytest.mark.parametrize(("size", "refused"), [
-    ((1, 1), True), ((63, 600), True), ((900, 40), True), ((64, 64), False), ((64, 900), False),
-])
+@pytest.mark.parametrize(
+    ("size", "refused"),
+    [
+        ((1, 1), True),
+        ((63, 600), True),
+        ((900, 40), True),
+        ((64, 64), False),
+        ((64, 900), False),
+    ],
+)
 def test_images_too_small_to_be_xrays_are_refused(xray_image, size, refused):
     small = xray_image.resize(size)
     for data in (encode(small, "PNG"), encode(small, "JPEG"), make_dicom(small)):

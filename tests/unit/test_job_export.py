@@ -19,9 +19,14 @@ from pneumoscan.result import Result
 from pneumoscan.schemas import Prediction
 from tests.support import finished_job
 
-DICOM = DicomSource(study_instance_uid="1.2.3", series_instance_uid="1.2.3.4", sop_instance_uid="1.2.3.4.5",
-                    sop_class_uid="1.2.840.10008.5.1.4.1.1.1.1", modality="DX",
-                    patient=PatientContext(patient_id="PID-1", acquired="20261130"))
+DICOM = DicomSource(
+    study_instance_uid="1.2.3",
+    series_instance_uid="1.2.3.4",
+    sop_instance_uid="1.2.3.4.5",
+    sop_class_uid="1.2.840.10008.5.1.4.1.1.1.1",
+    modality="DX",
+    patient=PatientContext(patient_id="PID-1", acquired="20261130"),
+)
 
 
 def prediction(version: str = "v1", label: str = "NORMAL") -> Prediction:
@@ -52,15 +57,25 @@ def test_the_ndjson_export_is_one_file_per_type_and_a_manifest(job_dir, tmp_path
     out = tmp_path / "export" / "nested"
     manifest = write_ndjson(job_dir, out, request="pneumoscan results JOB --format ndjson --out DIR")
     files = {path.name for path in out.iterdir()}
-    assert files == {"DiagnosticReport.ndjson", "Observation.ndjson", "Device.ndjson", "Provenance.ndjson",
-                     "OperationOutcome.ndjson", "manifest.json"}
+    assert files == {
+        "DiagnosticReport.ndjson",
+        "Observation.ndjson",
+        "Device.ndjson",
+        "Provenance.ndjson",
+        "OperationOutcome.ndjson",
+        "manifest.json",
+    }
     assert json.loads((out / "manifest.json").read_text()) == manifest
     summary = json.loads((job_dir / "summary.json").read_text())
     assert manifest["transactionTime"] == summary["finished"]
     assert manifest["request"] == "pneumoscan results JOB --format ndjson --out DIR"
     assert manifest["requiresAccessToken"] is False
     assert [(item["type"], item["count"]) for item in manifest["output"]] == [
-        ("DiagnosticReport", 3), ("Observation", 3), ("Device", 2), ("Provenance", 3)]
+        ("DiagnosticReport", 3),
+        ("Observation", 3),
+        ("Device", 2),
+        ("Provenance", 3),
+    ]
     assert [(item["type"], item["count"]) for item in manifest["error"]] == [("OperationOutcome", 2)]
     for item in manifest["output"] + manifest["error"]:
         path = out / f"{item['type']}.ndjson"
@@ -72,8 +87,10 @@ def test_the_ndjson_export_is_one_file_per_type_and_a_manifest(job_dir, tmp_path
 
 def test_the_ndjson_resources_link_by_type_and_id(job_dir, tmp_path):
     write_ndjson(job_dir, tmp_path / "out", request="test")
-    by_type = {kind: read_lines(tmp_path / "out" / f"{kind}.ndjson")
-               for kind in ("DiagnosticReport", "Observation", "Device", "Provenance")}
+    by_type = {
+        kind: read_lines(tmp_path / "out" / f"{kind}.ndjson")
+        for kind in ("DiagnosticReport", "Observation", "Device", "Provenance")
+    }
     ids = {kind: {resource["id"] for resource in resources} for kind, resources in by_type.items()}
     assert [device["version"][0]["value"] for device in by_type["Device"]] == ["v1", "v2"]
     for report in by_type["DiagnosticReport"]:
@@ -116,19 +133,31 @@ def test_exports_are_deterministic_and_agree(job_dir, tmp_path):
     Bundle.model_validate_json(bundle)
     entries = json.loads(bundle)["entry"]
     assert [entry["resource"]["resourceType"] for entry in entries] == [
-        "DiagnosticReport", "Observation", "Device", "Provenance",  # a.dcm
+        "DiagnosticReport",
+        "Observation",
+        "Device",
+        "Provenance",  # a.dcm
         "OperationOutcome",  # b/bad.png
-        "DiagnosticReport", "Observation", "Provenance",  # c.png: the v1 Device is already there
-        "DiagnosticReport", "Observation", "Device", "Provenance",  # d.png, scored by v2
+        "DiagnosticReport",
+        "Observation",
+        "Provenance",  # c.png: the v1 Device is already there
+        "DiagnosticReport",
+        "Observation",
+        "Device",
+        "Provenance",  # d.png, scored by v2
         "OperationOutcome",  # e.jpeg
     ]
     # The same resources in both forms: the NDJSON ids are the Bundle's fullUrls.
     for kind in ("DiagnosticReport", "Device", "OperationOutcome"):
         assert [r["id"] for r in read_lines(tmp_path / "first" / f"{kind}.ndjson")] == [
-            entry["fullUrl"].removeprefix("urn:uuid:") for entry in entries if entry["resource"]["resourceType"] == kind]
+            entry["fullUrl"].removeprefix("urn:uuid:") for entry in entries if entry["resource"]["resourceType"] == kind
+        ]
     summary = json.loads((job_dir / "summary.json").read_text())
-    assert {datetime.fromisoformat(entry["resource"]["issued"].replace("Z", "+00:00")) for entry in entries
-            if "issued" in entry["resource"]} == {datetime.fromisoformat(summary["finished"])}
+    assert {
+        datetime.fromisoformat(entry["resource"]["issued"].replace("Z", "+00:00"))
+        for entry in entries
+        if "issued" in entry["resource"]
+    } == {datetime.fromisoformat(summary["finished"])}
 
 
 def test_a_later_export_into_the_same_folder_leaves_no_stale_file(job_dir, tmp_path):
@@ -151,8 +180,9 @@ def test_serving_one_file_keeps_every_file_in_the_job_folder_for_later(job_dir, 
     assert kept.read_text() == text and len(text.splitlines()) == 3
     kinds = ("DiagnosticReport", "Observation", "Device", "Provenance", "OperationOutcome")
     # One pass wrote every file of the export, and no partial file is left.
-    assert sorted(path.name for path in kept.parent.iterdir()) == sorted(kept_ndjson(job_dir, kind).name
-                                                                        for kind in kinds)
+    assert sorted(path.name for path in kept.parent.iterdir()) == sorted(
+        kept_ndjson(job_dir, kind).name for kind in kinds
+    )
     write_ndjson(job_dir, tmp_path / "cli", request="test")
 
     def no_rebuild(*args):

@@ -15,27 +15,38 @@ def row(probability: float | None, threshold: float = 0.6, error: str = "") -> d
     if probability is None:
         return {"status": "error", "error_code": error, "probability": "", "threshold": "", "label": ""}
     label = "PNEUMONIA" if probability >= threshold else "NORMAL"
-    return {"status": "ok", "error_code": "", "probability": repr(probability), "threshold": repr(threshold),
-            "label": label}
+    return {
+        "status": "ok",
+        "error_code": "",
+        "probability": repr(probability),
+        "threshold": repr(threshold),
+        "label": label,
+    }
 
 
 def pixel_counts(png: bytes) -> dict[tuple[int, int, int], int]:
     pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).reshape(-1, 3)
     colours, counts = np.unique(pixels, axis=0, return_counts=True)
-    return {tuple(int(v) for v in colour): int(count) for colour, count in zip(colours, counts)}
+    return {tuple(int(v) for v in colour): int(count) for colour, count in zip(colours, counts, strict=False)}
 
 
 def rgb(hex_colour: str) -> tuple[int, int, int]:
     return tuple(int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
 
 
-@pytest.mark.parametrize(("rows", "drawn", "absent"), [
-    ([row(0.1), row(0.2), row(0.9), row(None, error="empty_image")],
-     {NORMAL_COLOUR, PNEUMONIA_COLOUR, ERROR_COLOUR}, set()),
-    ([row(0.1), row(0.3)], {NORMAL_COLOUR}, {PNEUMONIA_COLOUR, ERROR_COLOUR}),
-    ([row(None, error="not_an_image")], {ERROR_COLOUR}, {NORMAL_COLOUR, PNEUMONIA_COLOUR}),
-    ([], set(), {NORMAL_COLOUR, PNEUMONIA_COLOUR, ERROR_COLOUR}),
-])
+@pytest.mark.parametrize(
+    ("rows", "drawn", "absent"),
+    [
+        (
+            [row(0.1), row(0.2), row(0.9), row(None, error="empty_image")],
+            {NORMAL_COLOUR, PNEUMONIA_COLOUR, ERROR_COLOUR},
+            set(),
+        ),
+        ([row(0.1), row(0.3)], {NORMAL_COLOUR}, {PNEUMONIA_COLOUR, ERROR_COLOUR}),
+        ([row(None, error="not_an_image")], {ERROR_COLOUR}, {NORMAL_COLOUR, PNEUMONIA_COLOUR}),
+        ([], set(), {NORMAL_COLOUR, PNEUMONIA_COLOUR, ERROR_COLOUR}),
+    ],
+)
 def test_plot_draws_what_the_rows_hold(rows, drawn, absent):
     labels: dict[str, int] = {}
     errors: dict[str, int] = {}
@@ -44,8 +55,14 @@ def test_plot_draws_what_the_rows_hold(rows, drawn, absent):
             labels[item["label"]] = labels.get(item["label"], 0) + 1
         else:
             errors[item["error_code"]] = errors.get(item["error_code"], 0) + 1
-    summary = {"job_id": "0123456789abcdef", "model_version": "tuned-1", "total": len(rows),
-               "labels": labels, "error_codes": errors, "images_per_second": 12.5}
+    summary = {
+        "job_id": "0123456789abcdef",
+        "model_version": "tuned-1",
+        "total": len(rows),
+        "labels": labels,
+        "error_codes": errors,
+        "images_per_second": 12.5,
+    }
     counts = pixel_counts(summary_png(rows, summary))
     # A bar covers hundreds of pixels of its exact colour; nothing else is drawn in these colours.
     assert all(counts.get(rgb(colour), 0) > 300 for colour in drawn), {c: counts.get(rgb(c)) for c in drawn}

@@ -59,9 +59,19 @@ def finish_shard(job_dir: Path, index: int) -> None:
     """What ``score_shard`` leaves behind: the meta, the rows, no lease."""
     spec = load_job(job_dir)
     rows = [
-        {"path": name, "sha256": "0" * 64, "label": "NORMAL", "probability": "0.1", "threshold": "0.5",
-         "out_of_distribution": "false", "ood_score": "0.5", "model_version": spec.model_version,
-         "status": "ok", "error_code": "", "error_detail": ""}
+        {
+            "path": name,
+            "sha256": "0" * 64,
+            "label": "NORMAL",
+            "probability": "0.1",
+            "threshold": "0.5",
+            "out_of_distribution": "false",
+            "ood_score": "0.5",
+            "model_version": spec.model_version,
+            "status": "ok",
+            "error_code": "",
+            "error_detail": "",
+        }
         for name in shard_files(job_dir, spec, index)
     ]
     now = time.time()
@@ -122,7 +132,11 @@ def test_finalize_waits_for_the_last_shard_then_writes_once(job_dir):
     results = finished_results(job_dir)
     lines = results.read_text().splitlines()
     assert lines[0].startswith("path,sha256,label") and [line.split(",")[0] for line in lines[1:]] == [
-        "a.png", "b.png", "c.jpeg", "d.dcm", "e.jpg"
+        "a.png",
+        "b.png",
+        "c.jpeg",
+        "d.dcm",
+        "e.jpg",
     ]
     assert (job_dir / SUMMARY_FILE).is_file()
     first = results.read_bytes()
@@ -139,9 +153,20 @@ def test_finalize_joins_shards_written_by_different_releases(job_dir):
     from pneumoscan.result import PATIENT_COLUMNS, RESULT_COLUMNS
 
     def row(name: str, **extra: str) -> dict[str, str]:
-        return {"path": name, "sha256": "0" * 64, "label": "NORMAL", "probability": "0.1", "threshold": "0.5",
-                "out_of_distribution": "false", "ood_score": "0.5", "model_version": "model-1",
-                "status": "ok", "error_code": "", "error_detail": "", **extra}
+        return {
+            "path": name,
+            "sha256": "0" * 64,
+            "label": "NORMAL",
+            "probability": "0.1",
+            "threshold": "0.5",
+            "out_of_distribution": "false",
+            "ood_score": "0.5",
+            "model_version": "model-1",
+            "status": "ok",
+            "error_code": "",
+            "error_detail": "",
+            **extra,
+        }
 
     def write(index: int, rows: list[dict], columns: list[str], header: bool) -> None:
         buffer = io.StringIO()

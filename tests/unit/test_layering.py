@@ -58,7 +58,12 @@ def test_tests_import_no_other_test_module_and_no_bench():
     modules = imports_under("tests")
     assert "tests.support" in modules["tests.unit.test_layering"], "the check sees imports"
     offenders = {
-        name: sorted(i for i in imported if i.split(".")[0] == "bench" or (i.startswith("tests.") and not (i == "tests.support" or i.startswith("tests.support."))))
+        name: sorted(
+            i
+            for i in imported
+            if i.split(".")[0] == "bench"
+            or (i.startswith("tests.") and not (i == "tests.support" or i.startswith("tests.support.")))
+        )
         for name, imported in modules.items()
     }
     assert {name: bad for name, bad in offenders.items() if bad} == {}
@@ -77,15 +82,23 @@ def loaded_by(*modules: str) -> set[str]:
 
 def test_the_job_record_loads_no_queue_server_or_tensorflow():
     loaded = loaded_by(
-        "pneumoscan.jobs", "pneumoscan.jobs.folder", "pneumoscan.jobs.leases",
-        "pneumoscan.jobs.results", "pneumoscan.jobs.shards", "pneumoscan.jobs.plot", "pneumoscan.jobs.reviews",
+        "pneumoscan.jobs",
+        "pneumoscan.jobs.folder",
+        "pneumoscan.jobs.leases",
+        "pneumoscan.jobs.results",
+        "pneumoscan.jobs.shards",
+        "pneumoscan.jobs.plot",
+        "pneumoscan.jobs.reviews",
     )
     assert loaded & FRAMEWORKS == set()
 
 
-@pytest.mark.parametrize("module, heavy", [
-    ("pneumoscan.settings", {"PIL", "pydicom", "numpy", *FRAMEWORKS}),
-    ("pneumoscan.errors", {"PIL", "pydicom", "numpy", "pydantic", *FRAMEWORKS}),
-])
+@pytest.mark.parametrize(
+    "module, heavy",
+    [
+        ("pneumoscan.settings", {"PIL", "pydicom", "numpy", *FRAMEWORKS}),
+        ("pneumoscan.errors", {"PIL", "pydicom", "numpy", "pydantic", *FRAMEWORKS}),
+    ],
+)
 def test_leaf_modules_stay_leaves(module, heavy):
     assert loaded_by(module) & heavy == set()

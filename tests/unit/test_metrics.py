@@ -56,7 +56,9 @@ def test_youden_threshold_separates_the_classes():
     assert report.sensitivity == 1.0 and report.specificity == pytest.approx(5 / 6)
     # A threshold in the empty gap between perfectly separated classes keeps both rates at 1.
     separated = np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])
-    report = evaluate_predictions(np.array([0, 0, 0, 1, 1, 1]), separated, youden_threshold(np.array([0, 0, 0, 1, 1, 1]), separated))
+    report = evaluate_predictions(
+        np.array([0, 0, 0, 1, 1, 1]), separated, youden_threshold(np.array([0, 0, 0, 1, 1, 1]), separated)
+    )
     assert report.sensitivity == 1.0 and report.specificity == 1.0
 
 

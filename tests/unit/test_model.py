@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pneumoscan.errors import ModelError
 from pneumoscan.decision import label_for
+from pneumoscan.errors import ModelError
 from pneumoscan.model import (
     LAST_CONV_LAYER,
     Predictor,
@@ -44,7 +44,7 @@ def test_predictor_labels_by_threshold():
     assert probabilities.shape == (4,)
     expected = model(batch).numpy()[:, 1]
     assert np.allclose(probabilities, expected, atol=1e-6)
-    for prediction, probability in zip(predictor.judge(predictor.score(batch)), probabilities):
+    for prediction, probability in zip(predictor.judge(predictor.score(batch)), probabilities, strict=False):
         assert prediction.model_version == "test-1"
         assert prediction.threshold == 0.3
         assert prediction.label == ("PNEUMONIA" if probability >= 0.3 else "NORMAL")

@@ -23,8 +23,12 @@ def test_a_process_delivering_keeps_the_others_from_sending_the_same_messages(tm
     sent: list[bytes] = []
 
     # Another worker process (or container on the same volume) is delivering this outbox.
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path / ".deliver.lock")],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(tmp_path / ".deliver.lock")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         assert outbox.deliver(sent.append) == {"delivered": 0, "retried": 0, "failed": 0}

@@ -14,10 +14,21 @@ from pneumoscan.jobs.folder import csv_bytes
 from pneumoscan.result import RESULT_COLUMNS, Result
 from pneumoscan.schemas import BatchItemError, BatchItemResult, Prediction, PredictionResponse
 
-PREDICTION = Prediction(label="PNEUMONIA", probability=0.8125, threshold=0.6659, model_version="v1",
-                        out_of_distribution=True, ood_score=1.25)
-DICOM = DicomSource(study_instance_uid="1.2.3", series_instance_uid="1.2.3.4", sop_instance_uid="1.2.3.4.5",
-                    sop_class_uid="1.2.840.10008.5.1.4.1.1.1.1", modality="DX")
+PREDICTION = Prediction(
+    label="PNEUMONIA",
+    probability=0.8125,
+    threshold=0.6659,
+    model_version="v1",
+    out_of_distribution=True,
+    ood_score=1.25,
+)
+DICOM = DicomSource(
+    study_instance_uid="1.2.3",
+    series_instance_uid="1.2.3.4",
+    sop_instance_uid="1.2.3.4.5",
+    sop_class_uid="1.2.840.10008.5.1.4.1.1.1.1",
+    modality="DX",
+)
 
 
 def _through_csv(row: dict[str, str]) -> dict[str, str]:
@@ -29,7 +40,9 @@ def _through_csv(row: dict[str, str]) -> dict[str, str]:
     "result",
     [
         Result(prediction=PREDICTION, name="a/b.dcm", sha256="ab" * 32, dicom=DICOM),
-        Result(prediction=PREDICTION.model_copy(update={"ood_score": None, "out_of_distribution": False}), name="c.png"),
+        Result(
+            prediction=PREDICTION.model_copy(update={"ood_score": None, "out_of_distribution": False}), name="c.png"
+        ),
         Result(error=NotAChestXray("Unlike the training X-rays."), name="d.png", sha256="cd" * 32),
     ],
     ids=["dicom", "png", "refused"],
@@ -39,7 +52,10 @@ def test_a_csv_row_reads_back_as_the_same_result(result):
     assert list(row) == RESULT_COLUMNS
     back = Result.from_row(row)
     assert (back.prediction, back.name, back.sha256, back.dicom) == (
-        result.prediction, result.name, result.sha256, result.dicom
+        result.prediction,
+        result.name,
+        result.sha256,
+        result.dicom,
     )
     assert type(back.error) is type(result.error)
     assert (back.error and back.error.to_dict()) == (result.error and result.error.to_dict())

@@ -7,7 +7,7 @@ import csv
 import io
 import multiprocessing
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,8 +15,17 @@ import pytest
 from pneumoscan.errors import FolderNotAllowed, NotAChestXray, ResultNotFound
 from pneumoscan.jobs.folder import load_job
 from pneumoscan.jobs.reviews import (
-    REVIEWS_FILE, Review, agreement, append_review, input_file, judge, labels_csv, latest_reviews, make_review,
-    read_reviews, wilson,
+    REVIEWS_FILE,
+    Review,
+    agreement,
+    append_review,
+    input_file,
+    judge,
+    labels_csv,
+    latest_reviews,
+    make_review,
+    read_reviews,
+    wilson,
 )
 from pneumoscan.result import Result
 from pneumoscan.schemas import Prediction
@@ -45,7 +54,11 @@ def test_a_verdict_or_a_truth_decides_the_other():
 def test_a_review_names_its_reader_model_and_time():
     review = make_review(PNEUMONIA, "  Dr   Ada ", "agree", None)
     assert (review.reader, review.model_label, review.model_version, review.model_error) == (
-        "Dr Ada", "PNEUMONIA", "v1", None)
+        "Dr Ada",
+        "PNEUMONIA",
+        "v1",
+        None,
+    )
     assert review.time.tzinfo is not None
     assert make_review(PHOTO, "b", "agree", None).model_error == "not_a_chest_xray"
     with pytest.raises(ValueError):
@@ -58,7 +71,10 @@ def test_reviews_are_appended_and_the_latest_per_file_wins(tmp_path):
     append_review(tmp_path, make_review(PNEUMONIA, "bob", "disagree", None))
     stored = read_reviews(tmp_path)
     assert [(r.file, r.reader, r.verdict) for r in stored] == [
-        ("a/p.jpeg", "ada", "agree"), ("a/n.jpeg", "ada", "agree"), ("a/p.jpeg", "bob", "disagree")]
+        ("a/p.jpeg", "ada", "agree"),
+        ("a/n.jpeg", "ada", "agree"),
+        ("a/p.jpeg", "bob", "disagree"),
+    ]
     assert stored[0] == first and [r.time for r in stored] == sorted(r.time for r in stored)
     latest = latest_reviews(stored)
     assert latest["a/p.jpeg"].reader == "bob" and latest["a/p.jpeg"].truth == "NORMAL"
@@ -93,11 +109,11 @@ def test_two_processes_appending_at_once_lose_nothing(tmp_path):
 def test_agreement_against_the_readers_truth():
     rows = [PNEUMONIA, NORMAL, PHOTO, CORRUPT, {**NORMAL, "path": "c.jpeg"}, {**NORMAL, "path": "unreviewed.jpeg"}]
     reviews = [
-        make_review(PNEUMONIA, "ada", "agree", None),      # true positive
-        make_review(NORMAL, "ada", "disagree", None),      # truth PNEUMONIA: false negative
-        make_review(NORMAL, "bob", "agree", None),         # ... then bob's latest: true negative
-        make_review(PHOTO, "ada", "agree", None),          # not an X-ray, refused: not counted
-        make_review(CORRUPT, "ada", None, "NORMAL"),       # an X-ray the model refused
+        make_review(PNEUMONIA, "ada", "agree", None),  # true positive
+        make_review(NORMAL, "ada", "disagree", None),  # truth PNEUMONIA: false negative
+        make_review(NORMAL, "bob", "agree", None),  # ... then bob's latest: true negative
+        make_review(PHOTO, "ada", "agree", None),  # not an X-ray, refused: not counted
+        make_review(CORRUPT, "ada", None, "NORMAL"),  # an X-ray the model refused
         make_review({**NORMAL, "path": "c.jpeg"}, "ada", None, "not_a_chest_xray"),
     ]
     result = agreement(rows, latest_reviews(reviews))
@@ -111,28 +127,46 @@ def test_agreement_against_the_readers_truth():
 
 def test_wilson_interval():
     rate = wilson(45, 50)
-    assert rate.value == 0.9 and rate.low == pytest.approx(0.7864, abs=1e-3) and rate.high == pytest.approx(0.9565, abs=1e-3)
+    assert (
+        rate.value == 0.9
+        and rate.low == pytest.approx(0.7864, abs=1e-3)
+        and rate.high == pytest.approx(0.9565, abs=1e-3)
+    )
 
 
 def test_labels_csv_is_what_validate_reads():
-    reviews = [make_review(PNEUMONIA, "ada", "agree", None), make_review(NORMAL, "ada", None, "PNEUMONIA"),
-               make_review(PHOTO, "ada", "agree", None), make_review(CORRUPT, "ada", "disagree", None)]
+    reviews = [
+        make_review(PNEUMONIA, "ada", "agree", None),
+        make_review(NORMAL, "ada", None, "PNEUMONIA"),
+        make_review(PHOTO, "ada", "agree", None),
+        make_review(CORRUPT, "ada", "disagree", None),
+    ]
     rows = list(csv.DictReader(io.StringIO(labels_csv(latest_reviews(reviews)))))
     assert rows == [{"file": "a/n.jpeg", "label": "PNEUMONIA"}, {"file": "a/p.jpeg", "label": "PNEUMONIA"}]
     assert labels_csv({}) == "file,label\n"
 
 
 def test_reviews_survive_as_json_lines(tmp_path):
-    review = Review(file="x", reader="r", verdict="agree", truth=None, model_label=None, model_error="blank_image",
-                    model_version="v1", time=datetime(2026, 12, 3, tzinfo=timezone.utc))
+    review = Review(
+        file="x",
+        reader="r",
+        verdict="agree",
+        truth=None,
+        model_label=None,
+        model_error="blank_image",
+        model_version="v1",
+        time=datetime(2026, 12, 3, tzinfo=UTC),
+    )
     append_review(tmp_path, review)
     assert read_reviews(tmp_path)[0].model_dump(exclude={"time"}) == review.model_dump(exclude={"time"})
 
 
 def test_input_files_stay_inside_the_input_folder_and_the_roots(tmp_path):
     prediction = Prediction(label="NORMAL", probability=0.1, threshold=0.5, model_version="v1")
-    job_dir = finished_job(tmp_path, [Result(prediction=prediction, name="NORMAL/a.jpeg"),
-                                      Result.of(NotAChestXray("photo"), name="link.jpeg")])
+    job_dir = finished_job(
+        tmp_path,
+        [Result(prediction=prediction, name="NORMAL/a.jpeg"), Result.of(NotAChestXray("photo"), name="link.jpeg")],
+    )
     folder = Path(load_job(job_dir).input_folder)
     secret = tmp_path / "secret.jpeg"
     secret.write_bytes(b"outside")

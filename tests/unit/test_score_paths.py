@@ -41,8 +41,11 @@ def test_results_in_order_with_the_files_in_flight_named_first(predictor, decode
         in_flight.append([path.name for path in chunk])
         ahead.append(len(decoded))
 
-    results = list(predict.score_paths(predictor, paths, batch_size=2, decode_threads=2, overlap=overlap,
-                                       before_batch=before_batch))
+    results = list(
+        predict.score_paths(
+            predictor, paths, batch_size=2, decode_threads=2, overlap=overlap, before_batch=before_batch
+        )
+    )
     assert [result.name for result in results] == [str(path) for path in paths]
     assert [result.ok for result in results] == [True, True, False, True, True, True]
     assert results[2].error.code == "not_an_image"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -11,7 +13,13 @@ from training.site_calibration import SampleTooSmall, check_sample, site_version
 from training.site_data import data_fingerprint, read_labels, site_examples
 from training.site_scores import SiteScores, raw_logits
 from training.stats import (
-    Counts, Rule, bootstrap_auc, choose_threshold, cross_validated, needed_per_class, stratified_folds,
+    Counts,
+    Rule,
+    bootstrap_auc,
+    choose_threshold,
+    cross_validated,
+    needed_per_class,
+    stratified_folds,
     wilson_interval,
 )
 
@@ -125,8 +133,9 @@ def test_needed_per_class_grows_with_the_target():
 
 def _scores(normal: int, pneumonia: int) -> SiteScores:
     labels = np.repeat([0, 1], [normal, pneumonia])
-    return SiteScores(files=[], paths=[], labels=labels, probabilities=labels * 0.5,
-                      ood_scores=np.zeros(len(labels)), refused=[])
+    return SiteScores(
+        files=[], paths=[], labels=labels, probabilities=labels * 0.5, ood_scores=np.zeros(len(labels)), refused=[]
+    )
 
 
 def test_a_small_sample_is_refused_with_how_many_more_are_needed():
@@ -139,9 +148,9 @@ def test_a_small_sample_is_refused_with_how_many_more_are_needed():
 
 
 def test_site_versions_change_with_each_calibration_and_do_not_nest():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    when = datetime(2026, 12, 2, 10, 30, tzinfo=timezone.utc)
+    when = datetime(2026, 12, 2, 10, 30, tzinfo=UTC)
     first = site_version("tuned-202611301430-21085280", "ab" * 32, Rule.parse("youden"), 0.7, when)
     assert first.startswith("tuned-202611301430-21085280-site-202612021030-")
     again = site_version(first, "cd" * 32, Rule.parse("youden"), 0.8, when)
@@ -180,9 +189,13 @@ def test_labels_csv_problems_are_listed_by_line(tmp_path):
     with pytest.raises(DataError) as raised:
         read_labels(tmp_path / "data", tmp_path / "labels.csv")
     detail = raised.value.detail
-    for expected in ("line 3: one.png is listed twice", "line 4: ../secret.png is outside",
-                     "line 5: missing.png does not exist", "line 6: label 'COVID' is not NORMAL or PNEUMONIA",
-                     "line 7: no file"):
+    for expected in (
+        "line 3: one.png is listed twice",
+        "line 4: ../secret.png is outside",
+        "line 5: missing.png does not exist",
+        "line 6: label 'COVID' is not NORMAL or PNEUMONIA",
+        "line 7: no file",
+    ):
         assert expected in detail
     (tmp_path / "bad.csv").write_text("path,truth\none.png,NORMAL\n")
     with pytest.raises(DataError, match="needs the columns file,label"):
@@ -193,8 +206,13 @@ def test_split_keeps_each_patient_on_one_side_and_both_classes_on_both(tmp_path)
     from training.site_split import split_site
 
     data = tmp_path / "data"
-    for name in ("person1_bacteria_1.jpeg", "person1_bacteria_2.jpeg", "person2_virus_3.jpeg",
-                 "person3_bacteria_4.jpeg", "person4_virus_5.jpeg"):
+    for name in (
+        "person1_bacteria_1.jpeg",
+        "person1_bacteria_2.jpeg",
+        "person2_virus_3.jpeg",
+        "person3_bacteria_4.jpeg",
+        "person4_virus_5.jpeg",
+    ):
         _write(data / "PNEUMONIA" / name, name.encode())
     for number in range(4):
         _write(data / "NORMAL" / f"IM-000{number}-0001.jpeg", bytes([number]))
@@ -205,6 +223,8 @@ def test_split_keeps_each_patient_on_one_side_and_both_classes_on_both(tmp_path)
     assert not sides["calibration"] & sides["held_out"]
     person1 = {"person1_bacteria_1.jpeg", "person1_bacteria_2.jpeg"}
     assert person1 <= sides["calibration"] or person1 <= sides["held_out"]
-    assert (tmp_path / "out" / "held_out" / "NORMAL").is_dir() and (tmp_path / "out" / "calibration" / "PNEUMONIA").is_dir()
+    assert (tmp_path / "out" / "held_out" / "NORMAL").is_dir() and (
+        tmp_path / "out" / "calibration" / "PNEUMONIA"
+    ).is_dir()
     with pytest.raises(DataError, match="not empty"):
         split_site(data, tmp_path / "out", 0.5)
