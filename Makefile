@@ -14,7 +14,7 @@ RUN_TIME ?= 60s
 SAMPLES ?= tests/fixtures/xrays
 LOAD_HOST ?= http://localhost:$(PORT)
 
-.PHONY: install register run test train evaluate loadtest bench container-test docs docs-serve clean
+.PHONY: install register run test train evaluate loadtest bench container-test docs docs-serve lint format clean
 
 install: $(VENV)/.installed
 
@@ -27,9 +27,15 @@ $(VENV)/.installed: pyproject.toml
 register: install
 	$(BIN)/pneumoscan register
 
+# Folders POST /jobs may read under `make run` (colon-separated): data/in, created by run and
+# git-ignored, unless PNEUMOSCAN_INPUT_ROOTS is set in the environment or on the command line.
+PNEUMOSCAN_INPUT_ROOTS ?= $(CURDIR)/data/in
+
 # The service and one queue worker on the embedded SQLite queue; Ctrl-C stops both.
 run: register
-	@$(BIN)/pneumoscan worker & worker=$$!; \
+	@mkdir -p data/in
+	@export PNEUMOSCAN_INPUT_ROOTS='$(PNEUMOSCAN_INPUT_ROOTS)'; \
+	$(BIN)/pneumoscan worker & worker=$$!; \
 	trap 'kill $$worker 2>/dev/null; wait $$worker' EXIT; \
 	trap 'exit 130' INT TERM; \
 	BENTOML_DO_NOT_TRACK=true $(BIN)/bentoml serve service.service:Pneumoscan --host $(HOST) --port $(PORT)
@@ -56,6 +62,14 @@ bench: install
 container-test: install
 	deploy/container-test.sh
 
+# The Prometheus configuration and alert rules (deploy/prometheus), checked and unit-tested with
+# promtool (Debian's prometheus package); see docs/monitoring.md.
+.PHONY: rules-test
+rules-test:
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool check rules deploy/prometheus/rules/*.yml
+	promtool test rules deploy/prometheus/tests/*.yml
+
 # The documentation site (mkdocs.yml, docs/): built into site/ with every link checked.
 $(VENV)/.docs-installed: $(VENV)/.installed pyproject.toml
 	$(PIP) install -e ".[docs]"
@@ -66,6 +80,20 @@ docs: $(VENV)/.docs-installed
 
 docs-serve: $(VENV)/.docs-installed
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
+
+# ruff (lint and format) and mypy, configured in pyproject.toml; `make format` applies ruff's fixes.
+$(VENV)/.lint-installed: $(VENV)/.installed pyproject.toml
+	$(PIP) install -e ".[lint]"
+	touch $@
+
+lint: $(VENV)/.lint-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(VENV)/.lint-installed
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info

@@ -32,9 +32,9 @@ def kind(pid: int, thread_id: str, name: str) -> str:
     return "TensorFlow" if name.startswith("tf_") else "decode+call"
 
 
-def thread_cpu(pids: list[int]) -> dict[tuple[int, str], float]:
+def thread_cpu(pids: list[int]) -> dict[tuple[int, str, str], float]:
     """CPU seconds so far of every thread of ``pids``, by (pid, thread id, kind)."""
-    seconds = {}
+    seconds: dict[tuple[int, str, str], float] = {}
     for pid in pids:
         for task in Path(f"/proc/{pid}/task").iterdir():
             try:

@@ -14,6 +14,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -23,10 +24,10 @@ sys.path.insert(0, str(REPO))
 from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, JPEGLSLossless, RLELossless  # noqa: E402
 
 from pneumoscan.imaging import load_image, load_plane  # noqa: E402
-from tests.conftest import encode  # noqa: E402
+from tests.support import encode  # noqa: E402
 from tests.support.dicom_files import make_dicom  # noqa: E402
 
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "DICOM 8-bit": {},
     "DICOM 16-bit MONOCHROME1": {"bits": 16, "photometric": "MONOCHROME1"},
     "DICOM RLE 16-bit": {"bits": 16, "transfer_syntax": RLELossless},

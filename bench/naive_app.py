@@ -14,6 +14,8 @@ import io
 import numpy as np
 from PIL import Image
 from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -32,7 +34,10 @@ async def predict(request: Request) -> JSONResponse:
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         form = await request.form()
-        data = await form["image"].read()
+        upload = form["image"]
+        if not isinstance(upload, UploadFile):
+            raise HTTPException(400, "The image field must be a file.")
+        data = await upload.read()
     else:
         data = await request.body()
     image = Image.open(io.BytesIO(data)).convert("RGB").resize((128, 128))

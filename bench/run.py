@@ -83,7 +83,7 @@ def ceiling_stage(paths: list[Path], seconds: float, batch_sizes: tuple[int, ...
         list(pool.map(load_plane, work, chunksize=8))
         decode_rate = len(work) / (time.perf_counter() - started)
 
-        model_rates = {}
+        model_rates: dict[int, float] = {}
         for size in batch_sizes:
             batch = np.random.default_rng(0).random((size, *INPUT_SHAPE), dtype=np.float32)
             predictor.predict_proba(batch)
@@ -92,7 +92,7 @@ def ceiling_stage(paths: list[Path], seconds: float, batch_sizes: tuple[int, ...
                 predictor.predict_proba(batch)
                 calls += 1
             model_rates[size] = calls * size / (time.perf_counter() - started)
-        best = max(model_rates, key=model_rates.get)
+        best = max(model_rates, key=lambda size: model_rates[size])
 
         started = time.perf_counter()
         decoded = pool.map(load_plane, work, chunksize=8)

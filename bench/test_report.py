@@ -29,15 +29,12 @@ def test_report_ratios_and_targets():
         "model_images_per_s": {"1": 150.0, "8": 300.0, "32": 320.0, "64": 290.0},
         "images_per_s": 200.0,
     }
-    service = {
-        "adaptive_batching": True,
-        "http_workers": 2,
-        "runs": [run(1, 30), run(8, 120, p99=140, batch=3.0), run(32, 160, batch=8.0), run(64, 150, failures=2)],
-    }
-    service["runs"][2]["cpu_percent"] = {"http": 125.0, "model": 0.0}
-    service["runs"][2]["cpu_ms_per_request"] = 7.81
-    service["runs"][2]["http_worker_cpu_percent"] = [62.5, 62.5]
-    service["runs"][2]["unbalanced_run"] = run(32, 90)
+    runs = [run(1, 30), run(8, 120, p99=140, batch=3.0), run(32, 160, batch=8.0), run(64, 150, failures=2)]
+    runs[2]["cpu_percent"] = {"http": 125.0, "model": 0.0}
+    runs[2]["cpu_ms_per_request"] = 7.81
+    runs[2]["http_worker_cpu_percent"] = [62.5, 62.5]
+    runs[2]["unbalanced_run"] = run(32, 90)
+    service = {"adaptive_batching": True, "http_workers": 2, "runs": runs}
     off = {"adaptive_batching": False, "runs": [{**run(32, 60), "cpu_ms_per_request": 9.5}]}
     model_service = {"placement": "model_service", "runs": [{**run(32, 120, batch=6.0), "retries": 3}]}
     naive = run(32, 20)

@@ -4,7 +4,8 @@
 - ``reference/errors.md``: every error code of the error tree (``pneumoscan/errors.py`` and the
   HTTP-only errors of ``service/errors.py``), its HTTP status from ``service.errors.status_for``;
 - ``reference/results-csv.md``: every ``results.csv`` column, from ``pneumoscan.result``;
-- ``reference/http-endpoints.md``: every operation of the HTTP routers, from their OpenAPI specification.
+- ``reference/http-endpoints.md``: every operation of the HTTP routers, from their OpenAPI specification;
+- ``reference/openapi.json``: that specification itself, as the service serves it at ``GET /docs.json``.
 
 ``docs/hooks.py``, the MkDocs hook, adds the pages to the site at build time: nothing is written into
 ``docs/``. This module imports without MkDocs, for the unit tests; ``python docs/gen_reference.py
@@ -13,6 +14,7 @@ OUT_DIR`` writes the pages to a folder to read them.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import types
@@ -38,7 +40,7 @@ ENV_PREFIX = "PNEUMOSCAN_"
 HTTP_ERROR_MEANINGS: dict[str, str] = {
     "bad_request": "malformed multipart or JSON, or a request the endpoint cannot take as sent",
     "missing_image": "no body, or no `image`/`images` field",
-    "unsupported_media_type": "a Content-Type other than an image, DICOM or multipart",
+    "unsupported_media_type": "an upload not sent as an image, DICOM or multipart; a JSON body not as application/json",
     "upload_too_large": "a body over `PNEUMOSCAN_MAX_UPLOAD_BYTES`, refused before it is held in memory",
     "too_many_images": "more than `PNEUMOSCAN_MAX_BATCH_ITEMS` images in one `/predict_batch` request",
     "not_acceptable": "an `Accept` header that allows none of the types the endpoint answers",
@@ -266,13 +268,10 @@ def results_columns_markdown() -> str:
 
 
 def openapi_spec() -> dict:
-    """The OpenAPI specification of the app's routers (BentoML merges it into ``GET /docs.json``)."""
-    from service.app import create_app
+    """The service's OpenAPI specification as ``GET /docs.json`` answers it with the bundled model."""
+    from service.apidocs import bundled_spec
 
-    def unused():
-        raise RuntimeError("the reference builds the specification only; it calls no model")
-
-    return create_app(unused, unused, unused).openapi()
+    return bundled_spec()
 
 
 def endpoint_rows() -> list[dict[str, str]]:
@@ -295,10 +294,10 @@ def endpoints_markdown() -> str:
     lines = [
         "# HTTP endpoints",
         "",
-        "The operations of the service's routers, generated from their OpenAPI specification (the running "
-        "service serves it, merged with BentoML's own, at `GET /docs.json`, and Swagger UI at `GET /`). "
-        "BentoML adds `GET /livez`, `/healthz`, `/readyz` and `/metrics`; the web page is served under "
-        "`/ui/`. What each answers in detail, and its errors: [The HTTP API](../http-api.md).",
+        "Every operation of the service, generated from its OpenAPI specification: the running service "
+        "serves the same specification at `GET /docs.json` (with its model's version) and Swagger UI over it "
+        "at `GET /`; [openapi.json](openapi.json) is this site's copy. The web page is served under `/ui/`. "
+        "What each answers in detail, and its errors: [The HTTP API](../http-api.md).",
         "",
         "| method | path | what it does | documented statuses |",
         "|---|---|---|---|",
@@ -318,6 +317,7 @@ PAGES: dict[str, Callable[[], str]] = {
     "reference/errors.md": errors_markdown,
     "reference/results-csv.md": results_columns_markdown,
     "reference/http-endpoints.md": endpoints_markdown,
+    "reference/openapi.json": lambda: json.dumps(openapi_spec(), indent=2) + "\n",
 }
 MODEL_FOLDER = "models/pneumonia-cnn"
 

@@ -43,7 +43,8 @@ class Decision:
         if outside and self.ood_policy == "refuse":
             raise NotAChestXray(
                 f"The image is not like the chest X-rays the model was trained on (distance "
-                f"{ood_score:.2f}x the gate's limit); send a frontal chest radiograph."
+                f"{ood_score:.2f}x the gate's limit); send a frontal chest radiograph.",
+                ood_score=ood_score,
             )
         return Prediction(
             label=label_for(probability, self.threshold),

@@ -143,7 +143,8 @@ def secondary_capture(source: pydicom.Dataset, overlay: Image.Image, model_versi
     )
     # highdicom wants single letters when building; the source's own values (compound ones too,
     # or empty for unknown: Type 2C) are the ones that describe the overlay.
-    image.PatientOrientation = _patient_orientation(header)
+    # On the element: empty (None) is a valid value here, where highdicom's attribute is typed list[str].
+    image["PatientOrientation"].value = _patient_orientation(header)
     image.copy_patient_and_study_information(header)
     image.ConversionType = "WSD"
     image.BurnedInAnnotation = "YES"
@@ -216,15 +217,16 @@ def _evaluations(finding: hd.sr.CodedConcept | None, comments: list[str]) -> hd.
     container = hd.sr.ContainerContentItem(
         name=QUALITATIVE_EVALUATIONS, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
     )
-    container.ContentSequence = []
+    items: list[hd.sr.ContentItem] = []
     if finding is not None:
-        container.ContentSequence.append(
+        items.append(
             hd.sr.CodeContentItem(name=FINDING, value=finding, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
         )
     for text in [*comments, findings.NOT_FOR_DIAGNOSIS]:
-        container.ContentSequence.append(
+        items.append(
             hd.sr.TextContentItem(name=COMMENT, value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
         )
+    container.ContentSequence = hd.sr.ContentSequence(items)
     return container
 
 

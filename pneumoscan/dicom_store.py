@@ -17,8 +17,9 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
 
-from pneumoscan.jobs.folder import durable_write
+from pneumoscan.files import durable_write
 from pneumoscan.outbox import Outbox
 
 INCOMING, OUTBOX = "incoming", "outbox"
@@ -30,7 +31,7 @@ class InvalidInstance(ValueError):
     """An instance the node cannot file: a missing or malformed study or SOP instance UID."""
 
 
-def is_uid(value: object) -> bool:
+def is_uid(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and len(value) <= 64 and UID.fullmatch(value) is not None
 
 
@@ -80,7 +81,7 @@ class DicomStore:
         return path, True
 
     def studies(self) -> list[Study]:
-        found = []
+        found: list[Study] = []
         if not self.incoming.is_dir():
             return found
         for folder in sorted(self.incoming.iterdir()):

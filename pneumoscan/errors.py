@@ -120,7 +120,13 @@ class BlankImage(InvalidImage):
 
 
 class NotAChestXray(InvalidImage):
+    """``ood_score``: the image's distance as a multiple of the gate's limit, when the gate measured one."""
+
     code = "not_a_chest_xray"
+
+    def __init__(self, detail: str, ood_score: float | None = None) -> None:
+        super().__init__(detail)
+        self.ood_score = ood_score
 
 
 class JobError(PneumoscanError):

@@ -5,12 +5,14 @@ P(pneumonia)'s logit, as in Selvaraju et al. (2017); ``overlay`` draws the heatm
 at the image's own aspect. ``feature_maps`` and ``save_feature_map_grids`` show what each stage
 (convolution after its activation, pooling, the flattened vector) computes for one radiograph.
 Both walk ``model.layers``, so they work for the seed and the tuned architectures alike.
+``pneumoscan.explain_legend`` puts the overlay above its legend, as ``/explain`` answers it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -42,7 +44,7 @@ def _activation_name(layer) -> str:
     return getattr(getattr(layer, "activation", None), "__name__", "linear")
 
 
-def _activated(model, conv) -> tuple[str, object]:
+def _activated(model, conv) -> tuple[str, Any]:
     """(stage name, layer) whose output is ``conv`` after its activation.
 
     A convolution either applies its activation itself (the seed CNN) or hands over to a
@@ -61,21 +63,22 @@ def _activated(model, conv) -> tuple[str, object]:
     return conv.name, conv
 
 
-def stage_layers(model) -> list[tuple[str, object]]:
+def stage_layers(model) -> list[tuple[str, Any]]:
     """(name, layer) for each stage in order: convolutions after activation, poolings, flattens."""
     from keras import layers
 
     convolutions, poolings, _, _ = _layer_kinds()
-    stages: list[tuple[str, object]] = []
+    stages: list[tuple[str, Any]] = []
     for layer in model.layers:
+        name: str = layer.name
         if isinstance(layer, convolutions):
             stages.append(_activated(model, layer))
         elif isinstance(layer, (*poolings, layers.Flatten)):
-            stages.append((layer.name, layer))
+            stages.append((name, layer))
     return stages
 
 
-def _last_conv_stage(model) -> object:
+def _last_conv_stage(model) -> Any:
     convolutions, _, _, _ = _layer_kinds()
     names = [layer.name for layer in model.layers]
     if LAST_CONV_LAYER in names:
@@ -201,8 +204,8 @@ def overlay(
 
     size = display_size(image.size, min_side, max_side)
     gray = np.asarray(image.convert("L").resize(size, Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
-    heat = Image.fromarray(np.asarray(heatmap, dtype=np.float32)).resize(size, Image.Resampling.BILINEAR)
-    heat = np.clip(np.asarray(heat, dtype=np.float32), 0.0, 1.0)
+    resized = Image.fromarray(np.asarray(heatmap, dtype=np.float32)).resize(size, Image.Resampling.BILINEAR)
+    heat = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
     colours = colormaps[colormap](heat)[..., :3]
     weight = alpha * heat[..., np.newaxis]
     blended = gray[..., np.newaxis] * (1.0 - weight) + colours * weight

@@ -148,6 +148,8 @@ def result_entries(
     ``report_id`` (a UUID) is the report's identifier; the same id gives the same fullUrls."""
     if result.error is not None:
         return [(entry_url(report_id, "OperationOutcome"), (outcome or outcome_for)(result.error))]
+    if result.prediction is None:
+        raise ValueError("A Result holds either a prediction or an error.")
     issued = issued or datetime.now(UTC)
     return report_entries(result.prediction, report_id=report_id, issued=issued, source=result.dicom)
 

@@ -22,21 +22,29 @@ import json
 from datetime import datetime
 
 import httpx
+from fhir.resources.R4B.device import Device
+from fhir.resources.R4B.diagnosticreport import DiagnosticReport
+from fhir.resources.R4B.observation import Observation
+from fhir.resources.R4B.provenance import Provenance
 from fhir.resources.R4B.resource import Resource
 
 from pneumoscan.fhir import FHIR_JSON, result_entries
-from pneumoscan.outbox import Outbox, Refused, Unreachable
+from pneumoscan.outbox import Outbox, Refused, Send, Unreachable
 from pneumoscan.result import Result
 
 
 def if_none_exist(resource: Resource) -> str:
     """The search that finds a stored copy of ``resource``: its first identifier or, for a
     Provenance (which has none in R4), its first tag."""
-    if resource.get_resource_type() == "Provenance":
-        tag = resource.meta.tag[0]
-        return f"_tag={tag.system}|{tag.code}"
-    identifier = resource.identifier[0]
-    return f"identifier={identifier.system}|{identifier.value}"
+    if isinstance(resource, Provenance):
+        tags = resource.meta.tag if resource.meta is not None else None
+        if not tags:
+            raise ValueError("A Provenance is found again by its tag, and this one has none.")
+        return f"_tag={tags[0].system}|{tags[0].code}"
+    if isinstance(resource, Device | DiagnosticReport | Observation) and resource.identifier:
+        identifier = resource.identifier[0]
+        return f"identifier={identifier.system}|{identifier.value}"
+    raise ValueError(f"A {resource.get_resource_type()} without an identifier cannot be created conditionally.")
 
 
 def transaction(result: Result, issued: datetime | None = None) -> dict:
@@ -59,6 +67,31 @@ def transaction(result: Result, issued: datetime | None = None) -> dict:
     }
 
 
+def fhir_sender(base_url: str) -> Send:
+    """The outbox's ``send`` for the FHIR server at ``base_url``: a 4xx answer refuses a
+    transaction for good; a 5xx answer or a timeout is retried; no connection waits."""
+
+    def send(body: bytes) -> str | None:
+        try:
+            response = httpx.post(
+                base_url.rstrip("/") + "/",
+                content=body,
+                timeout=30,
+                headers={"Content-Type": FHIR_JSON, "Accept": FHIR_JSON},
+            )
+        except httpx.ConnectError as exc:
+            raise Unreachable(f"cannot connect to {base_url}: {exc}") from exc
+        except httpx.HTTPError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        if 400 <= response.status_code < 500:
+            raise Refused(f"HTTP {response.status_code}: {response.text[:500]}")
+        if response.status_code >= 300:
+            return f"HTTP {response.status_code}"
+        return None
+
+    return send
+
+
 class FhirOutbox(Outbox):
     """Transactions waiting for the FHIR server; ``deliver`` posts them to its base URL."""
 
@@ -72,23 +105,6 @@ class FhirOutbox(Outbox):
             return False
         return self.put(result.report_id, json.dumps(transaction(result, issued)).encode())
 
-    def deliver(self, base_url: str, now: float | None = None) -> dict[str, int]:  # type: ignore[override]
-        def send(body: bytes) -> str | None:
-            try:
-                response = httpx.post(
-                    base_url.rstrip("/") + "/",
-                    content=body,
-                    timeout=30,
-                    headers={"Content-Type": FHIR_JSON, "Accept": FHIR_JSON},
-                )
-            except httpx.ConnectError as exc:
-                raise Unreachable(f"cannot connect to {base_url}: {exc}") from exc
-            except httpx.HTTPError as exc:
-                return f"{type(exc).__name__}: {exc}"
-            if 400 <= response.status_code < 500:
-                raise Refused(f"HTTP {response.status_code}: {response.text[:500]}")
-            if response.status_code >= 300:
-                return f"HTTP {response.status_code}"
-            return None
-
-        return super().deliver(send, now)
+    def deliver(self, send: Send | str, now: float | None = None) -> dict[str, int]:
+        """Post what is due to the FHIR server at base URL ``send`` (or through any ``send``)."""
+        return super().deliver(fhir_sender(send) if isinstance(send, str) else send, now)

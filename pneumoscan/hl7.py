@@ -30,7 +30,7 @@ from pathlib import Path
 
 from pneumoscan.dicom import split_datetime
 from pneumoscan.findings import FINDING, LABEL_CODES, NOT_FOR_DIAGNOSIS
-from pneumoscan.outbox import Outbox, Unreachable
+from pneumoscan.outbox import Outbox, Send, Unreachable
 from pneumoscan.result import Result
 
 log = logging.getLogger("pneumoscan.hl7")
@@ -72,7 +72,7 @@ def oru_r01(result: Result, message_id: str, *, sent: datetime | None = None, fa
     if result.prediction is None or patient is None or not patient.patient_id:
         raise ValueError("An ORU^R01 needs a scored result with a patient identifier.")
     prediction = result.prediction
-    sent = (sent or datetime.now(UTC)).strftime("%Y%m%d%H%M%S+0000")
+    sent_at = (sent or datetime.now(UTC)).strftime("%Y%m%d%H%M%S+0000")
     code, display = FINDINGS[prediction.label]
     issuer = _escape(patient.patient_id_issuer)
     placer = _escape(patient.placer_order_number)
@@ -82,11 +82,11 @@ def oru_r01(result: Result, message_id: str, *, sent: datetime | None = None, fa
     version = _escape(prediction.model_version)
     service = "18748-4^Diagnostic imaging study^LN"
     segments = [
-        f"MSH|^~\\&|pneumoscan|{_escape(facility)}|||{sent}||ORU^R01^ORU_R01|{message_id}|P|{VERSION}",
+        f"MSH|^~\\&|pneumoscan|{_escape(facility)}|||{sent_at}||ORU^R01^ORU_R01|{message_id}|P|{VERSION}",
         # PID-5 is required; the name is not sent (name type U, unspecified): match on PID-3.
         f"PID|1||{_escape(patient.patient_id)}^^^{issuer}||^^^^^^U",
         f"ORC|RE|{placer}|{filler}",
-        f"OBR|1|{placer}|{filler}|{service}|||{observed}|||||||||||{accession}||||{sent}||DX|P",
+        f"OBR|1|{placer}|{filler}|{service}|||{observed}|||||||||||{accession}||||{sent_at}||DX|P",
         f"OBX|1|CWE|{FINDING.value}^{FINDING.meaning}^{FINDING.scheme}||{code}^{display}^SCT||||||P|||{observed}"
         f"||||{version}",
         f"OBX|2|NM|pneumonia-probability^Probability of pneumonia^99PNEUMOSCAN||{prediction.probability:.6f}"
@@ -126,23 +126,31 @@ def send_mllp(host: str, port: int, message: str, timeout: float = 10.0) -> str:
     return acknowledgement_code(received)
 
 
+def mllp_sender(destination: str) -> Send:
+    """The outbox's ``send`` for the MLLP listener at ``host:port``: an AA or CA acknowledgement
+    delivers a message; any other answer is the error to retry on."""
+    host, _, port = destination.rpartition(":")
+
+    def send(body: bytes) -> str | None:
+        code = send_mllp(host, int(port), body.decode("utf-8"))
+        return None if code in ("AA", "CA") else f"acknowledgement {code or 'missing'}"
+
+    return send
+
+
 class Hl7Outbox(Outbox):
     """HL7 messages waiting for an MLLP listener; ``deliver`` sends them to ``host:port``."""
 
     def __init__(self, root: Path, max_attempts: int = 5, max_wait_s: float = 300.0) -> None:
         super().__init__(root, ".hl7", max_attempts, max_wait_s, name="hl7")
 
-    def put(self, message_id: str, message: str) -> bool:  # type: ignore[override]
-        return super().put(message_id, message.encode("utf-8"))
+    def put(self, message_id: str, body: bytes | str) -> bool:
+        """Queue a message once; ER7 text is stored as UTF-8."""
+        return super().put(message_id, body.encode("utf-8") if isinstance(body, str) else body)
 
-    def deliver(self, destination: str, now: float | None = None) -> dict[str, int]:  # type: ignore[override]
-        host, _, port = destination.rpartition(":")
-
-        def send(body: bytes) -> str | None:
-            code = send_mllp(host, int(port), body.decode("utf-8"))
-            return None if code in ("AA", "CA") else f"acknowledgement {code or 'missing'}"
-
-        return super().deliver(send, now)
+    def deliver(self, send: Send | str, now: float | None = None) -> dict[str, int]:
+        """Send what is due to the MLLP listener at ``host:port`` (or through any ``send``)."""
+        return super().deliver(mllp_sender(send) if isinstance(send, str) else send, now)
 
 
 def queue_result(outbox: Hl7Outbox, result: Result) -> bool:

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,6 +15,9 @@ from pneumoscan.decision import Decision, OodPolicy, calibrate, decision_for, ju
 from pneumoscan.errors import ModelError, NotAChestXray
 from pneumoscan.gate import OodGate, with_distance
 from pneumoscan.schemas import ModelMetadata, Prediction
+
+if TYPE_CHECKING:
+    from pneumoscan.explain import GradCam
 
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
@@ -227,7 +231,7 @@ class Predictor:
         self.model = model
         self.gate = gate
         self.temperature = temperature
-        self._grad_cam = None
+        self._grad_cam: GradCam | None = None
         self.decision = Decision(threshold, model_version, gate.threshold if gate else None, ood_policy)
         network = with_distance(model, gate) if gate is not None else model
         if keras.backend.backend() == "tensorflow":
@@ -285,7 +289,7 @@ class Predictor:
         return np.stack([probabilities, distances], axis=1)
 
     @property
-    def grad_cam(self):
+    def grad_cam(self) -> GradCam:
         """This model's ``explain.GradCam`` (TensorFlow backend only: ``ModelError`` otherwise),
         built on first use so that start-up does not pay for it; a duplicate from a race is harmless."""
         if self._grad_cam is None:

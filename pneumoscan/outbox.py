@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pneumoscan.jobs.folder import durable_write
+from pneumoscan.files import durable_write
 
 log = logging.getLogger("pneumoscan.outbox")
 

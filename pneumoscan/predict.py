@@ -64,27 +64,27 @@ def score_paths(
     ``before_batch`` is given every file in flight (the batch about to be scored and the one
     decoding ahead), so a crash is pinned on files that were being read. Without ``overlap`` each
     batch is decoded and then scored, and nothing else is in flight."""
-    paths = [Path(p) for p in paths]
+    files = [Path(p) for p in paths]
     ahead = batch_size if overlap else 0
     with ThreadPoolExecutor(max_workers=decode_threads) as pool:
-        pending: deque[Future] = deque()
-        for start in range(0, len(paths), batch_size):
-            chunk = paths[start : start + batch_size]
+        pending: deque[Future[tuple[str, np.ndarray | PneumoscanError, DicomSource | None]]] = deque()
+        for start in range(0, len(files), batch_size):
+            chunk = files[start : start + batch_size]
             # Decoding goes on while the model scores; the window is this batch and the next.
-            while start + len(pending) < min(start + len(chunk) + ahead, len(paths)):
-                pending.append(pool.submit(read_and_decode, paths[start + len(pending)], max_pixels))
+            while start + len(pending) < min(start + len(chunk) + ahead, len(files)):
+                pending.append(pool.submit(read_and_decode, files[start + len(pending)], max_pixels))
             if before_batch is not None:
-                before_batch(paths[start : start + len(pending)])
+                before_batch(files[start : start + len(pending)])
             outcomes = [pending.popleft().result() for _ in chunk]
-            good = [i for i, (_, outcome, _) in enumerate(outcomes) if isinstance(outcome, np.ndarray)]
-            planes = np.stack([outcomes[i][1] for i in good]) if good else None
-            judged = predictor.judge(predictor.score(plane_to_input(planes))) if good else []
-            by_index = dict(zip(good, judged, strict=False))
+            planes = {i: outcome for i, (_, outcome, _) in enumerate(outcomes) if isinstance(outcome, np.ndarray)}
+            judged = predictor.judge(predictor.score(plane_to_input(np.stack(list(planes.values()))))) if planes else []
+            by_index = dict(zip(planes, judged, strict=False))
             if progress is not None:
                 progress(len(chunk))
             for i, path in enumerate(chunk):
-                sha256, outcome, dicom = outcomes[i]
-                yield Result.of(by_index.get(i, outcome), name=str(path), sha256=sha256, dicom=dicom)
+                sha256, decoded, dicom = outcomes[i]
+                outcome = by_index[i] if isinstance(decoded, np.ndarray) else decoded
+                yield Result.of(outcome, file=str(path), sha256=sha256, dicom=dicom)
 
 
 def predict_files(

@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass, fields
 
 from pneumoscan.dicom import IDENTIFIER_FIELDS, DicomSource, PatientContext
-from pneumoscan.errors import PneumoscanError, error_from_code
+from pneumoscan.errors import PneumoscanError, UnreadableFile, WorkerCrashed, error_from_code
 from pneumoscan.schemas import (
     BatchItemError,
     BatchItemResult,
@@ -33,6 +33,8 @@ from pneumoscan.schemas import (
 # context its result is filed under.
 DICOM_COLUMNS = list(IDENTIFIER_FIELDS)
 PATIENT_COLUMNS = [field.name for field in fields(PatientContext)]
+# Errors that mean the input could not be read or scored at all, not that it was refused.
+UNREADABLE_ERRORS = (UnreadableFile, WorkerCrashed)
 RESULT_COLUMNS = [
     "path",
     "sha256",
@@ -77,12 +79,13 @@ RESULT_COLUMN_DESCRIPTIONS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Result:
-    """A prediction or the error that refused the input; ``name`` is the file's path or the
-    upload's filename, when there is one."""
+    """A prediction or the error that refused the input; ``file`` is the input's identity: the
+    file's path or the upload's filename, when there is one (``path`` in ``results.csv``,
+    ``filename`` in ``/predict_batch``, ``file`` in ``pneumoscan predict``)."""
 
     prediction: Prediction | None = None
     error: PneumoscanError | None = None
-    name: str | None = None
+    file: str | None = None
     sha256: str = ""
     dicom: DicomSource | None = None
 
@@ -102,14 +105,26 @@ class Result:
         return self.error is None
 
     @property
+    def unreadable(self) -> bool:
+        """An input that could not be read or scored at all (missing, no permission, or one that kept
+        killing workers), as opposed to one the model refused."""
+        return isinstance(self.error, UNREADABLE_ERRORS)
+
+    @property
+    def refused(self) -> bool:
+        """An input that was read and refused: not what the model was made for, or undecodable."""
+        return self.error is not None and not self.unreadable
+
+    @property
     def image_identity(self) -> str:
         """What the image is, whatever it was called: its SOP Instance UID, or the SHA-256 of its
-        bytes; its name only for a file that could not be read."""
+        bytes; its file name only for a file that could not be read."""
         if self.dicom is not None and self.dicom.sop_instance_uid:
             return f"sop:{self.dicom.sop_instance_uid}"
         if self.sha256:
             return f"sha256:{self.sha256}"
-        return f"name:{self.name or ''}"
+        # "name:" is part of the report id's input, so it stays as report ids have always had it.
+        return f"name:{self.file or ''}"
 
     @property
     def report_id(self) -> str:
@@ -126,27 +141,30 @@ class Result:
             return {}
         return {name: getattr(self.dicom, name) for name in DicomIdentifiers.model_fields}
 
-    def _error_info(self) -> ErrorInfo:
-        return ErrorInfo(**self.error.to_dict())
+    def _scored(self) -> Prediction:
+        """The prediction; ``ValueError`` for a result that holds an error."""
+        if self.prediction is None:
+            raise ValueError("This result holds an error, not a prediction.")
+        return self.prediction
 
     # --- JSON -------------------------------------------------------------------------------------
 
     def response(self, request_id: str) -> PredictionResponse:
         """``POST /predict``'s body; the caller raises ``error`` instead."""
-        return PredictionResponse(**self.prediction.model_dump(), **self.identifiers(), request_id=request_id)
+        return PredictionResponse(**self._scored().model_dump(), **self.identifiers(), request_id=request_id)
 
     def batch_item(self) -> BatchItemResult | BatchItemError:
         """One entry of ``POST /predict_batch``'s ``results``."""
         if self.error is not None:
-            return BatchItemError(filename=self.name, error=self._error_info())
-        return BatchItemResult(**self.prediction.model_dump(), **self.identifiers(), filename=self.name)
+            return BatchItemError(filename=self.file, error=ErrorInfo(**self.error.to_dict()))
+        return BatchItemResult(**self._scored().model_dump(), **self.identifiers(), filename=self.file)
 
     def file_line(self) -> FilePrediction:
         """One line of ``pneumoscan predict``."""
         if self.error is not None:
-            return FilePrediction(file=self.name, error=self._error_info())
-        values = self.prediction.model_dump(exclude={"model_version"})
-        return FilePrediction(file=self.name, **values, **self.identifiers())
+            return FilePrediction(file=self.file, error=ErrorInfo(**self.error.to_dict()))
+        values = self._scored().model_dump(exclude={"model_version"})
+        return FilePrediction(file=self.file, **values, **self.identifiers())
 
     # --- results.csv ------------------------------------------------------------------------------
 
@@ -155,7 +173,7 @@ class Result:
         identifiers = {column: (self.dicom and getattr(self.dicom, column)) or "" for column in DICOM_COLUMNS}
         patient = self.dicom.patient if self.dicom is not None else None
         context = {column: (patient and getattr(patient, column)) or "" for column in PATIENT_COLUMNS}
-        row = {"path": self.name or "", "sha256": self.sha256, **identifiers, **context}
+        row = {"path": self.file or "", "sha256": self.sha256, **identifiers, **context}
         if self.error is not None:
             return {
                 **row,
@@ -169,7 +187,7 @@ class Result:
                 "error_code": self.error.code,
                 "error_detail": self.error.detail,
             }
-        prediction = self.prediction
+        prediction = self._scored()
         return {
             **row,
             "label": prediction.label,
@@ -187,13 +205,14 @@ class Result:
     def from_row(cls, row: dict[str, str]) -> Result:
         """The result a ``results.csv`` row records; the error's class is found from its code."""
         dicom = None
-        if row.get("sop_instance_uid"):
+        if any(row.get(column) for column in (*DICOM_COLUMNS, *PATIENT_COLUMNS)):
             context = {column: row.get(column) or None for column in PATIENT_COLUMNS}
             patient = PatientContext(**context) if any(context.values()) else None
             dicom = DicomSource(**{column: row.get(column) or None for column in DICOM_COLUMNS}, patient=patient)
-        common = {"name": row["path"], "sha256": row.get("sha256", ""), "dicom": dicom}
+        file, sha256 = row["path"], row.get("sha256", "")
         if row["status"] != "ok":
-            return cls(error=error_from_code(row["error_code"], row["error_detail"]), **common)
+            error = error_from_code(row["error_code"], row["error_detail"])
+            return cls(error=error, file=file, sha256=sha256, dicom=dicom)
         prediction = Prediction(
             label=row["label"],
             probability=float(row["probability"]),
@@ -202,4 +221,4 @@ class Result:
             out_of_distribution=row.get("out_of_distribution") == "true",
             ood_score=float(row["ood_score"]) if row.get("ood_score") else None,
         )
-        return cls(prediction=prediction, **common)
+        return cls(prediction=prediction, file=file, sha256=sha256, dicom=dicom)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 Label = Literal["NORMAL", "PNEUMONIA"]
 
@@ -268,13 +268,26 @@ class JobStatus(BaseModel):
     """A job's progress, read from its folder (``pneumoscan status --json``, ``GET /jobs/{id}``)."""
 
     job_id: str
-    state: JobState
+    state: JobState = Field(description="`failed` means the job itself cannot be read, never that files were refused.")
     total: int = 0
-    done: int = 0
-    failed: int = 0
+    done: int = Field(default=0, description="Files finished so far: scored, refused or unreadable.")
+    refused: int = Field(
+        default=0, description="Files the model refused (not what it was made for, or not decodable), by now."
+    )
+    unreadable: int = Field(
+        default=0,
+        description="Files that could not be read or scored at all (missing, no permission, crashed workers).",
+    )
     images_per_second: float | None = None
     eta_seconds: float | None = None
     output: str | None = None
     input_folder: str | None = None
     created: datetime | None = None
     detail: str | None = None
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description="Deprecated, to be removed in the next release: `refused` + `unreadable`, the count's old name."
+    )
+    @property
+    def failed(self) -> int:
+        return self.refused + self.unreadable

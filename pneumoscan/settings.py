@@ -139,6 +139,13 @@ class Settings(BaseSettings):
         default=3, gt=0, description="Attempts before a file that kills workers is recorded as an error."
     )
     decode_threads: int = Field(default=2, gt=0, description="Threads decoding images in each worker.")
+    worker_metrics_port: int | None = Field(
+        default=None,
+        gt=0,
+        lt=65536,
+        description="Port where `pneumoscan worker` serves Prometheus `/metrics` (what its processes scored, "
+        "per model version); unset: no metrics.",
+    )
 
     @property
     def http_worker_count(self) -> int:
@@ -200,6 +207,13 @@ class Settings(BaseSettings):
         default=None,
         description="PEM CA certificates. With TLS, callers must present a certificate they signed (mutual TLS), "
         "and the destination's certificate is checked against them instead of the system's.",
+    )
+    dicom_metrics_port: int | None = Field(
+        default=None,
+        gt=0,
+        lt=65536,
+        description="Port where `pneumoscan dicom-node` serves Prometheus `/metrics` (the served model's "
+        "reference figures); unset: no metrics.",
     )
     dicom_destination_tls: bool = Field(
         default=False,

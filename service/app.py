@@ -15,8 +15,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
 from pneumoscan.errors import PneumoscanError
-from service import explain_api, jobs_api, model_api, predict_api, review_api, ui_api
-from service.errors import BadRequest, error_response, routing_error
+from service import apidocs, explain_api, jobs_api, model_api, predict_api, review_api, ui_api
+from service.errors import BadRequest, UnsupportedMediaType, error_response, routing_error
 from service.explain_api import ExplainFn
 from service.http import InferFn, ModelInfo
 
@@ -29,10 +29,11 @@ def create_app(
         title="pneumoscan",
         docs_url=None,
         redoc_url=None,
-        openapi_url=None,  # BentoML serves the merged spec at /docs.json
+        openapi_url=None,  # service.apidocs serves pneumoscan's own at /docs.json, in place of BentoML's
     )
     app.state.get_infer, app.state.get_explain, app.state.get_info = get_infer, get_explain, get_info
     for router in (
+        apidocs.router,
         predict_api.router,
         explain_api.router,
         jobs_api.router,
@@ -43,7 +44,7 @@ def create_app(
         app.include_router(router)
 
     @app.exception_handler(PneumoscanError)
-    async def pneumoscan_error(request: Request, exc: PneumoscanError) -> JSONResponse:
+    async def pneumoscan_error(request: Request, exc: PneumoscanError) -> Response:
         return error_response(exc, getattr(request.state, "request_id", None), request.headers.get("accept", ""))
 
     @app.exception_handler(HTTPException)
@@ -62,9 +63,27 @@ def create_app(
         return JSONResponse({"error": code, "detail": str(exc.detail)}, status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        accept = request.headers.get("accept", "")
+        if (wrong_type := _not_json(request, exc)) is not None:
+            return error_response(wrong_type, None, accept)
         # "body.folder: String should have at least 1 character", one clause per problem.
         detail = "; ".join(f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors())
-        return error_response(BadRequest(detail), None, request.headers.get("accept", ""))
+        return error_response(BadRequest(detail), None, accept)
 
     return app
+
+
+def _not_json(request: Request, exc: RequestValidationError) -> UnsupportedMediaType | None:
+    """415 for a JSON body sent under another Content-Type (``curl -d`` sends a form), which FastAPI
+    would report as a body that is not an object; None when the body was sent as JSON."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not content_type or content_type == "application/json" or content_type.endswith("+json"):
+        return None
+    if not any(error["loc"][:1] == ("body",) for error in exc.errors()):
+        return None
+    route = getattr(request.scope.get("route"), "path", "this path")
+    return UnsupportedMediaType(
+        f"{request.method[:16]} {route} takes a JSON body with Content-Type: application/json; this request "
+        f"was sent as {content_type[:80]}. With curl: -H 'Content-Type: application/json' -d '{{...}}'."
+    )

@@ -101,9 +101,9 @@ class MicroBatcher:
             )
 
     def _start(self) -> None:
-        if self._consumer is None or self._consumer.done():
+        if self._wakeup is None or self._consumer is None or self._consumer.done():
             self._wakeup = asyncio.Event()
-            self._consumer = asyncio.get_running_loop().create_task(self._consume(), name="micro-batcher")
+            self._consumer = asyncio.get_running_loop().create_task(self._consume(self._wakeup), name="micro-batcher")
         self._wakeup.set()
 
     def _next_batch(self) -> list[_Pending]:
@@ -123,12 +123,12 @@ class MicroBatcher:
             images += len(item.planes)
         return batch
 
-    async def _consume(self) -> None:
+    async def _consume(self, wakeup: asyncio.Event) -> None:
         while True:
             batch = self._next_batch()
             if not batch:
-                self._wakeup.clear()
-                await self._wakeup.wait()
+                wakeup.clear()
+                await wakeup.wait()
                 continue
             planes = np.concatenate([item.planes for item in batch]) if len(batch) > 1 else batch[0].planes
             self._call_started = time.perf_counter()
@@ -153,7 +153,7 @@ class MicroBatcher:
         if self.observe_batch is not None:
             self.observe_batch(images)
         per_image = seconds / images
-        if self.call_seconds is None:
+        if self.call_seconds is None or self.image_seconds is None:
             self.call_seconds, self.image_seconds = seconds, per_image
         else:
             self.call_seconds += SMOOTHING * (seconds - self.call_seconds)

@@ -40,7 +40,12 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import (
     JPEG2000,
+    Comprehensive3DSRStorage,
+    ComprehensiveSRStorage,
+    ComputedRadiographyImageStorage,
     DeflatedExplicitVRLittleEndian,
+    DigitalXRayImageStorageForPresentation,
+    DigitalXRayImageStorageForProcessing,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -52,15 +57,10 @@ from pydicom.uid import (
     JPEGLSLossless,
     JPEGLSNearLossless,
     RLELossless,
+    SecondaryCaptureImageStorage,
 )
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import (
-    Comprehensive3DSRStorage,
-    ComprehensiveSRStorage,
-    ComputedRadiographyImageStorage,
-    DigitalXRayImageStorageForPresentation,
-    DigitalXRayImageStorageForProcessing,
-    SecondaryCaptureImageStorage,
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # pynetdicom makes its SOP class names at import
     Verification,
 )
 
@@ -263,10 +263,31 @@ class DicomNode:
         self.submit(study.folder, self.store.outbox)
         log.info("Queued study %s (%d instance(s)) for scoring.", study_tag(study.folder.name), study.instances)
 
+    def _serve_metrics(self, port: int) -> None:
+        """``/metrics`` on ``port``: the served model's reference figures. The node scores nothing
+        itself: the worker that scores its studies counts their results."""
+        import os
+
+        from pneumoscan.model import load_metadata
+        from service import result_metrics
+        from service.metrics_server import MULTIPROC_ENV, multiprocess_registry, serve_metrics
+        from service.model_store import serving_model_dir
+
+        model_dir, _ = serving_model_dir(self.settings.model_tag, self.settings.model_dir)
+        result_metrics.register(model_dir, load_metadata(model_dir).version)
+        shared = os.environ.get(MULTIPROC_ENV)
+        serve_metrics(port, multiprocess_registry(Path(shared)) if shared else None, host=self.settings.dicom_host)
+
     def serve(self, poll_s: float = 1.0) -> None:
-        handlers = [(evt.EVT_C_ECHO, lambda event: SUCCESS), (evt.EVT_C_STORE, self.on_store)]
         address = (self.settings.dicom_host, self.settings.dicom_port)
-        server = self.ae.start_server(address, block=False, evt_handlers=handlers, ssl_context=self.tls)
+        server = self.ae.start_server(
+            address,
+            block=False,
+            evt_handlers=[(evt.EVT_C_ECHO, lambda event: SUCCESS), (evt.EVT_C_STORE, self.on_store)],
+            ssl_context=self.tls,
+        )
+        if server is None:
+            raise RuntimeError("pynetdicom started no server thread.")
         allowed = ", ".join(self.settings.allowed_calling_aes) or "none: every association is refused"
         tls = (
             "plain DICOM"
@@ -289,6 +310,8 @@ class DicomNode:
                 waiting["pending"],
                 waiting["failed"],
             )
+        if self.settings.dicom_metrics_port is not None:
+            self._serve_metrics(self.settings.dicom_metrics_port)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self.stopping.set())
         try:

@@ -1,28 +1,29 @@
-"""``POST /explain``: one X-ray in, its Grad-CAM overlay out as a PNG, the prediction in headers.
+"""``POST /explain``: one X-ray in, its Grad-CAM overlay with its legend out as a PNG, the result in headers.
 
 The upload is read and decoded exactly as for ``/predict``; the plane is scored through the
 batcher (the path ``/predict`` uses, so both report the same probability) and the model computes
-the heatmap; the heatmap is drawn over the decoded X-ray at the image's own aspect.
+the heatmap. The picture and the headers are rendered from one ``Result``
+(``pneumoscan.explain_legend``), as ``pneumoscan explain`` renders its PNG and its JSON line.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 from collections.abc import Awaitable, Callable
 from functools import partial
+from typing import Any
 
 import anyio
 import numpy as np
 from fastapi import APIRouter, Request
-from PIL import Image
 from starlette.responses import Response
 
 from pneumoscan.decision import judge_scores
 from pneumoscan.errors import PneumoscanError
-from pneumoscan.explain import overlay
+from pneumoscan.explain_legend import HEADERS, explained_png, explanation_headers
 from pneumoscan.imaging import decode, resize_plane
+from pneumoscan.result import Result
 from service.errors import ExplanationUnavailable
 from service.http import (
     ERROR_RESPONSES,
@@ -38,34 +39,23 @@ from service.http import (
 ExplainFn = Callable[[np.ndarray], Awaitable[np.ndarray]]
 router = APIRouter()
 PNG_RESPONSE = {
-    "description": "The X-ray with the Grad-CAM heatmap of P(pneumonia) over it; the result in X-Pneumoscan-* headers.",
+    "description": (
+        "The X-ray with the Grad-CAM heatmap of P(pneumonia) over it, above a legend (the not-for-diagnostic-use "
+        "banner, the result, a colour bar); the result in X-Pneumoscan-* headers."
+    ),
     "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
     "headers": {
         name: {"schema": {"type": "string"}, "description": description}
-        for name, description in {
-            "X-Pneumoscan-Label": "PNEUMONIA or NORMAL",
-            "X-Pneumoscan-Probability": "P(pneumonia)",
-            "X-Pneumoscan-Threshold": "PNEUMONIA when the probability reaches it",
-            "X-Pneumoscan-Model-Version": "the model that answered",
-            "X-Pneumoscan-Out-Of-Distribution": (
-                "true when PNEUMOSCAN_OOD_POLICY=flag let an image unlike the training X-rays through"
-            ),
-            "X-Request-Id": "this request's id, as in the request log",
-        }.items()
+        for name, description in [*HEADERS.values(), ("X-Request-Id", "this request's id, as in the request log")]
     },
 }
-
-
-def render_png(image: Image.Image, heatmap: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    overlay(image, heatmap).save(buffer, format="PNG")
-    return buffer.getvalue()
+RESPONSES: dict[int | str, dict[str, Any]] = dict([(200, PNG_RESPONSE), *ERROR_RESPONSES.items()])
 
 
 @router.post(
     "/explain",
     response_class=Response,
-    responses={200: PNG_RESPONSE, **ERROR_RESPONSES},
+    responses=RESPONSES,
     openapi_extra=IMAGE_BODY,
     summary="Grad-CAM explanation of one chest X-ray as a PNG (same upload forms as /predict)",
 )
@@ -78,7 +68,8 @@ async def explain(request: Request) -> Response:
                 "(KERAS_BACKEND). /predict is unaffected."
             )
         data = await read_single_image(request)
-        record.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+        sha256 = hashlib.sha256(data).hexdigest()
+        record.update(bytes=len(data), sha256=sha256)
         decoded = await in_decode_thread(request, partial(decode, data, max_pixels=info.max_pixels))
         image = decoded.image
         plane = resize_plane(image)
@@ -89,13 +80,10 @@ async def explain(request: Request) -> Response:
         prediction = judge_scores(info.decision, scores)[0]
         if isinstance(prediction, PneumoscanError):
             raise prediction
-        png = await in_decode_thread(request, render_png, image, np.asarray(heatmap, dtype=np.float32))
+        result = Result(prediction=prediction, sha256=sha256, dicom=decoded.dicom)
+        png = await in_decode_thread(request, explained_png, image, np.asarray(heatmap, dtype=np.float32), result)
     headers = {
-        "X-Pneumoscan-Label": prediction.label,
-        "X-Pneumoscan-Probability": repr(prediction.probability),
-        "X-Pneumoscan-Threshold": repr(prediction.threshold),
-        "X-Pneumoscan-Model-Version": prediction.model_version,
-        "X-Pneumoscan-Out-Of-Distribution": str(prediction.out_of_distribution).lower(),
+        **explanation_headers(result),
         "X-Request-Id": record["request_id"],
         "Cache-Control": "no-store",  # a patient's image: no shared caches
     }

@@ -12,10 +12,11 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import anyio
 import numpy as np
@@ -184,7 +185,9 @@ async def request_record(request: Request, event: str, info: ModelInfo) -> Async
         log.info(json.dumps(record, separators=(",", ":")))
 
 
-ERROR_RESPONSES = {status: {"model": ErrorResponse} for status in (400, 401, 406, 413, 415, 422, 503, 504)}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse} for status in (400, 401, 406, 413, 415, 422, 503, 504)
+}
 BINARY = {"type": "string", "format": "binary"}
 
 
@@ -217,7 +220,7 @@ def model_call(request: Request, name: str = "infer"):
     return getattr(request.app.state, f"get_{name}")()
 
 
-async def score_planes(request: Request, batch: np.ndarray, info: ModelInfo) -> list[Prediction | PneumoscanError]:
+async def score_planes(request: Request, batch: np.ndarray, info: ModelInfo) -> Sequence[Prediction | PneumoscanError]:
     """The result, or the input gate's refusal, per uint8 plane (the batcher splits a request
     larger than one model batch)."""
     with anyio.fail_after(info.timeout_s):
@@ -231,6 +234,6 @@ def send_results(info: ModelInfo, results: list[Result], issued: datetime, backg
     gone out (the outboxes keep what fails). Each goes out once per ``Result.report_id``."""
     hl7_outbox, fhir_outbox = info.hl7_outbox, info.fhir_outbox
     if info.hl7_destination and hl7_outbox is not None and sum(queue_result(hl7_outbox, r) for r in results):
-        background.add_task(anyio.to_thread.run_sync, hl7_outbox.deliver, info.hl7_destination)
+        background.add_task(hl7_outbox.deliver, info.hl7_destination)  # Starlette runs it in a thread
     if info.fhir_url and fhir_outbox is not None and sum(fhir_outbox.put_result(r, issued) for r in results):
-        background.add_task(anyio.to_thread.run_sync, fhir_outbox.deliver, info.fhir_url)
+        background.add_task(fhir_outbox.deliver, info.fhir_url)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Request
@@ -15,19 +15,10 @@ from starlette.responses import FileResponse, Response, StreamingResponse
 
 from pneumoscan.errors import FolderNotAllowed, JobError, JobNotFound, ResultNotFound
 from pneumoscan.fhir import FHIR_JSON, FHIR_NDJSON, acceptable, accepts
+from pneumoscan.jobs.export import ERROR_TYPE, NDJSON_TYPES, bulk_manifest, export, ndjson_counts, ndjson_lines
 from pneumoscan.jobs.folder import PLOT_FILE
 from pneumoscan.jobs.folder import find_job as find_job_in
-from pneumoscan.jobs.results import (
-    ERROR_TYPE,
-    NDJSON_TYPES,
-    bulk_manifest,
-    export,
-    finished_results,
-    job_status,
-    list_jobs,
-    ndjson_counts,
-    ndjson_lines,
-)
+from pneumoscan.jobs.results import finished_results, job_status, list_jobs
 from pneumoscan.schemas import ErrorResponse, JobStatus
 from pneumoscan.settings import get_settings
 from service.errors import NotAcceptable
@@ -46,7 +37,7 @@ def find_job(job_id: str) -> Path:
     return find_job_in(get_settings().jobs_root, job_id)
 
 
-ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 503)}
 JobId = Annotated[str, PathParam(description="The job's id: 16 lowercase hexadecimal characters.")]
 
 
@@ -81,7 +72,7 @@ def _check_output(output: str | None, allowed_roots: list[Path]) -> str | None:
     "/jobs",
     response_model=JobCreated,
     status_code=202,
-    responses=ERRORS,
+    responses={**ERRORS, 415: {"model": ErrorResponse}},
     summary="Score every X-ray in a server-side folder through the queue",
 )
 async def create_job(request: JobRequest, http_request: Request, response: Response) -> JobCreated:

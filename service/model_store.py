@@ -9,6 +9,7 @@ from pathlib import Path
 import bentoml
 from bentoml.exceptions import NotFound
 
+from pneumoscan.drift import REFERENCE_FILE
 from pneumoscan.gate import GATE_FILE
 from pneumoscan.model import METADATA_FILE, MODEL_FILE, load_metadata
 
@@ -36,8 +37,9 @@ def register_model(model_dir: str | Path, name: str = "pneumonia-cnn") -> tuple[
             "training_fingerprint": metadata.training_fingerprint,
         },
     ) as stored:
-        for file_name in (MODEL_FILE, METADATA_FILE, GATE_FILE):
-            if (model_dir / file_name).exists():  # models saved before the input gate have no gate file
+        for file_name in (MODEL_FILE, METADATA_FILE, GATE_FILE, REFERENCE_FILE):
+            # Models saved before the input gate have no gate file, before the drift reference no reference.
+            if (model_dir / file_name).exists():
                 shutil.copy2(model_dir / file_name, Path(stored.path) / file_name)
     return tag, True
 

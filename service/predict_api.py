@@ -33,6 +33,7 @@ from service.http import (
     send_results,
     wants_fhir,
 )
+from service.result_metrics import observe_result
 
 router = APIRouter()
 BATCH_BODY = {
@@ -56,11 +57,16 @@ async def predict(request: Request, background: BackgroundTasks) -> PredictionRe
         fhir = wants_fhir(request)
         data = await read_single_image(request)
         record["bytes"] = len(data)
-        image, source = await decode_with_source(request, data, record)
-        prediction = (await score_planes(request, image[np.newaxis], info))[0]
-        if isinstance(prediction, PneumoscanError):
-            raise prediction
+        try:
+            image, source = await decode_with_source(request, data, record)
+            prediction = (await score_planes(request, image[np.newaxis], info))[0]
+            if isinstance(prediction, PneumoscanError):
+                raise prediction
+        except PneumoscanError as exc:
+            observe_result(Result(error=exc), info.model_version)
+            raise
         result = Result(prediction=prediction, sha256=record["sha256"], dicom=source)
+        observe_result(result, info.model_version)
         issued = datetime.now(UTC)
         send_results(info, [result], issued, background)
     if fhir:
@@ -93,14 +99,16 @@ async def predict_batch(request: Request, background: BackgroundTasks) -> BatchR
                 request, lambda: [hashlib.sha256(data).hexdigest() if data is not None else None for _, data in items]
             ),
         )
-        outcomes: list[np.ndarray | Prediction | PneumoscanError] = [
+        outcomes: list[Prediction | PneumoscanError] = [
             MissingImage("This 'images' part is not a file.") for _ in items
         ]
         sources: list[DicomSource | None] = [None] * len(items)
 
+        planes: dict[int, np.ndarray] = {}
+
         async def decode_item(index: int, data: bytes) -> None:
             try:
-                outcomes[index], sources[index] = await decode_with_source(request, data)
+                planes[index], sources[index] = await decode_with_source(request, data)
             except PneumoscanError as exc:
                 outcomes[index] = exc
 
@@ -108,15 +116,17 @@ async def predict_batch(request: Request, background: BackgroundTasks) -> BatchR
             for index, (_, data) in enumerate(items):
                 if data is not None:
                     group.start_soon(decode_item, index, data)
-        good = [index for index, outcome in enumerate(outcomes) if isinstance(outcome, np.ndarray)]
-        judged = await score_planes(request, np.stack([outcomes[i] for i in good]), info) if good else []
+        good = sorted(planes)
+        judged = await score_planes(request, np.stack([planes[i] for i in good]), info) if good else []
         for index, result in zip(good, judged, strict=False):
             outcomes[index] = result
         results = [
-            Result.of(outcome, name=filename, sha256=record["sha256"][index] or "", dicom=sources[index])
+            Result.of(outcome, file=filename, sha256=record["sha256"][index] or "", dicom=sources[index])
             for index, (outcome, (filename, _)) in enumerate(zip(outcomes, items, strict=False))
         ]
         record["failed"] = sum(not result.ok for result in results)
+        for each in results:
+            observe_result(each, info.model_version)
         issued = datetime.now(UTC)
         send_results(info, results, issued, background)
     if fhir:

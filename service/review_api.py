@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import anyio
 from fastapi import APIRouter
@@ -39,7 +40,7 @@ from service.jobs_api import ERRORS, JobId, find_job
 
 router = APIRouter()
 MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".dcm": "application/dicom"}
-FINISHED_ERRORS = {**ERRORS, 409: ERRORS[404]}
+FINISHED_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, 409: ERRORS[404]}
 
 
 def _rows(job_dir: Path) -> list[dict[str, str]]:

@@ -20,11 +20,13 @@ from bentoml.exceptions import ServiceUnavailable
 
 from pneumoscan.decision import decision_for
 from pneumoscan.destinations import outboxes
+from pneumoscan.fhir_push import FhirOutbox
+from pneumoscan.hl7 import Hl7Outbox
 from pneumoscan.imaging import plane_to_input
 from pneumoscan.model import load_metadata
 from pneumoscan.schemas import ServedModel
 from pneumoscan.settings import get_settings
-from service import metrics
+from service import metrics, result_metrics
 from service.app import create_app
 from service.backends import LocalModel, RemoteModel
 from service.batcher import MicroBatcher
@@ -140,6 +142,9 @@ class Pneumoscan:
     model = MODEL
     if not settings.model_in_process:
         model_service = bentoml.depends(PneumoniaModel)
+    backend: LocalModel | RemoteModel
+    batcher: MicroBatcher
+    info: ModelInfo
 
     def __init__(self) -> None:
         _configure_request_log()
@@ -159,6 +164,10 @@ class Pneumoscan:
             observe_batch=metrics.observe_batch_size,
         )
         decision = decision_for(metadata, settings.threshold, settings.ood_policy)
+        result_metrics.register(self.model.path, decision.model_version)
+        hl7_outbox, fhir_outbox = OUTBOXES["hl7"], OUTBOXES["fhir"]
+        if not isinstance(hl7_outbox, Hl7Outbox) or not isinstance(fhir_outbox, FhirOutbox):
+            raise TypeError("pneumoscan.destinations.outboxes must give an Hl7Outbox and a FhirOutbox.")
         self.info = ModelInfo(
             decision=decision,
             max_pixels=settings.max_image_pixels,
@@ -167,18 +176,23 @@ class Pneumoscan:
             decode_threads=settings.service_decode_threads(),
             explanations=os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow",
             hl7_destination=settings.hl7_destination,
-            hl7_outbox=OUTBOXES["hl7"],
+            hl7_outbox=hl7_outbox,
             fhir_url=settings.fhir_url,
-            fhir_outbox=OUTBOXES["fhir"],
+            fhir_outbox=fhir_outbox,
             served=ServedModel.of(metadata, decision.threshold, decision.ood_policy),
         )
 
 
-# The first added is the outermost: the key is checked first, then the in-flight limit, then size.
-if settings.api_key is not None:
-    Pneumoscan.add_asgi_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
-Pneumoscan.add_asgi_middleware(InFlightLimitMiddleware, limit=settings.max_in_flight)
-Pneumoscan.add_asgi_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
-Pneumoscan.add_asgi_middleware(ReadinessMiddleware, seconds=READINESS_PROBE_SECONDS)
-Pneumoscan.add_asgi_middleware(RoutingErrorMiddleware)
-Pneumoscan.add_asgi_middleware(metrics.OutboxMetricsMiddleware, boxes=OUTBOXES)
+def _add_middleware(service: bentoml.Service) -> None:
+    """The first added is the outermost: the key is checked first, then the in-flight limit, then size."""
+    if settings.api_key is not None:
+        service.add_asgi_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
+    service.add_asgi_middleware(InFlightLimitMiddleware, limit=settings.max_in_flight)
+    service.add_asgi_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    service.add_asgi_middleware(ReadinessMiddleware, seconds=READINESS_PROBE_SECONDS)
+    service.add_asgi_middleware(RoutingErrorMiddleware)
+    service.add_asgi_middleware(metrics.OutboxMetricsMiddleware, boxes=OUTBOXES)
+
+
+# bentoml.service made the class a bentoml.Service (mypy does not apply class decorators).
+_add_middleware(Pneumoscan)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from huey import Huey, RedisHuey, SqliteHuey, crontab
@@ -66,7 +67,21 @@ def get_predictor() -> Predictor:
 
 @huey.on_startup()
 def _load_model() -> None:
-    get_predictor()
+    predictor = get_predictor()
+    if settings.worker_metrics_port is not None:
+        from service import result_metrics
+
+        result_metrics.register(model_dir(), predictor.model_version)
+
+
+def shard_options() -> ShardOptions:
+    """How this worker scores shards; with a metrics port, each result is counted on it."""
+    options = ShardOptions.from_settings(settings)
+    if settings.worker_metrics_port is None:
+        return options
+    from service.result_metrics import observe_result
+
+    return replace(options, observe=observe_result)
 
 
 def enqueue(job_dir: Path, index: int) -> None:
@@ -77,7 +92,7 @@ def enqueue(job_dir: Path, index: int) -> None:
 def score_shard_task(job_dir: str, index: int) -> None:
     path = Path(job_dir)
     try:
-        score_shard(path, index, get_predictor(), ShardOptions.from_settings(settings))
+        score_shard(path, index, get_predictor(), shard_options())
     except JobNotFound:
         log.error("Dropping shard %d: the job folder %s is gone.", index, job_dir)
     except OSError as exc:
@@ -139,6 +154,18 @@ def run_worker(concurrency: int, burst: bool = False) -> None:
         log.info("Burst mode: executed %d task(s); the queue is empty.", drain())
         return
     _processes = concurrency
+    if settings.worker_metrics_port is None:
+        _consume(concurrency)
+        return
+    from service.metrics_server import multiprocess_dir, multiprocess_registry, serve_metrics
+
+    # Before the consumer forks: its worker processes write their counts to this folder.
+    with multiprocess_dir() as directory:
+        serve_metrics(settings.worker_metrics_port, multiprocess_registry(directory))
+        _consume(concurrency)
+
+
+def _consume(concurrency: int) -> None:
     consumer = huey.create_consumer(
         workers=concurrency,
         worker_type="process",

@@ -147,6 +147,14 @@ def finalize(
     )
     save_metadata(out_dir, metadata)
 
+    from pneumoscan.drift import save_reference
+    from training.drift_reference import reference_from_scores, validation_source
+
+    source = validation_source(data_dir, len(validation.labels), seed, metadata.training_fingerprint)
+    save_reference(
+        out_dir, reference_from_scores(predictor, predictor.score(validation_inputs), metadata.version, source)
+    )
+
     from training.model_card import write_model_card
     from training.plots import plot_model_plots, plot_training_curves
 

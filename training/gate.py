@@ -53,8 +53,12 @@ def gate_refusals(predictor: Predictor, validation: np.ndarray, stressed: np.nda
     go through the whole input gate (the blank check while decoding, then the distance)."""
     from training.not_xrays import KINDS, not_xrays
 
+    gate = predictor.gate
+    if gate is None:
+        raise ValueError("Counting gate refusals needs a predictor with an input gate.")
+
     def scores(inputs: np.ndarray) -> np.ndarray:
-        return predictor.score(inputs)[:, 1] / predictor.gate.threshold
+        return predictor.score(inputs)[:, 1] / gate.threshold
 
     def xrays(inputs: np.ndarray) -> GateRefusals:
         ratios = scores(inputs)

@@ -59,6 +59,8 @@ Decision threshold on calibrated P(pneumonia): **{metadata.threshold:.4f}**, cho
 {_stressed_row(metadata)}
 Confusion on validation at the threshold: TP {c.tp}, FP {c.fp}, TN {c.tn}, FN {c.fn}.
 Plots: `roc.png` (with the operating point), `score_histograms.png` (scores per class).
+`drift_reference.json` holds the model's answers on this validation split (histograms of P(pneumonia) and the
+gate's distance, label and refusal rates), which `pneumoscan drift` compares new X-rays with.
 
 These numbers come from images of the same centre, period and preprocessing as the training
 images; expect lower figures on other data. The official test split (624 images) is held

@@ -13,6 +13,7 @@ same set. Three kinds:
 
 from __future__ import annotations
 
+import gzip
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -154,8 +155,8 @@ def photos() -> list[NotXray]:
         path = next(data_dir.glob(f"{name}.*"))
         images.append(NotXray("photo", name, path.read_bytes()))
     for sample in ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png", "logo2.png"):
-        with matplotlib.cbook.get_sample_data(sample) as file:
-            images.append(NotXray("photo", Path(sample).stem, file.read()))
+        path = Path(matplotlib.cbook.get_sample_data(sample, asfileobj=False))
+        images.append(NotXray("photo", Path(sample).stem, path.read_bytes()))
     return images
 
 
@@ -164,7 +165,10 @@ def _dicom_png(file_name: str) -> bytes:
     from pydicom.data import get_testdata_file
     from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
-    dataset = pydicom.dcmread(get_testdata_file(file_name, download=False))
+    path = get_testdata_file(file_name, download=False)
+    if not isinstance(path, str):
+        raise FileNotFoundError(f"pydicom's test data has no {file_name}; install pydicom with its test files.")
+    dataset = pydicom.dcmread(path)
     pixels = dataset.pixel_array
     if dataset.PhotometricInterpretation == "PALETTE COLOR":
         return _png(np.asarray(apply_color_lut(pixels, dataset) >> 8, dtype=np.uint8))
@@ -185,8 +189,8 @@ def medical() -> list[NotXray]:
         NotXray("medical", name, next(data_dir.glob(f"{name}.*")).read_bytes())
         for name in ("retina", "microaneurysms", "ihc", "cell", "phantom")
     ]
-    with matplotlib.cbook.get_sample_data("s1045.ima.gz") as file:
-        slice_ = np.frombuffer(file.read(), dtype=np.uint16).reshape(256, 256)
+    packed = Path(matplotlib.cbook.get_sample_data("s1045.ima.gz", asfileobj=False)).read_bytes()
+    slice_ = np.frombuffer(gzip.decompress(packed), dtype=np.uint16).reshape(256, 256)
     images.append(NotXray("medical", "mr_head_s1045", _png(_to_uint8(slice_))))
     for file_name, name in [
         ("CT_small.dcm", "ct_small"),

@@ -172,7 +172,7 @@ def measure(
         raise ValueError(f"Unknown threshold rule {threshold_rule!r}; choose one of {sorted(rules)}.")
     if threshold_rule is not None:
         threshold = rules[threshold_rule]
-        saved_rule = f"{threshold_rule} on the stressed validation copies"
+        saved_rule: str | None = f"{threshold_rule} on the stressed validation copies"
     else:
         saved_rule = metadata.threshold_rule
     pneumonia_inputs = validation_inputs[validation_labels == 1]

@@ -28,12 +28,14 @@ from pathlib import Path
 import numpy as np
 
 from pneumoscan import CLASS_NAMES
+from pneumoscan.drift import DriftReference, save_reference
 from pneumoscan.errors import DataError, PneumoscanError
 from pneumoscan.gate import GATE_FILE
 from pneumoscan.imaging import load_plane, plane_to_input
 from pneumoscan.model import MODEL_FILE, Predictor, load_metadata, save_metadata
 from pneumoscan.schemas import ModelMetadata, SiteCalibration
 from training.calibration import expected_calibration_error, fit_temperature
+from training.drift_reference import site_reference
 from training.model_card import MODEL_CARD_FILE
 from training.site_data import data_fingerprint, relative_name, site_examples
 from training.site_scores import SiteScores, raw_logits, score_site
@@ -229,7 +231,8 @@ def calibrate_site(
         created=created,
     )
     metadata = _site_metadata(parent, site, scores, probabilities, gate_limit, created)
-    _write_version(model_dir, out_dir, metadata)
+    reference = site_reference(scores, probabilities, threshold, metadata.version, fingerprint)
+    _write_version(model_dir, out_dir, metadata, reference)
     return SiteCalibrationResult(metadata=metadata, out_dir=out_dir, refused_left=len(scores.refused))
 
 
@@ -268,8 +271,8 @@ def _site_metadata(
     return parent.model_copy(update=update)
 
 
-def _write_version(model_dir: Path, out_dir: Path, metadata: ModelMetadata) -> None:
-    """Copy the parent's weights and gate, write metadata and card, then move into place whole."""
+def _write_version(model_dir: Path, out_dir: Path, metadata: ModelMetadata, reference: DriftReference) -> None:
+    """Copy the parent's weights and gate, write metadata, card and drift reference, then move into place whole."""
     from training.site_card import render_site_card
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -280,6 +283,7 @@ def _write_version(model_dir: Path, out_dir: Path, metadata: ModelMetadata) -> N
             if (model_dir / name).exists():
                 shutil.copy2(model_dir / name, staging / name)
         save_metadata(staging, metadata)
+        save_reference(staging, reference)
         parent_card = model_dir / MODEL_CARD_FILE
         parent_text = parent_card.read_text() if parent_card.exists() else ""
         (staging / MODEL_CARD_FILE).write_text(render_site_card(metadata, parent_text))

@@ -3,23 +3,31 @@ calibration" section with the site's operating point and its out-of-sample figur
 
 from __future__ import annotations
 
-from pneumoscan.schemas import ModelMetadata, SiteEstimate
+from pneumoscan.schemas import ModelMetadata, SiteCalibration, SiteEstimate
 
 
 def _figure(estimate: SiteEstimate) -> str:
-    if estimate.value is None:
+    if estimate.value is None or estimate.ci is None:
         return "n/a"
     low, high = estimate.ci
     return f"{estimate.value:.3f} (95% CI {low:.3f}-{high:.3f}; {estimate.successes}/{estimate.n})"
 
 
-def site_section(metadata: ModelMetadata) -> str:
-    site = metadata.site
-    if site is None:
+def _site(metadata: ModelMetadata) -> SiteCalibration:
+    if metadata.site is None:
         raise ValueError(f"{metadata.version} has no site calibration.")
+    return metadata.site
+
+
+def site_section(metadata: ModelMetadata) -> str:
+    site = _site(metadata)
     n = ", ".join(f"{name} {count}" for name, count in site.n.items())
     refused = ", ".join(f"{code} {count}" for code, count in site.refused.items()) or "none"
-    auc = f"{site.auc:.3f} (95% CI {site.auc_ci[0]:.3f}-{site.auc_ci[1]:.3f})" if site.auc is not None else "n/a"
+    auc = (
+        f"{site.auc:.3f} (95% CI {site.auc_ci[0]:.3f}-{site.auc_ci[1]:.3f})"
+        if site.auc is not None and site.auc_ci is not None
+        else "n/a"
+    )
     temperature = (
         f"refitted on the site's sample: **{site.temperature:.3f}**"
         if site.temperature_refitted
@@ -65,7 +73,7 @@ def render_site_card(metadata: ModelMetadata, parent_card: str) -> str:
     body = "\n".join(lines[1:]).strip() if lines and lines[0].startswith("# ") else parent_card.strip()
     title = f"# Model card: {metadata.name} {metadata.version}"
     note = (
-        f"Site-calibrated version of `{metadata.site.parent_version}`: the sections up to "
+        f"Site-calibrated version of `{_site(metadata).parent_version}`: the sections up to "
         '"Site calibration" describe that model as trained; the last section sets this version\'s threshold.'
     )
     return f"{title}\n\n{note}\n\n{body}\n{site_section(metadata)}"

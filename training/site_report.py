@@ -17,11 +17,18 @@ from sklearn.metrics import roc_curve
 from pneumoscan import CLASS_NAMES
 from pneumoscan.schemas import SiteEstimate
 from training.site_scores import SiteScores
-from training.validate import REPORT_FILE, ValidationReport
+from training.validate import REPORT_FILE, AtThreshold, ValidationReport
 
 HTML_FILE = "report.html"
 PLOT_FILES = {"roc": "roc.png", "reliability": "reliability.png", "scores": "scores.png"}
 _MARKERS = {"youden": "s", "sensitivity": "^", "specificity": "v"}
+
+
+def _roc_point(at: AtThreshold) -> tuple[float, float]:
+    """(1 - specificity, sensitivity): both are defined when the sample has X-rays of both classes."""
+    if at.sensitivity.value is None or at.specificity.value is None:
+        raise ValueError("An ROC point needs X-rays of both classes.")
+    return 1 - at.specificity.value, at.sensitivity.value
 
 
 def plot_roc(report: ValidationReport, scores: SiteScores, path: Path) -> None:
@@ -32,8 +39,7 @@ def plot_roc(report: ValidationReport, scores: SiteScores, path: Path) -> None:
     axis.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
     current = report.at_threshold
     axis.scatter(
-        1 - current.specificity.value,
-        current.sensitivity.value,
+        *_roc_point(current),
         s=70,
         color="C3",
         zorder=3,
@@ -43,8 +49,7 @@ def plot_roc(report: ValidationReport, scores: SiteScores, path: Path) -> None:
         if point.in_sample is None:
             continue
         axis.scatter(
-            1 - point.in_sample.specificity.value,
-            point.in_sample.sensitivity.value,
+            *_roc_point(point.in_sample),
             s=45,
             zorder=3,
             marker=_MARKERS[point.rule.split(":")[0]],
@@ -82,7 +87,7 @@ def plot_reliability(report: ValidationReport, path: Path) -> None:
 def plot_scores(report: ValidationReport, scores: SiteScores, path: Path) -> None:
     """The score distribution of each true class, with the model's threshold."""
     figure, axis = plt.subplots(figsize=(6.4, 3.6))
-    edges = np.linspace(0, 1, 41)
+    edges = np.linspace(0, 1, 41).tolist()
     for label, name in enumerate(CLASS_NAMES):
         axis.hist(
             scores.probabilities[scores.labels == label],
@@ -107,7 +112,7 @@ def plot_scores(report: ValidationReport, scores: SiteScores, path: Path) -> Non
 
 
 def _percent(estimate: SiteEstimate | None) -> str:
-    if estimate is None or estimate.value is None:
+    if estimate is None or estimate.value is None or estimate.ci is None:
         return "n/a"
     low, high = estimate.ci
     return f"{estimate.value:.1%} ({low:.1%} to {high:.1%}), {estimate.successes}/{estimate.n}"

@@ -163,6 +163,8 @@ def choose_threshold(labels: np.ndarray, scores: np.ndarray, rule: Rule) -> floa
     cuts, sensitivity, specificity = _cuts_and_rates(labels, scores)
     if rule.kind == "youden":
         return float(min(cuts[int(np.argmax(sensitivity + specificity))], 1.0))
+    if rule.target is None:
+        raise ValueError(f"The rule {rule} needs a target (for example sensitivity:0.95).")
     if rule.kind == "sensitivity":
         reaching = np.flatnonzero(sensitivity >= rule.target - 1e-12)
         return float(min(cuts[reaching[0]], 1.0)) if len(reaching) else None  # cuts run high to low

@@ -24,6 +24,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from pneumoscan import CLASS_NAMES
+from pneumoscan.decision import OodPolicy
 from pneumoscan.errors import DataError
 from pneumoscan.explain import CENTRAL_MARGIN
 from pneumoscan.model import Predictor, load_metadata
@@ -221,8 +222,8 @@ def build_report(
     """Every figure of the report from a scored sample."""
     labels, probabilities = scores.labels, scores.probabilities
     if len(labels) == 0:
-        refused = sorted({r.code for r in scores.refused})
-        raise DataError(f"Every image was refused ({', '.join(refused)}); there is nothing to validate.")
+        codes = sorted({r.code for r in scores.refused})
+        raise DataError(f"Every image was refused ({', '.join(codes)}); there is nothing to validate.")
     metadata = load_metadata(model_dir)
     both = len(np.unique(labels)) == 2
     auc, auc_ci = bootstrap_auc(labels, probabilities, resamples, seed) if both else (None, None)
@@ -271,7 +272,7 @@ def validate(
     labels_csv: str | Path | None = None,
     command: str = "",
     threshold: float | None = None,
-    ood_policy: str = "refuse",
+    ood_policy: OodPolicy = "refuse",
     batch_size: int = 32,
     gradcam: bool = True,
     resamples: int = BOOTSTRAP_RESAMPLES,

@@ -2,9 +2,11 @@
 
 The one composition root: the only core modules that import ``training/``, ``service/`` or
 ``bench/`` are here, one module per noun (``model``: train, evaluate, register; ``score``:
-predict, explain; ``site``: validate, calibrate; ``jobs``: the batch-job commands; ``dicom``: the
-DICOM node; ``outbox``: deliveries waiting or failed; ``bench``), each importing its adapter when
-its command runs. Exit codes are listed in ``pneumoscan.cli.common``.
+predict, explain; ``site``: validate, calibrate; ``drift``: new X-rays against the model's
+reference; ``jobs``: the batch-job commands; ``dicom``: the DICOM node; ``outbox``: deliveries
+waiting or failed; ``bench``), each importing its adapter when its command runs. Exit codes are
+listed in ``pneumoscan.cli.common``; how much it says on stderr (``--verbose``) is set in
+``pneumoscan.cli.quiet``.
 """
 
 from __future__ import annotations
@@ -14,21 +16,28 @@ import os
 import sys
 from collections.abc import Sequence
 
-from pneumoscan.cli import bench, dicom, jobs, model, outbox, score, site
+from pneumoscan.cli import bench, dicom, drift, jobs, model, outbox, quiet, score, site
 from pneumoscan.cli.common import EXIT_MODEL, EXIT_OK, EXIT_USAGE
 from pneumoscan.errors import DataError, ModelError, PneumoscanError
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pneumoscan", description="Pneumonia screening on chest X-rays.")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also print pneumoscan's INFO log lines and TensorFlow's start-up and log lines on stderr",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    for noun in (model, site, score, jobs, dicom, outbox, bench):
+    for noun in (model, site, drift, score, jobs, dicom, outbox, bench):
         noun.add_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet.configure(args.verbose)
     try:
         code = args.handler(args)
         sys.stdout.flush()

@@ -1,4 +1,4 @@
-"""What the ``pneumoscan`` command's modules share: exit codes and TensorFlow's thread set-up.
+"""What the ``pneumoscan`` command's modules share: exit codes and TensorFlow's (quiet) set-up.
 
 Exit codes: 0 success, 1 some input failed (``predict``), 2 usage, data or folder error,
 3 model error, 4 the job failed (``status``) or has no results yet (``results``).
@@ -13,7 +13,9 @@ EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE, EXIT_MODEL, EXIT_JOB_FAILED = 0, 1, 2, 3
 
 def configure_tensorflow_from_settings() -> None:
     """TensorFlow's thread pools from ``PNEUMOSCAN_TF_*``, before a model is loaded."""
+    from pneumoscan.cli.quiet import import_tensorflow
     from pneumoscan.model import configure_tensorflow
 
+    import_tensorflow()
     settings = get_settings()
     configure_tensorflow(settings.tf_intra_op_threads, settings.tf_inter_op_threads)

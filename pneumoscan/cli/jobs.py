@@ -15,11 +15,17 @@ from pneumoscan.cli.common import configure_tensorflow_from_settings as _configu
 from pneumoscan.settings import get_settings
 
 
+def _counts(status) -> str:
+    """Files done, refused and (when any) unreadable: a job's ``failed`` state is not among them."""
+    unreadable = f", {status.unreadable} unreadable" if status.unreadable else ""
+    return f"{status.done}/{status.total} done, {status.refused} refused{unreadable}"
+
+
 def _print_status(status, as_json: bool) -> None:
     if as_json:
         print(status.model_dump_json())
         return
-    line = f"{status.job_id}: {status.state}, {status.done}/{status.total} done, {status.failed} failed"
+    line = f"{status.job_id}: {status.state}, {_counts(status)}"
     if status.images_per_second:
         line += f", {status.images_per_second:.1f} images/s"
     if status.eta_seconds:
@@ -65,7 +71,7 @@ def _follow(job_dir: Path, status, interval: float):
             time.sleep(interval)
             status = job_status(job_dir)
             bar.update(status.done - bar.n)
-            bar.set_postfix(state=status.state, failed=status.failed, refresh=False)
+            bar.set_postfix(state=status.state, refused=status.refused, unreadable=status.unreadable, refresh=False)
     return status
 
 
@@ -78,7 +84,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             continue
         created = status.created.strftime("%Y-%m-%d %H:%M") if status.created else "?"
         print(
-            f"{status.job_id}  {status.state:<7}  {status.done}/{status.total} done, {status.failed} failed  "
+            f"{status.job_id}  {status.state:<7}  {_counts(status)}  "
             f"{created}  {status.input_folder or status.detail or ''}"
         )
     return EXIT_OK
@@ -88,8 +94,9 @@ def cmd_results(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pneumoscan.errors import JobNotFinished
+    from pneumoscan.jobs.export import export, write_ndjson
     from pneumoscan.jobs.folder import find_job
-    from pneumoscan.jobs.results import export, finished_results, job_status, write_ndjson
+    from pneumoscan.jobs.results import finished_results, job_status
 
     if args.format == "ndjson" and args.out is None:
         print(
@@ -146,8 +153,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    from pneumoscan.cli.progress import ThroughputBar
     from pneumoscan.jobs.folder import RESULTS_FILE, check_input_folder, create_job, load_job
     from pneumoscan.jobs.results import job_status
     from pneumoscan.jobs.shards import ShardOptions, score_shard
@@ -167,10 +173,11 @@ def cmd_score(args: argparse.Namespace) -> int:
     job_dir = create_job(folder, output, predictor.model_version, settings.shard_size)
     spec = load_job(job_dir)
     options = ShardOptions.from_settings(settings)
-    with tqdm(total=spec.total, desc="Scoring", unit="img") as bar:
+    with ThroughputBar(spec.total, "Scoring") as bar:
         for index in range(spec.shards):
             score_shard(job_dir, index, predictor, options, progress=bar.update)
-    status = job_status(job_dir)
+        status = job_status(job_dir)
+        bar.finish(status.images_per_second)
     _print_status(status, as_json=False)
     print(f"results: {job_dir / RESULTS_FILE}")
     return EXIT_OK
@@ -179,7 +186,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """Register the batch-job subcommands on the ``pneumoscan`` parser."""
     submit = commands.add_parser("submit", help="queue a folder of X-rays for batch scoring; prints the job id")
-    submit.add_argument("folder", type=Path)
+    submit.add_argument("folder", type=Path, help="folder of JPEG, PNG or DICOM files (subfolders included)")
     submit.add_argument("--output", type=Path, default=None, help="output root (default: PNEUMOSCAN_JOBS_DIR)")
     submit.set_defaults(handler=cmd_submit)
 
@@ -225,6 +232,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     worker.set_defaults(handler=cmd_worker)
 
     score = commands.add_parser("score", help="score a folder in this process, without a queue")
-    score.add_argument("folder", type=Path)
-    score.add_argument("--output", required=True, type=Path)
+    score.add_argument("folder", type=Path, help="folder of JPEG, PNG or DICOM files (subfolders included)")
+    score.add_argument(
+        "--output", required=True, type=Path, help="output root: the job folder with results.csv is made in it"
+    )
     score.set_defaults(handler=cmd_score)

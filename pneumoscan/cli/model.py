@@ -77,15 +77,20 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser("train", help="train a model on DIR/{NORMAL,PNEUMONIA}/")
     train.add_argument("--data", required=True, type=Path, help="labelled training folder")
     train.add_argument("--out", required=True, type=Path, help="output folder for the model")
-    train.add_argument("--recipe", default="tuned", choices=["seed", "tuned"])
+    train.add_argument(
+        "--recipe",
+        default="tuned",
+        choices=["seed", "tuned"],
+        help="seed (the course CNN) or tuned (the default; see training/recipes.py)",
+    )
     train.add_argument("--epochs", type=int, default=None, help="override the recipe's epoch count")
-    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--seed", type=int, default=42, help="random seed: the same seed trains the same model")
     train.add_argument("--validation-fraction", type=float, default=0.15, help="share of patients held out")
     train.set_defaults(handler=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="metrics of a model on a labelled folder")
-    evaluate.add_argument("--model", required=True, type=Path)
-    evaluate.add_argument("--data", required=True, type=Path)
+    evaluate.add_argument("--model", required=True, type=Path, help="model folder")
+    evaluate.add_argument("--data", required=True, type=Path, help="labelled folder, DATA/{NORMAL,PNEUMONIA}/")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--out", type=Path, default=None, help="write ROC and confusion-matrix plots here")
     evaluate.set_defaults(handler=cmd_evaluate)

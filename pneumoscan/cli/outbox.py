@@ -64,7 +64,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         return parser
 
     listing = with_destination(actions.add_parser("list", help="messages waiting or failed, oldest first"))
-    listing.add_argument("--state", choices=["pending", "failed"], default=None)
+    listing.add_argument(
+        "--state", choices=["pending", "failed"], default=None, help="only waiting or only failed messages"
+    )
     listing.add_argument("--json", action="store_true", help="one JSON object per message")
     listing.set_defaults(handler=cmd_list)
     retry = with_destination(

@@ -47,7 +47,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(report.model_dump_json())
         return EXIT_OK
     at = report.at_threshold
-    auc = f"{report.auc:.3f} [{report.auc_ci[0]:.3f}, {report.auc_ci[1]:.3f}]" if report.auc is not None else "n/a"
+    auc = (
+        f"{report.auc:.3f} [{report.auc_ci[0]:.3f}, {report.auc_ci[1]:.3f}]"
+        if report.auc is not None and report.auc_ci is not None
+        else "n/a"
+    )
     print(
         f"{report.model.version} on {', '.join(f'{k} {v}' for k, v in report.n.items())}"
         + (f" (refused: {', '.join(f'{k} {v}' for k, v in report.refused.items())})" if report.refused else "")
@@ -88,6 +92,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         batch_size=get_settings().predict_batch_size,
     )
     metadata, site = result.metadata, result.metadata.site
+    if site is None:
+        raise ValueError(f"{metadata.version} was written without its site calibration.")
     if args.json:
         print(site.model_dump_json())
         return EXIT_OK
@@ -157,6 +163,6 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     split.add_argument("--labels", type=Path, default=None, help=EXAMPLE_LABELS)
     split.add_argument("--fraction", type=float, default=0.25, help="share of each class's patients to calibrate on")
     split.add_argument("--out", required=True, type=Path, help="folder for calibration/ and held_out/ (new or empty)")
-    split.add_argument("--seed", type=int, default=0)
+    split.add_argument("--seed", type=int, default=0, help="seed of the random choice of patients")
     split.add_argument("--copy", action="store_true", help="copy the files instead of linking them")
     split.set_defaults(handler=cmd_split)

@@ -50,10 +50,11 @@ class DicomResultWriter:
         if not (is_uid(source.get("StudyInstanceUID")) and is_uid(source.get("SOPInstanceUID"))):
             return 0
         version = self.predictor.model_version
+        datasets: list[pydicom.Dataset] = []
         if result.error is not None:
-            datasets = [not_analysed_report(source, version, result.error.code, result.error.detail)]
-        else:
-            datasets = [structured_report(source, result.prediction)]
+            datasets.append(not_analysed_report(source, version, result.error.code, result.error.detail))
+        if result.prediction is not None:
+            datasets.append(structured_report(source, result.prediction))
             overlay = self._overlay(path)
             if overlay is not None:
                 datasets.append(secondary_capture(source, overlay, version))

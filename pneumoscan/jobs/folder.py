@@ -6,8 +6,8 @@ when its file exists. A shard's CSV carries its own header, so a job whose shard
 different releases (a column added in between) is still joined column by column. ``leases/``
 records which shards are queued or running and until when (``pneumoscan.jobs.leases``). When
 every shard is done, ``results.csv``, ``summary.json`` and ``summary.png`` are written
-(``pneumoscan.jobs.results``). Jobs submitted outside the default root are listed in its
-``index`` file, so they can be found by id.
+(``pneumoscan.jobs.results``; exported by ``pneumoscan.jobs.export``). Jobs submitted outside the
+default root are listed in its ``index`` file, so they can be found by id.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from typing import Literal
 from pydantic import BaseModel
 
 from pneumoscan.errors import FolderNotAllowed, FolderNotFound, JobNotFound
+from pneumoscan.files import atomic_write
 from pneumoscan.imaging import IMAGE_SUFFIXES
-from pneumoscan.result import PATIENT_COLUMNS, RESULT_COLUMNS
+from pneumoscan.result import PATIENT_COLUMNS, RESULT_COLUMNS, Result
 from pneumoscan.schemas import JobSpec
 
 JOB_FILE, MANIFEST_FILE, RESULTS_FILE, SUMMARY_FILE = "job.json", "manifest", "results.csv", "summary.json"
@@ -55,37 +56,32 @@ class Lease(BaseModel):
 
 
 class ShardMeta(BaseModel):
+    """``shards/NNNNN.json``: who scored a shard, when, and how its files came out."""
+
     worker: str
     started: float
     finished: float
     files: int
-    failed: int
+    failed: int  # refused + unreadable, still written for readers of a release that knew only this count
+    refused: int | None = None  # None in a shard of such a release: count its rows instead
+    unreadable: int | None = None
+
+    @classmethod
+    def of(cls, *, worker: str, started: float, finished: float, results: list[Result]) -> ShardMeta:
+        refused, unreadable = sum(r.refused for r in results), sum(r.unreadable for r in results)
+        return cls(
+            worker=worker,
+            started=started,
+            finished=finished,
+            files=len(results),
+            failed=refused + unreadable,
+            refused=refused,
+            unreadable=unreadable,
+        )
 
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary name, fsync, rename: readers see all of the file or none of it."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temporary.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
-def durable_write(path: Path, data: bytes) -> None:
-    """``atomic_write`` into a folder made if missing, then an fsync of the folder, so that the
-    rename itself survives a crash (for what is acknowledged to a sender on the strength of it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, data)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
 
 
 def check_input_folder(folder: str | Path, allowed_roots: list[Path] | None) -> Path:
@@ -183,7 +179,8 @@ def write_lease(job_dir: Path, index: int, lease: Lease) -> None:
     atomic_write(lease_path(job_dir, index), lease.model_dump_json().encode())
 
 
-def csv_bytes(rows: list[dict], header: bool) -> bytes:
+def csv_bytes(rows: list[dict[str, str]], header: bool) -> bytes:
+    """``results.csv`` rows (``Result.to_row``) as CSV, with the header line or without."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=RESULT_COLUMNS, lineterminator="\n")
     if header:
@@ -199,8 +196,8 @@ _HEADERLESS_COLUMNS = {
 }
 
 
-def read_shard_rows(path: Path) -> list[dict[str, str]]:
-    """A shard's rows with today's columns: by the shard's own header, or, for a shard of an older
+def read_shard_results(path: Path) -> list[Result]:
+    """A shard's results, its columns read by the shard's own header, or, for a shard of an older
     release without one, by its number of fields. Columns it lacks are empty, columns no longer
     written are dropped."""
     with path.open(newline="") as handle:
@@ -209,12 +206,12 @@ def read_shard_rows(path: Path) -> list[dict[str, str]]:
     # A header: no data row has "sha256" for a hash and "status" for a status.
     if records and {"path", "sha256", "status"} <= set(records[0]):
         columns, records = records[0], records[1:]
-    rows = []
+    results = []
     for record in records:
         names = columns or _HEADERLESS_COLUMNS.get(len(record), RESULT_COLUMNS)
         row = dict(zip(names, record, strict=False))
-        rows.append({column: row.get(column, "") for column in RESULT_COLUMNS})
-    return rows
+        results.append(Result.from_row({column: row.get(column, "") for column in RESULT_COLUMNS}))
+    return results
 
 
 # --- finding jobs ---------------------------------------------------------------------------------

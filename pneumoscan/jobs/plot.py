@@ -11,18 +11,20 @@ import io
 
 import numpy as np
 
+from pneumoscan.result import Result
+
 NORMAL_COLOUR, PNEUMONIA_COLOUR, ERROR_COLOUR = "#4c72b0", "#c44e52", "#dd8452"
 BINS = np.linspace(0.0, 1.0, 41)
 
 
-def summary_png(rows: list[dict[str, str]], summary: dict) -> bytes:
-    """The job's summary plot as PNG bytes, from its ``results.csv`` rows and ``summary.json``."""
+def summary_png(results: list[Result], summary: dict) -> bytes:
+    """The job's summary plot as PNG bytes, from its results (``results.csv``) and ``summary.json``."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    scored = [row for row in rows if row["status"] == "ok"]
-    probabilities = np.array([float(row["probability"]) for row in scored])
-    threshold = float(scored[0]["threshold"]) if scored else None
+    scored = [result.prediction for result in results if result.prediction is not None]
+    probabilities = np.array([prediction.probability for prediction in scored])
+    threshold = scored[0].threshold if scored else None
 
     figure = Figure(figsize=(11, 4.2), layout="constrained")
     histogram, counts = figure.subplots(1, 2, width_ratios=[3, 2])
@@ -79,7 +81,7 @@ def summary_png(rows: list[dict[str, str]], summary: dict) -> bytes:
         )
     counts.set_xlabel("files")
     counts.xaxis.set_major_locator(MaxNLocator(integer=True))
-    counts.set_title(f"{summary.get('total', len(rows)):,} files: labels and refusals")
+    counts.set_title(f"{summary.get('total', len(results)):,} files: labels and refusals")
     counts.margins(x=0.15)
 
     figure.suptitle(

@@ -23,7 +23,7 @@ import os
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal, cast
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -31,7 +31,7 @@ from pneumoscan.errors import FolderNotAllowed, ResultNotFound
 from pneumoscan.jobs.folder import MANIFEST_FILE
 
 REVIEWS_FILE = "reviews.jsonl"
-NOT_A_CHEST_XRAY = "not_a_chest_xray"
+NOT_A_CHEST_XRAY: Final = "not_a_chest_xray"
 Verdict = Literal["agree", "disagree"]
 Truth = Literal["NORMAL", "PNEUMONIA", "not_a_chest_xray"]
 LABELS = ("NORMAL", "PNEUMONIA")
@@ -61,10 +61,10 @@ def judge(row: dict[str, str], verdict: Verdict | None, truth: Truth | None) -> 
     implies, and decides the verdict: agree when it is the model's answer."""
     if verdict is None and truth is None:
         raise ValueError("A review needs a verdict (agree, disagree) or a truth.")
-    label = (row.get("label") or None) if row.get("status") == "ok" else None
+    label = cast(Truth | None, (row.get("label") or None) if row.get("status") == "ok" else None)
     error = None if label else (row.get("error_code") or None)
     if label is not None:
-        implied: Truth | None = label if verdict == "agree" else LABELS[1 - LABELS.index(label)]
+        implied: Truth | None = label if verdict == "agree" else cast(Truth, LABELS[1 - LABELS.index(label)])
     else:
         implied = NOT_A_CHEST_XRAY if verdict == "agree" and error == NOT_A_CHEST_XRAY else None
     if truth is None:

@@ -13,16 +13,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 from pneumoscan import DEFAULT_MAX_PIXELS
 from pneumoscan.destinations import outboxes
 from pneumoscan.errors import WorkerCrashed
 from pneumoscan.fhir_push import FhirOutbox
+from pneumoscan.files import atomic_write
 from pneumoscan.hl7 import Hl7Outbox, queue_result
 from pneumoscan.jobs.folder import (
     Lease,
     ShardMeta,
-    atomic_write,
     csv_bytes,
     lease_path,
     load_job,
@@ -36,6 +37,7 @@ from pneumoscan.jobs.results import finalize
 from pneumoscan.model import Predictor
 from pneumoscan.predict import score_paths
 from pneumoscan.result import Result
+from pneumoscan.schemas import JobSpec
 from pneumoscan.settings import Settings
 
 log = logging.getLogger("pneumoscan.jobs")
@@ -54,6 +56,8 @@ class ShardOptions:
     hl7_outbox: Hl7Outbox | None = None
     fhir_url: str | None = None  # a FHIR server's base URL; with it, reports go through fhir_outbox
     fhir_outbox: FhirOutbox | None = None
+    # Called with each file's result and the scoring model's version (the worker's /metrics).
+    observe: Callable[[Result, str], None] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ShardOptions:
@@ -65,9 +69,9 @@ class ShardOptions:
             lease_seconds=settings.lease_seconds,
             max_attempts=settings.max_shard_attempts,
             hl7_destination=settings.hl7_destination,
-            hl7_outbox=boxes["hl7"],
+            hl7_outbox=cast(Hl7Outbox, boxes["hl7"]),
             fhir_url=settings.fhir_url,
-            fhir_outbox=boxes["fhir"],
+            fhir_outbox=cast(FhirOutbox, boxes["fhir"]),
         )
 
 
@@ -92,25 +96,59 @@ def score_shard(
     if shard_path(job_dir, index, "csv").exists():
         finalize(job_dir)
         return True
+    lease = _claim(job_dir, index, spec)
+    if lease is None:
+        return True
+    started = time.time()
+    results = _score_files(job_dir, index, spec, lease, predictor, options, progress)
+    meta = ShardMeta.of(worker=worker_id(), started=started, finished=time.time(), results=results)
+    # Queued before the shard counts as done, so a crash before that scores it again and loses no
+    # message (each is queued once by its id); issued when the shard finished, as the export says.
+    _queue_messages([result for result in results if result.ok], options, datetime.fromtimestamp(meta.finished, UTC))
+    rows = [result.to_row(predictor.model_version) for result in results]
+    atomic_write(shard_path(job_dir, index, "json"), meta.model_dump_json().encode())
+    atomic_write(shard_path(job_dir, index, "csv"), csv_bytes(rows, header=True))
+    lease_path(job_dir, index).unlink(missing_ok=True)
+    finalize(job_dir)
+    deliver_outboxes(options)
+    return True
+
+
+def _claim(job_dir: Path, index: int, spec: JobSpec) -> Lease | None:
+    """This worker's running lease on the shard (written by the first heartbeat), carrying the
+    crashes of earlier attempts; None while another worker's lease on it is live."""
     existing = read_lease(job_dir, index)
     if existing is not None and existing.state == "running" and existing.expires > time.time():
         log.info("Shard %d of job %s is being scored by %s; leaving it.", index, spec.job_id, existing.worker)
-        return True
+        return None
     previous = (existing or Lease(state="queued", expires=0)).after_death()
-    crashes = previous.crashes
-    lease = Lease(state="running", expires=0, attempts=previous.attempts + 1, worker=worker_id(), crashes=crashes)
-    suspicious = lease.attempts > 1  # after a crash, go one file at a time to find the culprit
+    return Lease(
+        state="running", expires=0, attempts=previous.attempts + 1, worker=worker_id(), crashes=previous.crashes
+    )
+
+
+def _score_files(
+    job_dir: Path,
+    index: int,
+    spec: JobSpec,
+    lease: Lease,
+    predictor: Predictor,
+    options: ShardOptions,
+    progress: Callable[[int], None] | None,
+) -> list[Result]:
+    """Each of the shard's files' result, in the manifest's order, named by its path in the input
+    folder; the lease's heartbeat names the files in flight before each batch."""
 
     def heartbeat(current: list[str]) -> None:
         lease.current = current
         lease.expires = time.time() + options.lease_seconds
         write_lease(job_dir, index, lease)
 
-    names = shard_files(job_dir, spec, index)
+    files = shard_files(job_dir, spec, index)
     # One crash puts a whole batch in flight under suspicion; the one-at-a-time retries that
     # follow pin it on a single file, which is then recorded instead of scored again.
-    poison = {name for name, count in crashes.items() if count >= max(1, options.max_attempts - 1)}
-    started = time.time()
+    poison = {file for file, count in lease.crashes.items() if count >= max(1, options.max_attempts - 1)}
+    suspicious = lease.attempts > 1  # after a crash, go one file at a time to find the culprit
     heartbeat([])
     folder = Path(spec.input_folder)
     writer = None
@@ -118,11 +156,10 @@ def score_shard(
         from pneumoscan.jobs.dicom_outputs import DicomResultWriter
 
         writer = DicomResultWriter(predictor, Path(spec.dicom_outbox), options.max_pixels)
-    scored: dict[str, dict] = {}
-    outgoing: list[Result] = []
+    scored: dict[str, Result] = {}
     for outcome in score_paths(
         predictor,
-        [folder / name for name in names if name not in poison],
+        [folder / file for file in files if file not in poison],
         batch_size=1 if suspicious else options.batch_size,
         max_pixels=options.max_pixels,
         decode_threads=options.decode_threads,
@@ -130,42 +167,27 @@ def score_shard(
         before_batch=lambda chunk: heartbeat([path.relative_to(folder).as_posix() for path in chunk]),
         progress=progress,
     ):
-        name = Path(outcome.name).relative_to(folder).as_posix()
-        scored[name] = replace(outcome, name=name).to_row(predictor.model_version)
+        file = Path(outcome.file or "").relative_to(folder).as_posix()
+        scored[file] = replace(outcome, file=file)
+        if options.observe is not None:
+            options.observe(outcome, predictor.model_version)
         if writer is not None:
-            writer.write(Path(outcome.name), outcome)
-        if outcome.prediction is not None:
-            outgoing.append(outcome)
-    rows = []
-    for name in names:
-        if name in poison:
-            error = WorkerCrashed(f"Scoring this file stopped a worker {crashes[name]} times; it was skipped.")
-            rows.append(Result(error=error, name=name).to_row(predictor.model_version))
-            if progress is not None:
-                progress(1)
-        else:
-            rows.append(scored[name])
-    meta = ShardMeta(
-        worker=worker_id(),
-        started=started,
-        finished=time.time(),
-        files=len(rows),
-        failed=sum(row["status"] == "error" for row in rows),
-    )
-    # Queued before the shard counts as done, so a crash before that scores it again and loses no
-    # message (each is queued once by its id); issued when the shard finished, as the export says.
-    issued = datetime.fromtimestamp(meta.finished, UTC)
-    for outcome in outgoing:
+            writer.write(Path(outcome.file or ""), outcome)
+    for file in poison & set(files):
+        error = WorkerCrashed(f"Scoring this file stopped a worker {lease.crashes[file]} times; it was skipped.")
+        scored[file] = Result(error=error, file=file)
+        if progress is not None:
+            progress(1)
+    return [scored[file] for file in files]
+
+
+def _queue_messages(scored: list[Result], options: ShardOptions, issued: datetime) -> None:
+    """Queue each scored file's HL7 message and FHIR report, for the destinations that are set."""
+    for result in scored:
         if options.hl7_destination and options.hl7_outbox is not None:
-            queue_result(options.hl7_outbox, outcome)
+            queue_result(options.hl7_outbox, result)
         if options.fhir_url and options.fhir_outbox is not None:
-            options.fhir_outbox.put_result(outcome, issued)
-    atomic_write(shard_path(job_dir, index, "json"), meta.model_dump_json().encode())
-    atomic_write(shard_path(job_dir, index, "csv"), csv_bytes(rows, header=True))
-    lease_path(job_dir, index).unlink(missing_ok=True)
-    finalize(job_dir)
-    deliver_outboxes(options)
-    return True
+            options.fhir_outbox.put_result(result, issued)
 
 
 def deliver_outboxes(options: ShardOptions) -> None:

@@ -151,6 +151,13 @@ const Pneumo = (() => {
     return `${(seconds / 3600).toFixed(1)} h`;
   }
 
+  // A job status's files set aside: refused by the model, and those that could not be read.
+  // (A server older than "refused" sent both as "failed".)
+  function setAside(job) {
+    const refused = job.refused ?? job.failed ?? 0, unreadable = job.unreadable ?? 0;
+    return [refused ? `${refused} refused` : "", unreadable ? `${unreadable} unreadable` : ""].filter(Boolean).join(", ");
+  }
+
   // RFC 4180 CSV (quoted fields, doubled quotes, newlines inside quotes) -> objects by header.
   function parseCsv(text) {
     const records = [];
@@ -234,6 +241,6 @@ const Pneumo = (() => {
     await api("/jobs");
   }
 
-  return { $, show, api, errorOf, downloadLink, announce, setBar, percent, duration, parseCsv, viewer,
+  return { $, show, api, errorOf, downloadLink, announce, setBar, percent, duration, setAside, parseCsv, viewer,
            displayable, start };
 })();

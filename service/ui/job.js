@@ -4,7 +4,7 @@
 "use strict";
 
 (() => {
-  const { $, api, errorOf, announce, setBar, viewer, displayable, downloadLink, duration, parseCsv } = Pneumo;
+  const { $, api, errorOf, announce, setBar, viewer, displayable, downloadLink, duration, parseCsv, setAside } = Pneumo;
   const jobId = location.pathname.split("/").filter(Boolean).pop();
   const base = `/jobs/${jobId}`;
   const view = viewer("review");
@@ -22,7 +22,8 @@
     const progress = $("job-progress");
     progress.max = Math.max(1, job.total);
     progress.value = job.state === "done" ? progress.max : job.done;
-    $("job-counts").textContent = `${job.done} of ${job.total} files` + (job.failed ? `, ${job.failed} refused` : "");
+    const aside = setAside(job);
+    $("job-counts").textContent = `${job.done} of ${job.total} files` + (aside ? `, ${aside}` : "");
     $("job-eta").textContent = job.state === "running" && job.eta_seconds != null ? `about ${duration(job.eta_seconds)} left` : "";
     $("job-folder").textContent = job.input_folder || "";
     $("job-created").textContent = job.created ? new Date(job.created).toLocaleString() : "";

@@ -3,7 +3,7 @@
 "use strict";
 
 (() => {
-  const { $, api, errorOf, announce, duration } = Pneumo;
+  const { $, api, errorOf, announce, duration, setAside } = Pneumo;
   const rows = new Map();
   let timer = null;
 
@@ -21,7 +21,7 @@
     row.dataset.testid = "job-row";
     row.dataset.jobId = job.job_id;
     row.innerHTML = "<th scope='row'><a></a></th><td data-testid='job-state'></td><td><progress data-testid='job-progress' max='1' value='0'></progress></td>" +
-      "<td></td><td></td><td data-testid='job-eta'></td><td></td><td></td>";
+      "<td data-testid='job-counts'></td><td></td><td data-testid='job-eta'></td><td></td><td></td>";
     const link = row.querySelector("a");
     link.href = `/ui/jobs/${job.job_id}`;
     link.textContent = job.job_id;
@@ -36,7 +36,8 @@
     const progress = row.querySelector("progress");
     progress.max = Math.max(1, job.total);
     progress.value = job.state === "done" ? progress.max : job.done;
-    cell(row, 3).textContent = `${job.done} of ${job.total}` + (job.failed ? ` (${job.failed} refused)` : "");
+    const aside = setAside(job);
+    cell(row, 3).textContent = `${job.done} of ${job.total}` + (aside ? ` (${aside})` : "");
     cell(row, 4).textContent = job.images_per_second ? job.images_per_second.toFixed(1) : "";
     cell(row, 5).textContent = job.state === "running" ? duration(job.eta_seconds) : "";
     cell(row, 6).textContent = job.input_folder || "";

@@ -145,6 +145,8 @@ def test_a_job_is_started_watched_and_reviewed(page, ui_server):
     row = page.driver.find_element("css selector", row_selector)
     progress = row.find_element("css selector", "[data-testid='job-progress']")
     assert progress.get_attribute("value") == progress.get_attribute("max")
+    counts = row.find_element("css selector", "[data-testid='job-counts']").text
+    assert "(1 refused)" in counts and "unreadable" not in counts, counts
     page.check_accessibility()
     page.screenshot("ui-jobs")
 

@@ -1,4 +1,4 @@
-"""``POST /explain`` on the real service: a PNG overlay at the input's aspect, headers, errors."""
+"""``POST /explain`` on the real service: a PNG overlay at the input's aspect with its legend, headers, errors."""
 
 from __future__ import annotations
 
@@ -8,17 +8,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pneumoscan.explain_legend import HEADERS
 from tests.support import METADATA, assert_error, encode
 from tests.support.dicom_files import make_dicom
+from tests.support.explanations import assert_explained
 
 
-def assert_overlay(response, aspect: float) -> None:
+def assert_overlay(response, size: tuple[int, int]) -> None:
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "image/png"
     with Image.open(io.BytesIO(response.content)) as image:
-        assert image.format == "PNG" and image.mode == "RGB"
-        assert image.width / image.height == pytest.approx(aspect, rel=0.02)
-        pixels = np.asarray(image, dtype=np.int16)
+        assert image.format == "PNG"
+        pixels = np.asarray(assert_explained(image, size), dtype=np.int16)
     # A grayscale X-ray has R == G == B everywhere; a varying tint is the heatmap.
     assert np.abs(pixels[..., 0] - pixels[..., 2]).std() > 1, "the heatmap is blank"
 
@@ -26,7 +27,7 @@ def assert_overlay(response, aspect: float) -> None:
 def test_explain_returns_the_overlay_and_the_prediction(server, xray_files, xray_image):
     path = next(p for p in xray_files if p.parent.name == "PNEUMONIA")
     data = path.read_bytes()
-    width, height = Image.open(path).size
+    size = Image.open(path).size
     with server.client() as client:
         response = client.post("/explain", content=data, headers={"Content-Type": "image/jpeg"})
         predicted = client.post("/predict", content=data, headers={"Content-Type": "image/jpeg"}).json()
@@ -39,10 +40,14 @@ def test_explain_returns_the_overlay_and_the_prediction(server, xray_files, xray
             content=make_dicom(xray_image, photometric="MONOCHROME1", bits=16),
             headers={"Content-Type": "application/dicom"},
         )
-    assert_overlay(response, width / height)
-    assert_overlay(cropped, portrait.width / portrait.height)
-    assert_overlay(dicom, xray_image.width / xray_image.height)
+    assert_overlay(response, size)
+    assert_overlay(cropped, portrait.size)
+    assert_overlay(dicom, xray_image.size)
     headers = response.headers
+    # The headers are /predict's JSON result, field for field.
+    assert headers["x-pneumoscan-out-of-distribution"] == str(predicted["out_of_distribution"]).lower()
+    assert float(headers["x-pneumoscan-ood-score"]) == pytest.approx(predicted["ood_score"], abs=1e-6)
+    assert {header.lower() for header, _ in HEADERS.values()} <= set(headers)
     assert float(headers["x-pneumoscan-probability"]) == pytest.approx(predicted["probability"], abs=1e-6)
     assert headers["x-pneumoscan-label"] == predicted["label"]
     assert float(headers["x-pneumoscan-threshold"]) == METADATA.threshold

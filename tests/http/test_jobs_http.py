@@ -48,7 +48,7 @@ def test_job_over_http_is_scored_by_the_worker(server, job_roots):
         done = client.get(f"/jobs/{job_id}")
         assert done.status_code == 200
         assert done.json()["state"] == "done"
-        assert done.json()["done"] == good + bad and done.json()["failed"] == bad
+        assert done.json()["done"] == good + bad and done.json()["refused"] == done.json()["failed"] == bad
         again = client.post("/jobs", json={"folder": str(folder)})
         assert again.json() == {"job_id": job_id, "state": "done"}
         listed = {job["job_id"]: job for job in client.get("/jobs").json()["jobs"]}

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from tests.support import SCORE_EVERYTHING, run_cli
+from tests.support.explanations import assert_explained
 
 
 @pytest.fixture(scope="module")
@@ -23,11 +24,13 @@ def test_explain_writes_an_overlay_at_the_input_aspect(pneumonia_file, tmp_path)
     line = json.loads(result.stdout)
     assert line["file"] == str(pneumonia_file) and line["out"] == str(out)
     assert line["label"] == ("PNEUMONIA" if line["probability"] >= line["threshold"] else "NORMAL")
+    # The line `predict` prints for the same file, and where the picture went.
+    predicted = run_cli("predict", str(pneumonia_file))
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    assert line == {**json.loads(predicted.stdout), "out": str(out)}
     with Image.open(out) as image:
-        assert image.format == "PNG" and image.mode == "RGB"
-        width, height = Image.open(pneumonia_file).size
-        assert image.width / image.height == pytest.approx(width / height, rel=0.02)
-        pixels = np.asarray(image, dtype=np.int16)
+        assert image.format == "PNG"
+        pixels = np.asarray(assert_explained(image, Image.open(pneumonia_file).size), dtype=np.int16)
     assert np.abs(pixels[..., 0] - pixels[..., 2]).std() > 1, "the heatmap is blank"
 
 

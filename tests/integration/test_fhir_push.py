@@ -88,12 +88,12 @@ def test_a_repush_creates_nothing_and_one_device_serves_every_report(server, tmp
     report_ids = [Result(prediction=prediction, sha256=digest).report_id for digest in images.values()]
     before = stored(server)
     first = FhirOutbox(tmp_path / "first")
-    assert first.put_result(Result(prediction=prediction, name="x.png", sha256=images["x.png"]))
+    assert first.put_result(Result(prediction=prediction, file="x.png", sha256=images["x.png"]))
     assert first.deliver(server.url) == {"delivered": 1, "retried": 0, "failed": 0}
     after_one = stored(server)
     assert {kind: after_one[kind] - before[kind] for kind in TYPES} == dict.fromkeys(TYPES, 1)
     # A second report of the same model: its own report, Observation and Provenance, the same Device.
-    assert first.put_result(Result(prediction=prediction, name="y.png", sha256=images["y.png"]))
+    assert first.put_result(Result(prediction=prediction, file="y.png", sha256=images["y.png"]))
     assert first.deliver(server.url)["delivered"] == 1
     after_two = stored(server)
     assert {kind: after_two[kind] - before[kind] for kind in TYPES} == {
@@ -104,7 +104,7 @@ def test_a_repush_creates_nothing_and_one_device_serves_every_report(server, tmp
     }
     again = FhirOutbox(tmp_path / "again")
     for name, digest in images.items():
-        assert again.put_result(Result(prediction=prediction, name=name, sha256=digest))
+        assert again.put_result(Result(prediction=prediction, file=name, sha256=digest))
     assert again.deliver(server.url) == {"delivered": 2, "retried": 0, "failed": 0}
     assert stored(server) == after_two, "a re-push creates nothing"
     [device] = server.search("Device", identifier="urn:pneumoscan:model|push-test-1")
@@ -118,7 +118,7 @@ def test_a_4xx_is_recorded_per_report(server, tmp_path):
     # A server that refuses the transaction (here: no FHIR base at that path) answers 4xx: final,
     # recorded with the report, not retried.
     refused = FhirOutbox(tmp_path / "refused")
-    refused.put_result(Result(prediction=prediction, name="y.png", sha256="6b" * 32))
+    refused.put_result(Result(prediction=prediction, file="y.png", sha256="6b" * 32))
     assert refused.deliver(f"{server.url}/no-such-base") == {"delivered": 0, "retried": 0, "failed": 1}
     [reason] = refused.failed.glob("*.attempts.json")
     assert "HTTP 4" in json.loads(reason.read_text())["last_error"]

@@ -16,7 +16,7 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 from PIL import Image
 
-from pneumoscan.jobs import results as job_results
+from pneumoscan.jobs import export as job_export
 from pneumoscan.jobs.folder import Lease
 from tests.support import REPO_ROOT, check_fhir_export, make_input_folder, run_cli
 
@@ -70,7 +70,8 @@ def test_score_in_process_writes_a_row_per_file(tmp_path):
         assert len(row["sha256"]) == 64 and 0 <= float(row["probability"]) <= 1
         assert row["label"] == ("PNEUMONIA" if float(row["probability"]) >= float(row["threshold"]) else "NORMAL")
     summary = json.loads((job_dir / "summary.json").read_text())
-    assert summary["total"] == good + bad and summary["failed"] == bad
+    assert summary["total"] == good + bad and summary["refused"] == summary["failed"] == bad
+    assert summary["unreadable"] == 0
     assert summary["error_codes"] == {
         "not_an_image": 1,
         "empty_image": 1,
@@ -107,9 +108,9 @@ def test_score_in_process_writes_a_row_per_file(tmp_path):
     )
     assert exported.returncode == 0, exported.stderr[-2000:]
     check_fhir_export(Bundle.model_validate_json((tmp_path / "bundle.json").read_text()), rows, folder)
-    csv_text = "".join(job_results.export(job_dir, "csv"))
+    csv_text = "".join(job_export.export(job_dir, "csv"))
     assert csv_text == (job_dir / "results.csv").read_text()
-    again = "".join(job_results.export(job_dir, "fhir"))
+    again = "".join(job_export.export(job_dir, "fhir"))
     assert again == (tmp_path / "bundle.json").read_text(), "exporting twice gives the same ids"
     check_ndjson_export(job_dir, rows, tmp_path / "ndjson")
 
@@ -165,11 +166,12 @@ def test_submit_then_worker_then_resubmit(queue_env, tmp_path):
     assert worker.returncode == 0, worker.stdout[-2000:] + worker.stderr[-2000:]
     followed, progress = follow.communicate(timeout=120)
     assert follow.returncode == 0, progress[-2000:]
-    assert followed.startswith(f"{job_id}: done, {good + bad}/{good + bad} done, {bad} failed")
+    assert followed.startswith(f"{job_id}: done, {good + bad}/{good + bad} done, {bad} refused")
     assert f"{good + bad}/{good + bad}" in progress  # the progress bar's last state
     after = status(job_id, queue_env)
     assert after["state"] == "done"
-    assert after["done"] == good + bad and after["failed"] == bad
+    assert after["done"] == good + bad and after["refused"] == bad and after["unreadable"] == 0
+    assert after["failed"] == bad, "the old name of the count, kept for a release"
     assert len(read_results(Path(after["output"]))) == good + bad
 
     again = run_cli("submit", str(folder), env=queue_env)

@@ -27,8 +27,9 @@ from fhir.resources.R4B.bundle import Bundle
 from PIL import Image
 
 from pneumoscan.decision import Decision
+from pneumoscan.files import atomic_write
 from pneumoscan.imaging import plane_to_input
-from pneumoscan.jobs.folder import ShardMeta, atomic_write, create_job, csv_bytes, load_job, shard_files, shard_path
+from pneumoscan.jobs.folder import ShardMeta, create_job, csv_bytes, load_job, shard_files, shard_path
 from pneumoscan.jobs.results import finalize
 from pneumoscan.model import load_metadata
 from pneumoscan.result import Result
@@ -225,8 +226,8 @@ def make_input_folder(root: Path, copies: int = 1) -> tuple[Path, int, int]:
     for name, data in BAD_FILES.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(data)
-    source = next(XRAYS.glob("NORMAL/*.jpeg")).read_bytes()
-    (folder / "corrupt" / "truncated.jpeg").write_bytes(source[: len(source) // 3])
+    xray = next(XRAYS.glob("NORMAL/*.jpeg")).read_bytes()
+    (folder / "corrupt" / "truncated.jpeg").write_bytes(xray[: len(xray) // 3])
     (folder / "notes.txt").write_text("not scored: not an image suffix")
     radiograph = Image.open(next(XRAYS.glob("PNEUMONIA/*.jpeg"))).convert("L")
     radiograph.thumbnail((512, 512))
@@ -291,16 +292,17 @@ def finished_job(root: Path, results: list[Result], model_version: str = "v1") -
     """A finished job folder whose ``results.csv`` holds ``results`` (each named by a file of the
     job's input folder), written as a worker leaves a shard and finalized, without a model."""
     folder = root / "input"
+    by_file: dict[str, Result] = {}
     for result in results:
-        (folder / result.name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / result.name).write_bytes(b"x")
+        if result.file is None:
+            raise ValueError("Each result of a finished job needs the file it was scored from.")
+        (folder / result.file).parent.mkdir(parents=True, exist_ok=True)
+        (folder / result.file).write_bytes(b"x")
+        by_file[result.file] = result
     job_dir = create_job(folder, root / "jobs", model_version, shard_size=len(results))
-    by_name = {result.name: result for result in results}
-    rows = [by_name[name].to_row(model_version) for name in shard_files(job_dir, load_job(job_dir), 0)]
+    rows = [by_file[file].to_row(model_version) for file in shard_files(job_dir, load_job(job_dir), 0)]
     now = time.time()
-    meta = ShardMeta(
-        worker="test", started=now - 1, finished=now, files=len(rows), failed=sum(not result.ok for result in results)
-    )
+    meta = ShardMeta.of(worker="test", started=now - 1, finished=now, results=results)
     atomic_write(shard_path(job_dir, 0, "json"), meta.model_dump_json().encode())
     atomic_write(shard_path(job_dir, 0, "csv"), csv_bytes(rows, header=False))
     assert finalize(job_dir)

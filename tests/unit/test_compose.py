@@ -42,6 +42,8 @@ CONTAINER_DEFAULTS = {
     "PNEUMOSCAN_JOBS_DIR": "/data/jobs",  # the volume the service and the workers share
     "PNEUMOSCAN_INPUT_ROOTS": "/data/input",  # the input volume; unset refuses every POST /jobs
     "PNEUMOSCAN_QUEUE_URL": "redis://redis:6379/0",  # SQLite cannot be shared between containers
+    "PNEUMOSCAN_WORKER_METRICS_PORT": "9101",  # scraped by the monitoring profile's Prometheus
+    "PNEUMOSCAN_DICOM_METRICS_PORT": "9102",  # likewise
 }
 REQUIRED = {"PNEUMOSCAN_API_KEY"}  # no silent default for a secret: compose refuses to start
 # Unset means the model's own threshold, results kept in the outbox, no HL7 or no FHIR push (an
@@ -317,3 +319,86 @@ def test_dockerfile_builds_what_compose_runs():
 )
 def test_dockerignore_keeps_local_state_out_of_the_image(path):
     assert is_ignored(path)
+
+
+PROMETHEUS_DIR = REPO_ROOT / "deploy" / "prometheus"
+
+
+def prometheus_config() -> dict:
+    return yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+
+
+def mounts_of(service: dict) -> dict[str, str]:
+    """Container path -> host path (relative to the compose file) of a service's bind mounts."""
+    found = {}
+    for volume in service.get("volumes", []):
+        source, target, *_ = volume.split(":")
+        if source.startswith("."):
+            found[target] = source
+    return found
+
+
+def test_prometheus_is_the_only_service_in_a_profile_the_monitoring_one():
+    profiled = {name: service["profiles"] for name, service in COMPOSE["services"].items() if "profiles" in service}
+    assert profiled == {"prometheus": ["monitoring"]}, "`docker compose up` must start what it started before"
+    prometheus = COMPOSE["services"]["prometheus"]
+    assert "depends_on" not in prometheus, "starting Prometheus must not start anything else"
+    assert (REPO_ROOT / prometheus["build"] / "Dockerfile").is_file()
+    [base] = [args for name, args in dockerfile() if name == "FROM"]
+    prometheus_base = re.search(r"^FROM (\S+)", (REPO_ROOT / prometheus["build"] / "Dockerfile").read_text(), re.M)
+    assert prometheus_base[1] == base, "container-test makes only the service's base image where no registry answers"
+    [published] = prometheus["ports"]
+    assert published.startswith("127.0.0.1:"), "Prometheus has no authentication: loopback only"
+    assert "9090/-/ready" in prometheus["healthcheck"]["test"][-1]
+    metrics_ports = {
+        default_of(WORKER["environment"][name], name)
+        for name in ("PNEUMOSCAN_WORKER_METRICS_PORT", "PNEUMOSCAN_DICOM_METRICS_PORT")
+    }
+    for name in ("worker", "dicom-node"):
+        exposed = {port.rsplit(":", 1)[-1] for port in COMPOSE["services"][name].get("ports", [])}
+        assert not exposed & metrics_ports, f"{name}'s metrics stay inside the compose network"
+
+
+def test_prometheus_scrapes_the_service_the_workers_and_the_dicom_node_on_their_ports(monkeypatch):
+    jobs = {job["job_name"]: job for job in prometheus_config()["scrape_configs"]}
+    assert set(jobs) == {"service", "worker", "dicom-node"}
+    for name in [name for name in os.environ if name.startswith("PNEUMOSCAN_")]:
+        monkeypatch.delenv(name)
+    env = WORKER["environment"]
+    for name in ("PNEUMOSCAN_WORKER_METRICS_PORT", "PNEUMOSCAN_DICOM_METRICS_PORT"):
+        monkeypatch.setenv(name, default_of(env[name], name))
+    settings = Settings()
+    assert settings.worker_metrics_port and settings.dicom_metrics_port, "compose turns both on"
+
+    assert jobs["service"].get("metrics_path", "/metrics") == "/metrics" and is_open("/metrics"), (
+        "scraped without a key"
+    )
+    assert jobs["service"]["static_configs"] == [{"targets": [f"service:{served_port()}"]}]
+    # One name for every `--scale worker=N` container: a DNS lookup finds each, a static target one.
+    [lookup] = jobs["worker"]["dns_sd_configs"]
+    assert "static_configs" not in jobs["worker"]
+    assert (lookup["names"], lookup["type"], lookup["port"]) == (["worker"], "A", settings.worker_metrics_port)
+    assert jobs["dicom-node"]["static_configs"] == [{"targets": [f"dicom-node:{settings.dicom_metrics_port}"]}]
+    for job in jobs.values():
+        hosts = [target.split(":")[0] for config in job.get("static_configs", []) for target in config["targets"]]
+        hosts += [name for config in job.get("dns_sd_configs", []) for name in config["names"]]
+        assert set(hosts) <= set(COMPOSE["services"]), f"{job['job_name']} scrapes a host compose does not run"
+
+
+def test_prometheus_loads_its_config_and_every_rules_file_from_the_mounts():
+    prometheus = COMPOSE["services"]["prometheus"]
+    config_path = next(arg.split("=", 1)[1] for arg in prometheus["command"] if arg.startswith("--config.file="))
+    mounts = mounts_of(prometheus)
+    assert all(volume.endswith(":ro") for volume in prometheus["volumes"] if volume.startswith("."))
+    assert (REPO_ROOT / mounts[config_path]).resolve() == PROMETHEUS_DIR / "prometheus.yml"
+    container_dir = config_path.rsplit("/", 1)[0]
+    rule_files = set()
+    for pattern in prometheus_config()["rule_files"]:
+        assert not pattern.startswith("/"), "relative to the config file, here and in the container"
+        folder = f"{container_dir}/{pattern.rsplit('/', 1)[0]}"
+        assert folder in mounts, f"{folder} (rule_files {pattern}) is not mounted"
+        assert (REPO_ROOT / mounts[folder]).resolve() == (PROMETHEUS_DIR / pattern).parent
+        rule_files |= set((PROMETHEUS_DIR / pattern).parent.glob(pattern.rsplit("/", 1)[1]))
+    assert rule_files == set((PROMETHEUS_DIR / "rules").glob("*.yml")) and rule_files
+    storage = next(arg.split("=", 1)[1] for arg in prometheus["command"] if arg.startswith("--storage.tsdb.path="))
+    assert f"prometheus-data:{storage}" in prometheus["volumes"] and "prometheus-data" in COMPOSE["volumes"]

@@ -251,12 +251,12 @@ def test_padding_range_limit_excludes_the_whole_range(xray_image):
 
 
 def test_padding_on_the_lookup_table_and_pixelwise_paths_agree(xray_image, monkeypatch):
-    from pneumoscan import dicom
+    from pneumoscan import dicom_display
 
     dataset = pydicom.dcmread(io.BytesIO(make_dicom(xray_image, bits=16, padding=(8, 65535))))
-    by_table = dicom._display_values(dataset.pixel_array, dataset)
-    monkeypatch.setattr(dicom, "LOOKUP_TABLE_LIMIT", 0)  # every value range goes pixel by pixel
-    by_pixel = dicom._display_values(dataset.pixel_array, dataset)
+    by_table = dicom_display.display_values(dataset.pixel_array, dataset)
+    monkeypatch.setattr(dicom_display, "LOOKUP_TABLE_LIMIT", 0)  # every value range goes pixel by pixel
+    by_pixel = dicom_display.display_values(dataset.pixel_array, dataset)
     assert np.array_equal(by_table, by_pixel)
     assert (by_table[:8] == 0).all() and by_table[8:-8, 8:-8].max() == 255
 
@@ -299,20 +299,20 @@ def test_patient_fields_never_reach_the_log(xray_image, caplog):
     ],
 )
 def test_lookup_table_equals_the_pixelwise_pipeline(xray_image, variant):
-    from pneumoscan.dicom import _display_values, _transform
+    from pneumoscan.dicom_display import display_values, transform
 
     dataset = pydicom.dcmread(io.BytesIO(make_dicom(xray_image, **variant)))
     rng = np.random.default_rng(0)
     # Gaps in the values, so that the table covers values the image does not contain.
     pixels = (rng.integers(1000, 3000, size=(64, 48)) * 13).astype(np.uint16)
-    assert np.array_equal(_display_values(pixels, dataset), _transform(pixels, dataset))
-    assert np.array_equal(_display_values(dataset.pixel_array, dataset), _transform(dataset.pixel_array, dataset))
+    assert np.array_equal(display_values(pixels, dataset), transform(pixels, dataset))
+    assert np.array_equal(display_values(dataset.pixel_array, dataset), transform(dataset.pixel_array, dataset))
 
 
 def test_non_monotonic_modality_table_is_scaled_over_the_values_that_occur(xray_image):
     from pydicom.dataset import Dataset
 
-    from pneumoscan.dicom import _display_values, _transform
+    from pneumoscan.dicom_display import display_values, transform
 
     dataset = pydicom.dcmread(io.BytesIO(make_dicom(xray_image, bits=16)))
     item = Dataset()
@@ -323,6 +323,6 @@ def test_non_monotonic_modality_table_is_scaled_over_the_values_that_occur(xray_
     dataset.ModalityLUTSequence = [item]
     pixels = np.arange(1500, 2600, dtype=np.uint16).reshape(50, 22)
     pixels[pixels == 2000] = 2001
-    display = _display_values(pixels, dataset)
-    assert np.array_equal(display, _transform(pixels, dataset))
+    display = display_values(pixels, dataset)
+    assert np.array_equal(display, transform(pixels, dataset))
     assert display.min() == 0 and display.max() == 255

@@ -3,23 +3,15 @@ has its description, and each appears in the page built from it."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
 from pneumoscan.result import RESULT_COLUMN_DESCRIPTIONS, RESULT_COLUMNS
 from pneumoscan.settings import Settings
+from tests.support.docs import load_generator
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_generator():
-    """docs/gen_reference.py, loaded by path (docs/ is no package); it needs no MkDocs."""
-    spec = importlib.util.spec_from_file_location("gen_reference", REPO_ROOT / "docs" / "gen_reference.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

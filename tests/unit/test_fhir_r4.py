@@ -16,7 +16,7 @@ from pneumoscan.errors import BlankImage, NotAChestXray
 from pneumoscan.fhir import collection_bundle, outcome_for, result_entries
 from pneumoscan.fhir_push import transaction
 from pneumoscan.imaging import decode
-from pneumoscan.jobs.results import export, write_ndjson
+from pneumoscan.jobs.export import export, write_ndjson
 from pneumoscan.result import Result
 from pneumoscan.schemas import Prediction
 from service.app import create_app
@@ -125,9 +125,9 @@ def test_a_jobs_exports_and_pushes_are_valid_r4(validate, xray_image, tmp_path):
     job_dir = finished_job(
         tmp_path,
         [
-            Result(prediction=prediction, name="a.dcm", dicom=source),
-            Result(prediction=prediction, name="b.png"),
-            Result(error=NotAChestXray("Unlike the training X-rays."), name="c.png"),
+            Result(prediction=prediction, file="a.dcm", dicom=source),
+            Result(prediction=prediction, file="b.png"),
+            Result(error=NotAChestXray("Unlike the training X-rays."), file="c.png"),
         ],
     )
     bundle = json.loads("".join(export(job_dir, "fhir")))

@@ -27,7 +27,7 @@ DICOM = DicomSource("1.2.3", "1.2.3.4", "1.2.3.4.5", "1.2.840.10008.5.1.4.1.1.1.
 def result(label: str = "PNEUMONIA", patient: PatientContext = PATIENT, sop: str = "1.2.3.4.5") -> Result:
     prediction = PREDICTION.model_copy(update={"label": label})
     return Result(
-        prediction=prediction, dicom=DicomSource("1.2.3", "1.2.3.4", sop, "1.2", "DX", patient=patient), name="a.dcm"
+        prediction=prediction, dicom=DicomSource("1.2.3", "1.2.3.4", sop, "1.2", "DX", patient=patient), file="a.dcm"
     )
 
 
@@ -113,7 +113,7 @@ def test_an_unreachable_listener_costs_no_message_an_attempt(tmp_path):
 
 def test_message_ids_come_from_the_image_not_the_file_name():
     first, second = result(sop="1.2.3.4.5"), result(sop="1.2.3.4.6")
-    assert first.name == second.name and control_id(first) != control_id(second), "two images, one file name"
+    assert first.file == second.file and control_id(first) != control_id(second), "two images, one file name"
     assert control_id(first) == control_id(result(sop="1.2.3.4.5")), "the same image: the same message"
     other_threshold = Result(prediction=PREDICTION.model_copy(update={"threshold": 0.5}), dicom=first.dicom)
     assert control_id(other_threshold) != control_id(first), "labelled another way: another message"

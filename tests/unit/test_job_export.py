@@ -13,8 +13,8 @@ from fhir.resources.R4B.bundle import Bundle
 
 from pneumoscan.dicom import DicomSource, PatientContext
 from pneumoscan.errors import EmptyImage, NotAChestXray
-from pneumoscan.jobs import results
-from pneumoscan.jobs.results import export, kept_ndjson, ndjson_counts, ndjson_lines, write_ndjson
+from pneumoscan.jobs import export as job_export
+from pneumoscan.jobs.export import export, kept_ndjson, ndjson_counts, ndjson_lines, write_ndjson
 from pneumoscan.result import Result
 from pneumoscan.schemas import Prediction
 from tests.support import finished_job
@@ -35,12 +35,12 @@ def prediction(version: str = "v1", label: str = "NORMAL") -> Prediction:
 
 # In results.csv's (sorted) order: a.dcm, b/bad.png, c.png, d.png, e.jpeg.
 RESULTS = [
-    Result(prediction=prediction(), name="a.dcm", dicom=DICOM),
-    Result(error=EmptyImage("The file is empty."), name="b/bad.png"),
-    Result(prediction=prediction(label="PNEUMONIA"), name="c.png"),
+    Result(prediction=prediction(), file="a.dcm", dicom=DICOM),
+    Result(error=EmptyImage("The file is empty."), file="b/bad.png"),
+    Result(prediction=prediction(label="PNEUMONIA"), file="c.png"),
     # A second model version: its own Device.
-    Result(prediction=prediction("v2"), name="d.png"),
-    Result(error=NotAChestXray("Unlike the training X-rays."), name="e.jpeg"),
+    Result(prediction=prediction("v2"), file="d.png"),
+    Result(error=NotAChestXray("Unlike the training X-rays."), file="e.jpeg"),
 ]
 
 
@@ -162,7 +162,7 @@ def test_exports_are_deterministic_and_agree(job_dir, tmp_path):
 
 def test_a_later_export_into_the_same_folder_leaves_no_stale_file(job_dir, tmp_path):
     write_ndjson(job_dir, tmp_path / "out", request="test")
-    clean = finished_job(tmp_path / "clean", [Result(prediction=prediction(), name="x.png")])
+    clean = finished_job(tmp_path / "clean", [Result(prediction=prediction(), file="x.png")])
     manifest = write_ndjson(clean, tmp_path / "out", request="test")
     assert manifest["error"] == [] and [item["count"] for item in manifest["output"]] == [1, 1, 1, 1]
     assert not (tmp_path / "out" / "OperationOutcome.ndjson").exists()
@@ -188,7 +188,7 @@ def test_serving_one_file_keeps_every_file_in_the_job_folder_for_later(job_dir, 
     def no_rebuild(*args):
         raise AssertionError("rebuilt although the file was kept")
 
-    monkeypatch.setattr(results, "_row_entries", no_rebuild)
+    monkeypatch.setattr(job_export, "_row_entries", no_rebuild)
     for kind in kinds:
         assert "".join(ndjson_lines(job_dir, kind)) == (tmp_path / "cli" / f"{kind}.ndjson").read_text()
 
@@ -202,6 +202,6 @@ def test_an_interrupted_pass_keeps_nothing(job_dir):
 
 
 def test_a_folder_that_cannot_keep_the_file_still_serves_it(job_dir, caplog):
-    (job_dir / results.KEPT_EXPORT).write_text("a file where the export folder would go")
+    (job_dir / job_export.KEPT_EXPORT).write_text("a file where the export folder would go")
     assert len(list(ndjson_lines(job_dir, "Provenance"))) == 3
     assert "built again on each request" in caplog.text

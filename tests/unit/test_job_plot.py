@@ -1,4 +1,4 @@
-"""The batch job summary plot: its bars and histogram are drawn from the rows it is given."""
+"""The batch job summary plot: its bars and histogram are drawn from the results it is given."""
 
 from __future__ import annotations
 
@@ -8,20 +8,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pneumoscan.errors import error_from_code
 from pneumoscan.jobs.plot import ERROR_COLOUR, NORMAL_COLOUR, PNEUMONIA_COLOUR, summary_png
+from pneumoscan.result import Result
+from pneumoscan.schemas import Prediction
 
 
-def row(probability: float | None, threshold: float = 0.6, error: str = "") -> dict[str, str]:
+def row(probability: float | None, threshold: float = 0.6, error: str = "") -> Result:
     if probability is None:
-        return {"status": "error", "error_code": error, "probability": "", "threshold": "", "label": ""}
+        return Result(error=error_from_code(error, "Refused."), file="x.png")
     label = "PNEUMONIA" if probability >= threshold else "NORMAL"
-    return {
-        "status": "ok",
-        "error_code": "",
-        "probability": repr(probability),
-        "threshold": repr(threshold),
-        "label": label,
-    }
+    prediction = Prediction(label=label, probability=probability, threshold=threshold, model_version="tuned-1")
+    return Result(prediction=prediction, file="x.png")
 
 
 def pixel_counts(png: bytes) -> dict[tuple[int, int, int], int]:
@@ -51,10 +49,10 @@ def test_plot_draws_what_the_rows_hold(rows, drawn, absent):
     labels: dict[str, int] = {}
     errors: dict[str, int] = {}
     for item in rows:
-        if item["status"] == "ok":
-            labels[item["label"]] = labels.get(item["label"], 0) + 1
+        if item.prediction is not None:
+            labels[item.prediction.label] = labels.get(item.prediction.label, 0) + 1
         else:
-            errors[item["error_code"]] = errors.get(item["error_code"], 0) + 1
+            errors[item.error.code] = errors.get(item.error.code, 0) + 1
     summary = {
         "job_id": "0123456789abcdef",
         "model_version": "tuned-1",

@@ -6,18 +6,19 @@ of ``reconcile`` is checked in milliseconds instead of by a worker subprocess an
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import pytest
 
-from pneumoscan.errors import JobNotFinished, JobNotFound
+from pneumoscan.errors import EmptyImage, JobNotFinished, JobNotFound, NotAChestXray, UnreadableFile, WorkerCrashed
+from pneumoscan.files import atomic_write
 from pneumoscan.jobs.folder import (
     RESULTS_FILE,
     SUMMARY_FILE,
     Lease,
     ShardMeta,
-    atomic_write,
     create_job,
     csv_bytes,
     find_job,
@@ -31,7 +32,9 @@ from pneumoscan.jobs.folder import (
     write_lease,
 )
 from pneumoscan.jobs.leases import reconcile
-from pneumoscan.jobs.results import finished_results, job_status, list_jobs
+from pneumoscan.jobs.results import finished_results, job_status, list_jobs, read_results
+from pneumoscan.result import Result
+from pneumoscan.schemas import JobStatus, Prediction
 
 LEASE_SECONDS = 60.0
 
@@ -221,3 +224,38 @@ def test_a_vanished_job_is_failed_not_an_exception(job_dir):
     job_dir.rmdir()
     status = job_status(job_dir)
     assert status.state == "failed" and "missing" in status.detail
+
+
+def test_status_counts_refused_files_apart_from_unreadable_ones(job_dir):
+    spec = load_job(job_dir)
+    prediction = Prediction(label="NORMAL", probability=0.1, threshold=0.5, model_version=spec.model_version)
+    outcomes = {
+        "a.png": NotAChestXray("A photo."),
+        "b.png": UnreadableFile("It vanished."),
+        "c.jpeg": WorkerCrashed("It killed 2 workers."),
+        "d.dcm": EmptyImage("Zero bytes."),
+        "e.jpg": prediction,
+    }
+    for index in range(spec.shards):
+        results = [Result.of(outcomes[file], file=file) for file in shard_files(job_dir, spec, index)]
+        now = time.time()
+        meta = ShardMeta.of(worker="test", started=now - 1, finished=now, results=results)
+        if index == 1:  # a shard of a release that counted both as "failed": counted from its rows
+            meta = meta.model_copy(update={"refused": None, "unreadable": None})
+        rows = [result.to_row(spec.model_version) for result in results]
+        atomic_write(shard_path(job_dir, index, "json"), meta.model_dump_json().encode())
+        atomic_write(shard_path(job_dir, index, "csv"), csv_bytes(rows, header=True))
+    status = job_status(job_dir)
+    assert (status.state, status.done, status.refused, status.unreadable) == ("running", 5, 2, 2)
+    reconcile(job_dir, Queue(), LEASE_SECONDS)
+    answer = json.loads(job_status(job_dir).model_dump_json())
+    assert (answer["state"], answer["refused"], answer["unreadable"]) == ("done", 2, 2)
+    assert answer["failed"] == 4, "the old name counts both, for clients of the last release"
+    assert JobStatus.model_validate(answer).failed == 4
+    summary = json.loads((job_dir / SUMMARY_FILE).read_text())
+    assert (summary["refused"], summary["unreadable"], summary["failed"], summary["ok"]) == (2, 2, 4, 1)
+    back = {result.file: result for result in read_results(job_dir)}
+    assert {file: type(result.error) for file, result in back.items() if not result.ok} == {
+        file: type(outcome) for file, outcome in outcomes.items() if file != "e.jpg"
+    }
+    assert back["e.jpg"].prediction == prediction

@@ -86,6 +86,7 @@ def test_the_job_record_loads_no_queue_server_or_tensorflow():
         "pneumoscan.jobs.folder",
         "pneumoscan.jobs.leases",
         "pneumoscan.jobs.results",
+        "pneumoscan.jobs.export",
         "pneumoscan.jobs.shards",
         "pneumoscan.jobs.plot",
         "pneumoscan.jobs.reviews",
@@ -98,6 +99,7 @@ def test_the_job_record_loads_no_queue_server_or_tensorflow():
     [
         ("pneumoscan.settings", {"PIL", "pydicom", "numpy", *FRAMEWORKS}),
         ("pneumoscan.errors", {"PIL", "pydicom", "numpy", "pydantic", *FRAMEWORKS}),
+        ("pneumoscan.files", {"PIL", "pydicom", "numpy", "pydantic", *FRAMEWORKS}),
     ],
 )
 def test_leaf_modules_stay_leaves(module, heavy):

@@ -39,11 +39,11 @@ def _through_csv(row: dict[str, str]) -> dict[str, str]:
 @pytest.mark.parametrize(
     "result",
     [
-        Result(prediction=PREDICTION, name="a/b.dcm", sha256="ab" * 32, dicom=DICOM),
+        Result(prediction=PREDICTION, file="a/b.dcm", sha256="ab" * 32, dicom=DICOM),
         Result(
-            prediction=PREDICTION.model_copy(update={"ood_score": None, "out_of_distribution": False}), name="c.png"
+            prediction=PREDICTION.model_copy(update={"ood_score": None, "out_of_distribution": False}), file="c.png"
         ),
-        Result(error=NotAChestXray("Unlike the training X-rays."), name="d.png", sha256="cd" * 32),
+        Result(error=NotAChestXray("Unlike the training X-rays."), file="d.png", sha256="cd" * 32),
     ],
     ids=["dicom", "png", "refused"],
 )
@@ -51,18 +51,19 @@ def test_a_csv_row_reads_back_as_the_same_result(result):
     row = _through_csv(result.to_row("v1"))
     assert list(row) == RESULT_COLUMNS
     back = Result.from_row(row)
-    assert (back.prediction, back.name, back.sha256, back.dicom) == (
+    assert (back.prediction, back.file, back.sha256, back.dicom) == (
         result.prediction,
-        result.name,
+        result.file,
         result.sha256,
         result.dicom,
     )
     assert type(back.error) is type(result.error)
     assert (back.error and back.error.to_dict()) == (result.error and result.error.to_dict())
+    assert back.to_row("v1") == row, "a job's results.csv is its shards' rows read back and written again"
 
 
 def test_json_renderings_agree_with_each_other():
-    result = Result(prediction=PREDICTION, name="x.dcm", dicom=DICOM)
+    result = Result(prediction=PREDICTION, file="x.dcm", dicom=DICOM)
     response, item, line = result.response("r1"), result.batch_item(), result.file_line()
     assert isinstance(response, PredictionResponse) and isinstance(item, BatchItemResult)
     shared = ["label", "probability", "threshold", "out_of_distribution", "ood_score", "sop_instance_uid"]
@@ -74,7 +75,7 @@ def test_json_renderings_agree_with_each_other():
 
 
 def test_a_refusal_renders_as_an_error_everywhere():
-    result = Result(error=BlankImage("Nothing to see."), name="blank.png")
+    result = Result(error=BlankImage("Nothing to see."), file="blank.png")
     item, line = result.batch_item(), result.file_line()
     assert isinstance(item, BatchItemError) and item.error.code == line.error.code == "blank_image"
     assert line.label is None

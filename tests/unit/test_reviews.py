@@ -165,7 +165,7 @@ def test_input_files_stay_inside_the_input_folder_and_the_roots(tmp_path):
     prediction = Prediction(label="NORMAL", probability=0.1, threshold=0.5, model_version="v1")
     job_dir = finished_job(
         tmp_path,
-        [Result(prediction=prediction, name="NORMAL/a.jpeg"), Result.of(NotAChestXray("photo"), name="link.jpeg")],
+        [Result(prediction=prediction, file="NORMAL/a.jpeg"), Result.of(NotAChestXray("photo"), file="link.jpeg")],
     )
     folder = Path(load_job(job_dir).input_folder)
     secret = tmp_path / "secret.jpeg"

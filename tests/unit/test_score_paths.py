@@ -46,7 +46,7 @@ def test_results_in_order_with_the_files_in_flight_named_first(predictor, decode
             predictor, paths, batch_size=2, decode_threads=2, overlap=overlap, before_batch=before_batch
         )
     )
-    assert [result.name for result in results] == [str(path) for path in paths]
+    assert [result.file for result in results] == [str(path) for path in paths]
     assert [result.ok for result in results] == [True, True, False, True, True, True]
     assert results[2].error.code == "not_an_image"
     names = [path.name for path in paths]
