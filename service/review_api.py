@@ -9,7 +9,6 @@ append reviews (``pneumoscan.jobs.reviews``: append-only, the latest review per 
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from starlette.responses import FileResponse, Response
 
 from pneumoscan.errors import ResultNotFound
 from pneumoscan.jobs.folder import load_job
-from pneumoscan.jobs.results import finished_results
+from pneumoscan.jobs.results import finished_results, read_results
 from pneumoscan.jobs.reviews import (
     Agreement,
     Review,
@@ -41,11 +40,6 @@ from service.jobs_api import ERRORS, JobId, find_job
 router = APIRouter()
 MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".dcm": "application/dicom"}
 FINISHED_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, 409: ERRORS[404]}
-
-
-def _rows(job_dir: Path) -> list[dict[str, str]]:
-    with finished_results(job_dir).open(newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 @router.get(
@@ -97,10 +91,10 @@ class Reviews(BaseModel):
 async def get_reviews(job_id: JobId) -> Reviews:
     def load() -> Reviews:
         job_dir = find_job(job_id)
-        rows = _rows(job_dir)
+        results = list(read_results(job_dir))
         everything = read_reviews(job_dir)
         latest = latest_reviews(everything)
-        return Reviews(reviews=everything, latest=list(latest.values()), agreement=agreement(rows, latest))
+        return Reviews(reviews=everything, latest=list(latest.values()), agreement=agreement(results, latest))
 
     return await anyio.to_thread.run_sync(load)
 
@@ -119,11 +113,13 @@ async def post_review(job_id: JobId, request: ReviewRequest) -> Review:
 
     def store() -> Review:
         job_dir = find_job(job_id)
-        row = next((row for row in _rows(job_dir) if row["path"] == request.file), None)
-        if row is None:
+        result = next((result for result in read_results(job_dir) if result.file == request.file), None)
+        if result is None:
             raise ResultNotFound("The job's results.csv has no such file.")
         try:
-            review = make_review(row, request.reader, request.verdict, request.truth)
+            review = make_review(
+                result, load_job(job_dir).model_version, request.reader, request.verdict, request.truth
+            )
         except ValueError as exc:
             raise BadRequest(str(exc)) from exc
         return append_review(job_dir, review)

@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from pneumoscan.errors import FolderNotAllowed, ResultNotFound
 from pneumoscan.jobs.folder import MANIFEST_FILE
+from pneumoscan.result import Result
 
 REVIEWS_FILE = "reviews.jsonl"
 NOT_A_CHEST_XRAY: Final = "not_a_chest_xray"
@@ -52,8 +53,15 @@ class Review(BaseModel):
     time: datetime = Field(description="When the review was stored (UTC).")
 
 
-def judge(row: dict[str, str], verdict: Verdict | None, truth: Truth | None) -> tuple[Verdict, Truth | None]:
-    """The verdict and truth of a review of ``row`` (a results.csv row) from either or both.
+def _model_answer(result: Result) -> tuple[Truth | None, str | None]:
+    """The model's label (None for a refused file) and the refusal's code (None for a scored one)."""
+    if result.prediction is not None:
+        return cast(Truth, result.prediction.label), None
+    return None, (result.error.code if result.error is not None else None) or None
+
+
+def judge(result: Result, verdict: Verdict | None, truth: Truth | None) -> tuple[Verdict, Truth | None]:
+    """The verdict and truth of a review of ``result`` (a results.csv row read back) from either or both.
 
     Agreeing with a label makes it the truth; disagreeing with one makes the other label the
     truth (the model has two). Agreeing with a ``not_a_chest_xray`` refusal makes that the truth;
@@ -61,8 +69,7 @@ def judge(row: dict[str, str], verdict: Verdict | None, truth: Truth | None) -> 
     implies, and decides the verdict: agree when it is the model's answer."""
     if verdict is None and truth is None:
         raise ValueError("A review needs a verdict (agree, disagree) or a truth.")
-    label = cast(Truth | None, (row.get("label") or None) if row.get("status") == "ok" else None)
-    error = None if label else (row.get("error_code") or None)
+    label, error = _model_answer(result)
     if label is not None:
         implied: Truth | None = label if verdict == "agree" else cast(Truth, LABELS[1 - LABELS.index(label)])
     else:
@@ -74,22 +81,28 @@ def judge(row: dict[str, str], verdict: Verdict | None, truth: Truth | None) -> 
 
 
 def make_review(
-    row: dict[str, str], reader: str, verdict: Verdict | None, truth: Truth | None, time: datetime | None = None
+    result: Result,
+    model_version: str,
+    reader: str,
+    verdict: Verdict | None,
+    truth: Truth | None,
+    time: datetime | None = None,
 ) -> Review:
-    """The review of a results.csv ``row`` by ``reader`` (time: now unless given)."""
+    """The review of ``result`` by ``reader`` (time: now unless given). ``model_version`` is the
+    job's model, recorded for a refused file (whose result names none), as results.csv records it."""
     reader = " ".join(reader.split())
     if not reader:
         raise ValueError("A review needs the reader's name.")
-    verdict, truth = judge(row, verdict, truth)
-    scored = row.get("status") == "ok"
+    verdict, truth = judge(result, verdict, truth)
+    label, error = _model_answer(result)
     return Review(
-        file=row["path"],
+        file=result.file or "",
         reader=reader,
         verdict=verdict,
         truth=truth,
-        model_label=(row.get("label") or None) if scored else None,
-        model_error=None if scored else (row.get("error_code") or None),
-        model_version=row.get("model_version", ""),
+        model_label=label,
+        model_error=error,
+        model_version=result.prediction.model_version if result.prediction is not None else model_version,
         time=time or datetime.now(UTC),
     )
 
@@ -186,27 +199,27 @@ class Agreement(BaseModel):
     specificity: Rate = Field(description="NORMAL answers among the files readers labelled NORMAL.")
 
 
-def agreement(rows: list[dict[str, str]], latest: dict[str, Review]) -> Agreement:
-    """Reader-vs-model agreement for a job's results.csv ``rows`` and its latest reviews."""
+def agreement(results: list[Result], latest: dict[str, Review]) -> Agreement:
+    """Reader-vs-model agreement for a job's results (its results.csv read back) and its latest reviews."""
     counts = {"tp": 0, "fn": 0, "tn": 0, "fp": 0, "refused": 0, "not_xray": 0}
     reviewed = agreed = 0
-    for row in rows:
-        review = latest.get(row["path"])
+    for result in results:
+        review = latest.get(result.file or "")
         if review is None:
             continue
         reviewed += 1
         agreed += review.verdict == "agree"
-        scored = row.get("status") == "ok"
+        scored = result.prediction is not None
         if review.truth == NOT_A_CHEST_XRAY:
             counts["not_xray"] += scored
-        elif review.truth in LABELS and not scored:
+        elif review.truth in LABELS and result.prediction is None:
             counts["refused"] += 1
-        elif review.truth in LABELS:
-            positive_truth, positive_answer = review.truth == "PNEUMONIA", row.get("label") == "PNEUMONIA"
+        elif review.truth in LABELS and result.prediction is not None:
+            positive_truth, positive_answer = review.truth == "PNEUMONIA", result.prediction.label == "PNEUMONIA"
             key = ("tp" if positive_answer else "fn") if positive_truth else ("fp" if positive_answer else "tn")
             counts[key] += 1
     return Agreement(
-        files=len(rows),
+        files=len(results),
         reviewed=reviewed,
         agreed=agreed,
         true_positive=counts["tp"],

@@ -7,13 +7,15 @@ import csv
 import io
 import multiprocessing
 import os
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from pneumoscan.errors import FolderNotAllowed, NotAChestXray, ResultNotFound
+from pneumoscan.errors import FolderNotAllowed, NotAChestXray, ResultNotFound, TruncatedImage
 from pneumoscan.jobs.folder import load_job
+from pneumoscan.jobs.results import read_results
 from pneumoscan.jobs.reviews import (
     REVIEWS_FILE,
     Review,
@@ -31,10 +33,14 @@ from pneumoscan.result import Result
 from pneumoscan.schemas import Prediction
 from tests.support import finished_job
 
-PNEUMONIA = {"path": "a/p.jpeg", "status": "ok", "label": "PNEUMONIA", "error_code": "", "model_version": "v1"}
-NORMAL = {"path": "a/n.jpeg", "status": "ok", "label": "NORMAL", "error_code": "", "model_version": "v1"}
-PHOTO = {"path": "photo.jpg", "status": "error", "label": "", "error_code": "not_a_chest_xray", "model_version": "v1"}
-CORRUPT = {"path": "bad.png", "status": "error", "label": "", "error_code": "truncated_image", "model_version": "v1"}
+PNEUMONIA = Result(
+    prediction=Prediction(label="PNEUMONIA", probability=0.9, threshold=0.5, model_version="v1"), file="a/p.jpeg"
+)
+NORMAL = Result(
+    prediction=Prediction(label="NORMAL", probability=0.1, threshold=0.5, model_version="v1"), file="a/n.jpeg"
+)
+PHOTO = Result.of(NotAChestXray("A photograph."), file="photo.jpg")
+CORRUPT = Result.of(TruncatedImage("Cut short."), file="bad.png")
 
 
 def test_a_verdict_or_a_truth_decides_the_other():
@@ -52,7 +58,7 @@ def test_a_verdict_or_a_truth_decides_the_other():
 
 
 def test_a_review_names_its_reader_model_and_time():
-    review = make_review(PNEUMONIA, "  Dr   Ada ", "agree", None)
+    review = make_review(PNEUMONIA, "v1", "  Dr   Ada ", "agree", None)
     assert (review.reader, review.model_label, review.model_version, review.model_error) == (
         "Dr Ada",
         "PNEUMONIA",
@@ -60,15 +66,28 @@ def test_a_review_names_its_reader_model_and_time():
         None,
     )
     assert review.time.tzinfo is not None
-    assert make_review(PHOTO, "b", "agree", None).model_error == "not_a_chest_xray"
+    assert make_review(PHOTO, "v1", "b", "agree", None).model_error == "not_a_chest_xray"
     with pytest.raises(ValueError):
-        make_review(PNEUMONIA, "   ", "agree", None)
+        make_review(PNEUMONIA, "v1", "   ", "agree", None)
+
+
+def test_a_review_records_the_model_version_results_csv_records(tmp_path):
+    job_dir = finished_job(tmp_path, [PNEUMONIA, PHOTO], model_version="v2")
+    rows = {row["path"]: row for row in csv.DictReader(io.StringIO((job_dir / "results.csv").read_text()))}
+    for result in read_results(job_dir):
+        review = make_review(result, load_job(job_dir).model_version, "ada", "agree", None)
+        assert review.model_version == rows[review.file]["model_version"]
+        assert (review.model_label, review.model_error) == (
+            rows[review.file]["label"] or None,
+            rows[review.file]["error_code"] or None,
+        )
+    assert rows["a/p.jpeg"]["model_version"] == "v1" and rows["photo.jpg"]["model_version"] == "v2"
 
 
 def test_reviews_are_appended_and_the_latest_per_file_wins(tmp_path):
-    first = append_review(tmp_path, make_review(PNEUMONIA, "ada", "agree", None))
-    append_review(tmp_path, make_review(NORMAL, "ada", "agree", None))
-    append_review(tmp_path, make_review(PNEUMONIA, "bob", "disagree", None))
+    first = append_review(tmp_path, make_review(PNEUMONIA, "v1", "ada", "agree", None))
+    append_review(tmp_path, make_review(NORMAL, "v1", "ada", "agree", None))
+    append_review(tmp_path, make_review(PNEUMONIA, "v1", "bob", "disagree", None))
     stored = read_reviews(tmp_path)
     assert [(r.file, r.reader, r.verdict) for r in stored] == [
         ("a/p.jpeg", "ada", "agree"),
@@ -82,16 +101,16 @@ def test_reviews_are_appended_and_the_latest_per_file_wins(tmp_path):
 
 
 def test_a_line_cut_short_by_a_crash_costs_only_itself(tmp_path):
-    append_review(tmp_path, make_review(PNEUMONIA, "ada", "agree", None))
+    append_review(tmp_path, make_review(PNEUMONIA, "v1", "ada", "agree", None))
     with (tmp_path / REVIEWS_FILE).open("ab") as handle:
         handle.write(b'{"file": "a/n.jpeg", "rea')
-    append_review(tmp_path, make_review(NORMAL, "ada", "agree", None))
+    append_review(tmp_path, make_review(NORMAL, "v1", "ada", "agree", None))
     assert [r.file for r in read_reviews(tmp_path)] == ["a/p.jpeg", "a/n.jpeg"]
 
 
 def _append_many(folder: str, reader: str) -> None:
     for _ in range(40):
-        append_review(Path(folder), make_review(PNEUMONIA, reader, "agree", None))
+        append_review(Path(folder), make_review(PNEUMONIA, "v1", reader, "agree", None))
 
 
 def test_two_processes_appending_at_once_lose_nothing(tmp_path):
@@ -107,14 +126,14 @@ def test_two_processes_appending_at_once_lose_nothing(tmp_path):
 
 
 def test_agreement_against_the_readers_truth():
-    rows = [PNEUMONIA, NORMAL, PHOTO, CORRUPT, {**NORMAL, "path": "c.jpeg"}, {**NORMAL, "path": "unreviewed.jpeg"}]
+    rows = [PNEUMONIA, NORMAL, PHOTO, CORRUPT, replace(NORMAL, file="c.jpeg"), replace(NORMAL, file="unreviewed.jpeg")]
     reviews = [
-        make_review(PNEUMONIA, "ada", "agree", None),  # true positive
-        make_review(NORMAL, "ada", "disagree", None),  # truth PNEUMONIA: false negative
-        make_review(NORMAL, "bob", "agree", None),  # ... then bob's latest: true negative
-        make_review(PHOTO, "ada", "agree", None),  # not an X-ray, refused: not counted
-        make_review(CORRUPT, "ada", None, "NORMAL"),  # an X-ray the model refused
-        make_review({**NORMAL, "path": "c.jpeg"}, "ada", None, "not_a_chest_xray"),
+        make_review(PNEUMONIA, "v1", "ada", "agree", None),  # true positive
+        make_review(NORMAL, "v1", "ada", "disagree", None),  # truth PNEUMONIA: false negative
+        make_review(NORMAL, "v1", "bob", "agree", None),  # ... then bob's latest: true negative
+        make_review(PHOTO, "v1", "ada", "agree", None),  # not an X-ray, refused: not counted
+        make_review(CORRUPT, "v1", "ada", None, "NORMAL"),  # an X-ray the model refused
+        make_review(replace(NORMAL, file="c.jpeg"), "v1", "ada", None, "not_a_chest_xray"),
     ]
     result = agreement(rows, latest_reviews(reviews))
     assert (result.files, result.reviewed, result.agreed) == (6, 5, 3)
@@ -136,10 +155,10 @@ def test_wilson_interval():
 
 def test_labels_csv_is_what_validate_reads():
     reviews = [
-        make_review(PNEUMONIA, "ada", "agree", None),
-        make_review(NORMAL, "ada", None, "PNEUMONIA"),
-        make_review(PHOTO, "ada", "agree", None),
-        make_review(CORRUPT, "ada", "disagree", None),
+        make_review(PNEUMONIA, "v1", "ada", "agree", None),
+        make_review(NORMAL, "v1", "ada", None, "PNEUMONIA"),
+        make_review(PHOTO, "v1", "ada", "agree", None),
+        make_review(CORRUPT, "v1", "ada", "disagree", None),
     ]
     rows = list(csv.DictReader(io.StringIO(labels_csv(latest_reviews(reviews)))))
     assert rows == [{"file": "a/n.jpeg", "label": "PNEUMONIA"}, {"file": "a/p.jpeg", "label": "PNEUMONIA"}]
