@@ -18,9 +18,10 @@ import pytest
 from PIL import Image
 
 from pneumoscan.settings import BUNDLED_MODEL_DIR
-from tests.support import REPO_ROOT, require, run_cli, xray_paths
+from tests.support import REPO_ROOT, run_cli, xray_paths
 
-TRAINING_DATA = REPO_ROOT.parent / "shared" / "data" / "chest_xray_224" / "train"
+# Evenly spaced training images of each class (18 NORMAL, 42 PNEUMONIA), in the validation split's mix.
+TRAINING_SAMPLE = REPO_ROOT / "tests" / "fixtures" / "training_sample"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -115,21 +116,8 @@ def test_a_model_without_a_reference_says_how_to_make_one(tmp_path, xray_files):
     assert "drift_reference.json" in result.stderr and "training.drift_reference" in result.stderr
 
 
-def training_sample(root: Path, per_class: dict[str, int]) -> Path:
-    """Evenly spaced training images of each class, in the validation split's class mix."""
-    for class_name, count in per_class.items():
-        files = sorted((TRAINING_DATA / class_name).glob("*.jpeg"))
-        for source in files[:: len(files) // count][:count]:
-            (root / class_name).mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, root / class_name / source.name)
-    return root
-
-
 def test_the_bundled_reference_on_training_images(tmp_path):
-    require(
-        "PNEUMOSCAN_REQUIRE_TRAINING_DATA", None if TRAINING_DATA.is_dir() else f"no training images at {TRAINING_DATA}"
-    )
-    folder = training_sample(tmp_path / "train", {"NORMAL": 18, "PNEUMONIA": 42})
+    folder = TRAINING_SAMPLE
     report = drift_json("--model", str(BUNDLED_MODEL_DIR), "--data", str(folder))
     assert report["verdict"] == "stable", report["comparison"]["reasons"]
     assert report["reference"]["n"] == 783
