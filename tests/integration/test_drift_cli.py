@@ -3,8 +3,8 @@
 The fixture X-rays are full-size originals, not the 224-pixel training images the bundled
 reference was made from, so the always-run tests give a copy of the bundled model a reference
 made from the fixtures (shifted copies, as the reference folder) and compare other shifted copies
-with it. The bundled ``drift_reference.json`` itself is checked against training images from
-``../shared/data/chest_xray_224/train`` where that folder is present.
+with it. The bundled ``drift_reference.json`` itself is checked against the 60 training images in
+``tests/fixtures/training_sample``.
 """
 
 from __future__ import annotations
