@@ -142,6 +142,47 @@ class SiteCalibration(BaseModel):
     created: datetime
 
 
+class AdaptationFigures(BaseModel):
+    """One model's figures on a site's sample: the parent as it was, or the adapted version out of fold."""
+
+    auc: float
+    auc_ci: tuple[float, float]
+    threshold: float = Field(description="The operating point the sensitivity and specificity are counted at.")
+    sensitivity: SiteEstimate
+    specificity: SiteEstimate
+    rule_sensitivity: SiteEstimate | None = Field(
+        default=None, description="Out of sample at the adaptation's rule (chosen on k-1 folds, counted on the held)."
+    )
+    rule_specificity: SiteEstimate | None = None
+
+
+class SiteAdaptation(BaseModel):
+    """``metadata.json``'s ``adaptation`` block: how `pneumoscan adapt` fine-tuned this version."""
+
+    parent_version: str
+    epochs: int = Field(description="Fine-tuning epochs, chosen out of fold.")
+    max_epochs: int
+    auc_by_epoch: list[float] = Field(description="Pooled out-of-fold AUC after 0 (the parent), 1, ... epochs.")
+    learning_rate: float
+    l2_sp: float = Field(description="Weight of the squared distance from the parent's weights in the loss.")
+    frozen: list[str] = Field(description="Stages whose weights stayed; every batch norm stayed as well.")
+    folds: int
+    grouping: str = Field(description="How images were grouped into patients for the folds.")
+    groups: int
+    training_images_mixed: int = Field(description="Training X-rays mixed into each epoch (0 without --train-data).")
+    before: AdaptationFigures = Field(description="The parent on the whole sample at its own threshold.")
+    after: AdaptationFigures = Field(description="Out of fold, at the threshold chosen on the out-of-fold answers.")
+    validation_before: EvaluationReport | None = Field(
+        default=None, description="The parent on its own validation split (with --train-data)."
+    )
+    validation_after: EvaluationReport | None = Field(
+        default=None, description="The adapted version on the same split, at its own threshold and temperature."
+    )
+    gate_site_refused: int = Field(description="Site X-rays the gate refuses with the adapted features.")
+    gate_non_xrays_passing: int = Field(description="Images of the non-X-ray check set it would let through.")
+    seconds: float
+
+
 class ModelMetadata(BaseModel):
     """``metadata.json`` beside every saved ``model.keras``."""
 
@@ -179,7 +220,11 @@ class ModelMetadata(BaseModel):
     )
     site: SiteCalibration | None = Field(
         default=None,
-        description="Set by `pneumoscan calibrate`: the site's operating point and the data it was chosen on.",
+        description="Set by `pneumoscan calibrate` and `adapt`: the site's operating point and the data it was "
+        "chosen on.",
+    )
+    adaptation: SiteAdaptation | None = Field(
+        default=None, description="Set by `pneumoscan adapt`: the fine-tuning on the site's X-rays."
     )
 
 
@@ -194,7 +239,10 @@ class ServedModel(BaseModel):
     threshold: float = Field(description="The threshold in use (PNEUMOSCAN_THRESHOLD overrides the model's).")
     threshold_overridden: bool = Field(description="Whether PNEUMOSCAN_THRESHOLD replaces the model's own threshold.")
     threshold_rule: str | None = None
-    site_calibrated: bool = Field(description="Whether `pneumoscan calibrate` set this version's operating point.")
+    site_calibrated: bool = Field(
+        description="Whether `pneumoscan calibrate` or `adapt` set this version's operating point."
+    )
+    adapted: bool = Field(default=False, description="Whether `pneumoscan adapt` fine-tuned this version's weights.")
     site: SiteCalibration | None = None
     ood_threshold: float | None = Field(default=None, description="The input gate's limit; null without a gate.")
     ood_policy: str
@@ -209,6 +257,7 @@ class ServedModel(BaseModel):
             threshold_overridden=threshold != metadata.threshold,
             threshold_rule=metadata.threshold_rule,
             site_calibrated=metadata.site is not None,
+            adapted=metadata.adaptation is not None,
             site=metadata.site,
             ood_threshold=metadata.gate.threshold if metadata.gate else None,
             ood_policy=ood_policy,

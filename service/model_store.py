@@ -30,6 +30,7 @@ def register_model(model_dir: str | Path, name: str = "pneumonia-cnn") -> tuple[
             "recipe": metadata.recipe,
             "framework": "keras",
             "site_calibrated": str(metadata.site is not None).lower(),
+            "adapted": str(metadata.adaptation is not None).lower(),
         },
         metadata={
             "threshold": metadata.threshold,

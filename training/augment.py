@@ -39,10 +39,23 @@ class AcquisitionRanges:
     noise_std: float = 0.03
     shortcut_probability: float = 0.0  # chance of each of: border bars, a marker overlay
     border_fraction: float = 0.12  # widest bar, as a share of the side
+    # Framing: log of the width/height stretch (0: none), drawn apart from the other draws so
+    # that ranges without it give the same images as before.
+    log_aspect: float = 0.0
 
 
 DEFAULT_RANGES = AcquisitionRanges()
 SHORTCUT_RANGES = AcquisitionRanges(shortcut_probability=0.5)
+# Another period's framing: zoomed in well past the training films' (tight framing, collimation
+# that crops the chest), stretched, shifted further, with collimation bars and markers.
+FRAMING_RANGES = AcquisitionRanges(
+    scale=(0.85, 1.7),
+    shift_fraction=0.1,
+    log_aspect=0.15,
+    shortcut_probability=0.5,
+    border_fraction=0.2,
+)
+RANGES = {"default": DEFAULT_RANGES, "shortcuts": SHORTCUT_RANGES, "framing": FRAMING_RANGES}
 
 MARKER_TEXTS = ("R", "L", "A-P", "AP", "P-A", "PORTABLE", "SUPINE", "ERECT", "LT", "RT", "1", "2")
 MARKER_OVERLAYS = 256
@@ -148,16 +161,23 @@ def augment_planes(planes, seed, ranges: AcquisitionRanges = DEFAULT_RANGES):
     scale = uniform(1, *ranges.scale)
     shift_x = uniform(2, -1.0, 1.0) * ranges.shift_fraction * width
     shift_y = uniform(3, -1.0, 1.0) * ranges.shift_fraction * height
-    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
+    scale_x = scale_y = scale
+    if ranges.log_aspect > 0:
+        aspect_seed = tf.random.experimental.stateless_fold_in(seeds[8], 3)
+        aspect = tf.exp(tf.random.stateless_uniform([batch], aspect_seed, -ranges.log_aspect, ranges.log_aspect))
+        scale_x, scale_y = scale * tf.sqrt(aspect), scale / tf.sqrt(aspect)
+    # M = R(angle) diag(1 / scale_x, 1 / scale_y)
+    a0, a1 = tf.cos(angle) / scale_x, -tf.sin(angle) / scale_y
+    b0, b1 = tf.sin(angle) / scale_x, tf.cos(angle) / scale_y
     cx, cy = (width - 1) / 2, (height - 1) / 2
     transforms = tf.stack(
         [
-            cos,
-            -sin,
-            cx - cos * cx + sin * cy - shift_x,
-            sin,
-            cos,
-            cy - sin * cx - cos * cy - shift_y,
+            a0,
+            a1,
+            cx - a0 * cx - a1 * cy - shift_x,
+            b0,
+            b1,
+            cy - b0 * cx - b1 * cy - shift_y,
             tf.zeros([batch]),
             tf.zeros([batch]),
         ],
@@ -221,18 +241,44 @@ def training_dataset(
     seed: int,
     augment: bool,
     ranges: AcquisitionRanges = DEFAULT_RANGES,
+    mixup_alpha: float = 0.0,
 ):
-    """Shuffled batches of (model input, one-hot target), augmented afresh each epoch."""
+    """Shuffled batches of (model input, one-hot target), augmented afresh each epoch; with
+    ``mixup_alpha`` above zero, each image and its target blended with another of the batch."""
     import tensorflow as tf
 
     data = tf.data.Dataset.from_tensor_slices((planes, targets))
     data = data.shuffle(len(planes), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
     if augment:
         draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        data = tf.data.Dataset.zip((data, draws)).map(
-            lambda batch, draw: (augment_planes(batch[0], draw, ranges), batch[1]),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
+
+        def augmented(batch, draw):
+            images, labels = augment_planes(batch[0], draw, ranges), batch[1]
+            if mixup_alpha > 0:
+                images, labels = mixup(images, labels, tf.random.experimental.stateless_fold_in(draw, 7), mixup_alpha)
+            return images, labels
+
+        data = tf.data.Dataset.zip((data, draws)).map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
     else:
         data = data.map(lambda x, y: (tf.repeat(tf.cast(x, tf.float32)[..., tf.newaxis] / 255.0, 3, axis=-1), y))
     return data.prefetch(tf.data.AUTOTUNE)
+
+
+def mixup(images, targets, seed, alpha: float):
+    """Mixup (Zhang et al., 2018): each image and target blended with the batch's reversed order,
+    by a weight drawn from Beta(alpha, alpha) per image; a stateless seed (2,)."""
+    import tensorflow as tf
+
+    batch = tf.shape(images)[0]
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2)
+    first = tf.random.stateless_gamma([batch], seeds[0], alpha)
+    second = tf.random.stateless_gamma([batch], seeds[1], alpha)
+    weight = first / tf.maximum(first + second, 1e-12)
+    weight = tf.maximum(weight, 1.0 - weight)  # the image keeps the larger share, so its label leads
+    partner_images, partner_targets = tf.reverse(images, axis=[0]), tf.reverse(targets, axis=[0])
+    image_weight = tf.reshape(weight, [batch, 1, 1, 1])
+    target_weight = tf.reshape(weight, [batch, 1])
+    return (
+        image_weight * images + (1.0 - image_weight) * partner_images,
+        target_weight * tf.cast(targets, tf.float32) + (1.0 - target_weight) * tf.cast(partner_targets, tf.float32),
+    )

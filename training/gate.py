@@ -51,6 +51,23 @@ def fit_gate(model, layers: tuple[str, ...], train_inputs: np.ndarray, validatio
 def gate_refusals(predictor: Predictor, validation: np.ndarray, stressed: np.ndarray) -> dict[str, GateRefusals]:
     """Refused / seen for the validation X-rays and each kind of non-X-ray image; the non-X-rays
     go through the whole input gate (the blank check while decoding, then the distance)."""
+    return {
+        "validation": xray_refusals(predictor, validation),
+        "stressed_validation": xray_refusals(predictor, stressed),
+        **non_xray_refusals(predictor),
+    }
+
+
+def xray_refusals(predictor: Predictor, inputs: np.ndarray) -> GateRefusals:
+    """Refused / seen of X-ray model inputs, and the farthest one's distance / limit."""
+    if predictor.gate is None:
+        raise ValueError("Counting gate refusals needs a predictor with an input gate.")
+    ratios = predictor.score(inputs)[:, 1] / predictor.gate.threshold
+    return GateRefusals(n=len(ratios), refused=int(np.sum(ratios > 1)), nearest=float(ratios.max()))
+
+
+def non_xray_refusals(predictor: Predictor) -> dict[str, GateRefusals]:
+    """Refused / seen for each kind of the non-X-ray check set, through the whole input gate."""
     from training.not_xrays import KINDS, not_xrays
 
     gate = predictor.gate
@@ -60,11 +77,7 @@ def gate_refusals(predictor: Predictor, validation: np.ndarray, stressed: np.nda
     def scores(inputs: np.ndarray) -> np.ndarray:
         return predictor.score(inputs)[:, 1] / gate.threshold
 
-    def xrays(inputs: np.ndarray) -> GateRefusals:
-        ratios = scores(inputs)
-        return GateRefusals(n=len(ratios), refused=int(np.sum(ratios > 1)), nearest=float(ratios.max()))
-
-    counts = {"validation": xrays(validation), "stressed_validation": xrays(stressed)}
+    counts: dict[str, GateRefusals] = {}
     images = not_xrays()
     for kind in KINDS:
         of_kind = [image for image in images if image.kind == kind]

@@ -21,6 +21,10 @@ class Recipe:
     class_weights: bool = True
     acquisition_augmentation: bool = False  # training/augment.py, applied in the input pipeline
     shortcut_augmentation: bool = False  # border bars and burned-in markers in both classes
+    # training/augment.py RANGES key; "default" follows shortcut_augmentation (default or shortcuts)
+    ranges: str = "default"
+    mixup_alpha: float = 0.0  # 0: no mixup
+    ema: bool = False  # evaluate and save an exponential moving average of the weights
     # None: Youden's J on the stressed validation copies; a number: the highest threshold that
     # keeps this sensitivity on them (training/calibration.py).
     threshold_sensitivity: float | None = None
@@ -64,7 +68,32 @@ RECIPES: dict[str, Recipe] = {
     "tuned-shortcuts": replace(
         TUNED, name="tuned-shortcuts", architecture="tuned_equalized", shortcut_augmentation=True
     ),
+    # Framing and collimation of another period (zoom to 1.7x, aspect and shift jitter, bars up to
+    # 20% of a side), burned-in markers, histogram equalisation in the model.
+    "travel": replace(
+        TUNED,
+        name="travel",
+        architecture="tuned_equalized",
+        ranges="framing",
+        label_smoothing=0.1,
+    ),
+    # The same, plus mixup.
+    "travel-mixup": replace(
+        TUNED,
+        name="travel-mixup",
+        architecture="tuned_equalized",
+        ranges="framing",
+        label_smoothing=0.1,
+        mixup_alpha=0.3,
+    ),
 }
+
+
+def ranges_name(recipe: Recipe) -> str:
+    """The augmentation ranges (``training.augment.RANGES``) a recipe trains with."""
+    if recipe.ranges != "default":
+        return recipe.ranges
+    return "shortcuts" if recipe.shortcut_augmentation else "default"
 
 
 def get_recipe(name: str) -> Recipe:

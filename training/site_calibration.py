@@ -59,7 +59,7 @@ _SITE_SUFFIX = re.compile(r"-site-\d{12}-[0-9a-f]{6}$")
 _COPIED = (MODEL_FILE, GATE_FILE, "training_curves.png", "reliability.png", "roc.png", "score_histograms.png")
 
 
-def _umask() -> int:
+def umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
@@ -128,7 +128,7 @@ def _refit_temperature(scores: SiteScores, temperature: float, folds: int, seed:
     return refitted, True, 1.0 / (1.0 + np.exp(-logits / refitted))
 
 
-def _non_xrays_passing(predictor: Predictor, limit: float) -> list[str]:
+def non_xrays_passing(predictor: Predictor, limit: float) -> list[str]:
     """Names of the non-X-ray check set that a gate at ``limit`` would let through."""
     from training.not_xrays import not_xrays
 
@@ -158,7 +158,7 @@ def _extend_gate(
     if len(admitted) == 0:
         return scores, None
     limit = float(flagging.gate.threshold * rescored.ood_scores[admitted].max())
-    passing = _non_xrays_passing(flagging, limit)
+    passing = non_xrays_passing(flagging, limit)
     if passing:
         raise DataError(
             f"Extending the gate to the site's X-rays (limit {limit:.2f}) would let {len(passing)} image(s) of the "
@@ -278,7 +278,7 @@ def _write_version(model_dir: Path, out_dir: Path, metadata: ModelMetadata, refe
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a model folder is not
+        staging.chmod(0o777 & ~umask())  # mkdtemp makes it private; a model folder is not
         for name in _COPIED:
             if (model_dir / name).exists():
                 shutil.copy2(model_dir / name, staging / name)

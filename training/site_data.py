@@ -78,6 +78,23 @@ def read_labels(data_dir: str | Path, labels_csv: str | Path) -> list[Example]:
     return examples
 
 
+def read_patients(data_dir: str | Path, labels_csv: str | Path) -> dict[Path, str] | None:
+    """The ``patient`` column of a labels CSV by file (as ``read_labels`` resolves it), or None
+    when the file has no such column; a row with an empty patient stands alone."""
+    root = absolute(data_dir)
+    reader = csv.DictReader(Path(labels_csv).read_text(encoding="utf-8-sig").splitlines())
+    columns = [name.strip().lower() for name in reader.fieldnames or []]
+    if "patient" not in columns:
+        return None
+    reader.fieldnames = columns
+    patients: dict[Path, str] = {}
+    for row in reader:
+        name = (row.get("file") or "").strip()
+        if name:
+            patients[absolute(root / name)] = (row.get("patient") or "").strip() or f"file:{name}"
+    return patients
+
+
 def site_examples(data_dir: str | Path, labels_csv: str | Path | None = None) -> list[Example]:
     """The labelled images of DATA: by its class folders, or by ``labels_csv`` when given."""
     if labels_csv is not None:

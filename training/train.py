@@ -12,10 +12,10 @@ from pneumoscan import CLASS_NAMES
 from pneumoscan.imaging import plane_to_input
 from pneumoscan.model import ARCHITECTURES, MODEL_FILE
 from pneumoscan.schemas import ModelMetadata
-from training.augment import DEFAULT_RANGES, SHORTCUT_RANGES, stressed_inputs, training_dataset
+from training.augment import RANGES, stressed_inputs, training_dataset
 from training.data import Example, find_examples, load_planes, split_by_patient
 from training.finalize import finalize
-from training.recipes import Recipe, get_recipe
+from training.recipes import Recipe, get_recipe, ranges_name
 
 DEFAULT_VALIDATION_FRACTION = 0.15
 # Augmented copies of the validation split (fixed seeds) that early stopping, calibration, the
@@ -42,7 +42,9 @@ def make_model(recipe: Recipe, steps_per_epoch: int):
     if recipe.optimizer == "rmsprop":
         optimizer = keras.optimizers.RMSprop(learning_rate=learning_rate)
     elif recipe.optimizer == "adamw":
-        optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=recipe.weight_decay)
+        optimizer = keras.optimizers.AdamW(
+            learning_rate=learning_rate, weight_decay=recipe.weight_decay, use_ema=recipe.ema
+        )
     else:
         raise ValueError(f"Unknown optimizer {recipe.optimizer!r}.")
     model.compile(
@@ -116,7 +118,8 @@ def fit(recipe: Recipe, data: SplitData, seed: int, verbose: int | str = "auto")
         recipe.batch_size,
         seed,
         recipe.acquisition_augmentation,
-        SHORTCUT_RANGES if recipe.shortcut_augmentation else DEFAULT_RANGES,
+        RANGES[ranges_name(recipe)],
+        recipe.mixup_alpha,
     )
     started = time.perf_counter()
     history = model.fit(

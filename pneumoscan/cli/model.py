@@ -8,6 +8,7 @@ from pathlib import Path
 from pneumoscan.cli.common import EXIT_OK
 from pneumoscan.cli.common import configure_tensorflow_from_settings as _configure_tensorflow
 from pneumoscan.settings import get_settings
+from training.recipes import RECIPES as RECIPE_NAMES
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -80,8 +81,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--recipe",
         default="tuned",
-        choices=["seed", "tuned"],
-        help="seed (the course CNN) or tuned (the default; see training/recipes.py)",
+        choices=sorted(RECIPE_NAMES),
+        help="seed (the course CNN), tuned (the default) or another recipe of training/recipes.py",
     )
     train.add_argument("--epochs", type=int, default=None, help="override the recipe's epoch count")
     train.add_argument("--seed", type=int, default=42, help="random seed: the same seed trains the same model")

@@ -1,4 +1,4 @@
-"""``pneumoscan validate``, ``calibrate`` and ``split``: a site checks the model on its own
+"""``pneumoscan validate``, ``calibrate``, ``adapt`` and ``split``: a site checks the model on its own
 labelled X-rays and sets its own operating point. Exit codes as in ``pneumoscan.cli.common``: 2 for a sample too
 small for the rule, bad data or an unusable labels file."""
 
@@ -9,7 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from pneumoscan.cli.common import EXIT_OK
+from pneumoscan.cli.common import EXIT_INPUT_FAILED, EXIT_OK
 from pneumoscan.cli.common import configure_tensorflow_from_settings as _configure_tensorflow
 from pneumoscan.settings import get_settings
 
@@ -113,6 +113,55 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_adapt(args: argparse.Namespace) -> int:
+    _configure_tensorflow()
+    from training.site_adapt import AdaptationRefused, adapt_site
+
+    try:
+        result = adapt_site(
+            args.model,
+            args.data,
+            args.out,
+            labels_csv=args.labels,
+            rule_text=args.rule,
+            train_data=args.train_data,
+            max_epochs=args.max_epochs,
+            seed=args.seed,
+            batch_size=get_settings().predict_batch_size,
+            command=_command_line(),
+        )
+    except AdaptationRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INPUT_FAILED
+    metadata = result.metadata
+    adaptation, site = metadata.adaptation, metadata.site
+    if adaptation is None or site is None:
+        raise ValueError(f"{metadata.version} was written without its adaptation.")
+    if args.json:
+        print(adaptation.model_dump_json())
+        return EXIT_OK
+    print(f"Wrote {metadata.version} to {result.out_dir}")
+    print(
+        f"{adaptation.epochs} epochs (out of fold, {adaptation.folds} folds by {adaptation.grouping}); threshold "
+        f"{site.previous_threshold:.4f} -> {site.threshold:.4f} ({site.rule}), temperature {site.temperature:.3f}"
+    )
+    before, after = adaptation.before, adaptation.after
+    print(
+        f"  before: AUC {before.auc:.3f} [{before.auc_ci[0]:.3f}, {before.auc_ci[1]:.3f}] at {before.threshold:.4f}: "
+        f"sensitivity {_interval(before.sensitivity)}, specificity {_interval(before.specificity)}"
+    )
+    print(
+        f"  after, out of fold: AUC {after.auc:.3f} [{after.auc_ci[0]:.3f}, {after.auc_ci[1]:.3f}]; "
+        f"{site.rule} out of sample: sensitivity {_interval(after.rule_sensitivity)}, "
+        f"specificity {_interval(after.rule_specificity)}"
+    )
+    if adaptation.validation_before is not None and adaptation.validation_after is not None:
+        print(f"  own validation AUC {adaptation.validation_before.auc:.4f} -> {adaptation.validation_after.auc:.4f}")
+    print(f"Report: {result.out_dir / 'report.html'}")
+    print(f"Serve it: pneumoscan register {shlex.quote(str(result.out_dir))}")
+    return EXIT_OK
+
+
 def cmd_split(args: argparse.Namespace) -> int:
     from training.site_split import split_site
 
@@ -155,6 +204,28 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     calibrate.add_argument("--json", action="store_true", help="print the site block as JSON")
     calibrate.add_argument("--seed", type=int, default=0, help="seed of the folds and the bootstrap")
     calibrate.set_defaults(handler=cmd_calibrate)
+
+    adapt = commands.add_parser(
+        "adapt", help="write a new model version fine-tuned on the site's labelled X-rays, with its own threshold"
+    )
+    adapt.add_argument("--model", required=True, type=Path, help="model folder to start from")
+    adapt.add_argument("--data", required=True, type=Path, help="DATA/{NORMAL,PNEUMONIA}/, or any folder with --labels")
+    adapt.add_argument(
+        "--labels", type=Path, default=None, help=EXAMPLE_LABELS + "; an optional patient column groups the folds"
+    )
+    adapt.add_argument("--out", required=True, type=Path, help="new model folder (must not exist or be empty)")
+    adapt.add_argument("--rule", default="youden", help="threshold rule, as calibrate's (default youden)")
+    adapt.add_argument(
+        "--train-data",
+        type=Path,
+        default=None,
+        help="the model's training folder: training X-rays mixed into each epoch, and its validation split "
+        "scored before and after",
+    )
+    adapt.add_argument("--max-epochs", type=int, default=12, help="most fine-tuning epochs tried out of fold")
+    adapt.add_argument("--json", action="store_true", help="print the adaptation block as JSON")
+    adapt.add_argument("--seed", type=int, default=0, help="seed of the folds, the fine-tuning and the bootstrap")
+    adapt.set_defaults(handler=cmd_adapt)
 
     split = commands.add_parser(
         "split", help="split a labelled folder into calibration/ and held_out/ by patient, stratified by class"
