@@ -218,6 +218,11 @@ class ModelMetadata(BaseModel):
         description="How the recipe held up on data it never saw of another acquisition series (see the "
         "model card's shift-proxy section): the figures `training.shift_proxy` measured.",
     )
+    candidates: dict | None = Field(
+        default=None,
+        description="Recipes trained on the training folder alone, compared on a later period's labelled X-rays "
+        "(`training.candidates`, the model card's comparison section).",
+    )
     site: SiteCalibration | None = Field(
         default=None,
         description="Set by `pneumoscan calibrate` and `adapt`: the site's operating point and the data it was "

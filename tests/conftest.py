@@ -93,6 +93,25 @@ def site_model_dir(tmp_path_factory, site_dataset) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def adapted_model_dir(tmp_path_factory, site_dataset) -> Path:
+    """The bundled model adapted to ``site_dataset`` by the real ``pneumoscan adapt``, two epochs at most."""
+    out = tmp_path_factory.mktemp("adapted-model") / "adapted"
+    result = run_cli(
+        "adapt",
+        "--model",
+        str(BUNDLED_MODEL_DIR),
+        "--data",
+        str(site_dataset),
+        "--out",
+        str(out),
+        "--max-epochs",
+        "2",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
 @pytest.fixture()
 def bentoml_home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "bentoml"

@@ -55,7 +55,20 @@ FRAMING_RANGES = AcquisitionRanges(
     shortcut_probability=0.5,
     border_fraction=0.2,
 )
-RANGES = {"default": DEFAULT_RANGES, "shortcuts": SHORTCUT_RANGES, "framing": FRAMING_RANGES}
+# Half-way: zoom to 1.4x, milder stretch, bars and markers less often.
+MILD_FRAMING_RANGES = AcquisitionRanges(
+    scale=(0.88, 1.4),
+    shift_fraction=0.08,
+    log_aspect=0.1,
+    shortcut_probability=0.3,
+    border_fraction=0.15,
+)
+RANGES = {
+    "default": DEFAULT_RANGES,
+    "shortcuts": SHORTCUT_RANGES,
+    "framing": FRAMING_RANGES,
+    "mild-framing": MILD_FRAMING_RANGES,
+}
 
 MARKER_TEXTS = ("R", "L", "A-P", "AP", "P-A", "PORTABLE", "SUPINE", "ERECT", "LT", "RT", "1", "2")
 MARKER_OVERLAYS = 256

@@ -69,7 +69,7 @@ back for acceptance evaluation and was not used for training, tuning or threshol
 ## Input gate
 {_gate(metadata)}
 
-{_shift_proxy(metadata)}
+{_candidates(metadata)}{_shift_proxy(metadata)}
 ## Limits
 - Paediatric patients aged 1-5, one centre, one acquisition protocol: adult, lateral, portable
   ICU or other-centre radiographs are out of distribution.
@@ -229,6 +229,29 @@ def _proxy_row(name: str, figures: dict) -> str:
         f"{_number(cam['central_share'])} / {_share(cam['peak_in_border'])} | "
         f"{_share(fullres.get('sensitivity'))} / {_share(fullres.get('specificity'))} |"
     )
+
+
+def _candidates(metadata: ModelMetadata) -> str:
+    """The "Recipes on a later period" section: the comparison ``training.candidates`` measured."""
+    from training.candidates import table
+
+    candidates = metadata.candidates
+    if not candidates:
+        return ""
+    return f"""## Recipes on a later period
+Each recipe trained on the training folder alone, its temperature, threshold and gate chosen on
+the training data alone, then scored on `{candidates["site"]}` (X-rays of a later period, data
+fingerprint `{candidates["site_fingerprint"][:12]}`) at its own saved threshold, with Grad-CAM
+(`python -m training.candidates`, see its docstring). Proportions: value (95% Wilson interval;
+count/n); the gate column counts site X-rays refused and non-X-rays of the check set refused.
+
+{table(candidates["rows"], candidates.get("chosen"))}
+
+Kept: **{candidates.get("chosen") or "none named"}**, chosen by {candidates["chosen_by"]}. This
+sample chose the recipe, so its figures for the kept one are optimistic; the held-back half of
+the test split measures it at acceptance.
+
+"""
 
 
 def _shift_proxy(metadata: ModelMetadata) -> str:

@@ -86,6 +86,12 @@ RECIPES: dict[str, Recipe] = {
         label_smoothing=0.1,
         mixup_alpha=0.3,
     ),
+    # The tuned recipe with mixup and stronger label smoothing.
+    "tuned-mixup": replace(TUNED, name="tuned-mixup", label_smoothing=0.1, mixup_alpha=0.3),
+    # The same, with milder framing, bars and markers.
+    "tuned-mixup-framing": replace(
+        TUNED, name="tuned-mixup-framing", label_smoothing=0.1, mixup_alpha=0.3, ranges="mild-framing"
+    ),
 }
 
 

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,11 +29,9 @@ from tqdm import tqdm
 
 from pneumoscan import CLASS_NAMES
 from pneumoscan.decision import calibrate
-from pneumoscan.drift import save_reference
 from pneumoscan.errors import DataError
-from pneumoscan.gate import OodGate
 from pneumoscan.imaging import plane_to_input
-from pneumoscan.model import MODEL_FILE, Predictor, load_keras_model, load_metadata, save_metadata
+from pneumoscan.model import Predictor, load_keras_model, load_metadata
 from pneumoscan.schemas import (
     AdaptationFigures,
     EvaluationReport,
@@ -45,16 +41,17 @@ from pneumoscan.schemas import (
     SiteCalibration,
 )
 from training.calibration import fit_temperature
-from training.data import Example, find_examples, load_planes, split_by_patient
 from training.drift_reference import site_reference
 from training.gate import feature_layers, non_xray_refusals, xray_refusals
 from training.metrics import evaluate_predictions
-from training.site_calibration import MIN_PER_CLASS, SampleTooSmall, non_xrays_passing, umask
-from training.site_data import data_fingerprint, read_patients, site_examples
+from training.site_adapt_report import write_version
+from training.site_calibration import non_xrays_passing
+from training.site_data import data_fingerprint
 from training.site_finetune import DEFAULT_FINE_TUNING, FineTuning, fine_tune
-from training.site_folds import OutOfFold, grouping, out_of_fold
+from training.site_folds import OutOfFold, out_of_fold
 from training.site_gate import refit_gate
-from training.site_scores import SiteScores, score_site
+from training.site_sample import SiteSample, load_sample
+from training.site_scores import SiteScores
 from training.stats import BOOTSTRAP_RESAMPLES, DEFAULT_FOLDS, Counts, Rule, bootstrap_auc, choose_threshold
 from training.stats import cross_validated as cross_validated_counts
 from training.validate import estimate
@@ -62,7 +59,6 @@ from training.validate import estimate
 MAX_EPOCHS = 12
 MAX_SITE_REFUSED = 0.01
 _DERIVED_SUFFIX = re.compile(r"(-site-\d{12}-[0-9a-f]{6}|-adapted-\d{12}-[0-9a-f]{6})+$")
-_COPIED = ("training_curves.png",)
 
 
 class AdaptationRefused(DataError):
@@ -75,25 +71,6 @@ class AdaptationRefused(DataError):
 class AdaptationResult:
     metadata: ModelMetadata
     out_dir: Path
-
-
-def check_sample(labels: np.ndarray, groups: np.ndarray, folds: int, minimum: int = MIN_PER_CLASS) -> None:
-    """``SampleTooSmall`` saying how many more X-rays (or patients) of which class are needed."""
-    short, have = [], []
-    for label, name in enumerate(CLASS_NAMES):
-        count = int(np.sum(labels == label))
-        patients = len(set(groups[labels == label].tolist()))
-        have.append(f"{count} {name} ({patients} patients)")
-        if count < minimum:
-            short.append(f"{minimum - count} more {name}")
-        elif patients < folds:
-            short.append(f"{name} X-rays of {folds - patients} more patients")
-    if short:
-        raise SampleTooSmall(
-            f"Adapting needs at least {minimum} scored X-rays of each class from at least {folds} patients each; "
-            f"the sample has {' and '.join(have)}. Add {' and '.join(short)} (refused images do not count). "
-            "Nothing was written."
-        )
 
 
 def adapted_version(parent: str, fingerprint: str, epochs: int, threshold: float, created: datetime) -> str:
@@ -121,18 +98,64 @@ def figures(
     )
 
 
-def _validation_split(metadata: ModelMetadata, train_data: Path) -> tuple[list[Example], list[Example]]:
-    """The parent's own training and validation split of ``train_data``, as ``train`` made it."""
-    from training.data import fingerprint
-    from training.train import DEFAULT_VALIDATION_FRACTION
-
-    examples = find_examples(train_data)
-    if fingerprint(examples, train_data) != metadata.training_fingerprint:
-        raise DataError(
-            f"{train_data} is not the folder {metadata.version} was trained on (its file list differs); "
-            "--train-data needs the model's own training folder."
+def fit_adapted(model_dir: Path, sample: SiteSample, folds: int, max_epochs: int, seed: int, settings: FineTuning):
+    """(out-of-fold answers, the model fine-tuned on the whole sample for the epochs they chose)."""
+    with tqdm(total=folds * max_epochs + max_epochs, desc="Adapting", unit="epoch") as progress:
+        oof = out_of_fold(
+            lambda: load_keras_model(model_dir),
+            sample.planes,
+            sample.labels,
+            sample.grouped.groups,
+            folds=folds,
+            max_epochs=max_epochs,
+            seed=seed,
+            settings=settings,
+            extra=sample.extra,
+            progress=progress,
         )
-    return split_by_patient(examples, DEFAULT_VALIDATION_FRACTION, metadata.seed)
+        progress.total = folds * max_epochs + oof.epochs
+        progress.refresh()
+        model = fine_tune(
+            load_keras_model(model_dir),
+            sample.planes,
+            sample.labels,
+            oof.epochs,
+            seed + folds,
+            settings,
+            extra=sample.extra,
+            after_epoch=lambda *_: progress.update(1),
+        )
+    return oof, model
+
+
+def checked_gate(model, base: Predictor, sample: SiteSample, oof: OutOfFold, threshold: float, temperature: float):
+    """(the adapted predictor with its refitted gate, its rule, site X-rays refused); ``AdaptationRefused``
+    when a non-X-ray of the check set would pass or too many of the site's X-rays would be refused."""
+    gate, rule = refit_gate(
+        model,
+        base.gate.layers if base.gate is not None else feature_layers(model),
+        plane_to_input(sample.planes),
+        oof.assignment,
+        train_inputs=plane_to_input(sample.extra[0]) if sample.extra is not None else None,
+        validation_inputs=plane_to_input(sample.validation[0]) if sample.validation is not None else None,
+    )
+    adapted = Predictor(model, threshold=threshold, model_version="unsaved", gate=gate, temperature=temperature)
+    refused, passing = _check_gate(adapted, sample.planes)
+    problems = []
+    if passing:
+        problems.append(f"{len(passing)} image(s) of the non-X-ray check set would pass ({', '.join(passing[:5])})")
+    if refused > MAX_SITE_REFUSED * len(sample.planes):
+        problems.append(
+            f"{refused} of {len(sample.planes)} site X-rays would be refused (at most {MAX_SITE_REFUSED:.0%})"
+        )
+    if problems:
+        raise AdaptationRefused(
+            "The adapted model's features no longer suit the input gate: "
+            + "; ".join(problems)
+            + ". Nothing was written; --train-data (the model's training folder) gives the gate more X-rays to "
+            "learn from."
+        )
+    return adapted, rule, refused
 
 
 def adapt_site(
@@ -159,94 +182,21 @@ def adapt_site(
     if max_epochs < 1:
         raise ValueError(f"max_epochs must be at least 1, got {max_epochs}.")
     parent = load_metadata(model_dir)
-    examples = site_examples(data_dir, labels_csv)
-    patients = read_patients(data_dir, labels_csv) if labels_csv is not None else None
     base = Predictor.from_dir(model_dir)
-    scores = score_site(base, examples, data_dir, batch_size=batch_size)
-    scored_paths = set(scores.paths)
-    scored = [e for e in examples if e.path in scored_paths]
-    grouped = grouping(scored, patients)
-    check_sample(scores.labels, grouped.groups, folds)
+    sample = load_sample(base, parent, data_dir, labels_csv, train_data, folds, batch_size)
+    oof, model = fit_adapted(model_dir, sample, folds, max_epochs, seed, settings)
 
-    planes, labels = load_planes(scored, "Loading site images")
-    extra, validation = None, None
-    if train_data is not None:
-        train_examples, validation_examples = _validation_split(parent, Path(train_data))
-        extra = load_planes(train_examples, "Loading training images")
-        validation = load_planes(validation_examples, "Loading validation images")
-
-    with tqdm(total=folds * max_epochs + max_epochs, desc="Adapting", unit="epoch") as progress:
-        oof = out_of_fold(
-            lambda: load_keras_model(model_dir),
-            planes,
-            labels,
-            grouped.groups,
-            folds=folds,
-            max_epochs=max_epochs,
-            seed=seed,
-            settings=settings,
-            extra=extra,
-            progress=progress,
-        )
-        progress.total = folds * max_epochs + oof.epochs
-        progress.refresh()
-        model = load_keras_model(model_dir)
-        fine_tune(
-            model,
-            planes,
-            labels,
-            oof.epochs,
-            seed + folds,
-            settings,
-            extra=extra,
-            after_epoch=lambda *_: progress.update(1),
-        )
-
+    labels = sample.labels
     temperature = fit_temperature(oof.chosen, labels)
     held_out = calibrate(oof.chosen, temperature)
     threshold = choose_threshold(labels, held_out, rule)
     if threshold is None:
         raise DataError(f"No threshold reaches the rule {rule} on this sample's held-out answers; nothing was written.")
-    before = figures(labels, scores.probabilities, parent.threshold, rule, folds, seed)
-    after = figures(labels, held_out, threshold, rule, folds, seed)
-
-    site_inputs = plane_to_input(planes)
-    gate, gate_rule = refit_gate(
-        model,
-        base.gate.layers if base.gate is not None else feature_layers(model),
-        site_inputs,
-        oof.assignment,
-        train_inputs=plane_to_input(extra[0]) if extra is not None else None,
-        validation_inputs=plane_to_input(validation[0]) if validation is not None else None,
-    )
-    adapted = Predictor(model, threshold=threshold, model_version="unsaved", gate=gate, temperature=temperature)
-    refused_site, passing = _check_gate(adapted, planes)
-    if passing or refused_site > MAX_SITE_REFUSED * len(planes):
-        raise AdaptationRefused(
-            "The adapted model's features no longer suit the input gate: "
-            + "; ".join(
-                (
-                    [f"{len(passing)} image(s) of the non-X-ray check set would pass ({', '.join(passing[:5])})"]
-                    if passing
-                    else []
-                )
-                + (
-                    [f"{refused_site} of {len(planes)} site X-rays would be refused (at most {MAX_SITE_REFUSED:.0%})"]
-                    if refused_site > MAX_SITE_REFUSED * len(planes)
-                    else []
-                )
-            )
-            + ". Nothing was written; --train-data (the model's training folder) gives the gate more X-rays to "
-            "learn from."
-        )
-
+    adapted, gate_rule, refused_site = checked_gate(model, base, sample, oof, threshold, temperature)
     validation_before = validation_after = None
-    if validation is not None:
-        validation_before = _evaluate(base, validation, parent.threshold)
-        validation_after = _evaluate(adapted, validation, threshold)
-
-    fingerprint = data_fingerprint(examples, data_dir)
-    created = datetime.now(UTC)
+    if sample.validation is not None:
+        validation_before = _evaluate(base, sample.validation, parent.threshold)
+        validation_after = _evaluate(adapted, sample.validation, threshold)
     adaptation = SiteAdaptation(
         parent_version=parent.version,
         epochs=oof.epochs,
@@ -256,71 +206,106 @@ def adapt_site(
         l2_sp=settings.l2_sp,
         frozen=list(settings.frozen_stages),
         folds=folds,
-        grouping=grouped.source,
-        groups=grouped.count,
-        training_images_mixed=0 if extra is None else min(len(planes), len(extra[0])),
-        before=before,
-        after=after,
+        grouping=sample.grouped.source,
+        groups=sample.grouped.count,
+        training_images_mixed=0 if sample.extra is None else min(len(labels), len(sample.extra[0])),
+        before=figures(labels, sample.scores.probabilities, parent.threshold, rule, folds, seed),
+        after=figures(labels, held_out, threshold, rule, folds, seed),
         validation_before=validation_before,
         validation_after=validation_after,
         gate_site_refused=refused_site,
-        gate_non_xrays_passing=len(passing),
+        gate_non_xrays_passing=0,
         seconds=round(time.perf_counter() - started, 1),
     )
+    metadata = adapted_metadata(parent, adaptation, adapted, sample, rule, gate_rule, data_dir)
+    return AdaptationResult(
+        metadata=_write(model, adapted, model_dir, out_dir, metadata, sample, oof, held_out, command), out_dir=out_dir
+    )
+
+
+def adapted_metadata(
+    parent: ModelMetadata,
+    adaptation: SiteAdaptation,
+    adapted: Predictor,
+    sample: SiteSample,
+    rule: Rule,
+    gate_rule: str,
+    data_dir: str | Path,
+) -> ModelMetadata:
+    """The parent's metadata with this version's name, operating point, gate and ``adaptation`` and ``site`` blocks."""
+    scores, after, gate = sample.scores, adaptation.after, adapted.gate
+    created = datetime.now(UTC)
+    fingerprint = data_fingerprint(sample.examples, data_dir)
     site = SiteCalibration(
         rule=str(rule),
-        threshold=threshold,
+        threshold=after.threshold,
         previous_threshold=parent.threshold,
         parent_version=parent.version,
-        temperature=temperature,
+        temperature=adapted.temperature,
         temperature_refitted=True,
         n={name: scores.count(label) for label, name in enumerate(CLASS_NAMES)},
         refused={
             code: sum(1 for r in scores.refused if r.code == code) for code in sorted({r.code for r in scores.refused})
         },
         data_fingerprint=fingerprint,
-        folds=folds,
+        folds=adaptation.folds,
         sensitivity=after.rule_sensitivity or after.sensitivity,
         specificity=after.rule_specificity or after.specificity,
         auc=after.auc,
         auc_ci=after.auc_ci,
         created=created,
     )
-    version = adapted_version(parent.version, fingerprint, oof.epochs, threshold, created)
-    metadata = parent.model_copy(
+    gate_info = None
+    if gate is not None:
+        gate_info = GateInfo(
+            threshold=gate.threshold,
+            rule=gate_rule,
+            sha256="",  # set when the gate is saved
+            layers=list(gate.layers),
+            features=int(gate.mean.shape[0]),
+            refusals={"site": xray_refusals(adapted, plane_to_input(sample.planes)), **non_xray_refusals(adapted)},
+        )
+    return parent.model_copy(
         update={
-            "version": version,
-            "threshold": threshold,
+            "version": adapted_version(parent.version, fingerprint, adaptation.epochs, after.threshold, created),
+            "threshold": after.threshold,
             "threshold_rule": f"site adaptation: {rule.describe}, on the out-of-fold answers for "
             f"{sum(site.n.values())} of the site's labelled X-rays",
             "site": site,
             "adaptation": adaptation,
             "created": created,
-            "calibration": parent.calibration.model_copy(update={"temperature": temperature})
+            "calibration": parent.calibration.model_copy(update={"temperature": adapted.temperature})
             if parent.calibration
             else None,
-            "gate": GateInfo(
-                threshold=gate.threshold,
-                rule=gate_rule,
-                sha256="",  # set when the gate is saved
-                layers=list(gate.layers),
-                features=int(gate.mean.shape[0]),
-                refusals={"site": xray_refusals(adapted, site_inputs), **non_xray_refusals(adapted)},
-            ),
+            "gate": gate_info,
         }
     )
-    held_scores = SiteScores(
-        files=scores.files,
-        paths=scores.paths,
-        labels=scores.labels,
-        probabilities=held_out,
-        ood_scores=adapted.score(site_inputs)[:, 1] / gate.threshold,
-        refused=scores.refused,
+
+
+def _write(
+    model,
+    adapted: Predictor,
+    model_dir: Path,
+    out_dir: Path,
+    metadata: ModelMetadata,
+    sample: SiteSample,
+    oof: OutOfFold,
+    held_out: np.ndarray,
+    command: str | None,
+) -> ModelMetadata:
+    scores = sample.scores
+    ood = (
+        adapted.score(plane_to_input(sample.planes))[:, 1] / adapted.gate.threshold
+        if adapted.gate
+        else scores.ood_scores
     )
-    reference = site_reference(held_scores, held_out, threshold, version, fingerprint)
-    report = (oof, labels, scores.probabilities, held_out)
-    metadata = _write_version(model, gate, model_dir, out_dir, metadata, reference, report, command)
-    return AdaptationResult(metadata=metadata, out_dir=out_dir)
+    held_scores = SiteScores(scores.files, scores.paths, scores.labels, held_out, ood, scores.refused)
+    site = metadata.site
+    if site is None or adapted.gate is None:
+        raise ValueError(f"{metadata.version} has no site block or gate.")
+    reference = site_reference(held_scores, held_out, site.threshold, metadata.version, site.data_fingerprint)
+    report = (oof, sample.labels, scores.probabilities, held_out)
+    return write_version(model, adapted.gate, model_dir, out_dir, metadata, reference, report, command)
 
 
 def _check_gate(predictor: Predictor, planes: np.ndarray) -> tuple[int, list[str]]:
@@ -335,43 +320,3 @@ def _check_gate(predictor: Predictor, planes: np.ndarray) -> tuple[int, list[str
 def _evaluate(predictor: Predictor, validation: tuple[np.ndarray, np.ndarray], threshold: float) -> EvaluationReport:
     planes, labels = validation
     return evaluate_predictions(labels, predictor.score(plane_to_input(planes))[:, 0], threshold)
-
-
-def _write_version(
-    model,
-    gate: OodGate,
-    model_dir: Path,
-    out_dir: Path,
-    metadata: ModelMetadata,
-    reference,
-    report: tuple[OutOfFold, np.ndarray, np.ndarray, np.ndarray],
-    command: str | None,
-) -> ModelMetadata:
-    """Weights, gate, metadata, drift reference, card and report in a staging folder, renamed into place."""
-    from training.model_card import MODEL_CARD_FILE
-    from training.site_adapt_report import adaptation_section, write_adaptation_report
-
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        staging.chmod(0o777 & ~umask())
-        model.save(staging / MODEL_FILE)
-        for name in _COPIED:
-            if (model_dir / name).exists():
-                shutil.copy2(model_dir / name, staging / name)
-        sha256 = gate.save(staging)
-        if metadata.gate is not None:
-            metadata = metadata.model_copy(update={"gate": metadata.gate.model_copy(update={"sha256": sha256})})
-        save_metadata(staging, metadata)
-        save_reference(staging, reference)
-        parent_card = model_dir / MODEL_CARD_FILE
-        parent_text = parent_card.read_text() if parent_card.exists() else ""
-        (staging / MODEL_CARD_FILE).write_text(adaptation_section(metadata, parent_text))
-        write_adaptation_report(staging, metadata, *report, command)
-        if out_dir.exists():
-            out_dir.rmdir()
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return metadata

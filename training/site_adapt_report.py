@@ -1,16 +1,24 @@
-"""What ``pneumoscan adapt`` writes beside the adapted weights for people to read: the model
-card's "Site adaptation" section, ``adaptation.json`` and a self-contained, printable
-``report.html`` with the before/after figures, their 95% intervals and two plots."""
+"""What ``pneumoscan adapt`` writes: the new version's folder (weights, gate, metadata, drift
+reference), and for people to read the model card's "Site adaptation" section, ``adaptation.json``
+and a self-contained, printable ``report.html`` with the before/after figures, their 95%
+intervals and two plots."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from pneumoscan.drift import DriftReference, save_reference
+from pneumoscan.gate import OodGate
+from pneumoscan.model import MODEL_FILE, save_metadata
 from pneumoscan.schemas import AdaptationFigures, EvaluationReport, ModelMetadata, SiteAdaptation, SiteEstimate
+from training.site_calibration import umask
 from training.site_folds import OutOfFold
 
+COPIED = ("training_curves.png",)  # the parent's, describing its training
 REPORT_HTML = "report.html"
 REPORT_JSON = "adaptation.json"
 PLOTS = {"epochs": "adaptation_epochs.png", "roc": "adaptation_roc.png"}
@@ -184,6 +192,45 @@ def write_adaptation_report(
     (out_dir / REPORT_HTML).write_text(
         _PAGE.format(version=_escape(metadata.version), made=made, body=body, images=images, n=len(labels))
     )
+
+
+def write_version(
+    model,
+    gate: OodGate,
+    model_dir: Path,
+    out_dir: Path,
+    metadata: ModelMetadata,
+    reference: DriftReference,
+    report: tuple[OutOfFold, np.ndarray, np.ndarray, np.ndarray],
+    command: str | None,
+) -> ModelMetadata:
+    """Weights, gate, metadata, drift reference, card and report in a staging folder, renamed into place."""
+    from training.model_card import MODEL_CARD_FILE
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        staging.chmod(0o777 & ~umask())
+        model.save(staging / MODEL_FILE)
+        for name in COPIED:
+            if (model_dir / name).exists():
+                shutil.copy2(model_dir / name, staging / name)
+        sha256 = gate.save(staging)
+        if metadata.gate is not None:
+            metadata = metadata.model_copy(update={"gate": metadata.gate.model_copy(update={"sha256": sha256})})
+        save_metadata(staging, metadata)
+        save_reference(staging, reference)
+        parent_card = model_dir / MODEL_CARD_FILE
+        parent_text = parent_card.read_text() if parent_card.exists() else ""
+        (staging / MODEL_CARD_FILE).write_text(adaptation_section(metadata, parent_text))
+        write_adaptation_report(staging, metadata, *report, command)
+        if out_dir.exists():
+            out_dir.rmdir()
+        staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return metadata
 
 
 def _escape(text: str) -> str:

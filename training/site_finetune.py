@@ -33,6 +33,9 @@ class FineTuning:
     batch_size: int = 32
     label_smoothing: float = 0.05
     frozen_stages: tuple[str, ...] = FROZEN_STAGES
+    # The weights after each epoch averaged (Izmailov et al., 2018): smoother than the last epoch's,
+    # and sound here because the batch norms stay frozen.
+    average_weights: bool = True
 
 
 def _freeze(model, frozen_stages: tuple[str, ...]) -> None:
@@ -66,7 +69,9 @@ def fine_tune(
 ):
     """Fine-tune ``model`` (changed in place and returned) on uint8 ``planes`` for ``epochs``;
     ``extra`` (planes, labels) are training X-rays, as many drawn afresh each epoch as there are
-    site X-rays; ``after_epoch(epoch, model)`` runs after each epoch (1-based)."""
+    site X-rays; ``after_epoch(epoch, model)`` runs after each epoch (1-based), with the model
+    holding the weights it would end with after that many epochs (the average, with
+    ``settings.average_weights``)."""
     import keras
     import tensorflow as tf
 
@@ -95,6 +100,7 @@ def fine_tune(
         return loss
 
     rng = np.random.default_rng(seed)
+    totals = [np.zeros(variable.shape, dtype=np.float64) for variable in trainable]
     for epoch in range(1, epochs + 1):
         epoch_planes, epoch_labels = planes, labels
         if extra is not None and len(extra[0]):
@@ -108,8 +114,20 @@ def fine_tune(
             draw = tf.constant([seed * 1000 + epoch, batch_index], dtype=tf.int64)
             inputs = augment_planes(tf.constant(epoch_planes[chosen]), draw)
             step(inputs, tf.constant(one_hot[epoch_labels[chosen]]), tf.constant(weights[chosen]))
+        if not settings.average_weights:
+            if after_epoch is not None:
+                after_epoch(epoch, model)
+            continue
+        current = [np.asarray(variable) for variable in trainable]
+        for total, value in zip(totals, current, strict=True):
+            total += value
+        for variable, total in zip(trainable, totals, strict=True):
+            variable.assign(total / epoch)
         if after_epoch is not None:
             after_epoch(epoch, model)
+        if epoch < epochs:
+            for variable, value in zip(trainable, current, strict=True):
+                variable.assign(value)
     return model
 
 

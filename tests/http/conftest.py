@@ -122,6 +122,19 @@ def site_server(tmp_path_factory, registered_home, site_model_dir) -> Iterator[S
 
 
 @pytest.fixture(scope="session")
+def adapted_server(tmp_path_factory, registered_home, adapted_model_dir) -> Iterator[Server]:
+    """A server whose latest registered version is the bundled model adapted to the site."""
+    tmp_dir = tmp_path_factory.mktemp("serve-adapted")
+    home = tmp_dir / "registered"
+    shutil.copytree(registered_home, home)
+    result = run_cli("register", str(adapted_model_dir), env={"BENTOML_HOME": str(home)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    server = start_server(tmp_dir, home, {"PNEUMOSCAN_API_KEY": API_KEY})
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture(scope="session")
 def hl7_server(tmp_path_factory, registered_home) -> Iterator[tuple[Server, Listener]]:
     """A server sending an ORU^R01 per scored DICOM with patient context to a real MLLP listener."""
     from tests.support.hl7_listener import Listener

@@ -1,0 +1,114 @@
+"""``pneumoscan adapt`` end to end: the real CLI fine-tunes the bundled model on a small site folder."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+
+from pneumoscan.model import Predictor, load_metadata
+from pneumoscan.settings import BUNDLED_MODEL_DIR
+from tests.support import make_tiny_dataset, run_cli
+
+_VERSION = re.compile(r"^(?P<base>.+)-adapted-\d{12}-[0-9a-f]{6}$")
+
+
+def _within(value: float, interval) -> bool:
+    return interval[0] - 1e-12 <= value <= interval[1] + 1e-12
+
+
+def test_adapt_writes_a_new_version_with_its_weights_gate_and_report(adapted_model_dir, site_dataset):
+    parent, adapted = load_metadata(BUNDLED_MODEL_DIR), load_metadata(adapted_model_dir)
+    match = _VERSION.match(adapted.version)
+    assert match and match["base"] == parent.version
+    adaptation, site = adapted.adaptation, adapted.site
+    assert adaptation.parent_version == site.parent_version == parent.version
+    assert 1 <= adaptation.epochs <= adaptation.max_epochs == 2 and len(adaptation.auc_by_epoch) == 3
+    assert adaptation.grouping == "file names" and adaptation.groups == 56 and adaptation.folds == 5
+    assert site.n == {"NORMAL": 28, "PNEUMONIA": 28} and site.refused == {"not_a_chest_xray": 1}
+    assert adapted.threshold == site.threshold and site.previous_threshold == parent.threshold
+    # Before: the parent on the whole sample at its threshold; after: out of fold, with intervals.
+    for figures in (adaptation.before, adaptation.after):
+        assert _within(figures.auc, figures.auc_ci)
+        assert figures.sensitivity.n == 28 and figures.specificity.n == 28
+        assert figures.rule_sensitivity.n == 28 and _within(figures.rule_sensitivity.value, figures.rule_sensitivity.ci)
+    assert adaptation.before.threshold == parent.threshold and adaptation.after.threshold == site.threshold
+    assert adaptation.auc_by_epoch[0] == adaptation.before.auc
+    assert adaptation.validation_before is None and adaptation.training_images_mixed == 0
+    # New weights, a refitted gate that refuses the non-X-ray check set, nothing left of the parent's.
+    assert (adapted_model_dir / "model.keras").read_bytes() != (BUNDLED_MODEL_DIR / "model.keras").read_bytes()
+    assert adapted.gate.sha256 != parent.gate.sha256 and "refitted" in adapted.gate.rule
+    assert adaptation.gate_non_xrays_passing == 0 and adaptation.gate_site_refused == 0
+    for kind in ("synthetic", "photo", "medical"):
+        assert adapted.gate.refusals[kind].refused == adapted.gate.refusals[kind].n
+    reference = json.loads((adapted_model_dir / "drift_reference.json").read_text())
+    assert reference["model_version"] == adapted.version
+    card = (adapted_model_dir / "MODEL_CARD.md").read_text()
+    assert card.startswith(f"# Model card: pneumonia-cnn {adapted.version}") and "## Site adaptation" in card
+    assert f"{site.threshold:.4f}" in card and "Not for diagnostic use" in card
+    report = (adapted_model_dir / "report.html").read_text()
+    assert "data:image/png;base64," in report and "http://" not in report and "https://" not in report
+    assert json.loads((adapted_model_dir / "adaptation.json").read_text())["epochs"] == adaptation.epochs
+    # The version loads and scores at its own operating point, refusing what the parent refused.
+    predicted = run_cli("predict", "--model", str(adapted_model_dir), str(next(site_dataset.glob("PNEUMONIA/*"))))
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert json.loads(predicted.stdout)["threshold"] == site.threshold
+    photo = run_cli("predict", "--model", str(adapted_model_dir), str(site_dataset / "NORMAL" / "astronaut.png"))
+    assert photo.returncode == 1 and "not_a_chest_xray" in photo.stdout + photo.stderr
+
+
+def test_adapt_refuses_ten_per_class_and_writes_nothing(tmp_path):
+    data = make_tiny_dataset(tmp_path / "small", copies=3)  # 12 of each class
+    for class_dir in data.iterdir():
+        for extra in sorted(class_dir.iterdir())[10:]:
+            extra.unlink()
+    out = tmp_path / "new-model"
+    result = run_cli("adapt", "--model", str(BUNDLED_MODEL_DIR), "--data", str(data), "--out", str(out))
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "the sample has 10 NORMAL" in result.stderr and "10 PNEUMONIA" in result.stderr
+    assert "Add 15 more NORMAL and 15 more PNEUMONIA" in result.stderr and "Nothing was written" in result.stderr
+    assert list(tmp_path.iterdir()) == [tmp_path / "small"]
+
+
+def test_adapt_writes_nothing_when_the_gate_would_admit_a_non_xray(tmp_path, site_dataset, monkeypatch, capsys):
+    """A gate too loose for the check set (its limit raised a thousandfold) stops the adaptation: exit 1."""
+    from pneumoscan.cli import main
+    from training import site_adapt
+
+    fitted = site_adapt.refit_gate
+
+    def loose(*args, **kwargs):
+        gate, rule = fitted(*args, **kwargs)
+        return type(gate)(
+            layers=gate.layers, mean=gate.mean, precision=gate.precision, threshold=gate.threshold * 1e3
+        ), rule
+
+    monkeypatch.setattr(site_adapt, "refit_gate", loose)
+    out = tmp_path / "adapted"
+    code = main(
+        [
+            "adapt",
+            "--model",
+            str(BUNDLED_MODEL_DIR),
+            "--data",
+            str(site_dataset),
+            "--out",
+            str(out),
+            "--max-epochs",
+            "1",
+        ]
+    )
+    assert code == 1
+    error = capsys.readouterr().err
+    assert "non-X-ray check set would pass" in error and "Nothing was written" in error
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_adapted_gate_admits_the_sites_xrays(adapted_model_dir, site_dataset):
+    from pneumoscan.imaging import load_image
+
+    predictor = Predictor.from_dir(adapted_model_dir)
+    xrays = sorted(site_dataset.glob("*/*.jpeg"))
+    distances = predictor.score(np.stack([load_image(p.read_bytes()) for p in xrays]))[:, 1]
+    assert np.all(distances <= predictor.gate.threshold)
