@@ -169,11 +169,13 @@ def _stressed_rate(gate) -> str:
 
 def _recipe_note(metadata: ModelMetadata) -> str:
     from pneumoscan.model import EQUALIZED_ARCHITECTURES
-    from training.recipes import RECIPES
+    from training.augment import RANGES
+    from training.recipes import RECIPES, ranges_name
 
     recipe = RECIPES.get(metadata.recipe)
-    if recipe is None or not (recipe.shortcut_augmentation or recipe.architecture in EQUALIZED_ARCHITECTURES):
+    if recipe is None:
         return ""
+    ranges = RANGES[ranges_name(recipe)]
     notes = []
     if recipe.architecture in EQUALIZED_ARCHITECTURES:
         notes.append(
@@ -181,13 +183,26 @@ def _recipe_note(metadata: ModelMetadata) -> str:
             "the image), inside `model.keras`, so every caller gets it and a monotone change of exposure "
             "or detector curve does not reach the features."
         )
-    if recipe.shortcut_augmentation:
+    if ranges.log_aspect > 0 or ranges.scale[1] > 1.2:
         notes.append(
-            "While training, half the X-rays of both classes got border bars (black or white, up to 12% "
-            'of a side) and half got burned-in markers ("R", "L", "A-P", "PORTABLE", ... and rulers, '
-            "mostly near the edges), so that neither carries a label signal."
+            f"Framing: each training X-ray was zoomed by a factor drawn from "
+            f"{ranges.scale[0]:.2f}-{ranges.scale[1]:.2f} (zooming in crops the chest as tight framing and "
+            f"collimation do), stretched by up to e^{ranges.log_aspect:g} in width against height and "
+            f"shifted by up to {ranges.shift_fraction:.0%}."
         )
-    return "\n" + "\n".join(notes) + "\n"
+    if ranges.shortcut_probability > 0:
+        notes.append(
+            f"While training, {ranges.shortcut_probability:.0%} of the X-rays of both classes got border bars "
+            f"(black or white, up to {ranges.border_fraction:.0%} of a side) and as many got burned-in markers "
+            '("R", "L", "A-P", "PORTABLE", ... and rulers, mostly near the edges), so that neither carries a '
+            "label signal."
+        )
+    if recipe.mixup_alpha > 0:
+        notes.append(
+            f"Mixup (alpha {recipe.mixup_alpha:g}): each training image was blended with another of its batch, "
+            "and the targets alike, so the model is rewarded for graded answers between the classes."
+        )
+    return "\n" + "\n".join(notes) + "\n" if notes else ""
 
 
 def _threshold_note(metadata: ModelMetadata) -> str:

@@ -92,6 +92,10 @@ RECIPES: dict[str, Recipe] = {
     "tuned-mixup-framing": replace(
         TUNED, name="tuned-mixup-framing", label_smoothing=0.1, mixup_alpha=0.3, ranges="mild-framing"
     ),
+    # Mixup with the strong framing of "travel", without the equalisation.
+    "tuned-mixup-strong-framing": replace(
+        TUNED, name="tuned-mixup-strong-framing", label_smoothing=0.1, mixup_alpha=0.3, ranges="framing"
+    ),
 }
 
 

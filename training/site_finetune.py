@@ -36,6 +36,9 @@ class FineTuning:
     # The weights after each epoch averaged (Izmailov et al., 2018): smoother than the last epoch's,
     # and sound here because the batch norms stay frozen.
     average_weights: bool = True
+    # training.augment.RANGES key: the acquisition draws, and the site's own framing and markers
+    # pasted into both classes so the few hundred X-rays cannot teach them.
+    ranges: str = "shortcuts"
 
 
 def _freeze(model, frozen_stages: tuple[str, ...]) -> None:
@@ -75,7 +78,7 @@ def fine_tune(
     import keras
     import tensorflow as tf
 
-    from training.augment import augment_planes
+    from training.augment import RANGES, augment_planes
 
     if epochs < 0:
         raise ValueError(f"epochs must be at least 0, got {epochs}.")
@@ -112,7 +115,7 @@ def fine_tune(
         for batch_index, start in enumerate(range(0, len(order), settings.batch_size)):
             chosen = order[start : start + settings.batch_size]
             draw = tf.constant([seed * 1000 + epoch, batch_index], dtype=tf.int64)
-            inputs = augment_planes(tf.constant(epoch_planes[chosen]), draw)
+            inputs = augment_planes(tf.constant(epoch_planes[chosen]), draw, RANGES[settings.ranges])
             step(inputs, tf.constant(one_hot[epoch_labels[chosen]]), tf.constant(weights[chosen]))
         if not settings.average_weights:
             if after_epoch is not None:

@@ -3,7 +3,8 @@
 The site's scored X-rays are dealt into folds by patient (``StratifiedGroupKFold``: no patient in
 two folds, each fold with both classes). For each fold the model is fine-tuned on the others and
 the held fold is scored after every epoch, so each image has one held-out answer per epoch count.
-The epoch count is the one whose pooled held-out answers rank best (AUC; ties go to fewer epochs);
+The epoch count is the one whose pooled held-out answers rank best (AUC, averaged with the
+neighbouring epochs'; ties go to fewer epochs);
 the temperature and the threshold are then chosen on those held-out answers, never on answers of
 a model that saw the image.
 """
@@ -68,6 +69,22 @@ class OutOfFold:
         return self.softmax[self.epochs]
 
 
+def choose_epochs(auc_by_epoch: list[float]) -> int:
+    """The epoch count (at least 1) whose AUC, averaged with its neighbours', is highest; fewer
+    epochs win ties. One fold-pooled AUC on a few hundred images moves by a few thousandths from
+    epoch to epoch, so a lone peak is no reason to pick an epoch."""
+    last = len(auc_by_epoch) - 1
+    if last < 1:
+        raise ValueError("choosing epochs needs the AUC after at least one epoch.")
+
+    def smoothed(epoch: int) -> float:
+        window = auc_by_epoch[max(1, epoch - 1) : min(last, epoch + 1) + 1]
+        return sum(window) / len(window)
+
+    best = max(smoothed(epoch) for epoch in range(1, last + 1))
+    return next(epoch for epoch in range(1, last + 1) if smoothed(epoch) >= best - 1e-9)
+
+
 def out_of_fold(
     load_model,
     planes: np.ndarray,
@@ -106,7 +123,5 @@ def out_of_fold(
             after_epoch=score_held,
         )
     auc_by_epoch = [float(roc_auc_score(labels, softmax[epoch, :, 1])) for epoch in range(max_epochs + 1)]
-    # Fewest epochs within a hair of the best: a flat curve is no reason to train longer.
-    best = max(auc_by_epoch[1:])
-    chosen = next(epoch for epoch in range(1, max_epochs + 1) if auc_by_epoch[epoch] >= best - 1e-4)
+    chosen = choose_epochs(auc_by_epoch)
     return OutOfFold(assignment=assignment, softmax=softmax, auc_by_epoch=auc_by_epoch, epochs=chosen)
