@@ -104,3 +104,30 @@ def test_sensitivity_threshold_keeps_the_target():
         sensitivity_threshold(labels, scores, 0.0)
     with pytest.raises(ValueError):
         sensitivity_threshold(np.zeros(3), np.zeros(3), 0.9)
+
+
+def test_framing_ranges_stretch_and_zoom_without_leaving_the_unit_range():
+    import tensorflow as tf
+
+    from training.augment import FRAMING_RANGES
+
+    planes, seed = tf.constant(_planes()), tf.constant([8, 9], tf.int64)
+    framed = augment_planes(planes, seed, FRAMING_RANGES).numpy()
+    assert framed.shape == (6, 128, 128, 3) and framed.min() >= 0.0 and framed.max() <= 1.0
+    assert np.array_equal(framed, augment_planes(planes, seed, FRAMING_RANGES).numpy()), "the same seed, the same draw"
+    # Ranges without a stretch draw exactly what they drew before the stretch existed.
+    assert np.array_equal(augment_planes(planes, seed, DEFAULT_RANGES).numpy(), augment_planes(planes, seed).numpy())
+
+
+def test_mixup_blends_images_and_targets_alike():
+    import tensorflow as tf
+
+    from training.augment import mixup
+
+    images = tf.constant(np.stack([np.zeros((4, 4, 3)), np.ones((4, 4, 3))]).astype(np.float32))
+    targets = tf.constant(np.eye(2, dtype=np.float32))
+    mixed, mixed_targets = (t.numpy() for t in mixup(images, targets, tf.constant([1, 2], tf.int64), 0.3))
+    # Image 0 (all 0) blended with image 1 (all 1): its pixels are the share it took from image 1.
+    share = mixed[0].mean()
+    assert 0.0 <= share <= 0.5 and np.isclose(mixed_targets[0, 1], share, atol=1e-6)
+    assert np.allclose(mixed_targets.sum(axis=1), 1.0)
