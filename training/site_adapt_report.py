@@ -86,9 +86,11 @@ How: {adaptation.folds} folds by patient ({adaptation.groups} groups, from {adap
 parent was fine-tuned on the other folds and the held fold scored after every epoch. Pooled
 out-of-fold AUC after 0 (the parent), 1, ... {adaptation.max_epochs} epochs: {curve}; **{adaptation.epochs}
 epochs** were chosen (the highest AUC averaged with its neighbouring epochs') and the model
-fine-tuned on the whole sample for that many, its weights averaged over the epochs. Fine-tuning: Adam at {adaptation.learning_rate:g}, L2-SP {adaptation.l2_sp:g} toward the
-parent's weights, stages {", ".join(adaptation.frozen)} and every batch norm frozen, the training
-acquisition augmentation with border bars and burned-in markers pasted into both classes; {adaptation.training_images_mixed} training X-rays mixed into each epoch. The
+fine-tuned on the whole sample for that many, its weights averaged over the epochs.
+Fine-tuning: Adam at {adaptation.learning_rate:g}, L2-SP {adaptation.l2_sp:g} toward the parent's weights,
+stages {", ".join(adaptation.frozen)} and every batch norm frozen, the training acquisition
+augmentation with border bars and burned-in markers pasted into both classes;
+{adaptation.training_images_mixed} training X-rays mixed into each epoch. The
 adapted column is out of fold: each image was scored by a model that never saw it, though the
 epoch count was chosen on the same answers (slightly optimistic). The sensitivity and
 specificity at the final threshold are in sample for that threshold; the rule's rows are not.
