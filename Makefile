@@ -44,7 +44,7 @@ test: install
 	$(BIN)/python -m pytest
 
 train: install
-	$(BIN)/pneumoscan train --data $(DATA) --out $(MODEL_OUT) --recipe tuned
+	$(BIN)/pneumoscan train --data $(DATA) --out $(MODEL_OUT) --recipe framed
 
 evaluate: install
 	$(BIN)/pneumoscan evaluate --model models/pneumonia-cnn --data $(DATA) --out $(MODEL_OUT)/evaluation

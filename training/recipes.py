@@ -87,15 +87,11 @@ RECIPES: dict[str, Recipe] = {
         mixup_alpha=0.3,
     ),
     # The tuned recipe with mixup and stronger label smoothing.
-    "tuned-mixup": replace(TUNED, name="tuned-mixup", label_smoothing=0.1, mixup_alpha=0.3),
+    "mixup": replace(TUNED, name="mixup", label_smoothing=0.1, mixup_alpha=0.3),
     # The same, with milder framing, bars and markers.
-    "tuned-mixup-framing": replace(
-        TUNED, name="tuned-mixup-framing", label_smoothing=0.1, mixup_alpha=0.3, ranges="mild-framing"
-    ),
+    "framed": replace(TUNED, name="framed", label_smoothing=0.1, mixup_alpha=0.3, ranges="mild-framing"),
     # Mixup with the strong framing of "travel", without the equalisation.
-    "tuned-mixup-strong-framing": replace(
-        TUNED, name="tuned-mixup-strong-framing", label_smoothing=0.1, mixup_alpha=0.3, ranges="framing"
-    ),
+    "framed-strong": replace(TUNED, name="framed-strong", label_smoothing=0.1, mixup_alpha=0.3, ranges="framing"),
 }
 
 

@@ -45,7 +45,7 @@ from training.drift_reference import site_reference
 from training.gate import feature_layers, non_xray_refusals, xray_refusals
 from training.metrics import evaluate_predictions
 from training.site_adapt_report import write_version
-from training.site_calibration import non_xrays_passing
+from training.site_calibration import derived_version, non_xrays_passing
 from training.site_data import data_fingerprint
 from training.site_finetune import DEFAULT_FINE_TUNING, FineTuning, fine_tune
 from training.site_folds import OutOfFold, out_of_fold
@@ -76,7 +76,7 @@ class AdaptationResult:
 def adapted_version(parent: str, fingerprint: str, epochs: int, threshold: float, created: datetime) -> str:
     base = _DERIVED_SUFFIX.sub("", parent)
     digest = hashlib.sha256(f"{parent}\n{fingerprint}\n{epochs}\n{threshold!r}".encode()).hexdigest()
-    return f"{base}-adapted-{created:%Y%m%d%H%M}-{digest[:6]}"
+    return derived_version(base, f"adapted-{created:%Y%m%d%H%M}-{digest[:6]}")
 
 
 def figures(
@@ -134,7 +134,7 @@ def checked_gate(model, base: Predictor, sample: SiteSample, oof: OutOfFold, thr
     gate, rule = refit_gate(
         model,
         base.gate.layers if base.gate is not None else feature_layers(model),
-        plane_to_input(sample.planes),
+        sample.planes,
         oof.assignment,
         train_inputs=plane_to_input(sample.extra[0]) if sample.extra is not None else None,
         validation_inputs=plane_to_input(sample.validation[0]) if sample.validation is not None else None,

@@ -91,11 +91,23 @@ def check_sample(scores: SiteScores, rule: Rule, minimum: int = MIN_PER_CLASS) -
     )
 
 
+MAX_VERSION_LENGTH = 63  # a BentoML tag's version
+
+
+def derived_version(base: str, suffix: str) -> str:
+    """``<base>-<suffix>``, with the base's leading recipe words dropped where the whole would be
+    longer than a BentoML tag's version may be (the recipe stays in the metadata)."""
+    words = base.split("-")
+    while len("-".join([*words, suffix])) > MAX_VERSION_LENGTH and len(words) > 2:
+        words = words[1:]
+    return "-".join([*words, suffix])
+
+
 def site_version(parent: str, fingerprint: str, rule: Rule, threshold: float, created: datetime) -> str:
     """``<parent's trained version>-site-<UTC minute>-<6 hex>``: a new version for each calibration."""
     base = _SITE_SUFFIX.sub("", parent)
     digest = hashlib.sha256(f"{parent}\n{fingerprint}\n{rule}\n{threshold!r}".encode()).hexdigest()
-    return f"{base}-site-{created:%Y%m%d%H%M}-{digest[:6]}"
+    return derived_version(base, f"site-{created:%Y%m%d%H%M}-{digest[:6]}")
 
 
 def _negative_log_likelihood(labels: np.ndarray, logits: np.ndarray, temperature: float) -> float:

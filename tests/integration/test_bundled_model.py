@@ -17,7 +17,7 @@ from training.not_xrays import not_xrays
 def test_bundled_model_files():
     metadata = load_metadata(BUNDLED_MODEL_DIR)
     assert (BUNDLED_MODEL_DIR / MODEL_FILE).stat().st_size <= 16 * 1024 * 1024
-    assert metadata.recipe == "tuned"
+    assert metadata.recipe == "framed"
     assert metadata.train_images + metadata.validation_images == 5216
     assert metadata.threshold_rule and metadata.calibration is not None
     gate = metadata.gate

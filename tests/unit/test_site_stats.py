@@ -228,3 +228,20 @@ def test_split_keeps_each_patient_on_one_side_and_both_classes_on_both(tmp_path)
     ).is_dir()
     with pytest.raises(DataError, match="not empty"):
         split_site(data, tmp_path / "out", 0.5)
+
+
+def test_derived_versions_fit_a_bentoml_tag():
+    from datetime import datetime
+
+    from training.site_adapt import adapted_version
+    from training.site_calibration import MAX_VERSION_LENGTH
+
+    when = datetime(2026, 12, 6, 21, 5, tzinfo=UTC)
+    short = adapted_version("framed-202612062021-a2c4ee02", "ab" * 32, 5, 0.3, when)
+    assert short.startswith("framed-202612062021-a2c4ee02-adapted-202612062105-")
+    for parent in ("framed-202612062021-a2c4ee02", "a-very-long-recipe-name-here-202612062021-a2c4ee02"):
+        adapted = adapted_version(parent, "ab" * 32, 5, 0.3, when)
+        calibrated = site_version(adapted, "cd" * 32, Rule.parse("youden"), 0.4, when)
+        assert len(adapted) <= MAX_VERSION_LENGTH and len(calibrated) <= MAX_VERSION_LENGTH
+        assert "-202612062021-a2c4ee02-adapted-202612062105-" in adapted
+        assert calibrated.count("-site-202612062105-") == 1
