@@ -87,6 +87,28 @@ def table(rows: list[dict], chosen: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def card_section(metadata: ModelMetadata) -> str:
+    """The "Recipes on a later period" section: the comparison ``training.candidates`` measured."""
+    candidates = metadata.candidates
+    if not candidates:
+        return ""
+    return f"""## Recipes on a later period
+Each recipe trained on the training folder alone, its temperature, threshold and gate chosen on
+the training data alone, then scored on `{candidates["site"]}` (X-rays of a later period, data
+fingerprint `{candidates["site_fingerprint"][:12]}`) at its own saved threshold, with Grad-CAM
+(`python -m training.candidates`, see its docstring). Proportions: value (95% Wilson interval;
+count/n); the gate column counts site X-rays refused and non-X-rays of the check set refused;
+minutes: the fit, most of them with two trainings sharing the 2 cores.
+
+{table(candidates["rows"], candidates.get("chosen"))}
+
+Kept: **{candidates.get("chosen") or "none named"}**, chosen by {candidates["chosen_by"]}. This
+sample chose the recipe, so its figures for the kept one are optimistic; the held-back half of
+the test split measures it at acceptance.
+
+"""
+
+
 def attach(model_dir: Path, site: Path, rows: list[dict], chosen: str | None) -> ModelMetadata:
     """Put the comparison into ``model_dir``'s metadata and regenerate its model card."""
     from training.model_card import write_model_card

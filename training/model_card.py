@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pneumoscan.schemas import ModelMetadata
+from training.candidates import card_section as candidates_section
 
 MODEL_CARD_FILE = "MODEL_CARD.md"
 
@@ -63,13 +64,12 @@ Plots: `roc.png` (with the operating point), `score_histograms.png` (scores per 
 gate's distance, label and refusal rates), which `pneumoscan drift` compares new X-rays with.
 
 These numbers come from images of the same centre, period and preprocessing as the training
-images; expect lower figures on other data. The official test split (624 images) is held
-back for acceptance evaluation and was not used for training, tuning or threshold choice.
+images; expect lower figures on other data. {_test_split_note(metadata)}
 
 ## Input gate
 {_gate(metadata)}
 
-{_candidates(metadata)}{_shift_proxy(metadata)}
+{candidates_section(metadata)}{_shift_proxy(metadata)}
 ## Limits
 - Paediatric patients aged 1-5, one centre, one acquisition protocol: adult, lateral, portable
   ICU or other-centre radiographs are out of distribution.
@@ -78,10 +78,33 @@ back for acceptance evaluation and was not used for training, tuning or threshol
 - The threshold balances sensitivity and specificity on the stressed validation copies; the
   probability is calibrated to this data's prevalence (about 74% pneumonia), not to any clinical
   population's.
-- The official test split was never scored while building this model, so how far the
-  validation figures carry over to X-rays of another period is unknown here{_proxy_note(metadata)}.
+{_period_limit(metadata)}
 - Labels in the source data come from expert graders, not from microbiology.
 """
+
+
+def _test_split_note(metadata: ModelMetadata) -> str:
+    if metadata.candidates:
+        return (
+            "Half of the official test split (the site sample below) chose the recipe, never the weights, "
+            "temperature, threshold or gate; the other half is held back for acceptance evaluation."
+        )
+    return (
+        "The official test split (624 images) is held\nback for acceptance evaluation and was not used for "
+        "training, tuning or threshold choice."
+    )
+
+
+def _period_limit(metadata: ModelMetadata) -> str:
+    if metadata.candidates:
+        return (
+            "- The site sample of a later period chose this recipe among several, so its figures there are\n"
+            "  optimistic for it; the held-back half of the test split measures how far they carry over."
+        )
+    return (
+        "- The official test split was never scored while building this model, so how far the\n"
+        f"  validation figures carry over to X-rays of another period is unknown here{_proxy_note(metadata)}."
+    )
 
 
 STRESSED_NOTE = (
@@ -244,29 +267,6 @@ def _proxy_row(name: str, figures: dict) -> str:
         f"{_number(cam['central_share'])} / {_share(cam['peak_in_border'])} | "
         f"{_share(fullres.get('sensitivity'))} / {_share(fullres.get('specificity'))} |"
     )
-
-
-def _candidates(metadata: ModelMetadata) -> str:
-    """The "Recipes on a later period" section: the comparison ``training.candidates`` measured."""
-    from training.candidates import table
-
-    candidates = metadata.candidates
-    if not candidates:
-        return ""
-    return f"""## Recipes on a later period
-Each recipe trained on the training folder alone, its temperature, threshold and gate chosen on
-the training data alone, then scored on `{candidates["site"]}` (X-rays of a later period, data
-fingerprint `{candidates["site_fingerprint"][:12]}`) at its own saved threshold, with Grad-CAM
-(`python -m training.candidates`, see its docstring). Proportions: value (95% Wilson interval;
-count/n); the gate column counts site X-rays refused and non-X-rays of the check set refused.
-
-{table(candidates["rows"], candidates.get("chosen"))}
-
-Kept: **{candidates.get("chosen") or "none named"}**, chosen by {candidates["chosen_by"]}. This
-sample chose the recipe, so its figures for the kept one are optimistic; the held-back half of
-the test split measures it at acceptance.
-
-"""
 
 
 def _shift_proxy(metadata: ModelMetadata) -> str:
