@@ -24,6 +24,7 @@ NOT_IN_BENTO = {
     "scikit-learn": "training and evaluation only (training/ is not in the bento)",
     "tqdm": "the CLI's progress bar only",
     "jinja2": "the site validation report only (training/ is not in the bento)",
+    "markdown-it-py": "the site adaptation report only (training/ is not in the bento)",
 }
 
 
