@@ -62,7 +62,11 @@ def xray_refusals(predictor: Predictor, inputs: np.ndarray) -> GateRefusals:
     """Refused / seen of X-ray model inputs, and the farthest one's distance / limit."""
     if predictor.gate is None:
         raise ValueError("Counting gate refusals needs a predictor with an input gate.")
-    ratios = predictor.score(inputs)[:, 1] / predictor.gate.threshold
+    return refusals_of(predictor.score(inputs)[:, 1] / predictor.gate.threshold)
+
+
+def refusals_of(ratios: np.ndarray) -> GateRefusals:
+    """Refused / seen of X-rays whose distances / the gate's limit are ``ratios``, and the farthest."""
     return GateRefusals(n=len(ratios), refused=int(np.sum(ratios > 1)), nearest=float(ratios.max()))
 
 

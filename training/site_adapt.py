@@ -42,19 +42,19 @@ from pneumoscan.schemas import (
 )
 from training.calibration import fit_temperature
 from training.drift_reference import site_reference
-from training.gate import feature_layers, non_xray_refusals, xray_refusals
+from training.gate import feature_layers, non_xray_refusals, refusals_of
 from training.metrics import evaluate_predictions
 from training.site_adapt_report import write_version
-from training.site_calibration import derived_version, non_xrays_passing
+from training.site_calibration import check_new_folder, derived_version, non_xrays_passing
 from training.site_data import data_fingerprint
 from training.site_finetune import DEFAULT_FINE_TUNING, FineTuning, fine_tune
 from training.site_folds import OutOfFold, out_of_fold
 from training.site_gate import refit_gate
 from training.site_sample import SiteSample, load_sample
 from training.site_scores import SiteScores
-from training.stats import BOOTSTRAP_RESAMPLES, DEFAULT_FOLDS, Counts, Rule, bootstrap_auc, choose_threshold
+from training.stats import BOOTSTRAP_RESAMPLES, DEFAULT_FOLDS, Rule, bootstrap_auc, choose_threshold
 from training.stats import cross_validated as cross_validated_counts
-from training.validate import estimate
+from training.validate import at_threshold, estimate
 
 MAX_EPOCHS = 12
 MAX_SITE_REFUSED = 0.01
@@ -84,15 +84,15 @@ def figures(
 ) -> AdaptationFigures:
     """AUC with its bootstrap interval, the counts at ``threshold``, and the rule out of sample."""
     auc, auc_ci = bootstrap_auc(labels, probabilities, BOOTSTRAP_RESAMPLES, seed)
-    counts = Counts.at(labels, probabilities, threshold)
+    at = at_threshold(labels, probabilities, threshold)
     validated = cross_validated_counts(labels, probabilities, rule, folds, seed)
     rule_counts = validated[0] if validated else None
     return AdaptationFigures(
         auc=auc,
         auc_ci=auc_ci,
         threshold=threshold,
-        sensitivity=estimate(counts.tp, counts.tp + counts.fn),
-        specificity=estimate(counts.tn, counts.tn + counts.fp),
+        sensitivity=at.sensitivity,
+        specificity=at.specificity,
         rule_sensitivity=estimate(rule_counts.tp, rule_counts.tp + rule_counts.fn) if rule_counts else None,
         rule_specificity=estimate(rule_counts.tn, rule_counts.tn + rule_counts.fp) if rule_counts else None,
     )
@@ -129,8 +129,9 @@ def fit_adapted(model_dir: Path, sample: SiteSample, folds: int, max_epochs: int
 
 
 def checked_gate(model, base: Predictor, sample: SiteSample, oof: OutOfFold, threshold: float, temperature: float):
-    """(the adapted predictor with its refitted gate, its rule, site X-rays refused); ``AdaptationRefused``
-    when a non-X-ray of the check set would pass or too many of the site's X-rays would be refused."""
+    """(the adapted predictor with its refitted gate, its rule, each site X-ray's distance / the limit);
+    ``AdaptationRefused`` when a non-X-ray of the check set would pass or too many of the site's
+    X-rays would be refused."""
     gate, rule = refit_gate(
         model,
         base.gate.layers if base.gate is not None else feature_layers(model),
@@ -140,7 +141,9 @@ def checked_gate(model, base: Predictor, sample: SiteSample, oof: OutOfFold, thr
         validation_inputs=plane_to_input(sample.validation[0]) if sample.validation is not None else None,
     )
     adapted = Predictor(model, threshold=threshold, model_version="unsaved", gate=gate, temperature=temperature)
-    refused, passing = _check_gate(adapted, sample.planes)
+    ratios = adapted.score(plane_to_input(sample.planes))[:, 1] / gate.threshold
+    refused = int(np.sum(ratios > 1))
+    passing = non_xrays_passing(adapted, gate.threshold)
     problems = []
     if passing:
         problems.append(f"{len(passing)} image(s) of the non-X-ray check set would pass ({', '.join(passing[:5])})")
@@ -155,7 +158,7 @@ def checked_gate(model, base: Predictor, sample: SiteSample, oof: OutOfFold, thr
             + ". Nothing was written; --train-data (the model's training folder) gives the gate more X-rays to "
             "learn from."
         )
-    return adapted, rule, refused
+    return adapted, rule, ratios
 
 
 def adapt_site(
@@ -177,8 +180,7 @@ def adapt_site(
     started = time.perf_counter()
     rule = Rule.parse(rule_text)
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise DataError(f"{out_dir} already exists and is not empty; name a new folder for the new model version.")
+    check_new_folder(out_dir)
     if max_epochs < 1:
         raise ValueError(f"max_epochs must be at least 1, got {max_epochs}.")
     parent = load_metadata(model_dir)
@@ -192,7 +194,7 @@ def adapt_site(
     threshold = choose_threshold(labels, held_out, rule)
     if threshold is None:
         raise DataError(f"No threshold reaches the rule {rule} on this sample's held-out answers; nothing was written.")
-    adapted, gate_rule, refused_site = checked_gate(model, base, sample, oof, threshold, temperature)
+    adapted, gate_rule, site_ratios = checked_gate(model, base, sample, oof, threshold, temperature)
     validation_before = validation_after = None
     if sample.validation is not None:
         validation_before = _evaluate(base, sample.validation, parent.threshold)
@@ -213,13 +215,14 @@ def adapt_site(
         after=figures(labels, held_out, threshold, rule, folds, seed),
         validation_before=validation_before,
         validation_after=validation_after,
-        gate_site_refused=refused_site,
+        gate_site_refused=int(np.sum(site_ratios > 1)),
         gate_non_xrays_passing=0,
         seconds=round(time.perf_counter() - started, 1),
     )
-    metadata = adapted_metadata(parent, adaptation, adapted, sample, rule, gate_rule, data_dir)
+    metadata = adapted_metadata(parent, adaptation, adapted, sample, site_ratios, rule, gate_rule, data_dir)
     return AdaptationResult(
-        metadata=_write(model, adapted, model_dir, out_dir, metadata, sample, oof, held_out, command), out_dir=out_dir
+        metadata=_write(model, adapted, model_dir, out_dir, metadata, sample, site_ratios, oof, held_out, command),
+        out_dir=out_dir,
     )
 
 
@@ -228,6 +231,7 @@ def adapted_metadata(
     adaptation: SiteAdaptation,
     adapted: Predictor,
     sample: SiteSample,
+    site_ratios: np.ndarray,
     rule: Rule,
     gate_rule: str,
     data_dir: str | Path,
@@ -263,7 +267,7 @@ def adapted_metadata(
             sha256="",  # set when the gate is saved
             layers=list(gate.layers),
             features=int(gate.mean.shape[0]),
-            refusals={"site": xray_refusals(adapted, plane_to_input(sample.planes)), **non_xray_refusals(adapted)},
+            refusals={"site": refusals_of(site_ratios), **non_xray_refusals(adapted)},
         )
     return parent.model_copy(
         update={
@@ -289,32 +293,19 @@ def _write(
     out_dir: Path,
     metadata: ModelMetadata,
     sample: SiteSample,
+    site_ratios: np.ndarray,
     oof: OutOfFold,
     held_out: np.ndarray,
     command: str | None,
 ) -> ModelMetadata:
     scores = sample.scores
-    ood = (
-        adapted.score(plane_to_input(sample.planes))[:, 1] / adapted.gate.threshold
-        if adapted.gate
-        else scores.ood_scores
-    )
-    held_scores = SiteScores(scores.files, scores.paths, scores.labels, held_out, ood, scores.refused)
+    held_scores = SiteScores(scores.files, scores.paths, scores.labels, held_out, site_ratios, scores.refused)
     site = metadata.site
     if site is None or adapted.gate is None:
         raise ValueError(f"{metadata.version} has no site block or gate.")
     reference = site_reference(held_scores, held_out, site.threshold, metadata.version, site.data_fingerprint)
     report = (oof, sample.labels, scores.probabilities, held_out)
     return write_version(model, adapted.gate, model_dir, out_dir, metadata, reference, report, command)
-
-
-def _check_gate(predictor: Predictor, planes: np.ndarray) -> tuple[int, list[str]]:
-    """(site X-rays refused, names of the non-X-ray check set that would pass) with the adapted features."""
-    gate = predictor.gate
-    if gate is None:
-        return 0, []
-    distances = predictor.score(plane_to_input(planes))[:, 1]
-    return int(np.sum(distances > gate.threshold)), non_xrays_passing(predictor, gate.threshold)
 
 
 def _evaluate(predictor: Predictor, validation: tuple[np.ndarray, np.ndarray], threshold: float) -> EvaluationReport:

@@ -6,7 +6,6 @@ intervals and two plots."""
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,21 +13,15 @@ import numpy as np
 from pneumoscan.drift import DriftReference, save_reference
 from pneumoscan.gate import OodGate
 from pneumoscan.model import MODEL_FILE, save_metadata
-from pneumoscan.schemas import AdaptationFigures, EvaluationReport, ModelMetadata, SiteAdaptation, SiteEstimate
-from training.site_calibration import umask
+from pneumoscan.schemas import AdaptationFigures, EvaluationReport, ModelMetadata, SiteAdaptation
+from training.site_calibration import staged_folder
+from training.site_card import figure, with_section
 from training.site_folds import OutOfFold
 
 COPIED = ("training_curves.png",)  # the parent's, describing its training
 REPORT_HTML = "report.html"
 REPORT_JSON = "adaptation.json"
 PLOTS = {"epochs": "adaptation_epochs.png", "roc": "adaptation_roc.png"}
-
-
-def _figure(estimate: SiteEstimate | None) -> str:
-    if estimate is None or estimate.value is None or estimate.ci is None:
-        return "n/a"
-    low, high = estimate.ci
-    return f"{estimate.value:.3f} (95% CI {low:.3f}-{high:.3f}; {estimate.successes}/{estimate.n})"
 
 
 def _auc(figures: AdaptationFigures) -> str:
@@ -77,10 +70,10 @@ is described above. The decision threshold is **{site.threshold:.4f}** on calibr
 | | parent, its threshold {before.threshold:.4f} | adapted, out of fold, threshold {after.threshold:.4f} |
 |---|---|---|
 | AUC | {_auc(before)} | {_auc(after)} |
-| sensitivity | {_figure(before.sensitivity)} | {_figure(after.sensitivity)} |
-| specificity | {_figure(before.specificity)} | {_figure(after.specificity)} |
-| sensitivity, `{site.rule}` out of sample | {_figure(before.rule_sensitivity)} | {_figure(after.rule_sensitivity)} |
-| specificity, `{site.rule}` out of sample | {_figure(before.rule_specificity)} | {_figure(after.rule_specificity)} |
+| sensitivity | {figure(before.sensitivity)} | {figure(after.sensitivity)} |
+| specificity | {figure(before.specificity)} | {figure(after.specificity)} |
+| sensitivity, `{site.rule}` out of sample | {figure(before.rule_sensitivity)} | {figure(after.rule_sensitivity)} |
+| specificity, `{site.rule}` out of sample | {figure(before.rule_specificity)} | {figure(after.rule_specificity)} |
 
 How: {adaptation.folds} folds by patient ({adaptation.groups} groups, from {adaptation.grouping}); in each, the
 parent was fine-tuned on the other folds and the held fold scored after every epoch. Pooled
@@ -108,13 +101,11 @@ again when a detector, protocol or referral population changes.
 
 def adaptation_section(metadata: ModelMetadata, parent_card: str) -> str:
     """The parent's card under this version's title, followed by the adaptation section."""
-    lines = parent_card.splitlines()
-    body = "\n".join(lines[1:]).strip() if lines and lines[0].startswith("# ") else parent_card.strip()
     note = (
         f"Site-adapted version of `{_adaptation(metadata).parent_version}`: the sections up to "
         '"Site adaptation" describe that model as trained; the last section describes these weights.'
     )
-    return f"# Model card: {metadata.name} {metadata.version}\n\n{note}\n\n{body}\n{section(metadata)}"
+    return with_section(metadata, parent_card, note, section(metadata))
 
 
 def plot_epochs(adaptation: SiteAdaptation, path: Path) -> None:
@@ -209,10 +200,7 @@ def write_version(
     """Weights, gate, metadata, drift reference, card and report in a staging folder, renamed into place."""
     from training.model_card import MODEL_CARD_FILE
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        staging.chmod(0o777 & ~umask())
+    with staged_folder(out_dir) as staging:
         model.save(staging / MODEL_FILE)
         for name in COPIED:
             if (model_dir / name).exists():
@@ -226,12 +214,6 @@ def write_version(
         parent_text = parent_card.read_text() if parent_card.exists() else ""
         (staging / MODEL_CARD_FILE).write_text(adaptation_section(metadata, parent_text))
         write_adaptation_report(staging, metadata, *report, command)
-        if out_dir.exists():
-            out_dir.rmdir()
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return metadata
 
 

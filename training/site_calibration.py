@@ -21,6 +21,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,7 +61,7 @@ _SITE_SUFFIX = re.compile(r"-site-\d{12}-[0-9a-f]{6}$")
 _COPIED = (MODEL_FILE, GATE_FILE, "training_curves.png", "reliability.png", "roc.png", "score_histograms.png")
 
 
-def umask() -> int:
+def _umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
@@ -203,8 +205,7 @@ def calibrate_site(
     """Choose the site's operating point and write the new model version to ``out_dir``."""
     rule = Rule.parse(rule_text)
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise DataError(f"{out_dir} already exists and is not empty; name a new folder for the new model version.")
+    check_new_folder(out_dir)
     parent = load_metadata(model_dir)
     examples = site_examples(data_dir, labels_csv)
     predictor = Predictor.from_dir(model_dir)
@@ -283,14 +284,34 @@ def _site_metadata(
     return parent.model_copy(update=update)
 
 
+def check_new_folder(out_dir: Path) -> None:
+    """``DataError`` unless ``out_dir`` is new or empty: a model version is never written over another."""
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise DataError(f"{out_dir} already exists and is not empty; name a new folder for the new model version.")
+
+
+@contextmanager
+def staged_folder(out_dir: Path) -> Iterator[Path]:
+    """A staging folder beside ``out_dir`` to write a model version into, renamed to ``out_dir`` when
+    the block ends, removed if it fails: the new folder appears whole or not at all."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a model folder is not
+        yield staging
+        if out_dir.exists():
+            out_dir.rmdir()  # empty, checked by check_new_folder
+        staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def _write_version(model_dir: Path, out_dir: Path, metadata: ModelMetadata, reference: DriftReference) -> None:
     """Copy the parent's weights and gate, write metadata, card and drift reference, then move into place whole."""
     from training.site_card import render_site_card
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        staging.chmod(0o777 & ~umask())  # mkdtemp makes it private; a model folder is not
+    with staged_folder(out_dir) as staging:
         for name in _COPIED:
             if (model_dir / name).exists():
                 shutil.copy2(model_dir / name, staging / name)
@@ -299,9 +320,3 @@ def _write_version(model_dir: Path, out_dir: Path, metadata: ModelMetadata, refe
         parent_card = model_dir / MODEL_CARD_FILE
         parent_text = parent_card.read_text() if parent_card.exists() else ""
         (staging / MODEL_CARD_FILE).write_text(render_site_card(metadata, parent_text))
-        if out_dir.exists():
-            out_dir.rmdir()  # empty, checked above
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise

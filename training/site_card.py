@@ -6,8 +6,8 @@ from __future__ import annotations
 from pneumoscan.schemas import ModelMetadata, SiteCalibration, SiteEstimate
 
 
-def _figure(estimate: SiteEstimate) -> str:
-    if estimate.value is None or estimate.ci is None:
+def figure(estimate: SiteEstimate | None) -> str:
+    if estimate is None or estimate.value is None or estimate.ci is None:
         return "n/a"
     low, high = estimate.ci
     return f"{estimate.value:.3f} (95% CI {low:.3f}-{high:.3f}; {estimate.successes}/{estimate.n})"
@@ -55,8 +55,8 @@ the site by the rule `{site.rule}`. It replaces {site.previous_threshold:.4f}, t
 | data fingerprint | `{site.data_fingerprint}` |
 | temperature | {temperature} |
 | AUC on the site sample | {auc} |
-| sensitivity, out of sample | {_figure(site.sensitivity)} |
-| specificity, out of sample | {_figure(site.specificity)} |
+| sensitivity, out of sample | {figure(site.sensitivity)} |
+| specificity, out of sample | {figure(site.specificity)} |
 
 The out-of-sample figures come from {site.folds}-fold cross-validation: the rule chose a threshold on
 {site.folds - 1} folds and was counted on the held one; the counts are pooled over the folds. They
@@ -67,13 +67,18 @@ Re-validate (`pneumoscan validate`) when a detector, protocol or referral popula
 """
 
 
-def render_site_card(metadata: ModelMetadata, parent_card: str) -> str:
-    """The parent's card under this version's title, followed by the site section."""
+def with_section(metadata: ModelMetadata, parent_card: str, note: str, section: str) -> str:
+    """The parent's card under this version's title and ``note``, followed by ``section``."""
     lines = parent_card.splitlines()
     body = "\n".join(lines[1:]).strip() if lines and lines[0].startswith("# ") else parent_card.strip()
     title = f"# Model card: {metadata.name} {metadata.version}"
+    return f"{title}\n\n{note}\n\n{body}\n{section}"
+
+
+def render_site_card(metadata: ModelMetadata, parent_card: str) -> str:
+    """The parent's card under this version's title, followed by the site section."""
     note = (
         f"Site-calibrated version of `{_site(metadata).parent_version}`: the sections up to "
         '"Site calibration" describe that model as trained; the last section sets this version\'s threshold.'
     )
-    return f"{title}\n\n{note}\n\n{body}\n{site_section(metadata)}"
+    return with_section(metadata, parent_card, note, site_section(metadata))

@@ -33,23 +33,29 @@ def _listing(problems: Sequence[str]) -> str:
     return shown + (f"; and {len(problems) - _SHOWN} more" if len(problems) > _SHOWN else "")
 
 
+def _labels_reader(labels_csv: str | Path) -> csv.DictReader:
+    """The labels CSV's rows, under its column names stripped and lower-cased."""
+    try:
+        text = Path(labels_csv).read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise DataError(f"Cannot read the labels file {labels_csv}: {exc.strerror or exc}") from exc
+    reader = csv.DictReader(text.splitlines())
+    reader.fieldnames = [name.strip().lower() for name in reader.fieldnames or []]
+    return reader
+
+
 def read_labels(data_dir: str | Path, labels_csv: str | Path) -> list[Example]:
     """The examples a ``file,label`` CSV names, in its order; ``DataError`` for a missing column, an
     unknown label, a file outside DATA or missing, or a file listed twice."""
     root = absolute(data_dir)
     if not root.is_dir():
         raise DataError(f"Data folder {data_dir} does not exist.")
-    try:
-        text = Path(labels_csv).read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise DataError(f"Cannot read the labels file {labels_csv}: {exc.strerror or exc}") from exc
-    reader = csv.DictReader(text.splitlines())
-    columns = [name.strip().lower() for name in reader.fieldnames or []]
+    reader = _labels_reader(labels_csv)
+    columns = list(reader.fieldnames or [])
     if not set(LABELS_COLUMNS) <= set(columns):
         raise DataError(
             f"{labels_csv} needs the columns {','.join(LABELS_COLUMNS)}; it has {','.join(columns) or 'none'}."
         )
-    reader.fieldnames = columns
     examples: list[Example] = []
     problems: list[str] = []
     seen: set[Path] = set()
@@ -82,11 +88,9 @@ def read_patients(data_dir: str | Path, labels_csv: str | Path) -> dict[Path, st
     """The ``patient`` column of a labels CSV by file (as ``read_labels`` resolves it), or None
     when the file has no such column; a row with an empty patient stands alone."""
     root = absolute(data_dir)
-    reader = csv.DictReader(Path(labels_csv).read_text(encoding="utf-8-sig").splitlines())
-    columns = [name.strip().lower() for name in reader.fieldnames or []]
-    if "patient" not in columns:
+    reader = _labels_reader(labels_csv)
+    if "patient" not in (reader.fieldnames or []):
         return None
-    reader.fieldnames = columns
     patients: dict[Path, str] = {}
     for row in reader:
         name = (row.get("file") or "").strip()

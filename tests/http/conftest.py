@@ -107,16 +107,20 @@ def model_service_server(tmp_path_factory, registered_home) -> Iterator[Server]:
     stop_server(server)
 
 
-@pytest.fixture(scope="session")
-def site_server(tmp_path_factory, registered_home, site_model_dir) -> Iterator[Server]:
-    """A server whose store holds the bundled model and, registered after it, a site-calibrated
-    version: ``pneumonia-cnn:latest`` is the calibrated one."""
-    tmp_dir = tmp_path_factory.mktemp("serve-site")
+def _serve_registered_last(tmp_dir: Path, registered_home: Path, model_dir: Path) -> Server:
+    """A server whose store holds the bundled model and, registered after it, ``model_dir``:
+    ``pneumonia-cnn:latest`` is that one."""
     home = tmp_dir / "registered"
     shutil.copytree(registered_home, home)
-    result = run_cli("register", str(site_model_dir), env={"BENTOML_HOME": str(home)})
+    result = run_cli("register", str(model_dir), env={"BENTOML_HOME": str(home)})
     assert result.returncode == 0, result.stderr[-3000:]
-    server = start_server(tmp_dir, home, {"PNEUMOSCAN_API_KEY": API_KEY})
+    return start_server(tmp_dir, home, {"PNEUMOSCAN_API_KEY": API_KEY})
+
+
+@pytest.fixture(scope="session")
+def site_server(tmp_path_factory, registered_home, site_model_dir) -> Iterator[Server]:
+    """A server whose latest registered version is the bundled model calibrated to the site."""
+    server = _serve_registered_last(tmp_path_factory.mktemp("serve-site"), registered_home, site_model_dir)
     yield server
     stop_server(server)
 
@@ -124,12 +128,7 @@ def site_server(tmp_path_factory, registered_home, site_model_dir) -> Iterator[S
 @pytest.fixture(scope="session")
 def adapted_server(tmp_path_factory, registered_home, adapted_model_dir) -> Iterator[Server]:
     """A server whose latest registered version is the bundled model adapted to the site."""
-    tmp_dir = tmp_path_factory.mktemp("serve-adapted")
-    home = tmp_dir / "registered"
-    shutil.copytree(registered_home, home)
-    result = run_cli("register", str(adapted_model_dir), env={"BENTOML_HOME": str(home)})
-    assert result.returncode == 0, result.stderr[-3000:]
-    server = start_server(tmp_dir, home, {"PNEUMOSCAN_API_KEY": API_KEY})
+    server = _serve_registered_last(tmp_path_factory.mktemp("serve-adapted"), registered_home, adapted_model_dir)
     yield server
     stop_server(server)
 
