@@ -29,6 +29,7 @@ COPY README.md /tmp/src/
 COPY pneumoscan/ /tmp/src/pneumoscan/
 COPY service/ /tmp/src/service/
 COPY training/ /tmp/src/training/
+COPY cli/ /tmp/src/cli/
 # Installed rather than run from a source folder, so `bentoml serve` and the `pneumoscan`
 # console script import the same single copy of the code.
 RUN pip install --no-deps /tmp/src && rm -rf /tmp/src

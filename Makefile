@@ -56,7 +56,7 @@ loadtest: install
 		--run-time $(RUN_TIME) --samples $(SAMPLES)
 
 bench: install
-	$(BIN)/python -m pneumoscan.cli bench --samples $(SAMPLES)
+	$(BIN)/python -m cli bench --samples $(SAMPLES)
 
 # Builds the image with podman and runs it, then the compose file (root; see docs/deployment.md).
 container-test: install

@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 
 from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, JPEGLSLossless, RLELossless  # noqa: E402
 
-from pneumoscan.imaging import load_image, load_plane  # noqa: E402
+from pneumoscan.imaging.preprocess import load_image, load_plane  # noqa: E402
 from tests.support import encode  # noqa: E402
 from tests.support.dicom_files import make_dicom  # noqa: E402
 
@@ -64,8 +64,9 @@ def main() -> None:
 
     import numpy as np
 
-    from pneumoscan.explain import GradCam
-    from pneumoscan.model import Predictor, configure_tensorflow
+    from pneumoscan.model.architectures import configure_tensorflow
+    from pneumoscan.model.gradcam import GradCam
+    from pneumoscan.model.predictor import Predictor
     from pneumoscan.settings import BUNDLED_MODEL_DIR
 
     configure_tensorflow(0, 1)

@@ -26,7 +26,7 @@ BATCH = 32
 
 
 def batch_of_xrays(size: int = BATCH) -> np.ndarray:
-    from pneumoscan.imaging import load_image
+    from pneumoscan.imaging.preprocess import load_image
 
     files = sorted((REPO / "tests" / "fixtures" / "xrays").rglob("*.jpeg"))
     images = [load_image(path.read_bytes()) for path in files]
@@ -51,7 +51,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="TensorFlow intra-op threads (0: all cores)")
     parser.add_argument("--batch-sizes", default=str(BATCH), help="comma-separated, e.g. 1,8,32")
     args = parser.parse_args()
-    from pneumoscan.model import Predictor, configure_tensorflow
+    from pneumoscan.model.architectures import configure_tensorflow
+    from pneumoscan.model.predictor import Predictor
 
     configure_tensorflow(args.threads, 1 if args.threads else 0)
     sizes = [int(size) for size in args.batch_sizes.split(",")]

@@ -20,8 +20,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from pneumoscan.decision import calibrate
-from pneumoscan.model import load_keras_model, load_metadata
+from pneumoscan.model.decision import calibrate
+from pneumoscan.model.predictor import load_keras_model, load_metadata
 from pneumoscan.settings import get_settings
 
 MODEL_DIR = get_settings().model_dir

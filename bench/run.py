@@ -66,8 +66,9 @@ def _quiet_decoder() -> None:
 
 def ceiling_stage(paths: list[Path], seconds: float, batch_sizes: tuple[int, ...] = BATCH_SIZES) -> dict:
     """Decoding in one process per core (no GIL between them), the model in this one."""
-    from pneumoscan.imaging import load_plane, plane_to_input
-    from pneumoscan.model import INPUT_SHAPE, Predictor, configure_tensorflow
+    from pneumoscan.imaging.preprocess import load_plane, plane_to_input
+    from pneumoscan.model.architectures import INPUT_SHAPE, configure_tensorflow
+    from pneumoscan.model.predictor import Predictor
     from pneumoscan.settings import available_cores, get_settings
 
     cores = available_cores()
@@ -348,7 +349,7 @@ def worker_stage(samples: Path, work: Path, minimum: int = 500) -> dict:
     count = build_folder(samples, -(-minimum // files), folder)
     env = {**os.environ, "PNEUMOSCAN_DATA_DIR": str(work / "var-score")}
     subprocess.run(
-        [sys.executable, "-m", "pneumoscan.cli", "score", str(folder), "--output", str(work / "score")],
+        [sys.executable, "-m", "cli", "score", str(folder), "--output", str(work / "score")],
         cwd=REPO,
         env=env,
         check=True,

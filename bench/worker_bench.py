@@ -36,8 +36,9 @@ def build_folder(samples: Path, copies: int, target: Path) -> int:
 
 
 def bare_loop(folder: Path) -> float:
-    from pneumoscan.imaging import load_image
-    from pneumoscan.model import Predictor, configure_tensorflow
+    from pneumoscan.imaging.preprocess import load_image
+    from pneumoscan.model.architectures import configure_tensorflow
+    from pneumoscan.model.predictor import Predictor
     from pneumoscan.settings import get_settings
 
     configure_tensorflow(0, 1)
@@ -53,7 +54,7 @@ def bare_loop(folder: Path) -> float:
 
 def cli(*args: str, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pneumoscan.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-m", "cli", *args], cwd=REPO, env=env, capture_output=True, text=True, check=True
     )
 
 
@@ -66,7 +67,7 @@ def queue_run(folder: Path, workers: int, work: Path) -> float:
     job_id = cli("submit", str(folder), env=env).stdout.strip()
     job_dir = work / f"var{workers}" / "jobs" / job_id
     process = subprocess.Popen(
-        [sys.executable, "-m", "pneumoscan.cli", "worker", "--concurrency", str(workers)],
+        [sys.executable, "-m", "cli", "worker", "--concurrency", str(workers)],
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -2,7 +2,7 @@
 
 - ``reference/settings.md``: every field of ``pneumoscan.settings.Settings``;
 - ``reference/errors.md``: every error code of the error tree (``pneumoscan/errors.py`` and the
-  HTTP-only errors of ``service/errors.py``), its HTTP status from ``service.errors.status_for``;
+  HTTP-only errors of ``service/http/errors.py``), its HTTP status from ``service.http.errors.status_for``;
 - ``reference/results-csv.md``: every ``results.csv`` column, from ``pneumoscan.result``;
 - ``reference/http-endpoints.md``: every operation of the HTTP routers, from their OpenAPI specification;
 - ``reference/openapi.json``: that specification itself, as the service serves it at ``GET /docs.json``.
@@ -30,11 +30,11 @@ if str(REPO_ROOT) not in sys.path:  # loaded by path (MkDocs, the tests), from a
 from pneumoscan import errors  # noqa: E402
 from pneumoscan.result import RESULT_COLUMN_DESCRIPTIONS, RESULT_COLUMNS  # noqa: E402
 from pneumoscan.settings import PROJECT_ROOT, Settings  # noqa: E402
-from service import errors as http_errors  # noqa: E402
+from service.http import errors as http_errors  # noqa: E402
 
 ENV_PREFIX = "PNEUMOSCAN_"
 
-# The errors that exist only over HTTP (service/errors.py) carry no docstring of their own; their
+# The errors that exist only over HTTP (service/http/errors.py) carry no docstring of their own; their
 # meaning is stated here, next to the generator that needs it, and the unit test fails for a new one
 # that is missing.
 HTTP_ERROR_MEANINGS: dict[str, str] = {
@@ -223,7 +223,7 @@ def errors_markdown() -> str:
         'Every error carries a stable code. Over HTTP it comes as JSON `{"error": "<code>", "detail": '
         '"<explanation>"}` (a FHIR `OperationOutcome` for clients that accept `application/fhir+json`) with '
         "the status below; in a batch job as an error row of `results.csv` (`status` `error`, the code in "
-        "`error_code`). This page is generated from `pneumoscan/errors.py` and `service/errors.py`.",
+        "`error_code`). This page is generated from `pneumoscan/errors.py` and `service/http/errors.py`.",
         "",
         "| code | HTTP status | meaning | class |",
         "|---|---|---|---|",
@@ -269,7 +269,7 @@ def results_columns_markdown() -> str:
 
 def openapi_spec() -> dict:
     """The service's OpenAPI specification as ``GET /docs.json`` answers it with the bundled model."""
-    from service.apidocs import bundled_spec
+    from service.http.app import bundled_spec
 
     return bundled_spec()
 

@@ -35,7 +35,7 @@ Every error carries a stable machine-readable ``code``; adapters translate them 
     └── ConfigurationError      settings that cannot be used together, or files they name that
                                 cannot be loaded (the DICOM node's TLS certificate and key)
 
-The HTTP adapter adds errors that only exist over HTTP (``service/errors.py``); those never
+The HTTP adapter adds errors that only exist over HTTP (``service/http/errors.py``); those never
 appear in a job's rows, so ``error_from_code`` looks only in this module's tree.
 """
 

@@ -2,13 +2,13 @@
 
 A :class:`Result` is what scoring one input gives: the :class:`~pneumoscan.schemas.Prediction`
 or the :class:`~pneumoscan.errors.PneumoscanError` that refused it, the sha256 of its bytes, and
-the :class:`~pneumoscan.dicom.DicomSource` of a DICOM input. The HTTP API, ``pneumoscan predict``,
+the :class:`~pneumoscan.dicom.decode.DicomSource` of a DICOM input. The HTTP API, ``pneumoscan predict``,
 batch jobs and FHIR all render from it:
 
 - ``response``, ``batch_item`` and ``file_line``: the JSON bodies of ``/predict``,
   ``/predict_batch`` and ``pneumoscan predict`` (their schemas are in ``pneumoscan.schemas``);
 - ``to_row`` and ``from_row``: a ``results.csv`` row and back;
-- ``pneumoscan.fhir.result_entries``: its FHIR resources (DiagnosticReport, Observation, Device,
+- ``pneumoscan.reports.fhir.result_entries``: its FHIR resources (DiagnosticReport, Observation, Device,
   Provenance), or an OperationOutcome for a refusal.
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, fields
 
-from pneumoscan.dicom import IDENTIFIER_FIELDS, DicomSource, PatientContext
+from pneumoscan.dicom.decode import IDENTIFIER_FIELDS, DicomSource, PatientContext
 from pneumoscan.errors import PneumoscanError, UnreadableFile, WorkerCrashed, error_from_code
 from pneumoscan.schemas import (
     BatchItemError,

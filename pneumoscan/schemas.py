@@ -221,7 +221,7 @@ class ModelMetadata(BaseModel):
     candidates: dict | None = Field(
         default=None,
         description="Recipes trained on the training folder alone, compared on a later period's labelled X-rays "
-        "(`training.candidates`, the model card's comparison section).",
+        "(`training.site.candidates`, the model card's comparison section).",
     )
     site: SiteCalibration | None = Field(
         default=None,

@@ -66,7 +66,7 @@ def stop(process: subprocess.Popen) -> None:
 def register_model(home: Path) -> None:
     """``pneumoscan register``: the bundled model into the BentoML store under ``home``."""
     subprocess.run(
-        [sys.executable, "-m", "pneumoscan.cli", "register"],
+        [sys.executable, "-m", "cli", "register"],
         cwd=REPO,
         check=True,
         env={**os.environ, "BENTOML_HOME": str(home)},

@@ -9,9 +9,9 @@ from pathlib import Path
 import bentoml
 from bentoml.exceptions import NotFound
 
-from pneumoscan.drift import REFERENCE_FILE
-from pneumoscan.gate import GATE_FILE
-from pneumoscan.model import METADATA_FILE, MODEL_FILE, load_metadata
+from pneumoscan.imaging.gate import GATE_FILE
+from pneumoscan.model.predictor import METADATA_FILE, MODEL_FILE, load_metadata
+from pneumoscan.monitoring.drift import REFERENCE_FILE
 
 
 def register_model(model_dir: str | Path, name: str = "pneumonia-cnn") -> tuple[str, bool]:

@@ -8,7 +8,7 @@ the DICOM node count with the one function here, ``observe_result``, once per im
 - ``pneumoscan_reference_*``: what the model answered on its validation data
   (``drift_reference.json`` in its folder), for the alert rules to compare the live rates with.
 
-Bins are ``pneumoscan.monitoring``'s, the ones the reference is counted in. Like ``service.metrics``,
+Bins are ``pneumoscan.monitoring.bins``'s, the ones the reference is counted in. Like ``service.http.metrics``,
 the metrics are made on first use, once the process knows where multiprocess values go.
 """
 
@@ -18,9 +18,9 @@ import logging
 from functools import lru_cache
 from pathlib import Path
 
-from pneumoscan.drift import DriftReference, load_reference
 from pneumoscan.errors import InvalidImage, NotAChestXray, UnreadableFile
-from pneumoscan.monitoring import OOD_BUCKETS, PROBABILITY_BUCKETS
+from pneumoscan.monitoring.bins import OOD_BUCKETS, PROBABILITY_BUCKETS
+from pneumoscan.monitoring.drift import DriftReference, load_reference
 from pneumoscan.result import Result
 
 log = logging.getLogger("pneumoscan.metrics")

@@ -2,7 +2,7 @@
 
 ``Pneumoscan`` is the public HTTP service. Each of its workers (one per core by default) reads
 uploads, decodes them with the core pipeline in a few threads, and hands the planes to its own
-micro-batcher (``service.batcher``), which scores what queued while the previous call ran as one
+micro-batcher (``service.http.batcher``), which scores what queued while the previous call ran as one
 batch. On the CPU the batch is scored by the model in the same worker (``LocalModel``); with
 ``PNEUMOSCAN_USE_GPU`` it goes to ``PneumoniaModel``, one model process whose adaptive batching
 merges the batches of every HTTP worker (``RemoteModel``).
@@ -13,25 +13,27 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 
 import bentoml
 import numpy as np
 from bentoml.exceptions import ServiceUnavailable
 
-from pneumoscan.decision import decision_for
-from pneumoscan.destinations import outboxes
-from pneumoscan.fhir_push import FhirOutbox
-from pneumoscan.hl7 import Hl7Outbox
-from pneumoscan.imaging import plane_to_input
-from pneumoscan.model import load_metadata
-from pneumoscan.schemas import ServedModel
+from pneumoscan.delivery.destinations import outboxes
+from pneumoscan.delivery.fhir_server import FhirOutbox
+from pneumoscan.delivery.mllp import Hl7Outbox
+from pneumoscan.imaging.preprocess import plane_to_input
+from pneumoscan.model.decision import decision_for
+from pneumoscan.model.predictor import load_metadata
+from pneumoscan.schemas import JobStatus, ServedModel
 from pneumoscan.settings import get_settings
-from service import metrics, result_metrics
-from service.app import create_app
-from service.backends import LocalModel, RemoteModel
-from service.batcher import MicroBatcher
-from service.http import ModelInfo
-from service.middleware import (
+from service import result_metrics
+from service.http import metrics
+from service.http.app import create_app
+from service.http.backends import LocalModel, RemoteModel
+from service.http.batcher import MicroBatcher
+from service.http.context import ModelInfo
+from service.http.middleware import (
     ApiKeyMiddleware,
     BodyLimitMiddleware,
     InFlightLimitMiddleware,
@@ -85,7 +87,8 @@ class PneumoniaModel:
     model = MODEL
 
     def __init__(self) -> None:
-        from pneumoscan.model import Predictor, configure_tensorflow
+        from pneumoscan.model.architectures import configure_tensorflow
+        from pneumoscan.model.predictor import Predictor
 
         logging.getLogger("bentoml._internal.server.http_app").addFilter(_ShedRequestFilter())
         configure_tensorflow(settings.service_intra_op_threads(), settings.tf_inter_op_threads)
@@ -120,10 +123,19 @@ def _current() -> Pneumoscan:
 # How long /readyz waits for BentoML's own probe of the model service before answering 503.
 READINESS_PROBE_SECONDS = 5.0
 
+
+def submit_job(folder: str, output: str | None, allowed_roots: list[Path]) -> JobStatus:
+    """``POST /jobs``: the folder's job on the queue the workers consume (opened at the first job)."""
+    from service.worker.queue import submit
+
+    return submit(folder, output, allowed_roots)
+
+
 app = create_app(
     get_infer=lambda: _current().batcher,
     get_explain=lambda: _current().backend.explain,
     get_info=lambda: _current().info,
+    submit_job=submit_job,
 )
 
 
@@ -151,7 +163,7 @@ class Pneumoscan:
         metrics.register()
         metadata = load_metadata(self.model.path)
         if settings.model_in_process:
-            from pneumoscan.model import configure_tensorflow
+            from pneumoscan.model.architectures import configure_tensorflow
 
             configure_tensorflow(settings.service_intra_op_threads(), settings.tf_inter_op_threads)
             self.backend = LocalModel(self.model.path, settings.threshold, settings.batch_max_size)
@@ -167,7 +179,7 @@ class Pneumoscan:
         result_metrics.register(self.model.path, decision.model_version)
         hl7_outbox, fhir_outbox = OUTBOXES["hl7"], OUTBOXES["fhir"]
         if not isinstance(hl7_outbox, Hl7Outbox) or not isinstance(fhir_outbox, FhirOutbox):
-            raise TypeError("pneumoscan.destinations.outboxes must give an Hl7Outbox and a FhirOutbox.")
+            raise TypeError("pneumoscan.delivery.destinations.outboxes must give an Hl7Outbox and a FhirOutbox.")
         self.info = ModelInfo(
             decision=decision,
             max_pixels=settings.max_image_pixels,

@@ -6,7 +6,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from sklearn.metrics import roc_curve
 
-from pneumoscan.decision import calibrate
+from pneumoscan.model.decision import calibrate
 
 ECE_BINS = 10
 

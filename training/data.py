@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from pneumoscan import CLASS_NAMES, IMAGE_SIZE
 from pneumoscan.errors import DataError
-from pneumoscan.imaging import IMAGE_SUFFIXES, load_plane, plane_to_input
+from pneumoscan.imaging.preprocess import IMAGE_SUFFIXES, load_plane, plane_to_input
 
 # person1234_bacteria_5678.jpeg -> person1234; IM-0115-0001.jpeg -> IM-0115;
 # NORMAL2-IM-0402-0001.jpeg -> NORMAL2-IM-0402 (one study id per normal file).
@@ -30,6 +30,10 @@ class Example:
     @property
     def patient_id(self) -> str:
         return patient_id(self.path.name)
+
+
+DEFAULT_VALIDATION_FRACTION = 0.15
+"""Share of the training folder's patients held out for validation (``pneumoscan train``)."""
 
 
 def patient_id(file_name: str) -> str:

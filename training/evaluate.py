@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pneumoscan.decision import OodPolicy
 from pneumoscan.errors import DataError
-from pneumoscan.model import Predictor
-from pneumoscan.predict import score_paths
+from pneumoscan.model.decision import OodPolicy
+from pneumoscan.model.predictor import Predictor
+from pneumoscan.model.scoring import score_paths
 from pneumoscan.schemas import EvaluationReport
 from training.data import find_examples
 from training.metrics import evaluate_predictions, roc_points

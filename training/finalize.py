@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from pneumoscan import CLASS_NAMES
-from pneumoscan.decision import calibrate
-from pneumoscan.imaging import plane_to_input
-from pneumoscan.model import INPUT_SHAPE, MODEL_FILE, Predictor, save_metadata
+from pneumoscan.imaging.preprocess import plane_to_input
+from pneumoscan.model.architectures import INPUT_SHAPE
+from pneumoscan.model.decision import calibrate
+from pneumoscan.model.predictor import MODEL_FILE, Predictor, save_metadata
 from pneumoscan.schemas import CalibrationInfo, GateInfo, ModelMetadata
 from training.calibration import (
     expected_calibration_error,
@@ -31,7 +32,7 @@ from training.calibration import (
     youden_threshold,
 )
 from training.data import fingerprint
-from training.gate import GATE_RULE, feature_layers, fit_gate, gate_refusals
+from training.gate.fit import GATE_RULE, feature_layers, fit_gate, gate_refusals
 from training.metrics import evaluate_predictions
 from training.recipes import Recipe
 
@@ -147,8 +148,8 @@ def finalize(
     )
     save_metadata(out_dir, metadata)
 
-    from pneumoscan.drift import save_reference
-    from training.drift_reference import reference_from_scores, validation_source
+    from pneumoscan.monitoring.drift import save_reference
+    from training.drift.reference import reference_from_scores, validation_source
 
     source = validation_source(data_dir, len(validation.labels), seed, metadata.training_fingerprint)
     save_reference(

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pneumoscan.schemas import ModelMetadata
-from training.candidates import card_section as candidates_section
+from training.site.comparison import card_section as candidates_section
+from training.site.comparison import share
 
 MODEL_CARD_FILE = "MODEL_CARD.md"
 
@@ -38,7 +39,7 @@ trained the model and {metadata.validation_images:,} were held out for validatio
 
 ## Model
 Recipe `{metadata.recipe}` (see `training/recipes.py`), input {shape} in [0, 1] from
-`pneumoscan.imaging.load_image`, output softmax over {metadata.class_names}. Trained for
+`pneumoscan.imaging.preprocess.load_image`, output softmax over {metadata.class_names}. Trained for
 {metadata.epochs_run} epochs (best validation AUC at epoch {metadata.best_epoch}) in
 {metadata.training_seconds / 60:.1f} minutes, seed {metadata.seed}.
 Libraries: {versions}.
@@ -158,7 +159,7 @@ def _gate(metadata: ModelMetadata) -> str:
         for name, counts in gate.refusals.items()
     )
     return f"""Before the label is given, the input passes two checks, both in the core
-(`pneumoscan/imaging.py`, `pneumoscan/gate.py`), so the service, batch jobs and the CLI refuse the
+(`pneumoscan/imaging/preprocess.py`, `pneumoscan/imaging/gate.py`), so the service, batch jobs and the CLI refuse the
 same images with the same codes:
 
 1. `blank_image`: the 128x128 grey plane has a standard deviation under 4, or 95% of its pixels
@@ -170,7 +171,7 @@ same images with the same codes:
    {gate.rule}. `PNEUMOSCAN_OOD_POLICY=flag` scores such images anyway, marked
    `"out_of_distribution": true`.
 
-Refusals by the whole gate (the non-X-ray images are built by `training/not_xrays.py` from the
+Refusals by the whole gate (the non-X-ray images are built by `training/gate/not_xrays.py` from the
 sample data of scikit-image, matplotlib and pydicom, and generated patterns, text and drawings).
 The last column is the margin: the farthest X-ray, or the non-X-ray image closest to passing.
 
@@ -191,7 +192,7 @@ def _stressed_rate(gate) -> str:
 
 
 def _recipe_note(metadata: ModelMetadata) -> str:
-    from pneumoscan.model import EQUALIZED_ARCHITECTURES
+    from pneumoscan.model.architectures import EQUALIZED_ARCHITECTURES
     from training.augment import RANGES
     from training.recipes import RECIPES, ranges_name
 
@@ -247,10 +248,7 @@ def _proxy_note(metadata: ModelMetadata) -> str:
 
 
 def _share(estimate: dict | None) -> str:
-    if not estimate or estimate.get("value") is None:
-        return "-"
-    low, high = estimate["ci"]
-    return f"{estimate['value']:.3f} ({low:.3f}-{high:.3f}; {estimate['successes']}/{estimate['n']})"
+    return share(estimate, missing="-")
 
 
 def _number(value: float | None) -> str:

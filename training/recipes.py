@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 @dataclass(frozen=True)
 class Recipe:
     name: str
-    architecture: str  # key of pneumoscan.model.ARCHITECTURES
+    architecture: str  # key of pneumoscan.model.architectures.ARCHITECTURES
     optimizer: str  # "rmsprop" or "adamw"
     learning_rate: float
     epochs: int

@@ -35,8 +35,8 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from pneumoscan.imaging import load_plane, plane_to_input
-from pneumoscan.model import Predictor, load_metadata, save_metadata
+from pneumoscan.imaging.preprocess import load_plane, plane_to_input
+from pneumoscan.model.predictor import Predictor, load_metadata, save_metadata
 from training.data import find_examples, load_planes, split_by_patient
 from training.stats import wilson_interval
 
@@ -84,7 +84,7 @@ def _auc(normal: np.ndarray, pneumonia: np.ndarray) -> float | None:
 
 def grad_cam_location(predictor: Predictor, inputs: np.ndarray, limit: int, seed: int) -> dict:
     """Mean central share of the heatmap mass and the share of peaks in the border."""
-    from pneumoscan.explain import heatmap_location
+    from pneumoscan.model.gradcam import heatmap_location
 
     order = np.random.default_rng(seed).permutation(len(inputs))[:limit]
     shares, border = [], []
@@ -131,7 +131,8 @@ def measure(
     at its saved threshold, or at ``threshold_rule`` (a key of ``threshold_rules``) if given."""
     from training.augment import stressed_inputs
     from training.calibration import sensitivity_threshold, youden_threshold
-    from training.train import DEFAULT_VALIDATION_FRACTION, STRESS_SEED, STRESSED_COPIES
+    from training.data import DEFAULT_VALIDATION_FRACTION
+    from training.train import STRESS_SEED, STRESSED_COPIES
 
     metadata = load_metadata(model_dir)
     predictor = Predictor.from_dir(model_dir)

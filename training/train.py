@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 
 from pneumoscan import CLASS_NAMES
-from pneumoscan.imaging import plane_to_input
-from pneumoscan.model import ARCHITECTURES, MODEL_FILE
+from pneumoscan.imaging.preprocess import plane_to_input
+from pneumoscan.model.architectures import ARCHITECTURES
+from pneumoscan.model.predictor import MODEL_FILE
 from pneumoscan.schemas import ModelMetadata
 from training.augment import RANGES, stressed_inputs, training_dataset
-from training.data import Example, find_examples, load_planes, split_by_patient
+from training.data import DEFAULT_VALIDATION_FRACTION, Example, find_examples, load_planes, split_by_patient
 from training.finalize import finalize
 from training.recipes import Recipe, get_recipe, ranges_name
 
-DEFAULT_VALIDATION_FRACTION = 0.15
 # Augmented copies of the validation split (fixed seeds) that early stopping, calibration, the
 # threshold and the input gate are judged on, besides the clean split.
 STRESSED_COPIES = 2

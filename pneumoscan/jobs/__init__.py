@@ -9,5 +9,5 @@
 - ``reviews``: readers' reviews of a finished job's results
 - ``dicom_outputs``: a DICOM-node job's SR and Secondary Capture per image
 
-Nothing here imports a queue, a web framework or TensorFlow; ``service/worker.py`` adapts it to Huey.
+Nothing here imports a queue, a web framework or TensorFlow; ``service/worker/queue.py`` adapts it to Huey.
 """

@@ -2,7 +2,7 @@
 
 Per source instance: a TID 1500 Structured Report with the finding and probability, and an RGB
 Secondary Capture of the Grad-CAM overlay with its burned-in banner; for a refused instance, an
-SR stating that it was not analysed and why (``pneumoscan.dicom_results``). Their UIDs derive from
+SR stating that it was not analysed and why (``pneumoscan.dicom.results``). Their UIDs derive from
 the source instance and the model version, so scoring a shard again queues nothing new, and
 the PACS sees no new instances. Files that are not DICOM, or whose header gives no study or
 instance UID, get no DICOM result.
@@ -18,8 +18,9 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from pneumoscan import DEFAULT_MAX_PIXELS
-from pneumoscan.dicom_store import DicomOutbox, is_uid
-from pneumoscan.model import Predictor
+from pneumoscan.delivery.cstore import DicomOutbox
+from pneumoscan.dicom.store import is_uid
+from pneumoscan.model.predictor import Predictor
 from pneumoscan.result import Result
 
 log = logging.getLogger("pneumoscan.jobs")
@@ -41,7 +42,7 @@ class DicomResultWriter:
 
     def write(self, path: Path, result: Result) -> int:
         """The number of DICOM results queued for ``path`` (none already queued or delivered)."""
-        from pneumoscan.dicom_results import not_analysed_report, secondary_capture, structured_report
+        from pneumoscan.dicom.results import not_analysed_report, secondary_capture, structured_report
 
         try:
             source = pydicom.dcmread(path, stop_before_pixels=True)
@@ -64,8 +65,8 @@ class DicomResultWriter:
         """The Grad-CAM overlay of the image (RGB), or None where Grad-CAM is unavailable."""
         import keras
 
-        from pneumoscan.explain import overlay
-        from pneumoscan.imaging import decode, plane_to_input, resize_plane
+        from pneumoscan.imaging.preprocess import decode, plane_to_input, resize_plane
+        from pneumoscan.model.gradcam import overlay
 
         if keras.backend.backend() != "tensorflow":
             log.warning("No Secondary Capture: Grad-CAM needs Keras' TensorFlow backend.")

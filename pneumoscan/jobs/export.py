@@ -31,10 +31,10 @@ from typing import TextIO
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 
 from pneumoscan.errors import PneumoscanError
-from pneumoscan.fhir import FHIR_JSON, Entry, outcome_for, result_entries, standalone, stream_bundle
 from pneumoscan.files import atomic_write
 from pneumoscan.jobs.folder import RESULTS_FILE, SUMMARY_FILE, ShardMeta, load_job, shard_files, shard_path
 from pneumoscan.jobs.results import finished_results, read_results
+from pneumoscan.reports.fhir import FHIR_JSON, Entry, outcome_for, result_entries, standalone, stream_bundle
 from pneumoscan.result import Result
 
 log = logging.getLogger("pneumoscan.jobs")
@@ -124,7 +124,7 @@ def _line(resource: dict) -> str:
 # Built NDJSON files are kept in the job folder under a name that changes with the code that
 # builds them, so an upgrade never serves files of an older shape.
 KEPT_EXPORT = "export"
-_BUILDERS = ("fhir.py", "fhir_report.py", "jobs/export.py", "jobs/results.py", "result.py")
+_BUILDERS = ("reports/fhir.py", "reports/resources.py", "jobs/export.py", "jobs/results.py", "result.py")
 
 
 def _export_form() -> str:

@@ -26,7 +26,7 @@ from pydantic import BaseModel
 
 from pneumoscan.errors import FolderNotAllowed, FolderNotFound, JobNotFound
 from pneumoscan.files import atomic_write
-from pneumoscan.imaging import IMAGE_SUFFIXES
+from pneumoscan.imaging.preprocess import IMAGE_SUFFIXES
 from pneumoscan.result import PATIENT_COLUMNS, RESULT_COLUMNS, Result
 from pneumoscan.schemas import JobSpec
 

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import cast
 
 from pneumoscan import DEFAULT_MAX_PIXELS
-from pneumoscan.destinations import outboxes
+from pneumoscan.delivery.destinations import outboxes
+from pneumoscan.delivery.fhir_server import FhirOutbox
+from pneumoscan.delivery.mllp import Hl7Outbox, queue_result
 from pneumoscan.errors import WorkerCrashed
-from pneumoscan.fhir_push import FhirOutbox
 from pneumoscan.files import atomic_write
-from pneumoscan.hl7 import Hl7Outbox, queue_result
 from pneumoscan.jobs.folder import (
     Lease,
     ShardMeta,
@@ -34,8 +34,8 @@ from pneumoscan.jobs.folder import (
     write_lease,
 )
 from pneumoscan.jobs.results import finalize
-from pneumoscan.model import Predictor
-from pneumoscan.predict import score_paths
+from pneumoscan.model.predictor import Predictor
+from pneumoscan.model.scoring import score_paths
 from pneumoscan.result import Result
 from pneumoscan.schemas import JobSpec
 from pneumoscan.settings import Settings

@@ -96,7 +96,7 @@ class Server:
 
         log = (self.log_path.parent / "worker.log").open("ab")
         return subprocess.Popen(
-            [sys.executable, "-m", "pneumoscan.cli", "worker", "--burst"],
+            [sys.executable, "-m", "cli", "worker", "--burst"],
             cwd=HERE.parents[1],
             env={**os.environ, **self.settings},
             stdout=log,

@@ -19,7 +19,7 @@ except ImportError:  # the fixtures skip (or fail under PNEUMOSCAN_REQUIRE_BROWS
 
 from tests.support import API_KEY, XRAYS
 from tests.support.dicom_files import make_dicom
-from training.not_xrays import not_xrays
+from training.gate.not_xrays import not_xrays
 
 
 def session_key(page) -> str | None:

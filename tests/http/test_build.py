@@ -13,7 +13,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from pneumoscan.model import load_metadata
+from pneumoscan.model.predictor import load_metadata
 from pneumoscan.settings import BUNDLED_MODEL_DIR
 from tests.support import REPO_ROOT, reachable_modules
 
@@ -92,7 +92,12 @@ def test_bentoml_build(registered_home):
     assert not (source / "tests").exists() and not (source / ".venv").exists()
     # Every module the service imports, at any depth (the job queue's too), is packed...
     modules, third_party = reachable_modules(source, "service.service")
-    assert {"service.worker", "pneumoscan.jobs.folder", "pneumoscan.imaging", "pneumoscan.model"} <= modules
+    assert {
+        "service.worker.queue",
+        "pneumoscan.jobs.folder",
+        "pneumoscan.imaging.preprocess",
+        "pneumoscan.model.predictor",
+    } <= modules
     # ...and every other package it imports is installed by the bento's requirements.
     lines = (bento / "env" / "python" / "requirements.txt").read_text().splitlines()
     requirements = [Requirement(line) for line in lines if line.strip() and not line.startswith(("#", "-"))]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pneumoscan.explain_legend import HEADERS
+from pneumoscan.model.legend import HEADERS
 from tests.support import METADATA, assert_error, encode
 from tests.support.dicom_files import make_dicom
 from tests.support.explanations import assert_explained

@@ -13,7 +13,7 @@ from PIL import Image
 from pneumoscan.schemas import BatchItemError, BatchItemResult, BatchResponse
 from tests.support import assert_error, check_prediction
 from tests.support.dicom_files import make_dicom
-from training.not_xrays import not_xrays
+from training.gate.not_xrays import not_xrays
 
 REFUSALS = {"blank_image", "not_a_chest_xray"}
 NOT_XRAYS = not_xrays()

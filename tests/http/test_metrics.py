@@ -7,12 +7,12 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from pneumoscan.drift import load_reference
-from pneumoscan.monitoring import OOD_BUCKETS, PROBABILITY_BUCKETS
+from pneumoscan.monitoring.bins import OOD_BUCKETS, PROBABILITY_BUCKETS
+from pneumoscan.monitoring.drift import load_reference
 from pneumoscan.settings import BUNDLED_MODEL_DIR
 from tests.support import check_prediction
 from tests.support.prometheus import has_sample, samples, value
-from training.not_xrays import not_xrays
+from training.gate.not_xrays import not_xrays
 
 PHOTO = next(image for image in not_xrays() if image.name == "astronaut")
 
@@ -62,7 +62,7 @@ def test_results_and_refusals_are_counted_per_model_version(server, xray_files):
         counted = value(after, "pneumoscan_refusals_total", model_version=version, code=code)
         assert counted - value(before, "pneumoscan_refusals_total", model_version=version, code=code) == count
 
-    # Each probability falls in its bin of pneumoscan.monitoring's edges.
+    # Each probability falls in its bin of pneumoscan.monitoring.bins's edges.
     name = "pneumoscan_result_probability"
     probability = _delta(_buckets(before, name, version), _buckets(after, name, version))
     assert probability == _expected_buckets([p.probability for p in predictions], PROBABILITY_BUCKETS)

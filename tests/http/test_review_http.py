@@ -10,10 +10,10 @@ import shutil
 from pathlib import Path
 
 from pneumoscan.jobs.reviews import REVIEWS_FILE
-from service.middleware import is_open
+from service.http.middleware import is_open
 from tests.support import XRAYS, assert_error, run_cli
-from training.not_xrays import not_xrays
-from training.site_data import read_labels
+from training.gate.not_xrays import not_xrays
+from training.site.data import read_labels
 
 
 def make_review_folder(root: Path) -> Path:

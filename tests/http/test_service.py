@@ -12,7 +12,7 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 
-from pneumoscan.model import load_metadata
+from pneumoscan.model.predictor import load_metadata
 from pneumoscan.schemas import BatchItemError, BatchItemResult, BatchResponse
 from pneumoscan.settings import BUNDLED_MODEL_DIR
 from tests.support import METADATA, assert_error, check_prediction, encode, png_bomb

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pneumoscan.model import load_metadata
+from pneumoscan.model.predictor import load_metadata
 
 
 def test_the_service_serves_the_latest_registered_version_and_names_it(site_server, site_model_dir, xray_files):

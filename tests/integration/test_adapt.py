@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 
-from pneumoscan.model import Predictor, load_metadata
+from pneumoscan.model.predictor import Predictor, load_metadata
 from pneumoscan.settings import BUNDLED_MODEL_DIR
 from tests.support import make_tiny_dataset, run_cli
 
@@ -73,8 +73,8 @@ def test_adapt_refuses_ten_per_class_and_writes_nothing(tmp_path):
 
 def test_adapt_writes_nothing_when_the_gate_would_admit_a_non_xray(tmp_path, site_dataset, monkeypatch, capsys):
     """A gate too loose for the check set (its limit raised a thousandfold) stops the adaptation: exit 1."""
-    from pneumoscan.cli import main
-    from training import site_adapt
+    from cli import main
+    from training.adapt import pipeline as site_adapt
 
     fitted = site_adapt.refit_gate
 
@@ -106,7 +106,7 @@ def test_adapt_writes_nothing_when_the_gate_would_admit_a_non_xray(tmp_path, sit
 
 
 def test_adapted_gate_admits_the_sites_xrays(adapted_model_dir, site_dataset):
-    from pneumoscan.imaging import load_image
+    from pneumoscan.imaging.preprocess import load_image
 
     predictor = Predictor.from_dir(adapted_model_dir)
     xrays = sorted(site_dataset.glob("*/*.jpeg"))

@@ -7,11 +7,12 @@ import json
 import pydicom
 from PIL import Image
 
-from pneumoscan.gate import GATE_FILE
-from pneumoscan.model import MODEL_FILE, build_tuned_model, load_keras_model, load_metadata
+from pneumoscan.imaging.gate import GATE_FILE
+from pneumoscan.model.architectures import build_tuned_model
+from pneumoscan.model.predictor import MODEL_FILE, load_keras_model, load_metadata
 from pneumoscan.settings import BUNDLED_MODEL_DIR
 from tests.support import make_tiny_dataset, run_cli
-from training.not_xrays import not_xrays
+from training.gate.not_xrays import not_xrays
 
 
 def test_bundled_model_files():

@@ -7,7 +7,7 @@ import json
 import pydicom
 from PIL import Image
 
-from pneumoscan.model import load_metadata
+from pneumoscan.model.predictor import load_metadata
 from tests.support import SCORE_EVERYTHING, encode, run_cli
 from tests.support.dicom_files import make_dicom
 

@@ -15,7 +15,7 @@ from tests.support import REPO_ROOT, run_cli
 TENSORFLOW_LINE = re.compile(
     r"^[IWEF]\d{4} [\d:.]+\s+\d+ \S+:\d+\]|absl|oneDNN|tensorflow", re.IGNORECASE | re.MULTILINE
 )
-INFO_LINE = "INFO pneumoscan.cli Scoring 1 file(s) with model"
+INFO_LINE = "INFO cli Scoring 1 file(s) with model"
 
 
 def test_predict_says_nothing_of_tensorflow_unless_verbose(xray_files):
@@ -34,7 +34,7 @@ def test_predict_says_nothing_of_tensorflow_unless_verbose(xray_files):
 
 def test_pneumoscan_warnings_stay_visible_without_verbose():
     code = (
-        "import logging; from pneumoscan.cli import quiet; quiet.configure(False); "
+        "import logging; from cli import quiet; quiet.configure(False); "
         "logging.getLogger('pneumoscan.jobs').warning('a warning'); "
         "logging.getLogger('pneumoscan.jobs').info('an info line'); "
         "logging.getLogger('absl').warning('absl chatter')"

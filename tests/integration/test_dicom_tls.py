@@ -171,7 +171,7 @@ def tls_site(tmp_path_factory) -> Iterator[TlsSite]:
         "PNEUMOSCAN_DICOM_RETRY_MAX_S": "2",
         "TF_CPP_MIN_LOG_LEVEL": "3",
     }
-    command = [sys.executable, "-m", "pneumoscan.cli"]
+    command = [sys.executable, "-m", "cli"]
     node = start([*command, "dicom-node"], env, folder / "node.log")
     worker = start([*command, "worker"], env, folder / "worker.log")
     try:

@@ -47,9 +47,9 @@ def fixture_copies(root: Path, offsets: range, darker: float = 0.0, noise: float
 @pytest.fixture(scope="module")
 def fixture_model(tmp_path_factory) -> Path:
     """The bundled model's files with a reference made from 96 shifted fixture copies."""
-    from pneumoscan.drift import build_reference, save_reference
-    from pneumoscan.model import Predictor
-    from training.drift_reference import score_sample
+    from pneumoscan.model.predictor import Predictor
+    from pneumoscan.monitoring.drift import build_reference, save_reference
+    from training.drift.reference import score_sample
 
     model = tmp_path_factory.mktemp("drift-model")
     for name in ("model.keras", "gate.npz", "metadata.json"):
@@ -113,7 +113,7 @@ def test_a_model_without_a_reference_says_how_to_make_one(tmp_path, xray_files):
     shutil.copy2(BUNDLED_MODEL_DIR / "metadata.json", model / "metadata.json")
     result = run_cli("drift", "--model", str(model), "--data", str(xray_files[0].parent))
     assert result.returncode == 3
-    assert "drift_reference.json" in result.stderr and "training.drift_reference" in result.stderr
+    assert "drift_reference.json" in result.stderr and "training.drift.reference" in result.stderr
 
 
 def test_the_bundled_reference_on_training_images(tmp_path):
@@ -132,8 +132,8 @@ def test_the_bundled_reference_on_training_images(tmp_path):
 
 
 def test_train_writes_the_validation_reference(tiny_model_dir):
-    from pneumoscan.drift import load_reference
-    from pneumoscan.model import load_metadata
+    from pneumoscan.model.predictor import load_metadata
+    from pneumoscan.monitoring.drift import load_reference
 
     metadata, reference = load_metadata(tiny_model_dir), load_reference(tiny_model_dir)
     assert reference is not None and reference.model_version == metadata.version
@@ -143,8 +143,8 @@ def test_train_writes_the_validation_reference(tiny_model_dir):
 
 
 def test_calibrate_writes_the_sites_reference(site_model_dir):
-    from pneumoscan.drift import load_reference
-    from pneumoscan.model import load_metadata
+    from pneumoscan.model.predictor import load_metadata
+    from pneumoscan.monitoring.drift import load_reference
 
     metadata, reference = load_metadata(site_model_dir), load_reference(site_model_dir)
     assert reference is not None and reference.model_version == metadata.version

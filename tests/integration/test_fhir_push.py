@@ -10,7 +10,7 @@ import json
 import pytest
 from PIL import Image
 
-from pneumoscan.fhir_push import FhirOutbox
+from pneumoscan.delivery.fhir_server import FhirOutbox
 from pneumoscan.result import Result
 from pneumoscan.schemas import Prediction
 from tests.support import METADATA, fhir_validator, require, run_cli, xray_paths

@@ -42,7 +42,7 @@ def test_each_scored_dicom_sends_one_oru_once(tmp_path):
 def test_an_operator_lists_retries_and_drops_what_failed(tmp_path):
     import json
 
-    from pneumoscan.hl7 import Hl7Outbox
+    from pneumoscan.delivery.mllp import Hl7Outbox
 
     outbox = Hl7Outbox(tmp_path / "var" / "hl7", max_attempts=1)
     for message_id in ("AAA", "BBB"):

@@ -34,7 +34,7 @@ def status(job: str, env: dict) -> dict:
 def start_worker(env: dict, log: Path, *args: str) -> subprocess.Popen:
     with log.open("ab") as handle:
         return subprocess.Popen(
-            [sys.executable, "-m", "pneumoscan.cli", "worker", *args],
+            [sys.executable, "-m", "cli", "worker", *args],
             cwd=REPO_ROOT,
             env={**os.environ, **env},
             stdout=handle,
@@ -155,7 +155,7 @@ def test_submit_then_worker_then_resubmit(queue_env, tmp_path):
     assert early.returncode == 4 and "queued" in early.stderr and not early.stdout
 
     follow = subprocess.Popen(
-        [sys.executable, "-m", "pneumoscan.cli", "status", job_id, "--follow", "--interval", "0.2"],
+        [sys.executable, "-m", "cli", "status", job_id, "--follow", "--interval", "0.2"],
         cwd=REPO_ROOT,
         env={**os.environ, **queue_env},
         stdout=subprocess.PIPE,

@@ -39,7 +39,7 @@ def test_prometheus_scrapes_the_service_and_the_worker(tmp_path: Path):
         "PNEUMOSCAN_QUEUE_NAME": f"test-{uuid.uuid4().hex[:12]}",
         "PNEUMOSCAN_WORKER_METRICS_PORT": str(worker_port),
     }
-    worker = start([sys.executable, "-m", "pneumoscan.cli", "worker"], worker_env, tmp_path / "worker.log")
+    worker = start([sys.executable, "-m", "cli", "worker"], worker_env, tmp_path / "worker.log")
     targets = {"service": f"127.0.0.1:{service_port}", "worker": f"127.0.0.1:{worker_port}"}
     try:
         (tmp_path / "prometheus").mkdir()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pneumoscan.model import load_metadata
+from pneumoscan.model.predictor import load_metadata
 from pneumoscan.settings import BUNDLED_MODEL_DIR
 from tests.support import make_tiny_dataset, run_cli
 
@@ -204,8 +204,8 @@ def _model_with_gate_limit(source: Path, target: Path, limit: float) -> Path:
 def _distances(model_dir: Path, paths: list[Path]) -> list[float]:
     import numpy as np
 
-    from pneumoscan.imaging import load_image
-    from pneumoscan.model import Predictor
+    from pneumoscan.imaging.preprocess import load_image
+    from pneumoscan.model.predictor import Predictor
 
     predictor = Predictor.from_dir(model_dir)
     return predictor.score(np.stack([load_image(p.read_bytes()) for p in paths]))[:, 1].tolist()

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pneumoscan.drift import REFERENCE_FILE, DriftReference
-from pneumoscan.monitoring import OOD_BUCKETS, PROBABILITY_BUCKETS
+from pneumoscan.monitoring.bins import OOD_BUCKETS, PROBABILITY_BUCKETS
+from pneumoscan.monitoring.drift import REFERENCE_FILE, DriftReference
 from pneumoscan.settings import BUNDLED_MODEL_DIR
 from service.launch import free_port, start, stop
 from tests.support import METADATA, make_input_folder, run_cli, wait_until
@@ -82,7 +82,7 @@ def test_worker_processes_count_what_they_score(tmp_path):
     submitted = run_cli("submit", str(folder), env=env)
     assert submitted.returncode == 0, submitted.stderr[-3000:]
     log = tmp_path / "worker.log"
-    worker = start([sys.executable, "-m", "pneumoscan.cli", "worker", "--concurrency", "2"], env, log)
+    worker = start([sys.executable, "-m", "cli", "worker", "--concurrency", "2"], env, log)
     try:
         rows = wait_until(lambda: read_rows(tmp_path / "var"), 300, lambda: log.read_text(errors="replace")[-4000:])
         text = scrape(f"http://127.0.0.1:{port}/metrics")
@@ -123,7 +123,7 @@ def test_dicom_node_serves_the_reference_figures(tmp_path):
         "PNEUMOSCAN_DICOM_METRICS_PORT": str(port),
     }
     log = tmp_path / "node.log"
-    node = start([sys.executable, "-m", "pneumoscan.cli", "dicom-node"], env, log)
+    node = start([sys.executable, "-m", "cli", "dicom-node"], env, log)
     try:
 
         def metrics() -> str | None:

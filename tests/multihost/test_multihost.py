@@ -104,12 +104,12 @@ class Cluster:
         self.processes["redis"] = start(command, {}, self.folder / "redis.log")
 
     def start_worker(self, host: str) -> None:
-        command = self.hosts.run(host, sys.executable, "-m", "pneumoscan.cli", "worker")
+        command = self.hosts.run(host, sys.executable, "-m", "cli", "worker")
         self.processes[host] = start(command, self.env, self.folder / f"{host}.log")
 
     def cli(self, host: str, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            self.hosts.run(host, sys.executable, "-m", "pneumoscan.cli", *args),
+            self.hosts.run(host, sys.executable, "-m", "cli", *args),
             env={**os.environ, **self.env},
             capture_output=True,
             text=True,

@@ -26,17 +26,17 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 from PIL import Image
 
-from pneumoscan.decision import Decision
 from pneumoscan.files import atomic_write
-from pneumoscan.imaging import plane_to_input
+from pneumoscan.imaging.preprocess import plane_to_input
 from pneumoscan.jobs.folder import ShardMeta, create_job, csv_bytes, load_job, shard_files, shard_path
 from pneumoscan.jobs.results import finalize
-from pneumoscan.model import load_metadata
+from pneumoscan.model.decision import Decision
+from pneumoscan.model.predictor import load_metadata
 from pneumoscan.result import Result
 from pneumoscan.schemas import PredictionResponse
 from pneumoscan.settings import BUNDLED_MODEL_DIR
 from tests.support.dicom_files import make_dicom
-from training.not_xrays import not_xrays
+from training.gate.not_xrays import not_xrays
 
 METADATA = load_metadata(BUNDLED_MODEL_DIR)
 
@@ -111,7 +111,7 @@ async def stand_in_heatmap(plane: np.ndarray) -> np.ndarray:
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the real ``pneumoscan`` command in a subprocess."""
     return subprocess.run(
-        [sys.executable, "-m", "pneumoscan.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         cwd=REPO_ROOT,
         env={**os.environ, **(env or {})},
         capture_output=True,

@@ -101,7 +101,8 @@ def _pneumoscan_metrics() -> dict[str, set[str]]:
     sample name -> label names."""
     from prometheus_client import REGISTRY
 
-    from service import metrics, result_metrics
+    from service import result_metrics
+    from service.http import metrics
 
     metrics.register()
     result_metrics.register()

@@ -67,7 +67,8 @@ def test_training_dataset_draws_shortcuts():
 
 
 def test_equalization_ignores_monotone_exposure_changes(tmp_path):
-    from pneumoscan.model import MODEL_FILE, build_tuned_model, load_keras_model
+    from pneumoscan.model.architectures import build_tuned_model
+    from pneumoscan.model.predictor import MODEL_FILE, load_keras_model
 
     grey = np.random.default_rng(1).random((3, 128, 128, 1), dtype=np.float32).repeat(3, axis=-1)
     model = build_tuned_model(equalize=True)
@@ -83,7 +84,7 @@ def test_equalization_ignores_monotone_exposure_changes(tmp_path):
 
 
 def test_equalized_model_trains_in_a_graph():
-    from pneumoscan.model import build_tuned_model
+    from pneumoscan.model.architectures import build_tuned_model
 
     model = build_tuned_model(equalize=True)
     model.compile(optimizer="adam", loss="categorical_crossentropy")

@@ -8,8 +8,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from service.batcher import MicroBatcher
-from service.errors import Overloaded
+from service.http.batcher import MicroBatcher
+from service.http.errors import Overloaded
 
 
 class SlowModel:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pneumoscan.cli import build_parser
+from cli import build_parser
 
 
 def parsers(parser: argparse.ArgumentParser, name: str = "pneumoscan") -> dict[str, argparse.ArgumentParser]:

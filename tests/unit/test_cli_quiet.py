@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from pneumoscan.cli.quiet import is_noise, stderr_without_noise
+from cli.quiet import is_noise, stderr_without_noise
 
 # As TensorFlow 2.21 writes them on import, before absl is initialised.
 PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"

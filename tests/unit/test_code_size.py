@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("pneumoscan", "service", "training")
+PACKAGES = ("pneumoscan", "service", "training", "cli")
 MAX_MODULE_LINES = 350
 MAX_FUNCTION_LINES = 80
 

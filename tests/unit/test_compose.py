@@ -22,10 +22,10 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from pneumoscan import cli
-from pneumoscan.cli import jobs as job_commands
+import cli
+from cli import jobs as job_commands
 from pneumoscan.settings import Settings
-from service.middleware import is_open
+from service.http.middleware import is_open
 from tests.support import reachable_modules
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -201,11 +201,11 @@ def test_healthcheck_asks_readyz_and_fails_unless_ready():
 def test_worker_command_is_the_cli_worker_and_can_scale():
     command = WORKER["command"]
     scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts[command[0]] == "pneumoscan.cli:main"
+    assert scripts[command[0]] == "cli:main"
     args = cli.build_parser().parse_args(command[1:])  # an unknown flag exits here
     assert args.handler is job_commands.cmd_worker and not args.burst, "a burst worker exits and restarts forever"
     assert "ports" not in WORKER and "container_name" not in WORKER, "--scale worker=N needs neither"
-    worker_source = (REPO_ROOT / "service" / "worker.py").read_text()
+    worker_source = (REPO_ROOT / "service" / "worker" / "queue.py").read_text()
     timeout = int(re.search(r"shutdown_timeout=(\d+)", worker_source)[1])
     grace = re.fullmatch(r"(?:(\d+)m)?(?:(\d+)s)?", WORKER["stop_grace_period"])
     assert int(grace[1] or 0) * 60 + int(grace[2] or 0) > timeout, "Docker would kill a finishing shard"
@@ -247,7 +247,7 @@ def test_redis_persists_and_everything_waits_for_it():
 
 
 def test_dicom_node_runs_the_cli_node_on_its_published_port():
-    from pneumoscan.cli import dicom as dicom_commands
+    from cli import dicom as dicom_commands
 
     args = cli.build_parser().parse_args(NODE["command"][1:])
     assert NODE["command"][0] == "pneumoscan" and args.handler is dicom_commands.cmd_dicom_node
@@ -305,7 +305,7 @@ def test_dockerfile_builds_what_compose_runs():
     for name in ("model.keras", "metadata.json"):
         assert not is_ignored(f"models/pneumonia-cnn/{name}")
     copied = {Path(source).parts[0] for *sources, _ in copies for source in sources}
-    modules, _ = reachable_modules(REPO_ROOT, "service.service", "service.worker")
+    modules, _ = reachable_modules(REPO_ROOT, "service.service", "service.worker.queue")
     assert {module.split(".")[0] for module in modules} <= copied
     order = [name if name != "RUN" or "pneumoscan register" not in args else "REGISTER" for name, args in instructions]
     users = [args for name, args in instructions if name == "USER"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pneumoscan.errors import DataError
-from pneumoscan.imaging import load_image
+from pneumoscan.imaging.preprocess import load_image
 from training.data import Example, find_examples, fingerprint, load_arrays, patient_id, split_by_patient
 
 

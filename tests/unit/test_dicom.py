@@ -27,7 +27,7 @@ from pneumoscan.errors import (
     UnsupportedView,
     error_from_code,
 )
-from pneumoscan.imaging import decode, load_image, load_plane
+from pneumoscan.imaging.preprocess import decode, load_image, load_plane
 from tests.support import encode
 from tests.support.dicom_files import PATIENT_ID, PATIENT_NAME, make_dicom
 
@@ -164,7 +164,7 @@ NOT_INTENDED_USE = [
 
 @pytest.mark.parametrize(("variant", "code", "quoted"), NOT_INTENDED_USE)
 def test_dicom_outside_the_intended_use_is_refused_with_a_code(xray_image, variant, code, quoted):
-    from service.errors import status_for
+    from service.http.errors import status_for
 
     with pytest.raises(InvalidImage) as raised:
         load_image(make_dicom(xray_image, **variant))
@@ -251,7 +251,7 @@ def test_padding_range_limit_excludes_the_whole_range(xray_image):
 
 
 def test_padding_on_the_lookup_table_and_pixelwise_paths_agree(xray_image, monkeypatch):
-    from pneumoscan import dicom_display
+    from pneumoscan.dicom import display as dicom_display
 
     dataset = pydicom.dcmread(io.BytesIO(make_dicom(xray_image, bits=16, padding=(8, 65535))))
     by_table = dicom_display.display_values(dataset.pixel_array, dataset)
@@ -299,7 +299,7 @@ def test_patient_fields_never_reach_the_log(xray_image, caplog):
     ],
 )
 def test_lookup_table_equals_the_pixelwise_pipeline(xray_image, variant):
-    from pneumoscan.dicom_display import display_values, transform
+    from pneumoscan.dicom.display import display_values, transform
 
     dataset = pydicom.dcmread(io.BytesIO(make_dicom(xray_image, **variant)))
     rng = np.random.default_rng(0)
@@ -312,7 +312,7 @@ def test_lookup_table_equals_the_pixelwise_pipeline(xray_image, variant):
 def test_non_monotonic_modality_table_is_scaled_over_the_values_that_occur(xray_image):
     from pydicom.dataset import Dataset
 
-    from pneumoscan.dicom_display import display_values, transform
+    from pneumoscan.dicom.display import display_values, transform
 
     dataset = pydicom.dcmread(io.BytesIO(make_dicom(xray_image, bits=16)))
     item = Dataset()

@@ -13,9 +13,9 @@ from PIL import Image
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.sop_class import SecondaryCaptureImageStorage
 
-from pneumoscan.dicom_store import DicomOutbox
+from pneumoscan.delivery.cstore import Destination, DicomOutbox, Sender
 from pneumoscan.settings import Settings
-from service.dicom_node import Destination, DicomNode, Sender
+from service.dicom_node.node import DicomNode
 from service.launch import free_port
 from tests.support.dicom_files import make_dicom
 
@@ -125,7 +125,7 @@ def test_tls_settings_that_cannot_work_are_refused_before_listening(tmp_path):
     import pytest
 
     from pneumoscan.errors import ConfigurationError
-    from service.dicom_tls import client_tls, server_tls
+    from service.dicom_node.tls import client_tls, server_tls
 
     base = {"data_dir": tmp_path}
     assert server_tls(Settings(**base)) is None and client_tls(Settings(**base)) is None, "plain DICOM by default"

@@ -22,7 +22,7 @@ from PIL import Image
 from pydicom.uid import ComprehensiveSRStorage, SecondaryCaptureImageStorage
 
 from pneumoscan import findings
-from pneumoscan.dicom_results import (
+from pneumoscan.dicom.results import (
     BANNER_TEXT,
     derived_uid,
     device_uid,
@@ -30,7 +30,7 @@ from pneumoscan.dicom_results import (
     secondary_capture,
     structured_report,
 )
-from pneumoscan.explain import overlay
+from pneumoscan.model.gradcam import overlay
 from pneumoscan.schemas import Prediction
 from tests.support import REPO_ROOT, sr_validator
 from tests.support.dicom_files import PATIENT_ID, PATIENT_NAME, make_dicom
@@ -283,7 +283,7 @@ def test_uids_are_deterministic(source):
 
 def test_the_module_loads_no_framework():
     code = (
-        "import sys, json, pneumoscan.dicom_results; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+        "import sys, json, pneumoscan.dicom.results; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from pneumoscan.dicom_store import DicomOutbox, DicomStore, InvalidInstance
+from pneumoscan.delivery.cstore import DicomOutbox
+from pneumoscan.dicom.store import DicomStore, InvalidInstance
 
 
 def test_an_instance_is_filed_by_study_and_sop_uid_and_a_resend_changes_nothing(tmp_path):

@@ -41,12 +41,12 @@ def test_every_error_code_has_a_status_and_a_meaning(generator):
         assert row["meaning"], (
             f"error code {row['code']} has no meaning (docstring, tree drawing or HTTP_ERROR_MEANINGS)"
         )
-        assert row["status"] is not None, f"error code {row['code']} has no HTTP status in service/errors.py"
+        assert row["status"] is not None, f"error code {row['code']} has no HTTP status in service/http/errors.py"
 
 
 def test_every_error_code_is_in_the_errors_reference(generator):
     from pneumoscan import errors
-    from service import errors as http_errors
+    from service.http import errors as http_errors
 
     page = generator.errors_markdown()
     classes = generator.error_classes()

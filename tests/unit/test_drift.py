@@ -1,4 +1,4 @@
-"""The drift statistics and verdict (``pneumoscan.drift``, ``pneumoscan.drift_verdict``) on hand-made numbers."""
+"""The drift statistics and verdict (``pneumoscan.monitoring``: ``drift``, ``verdict``) on hand-made numbers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from pneumoscan.drift import (
+from pneumoscan.monitoring.bins import OOD_BUCKETS, PROBABILITY_BUCKETS
+from pneumoscan.monitoring.drift import (
     PSI_EPSILON,
     Sample,
     bin_counts,
@@ -23,8 +24,7 @@ from pneumoscan.drift import (
     regroup,
     save_reference,
 )
-from pneumoscan.drift_verdict import DriftThresholds, compare
-from pneumoscan.monitoring import OOD_BUCKETS, PROBABILITY_BUCKETS
+from pneumoscan.monitoring.verdict import DriftThresholds, compare
 
 
 def sample(probabilities, ood_scores=None, threshold: float = 0.5, refusals: int = 0) -> Sample:

@@ -8,16 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pneumoscan.explain import (
-    GradCam,
-    feature_maps,
-    grad_cam,
-    overlay,
-    save_feature_map_grids,
-    stage_layers,
-)
-from pneumoscan.imaging import decode, load_image, plane_to_input, resize_plane
-from pneumoscan.model import Predictor, load_keras_model
+from pneumoscan.imaging.preprocess import decode, load_image, plane_to_input, resize_plane
+from pneumoscan.model.gradcam import GradCam, feature_maps, grad_cam, overlay, save_feature_map_grids, stage_layers
+from pneumoscan.model.predictor import Predictor, load_keras_model
 from pneumoscan.settings import BUNDLED_MODEL_DIR
 from tests.support import encode
 

@@ -10,9 +10,9 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from pneumoscan.explain_legend import HEADERS
-from service.app import create_app
-from service.http import ModelInfo
+from pneumoscan.model.legend import HEADERS
+from service.http.app import create_app
+from service.http.context import ModelInfo
 from tests.support import STAND_IN_DECISION, stand_in_heatmap, stand_in_scores
 from tests.support.explanations import assert_explained
 

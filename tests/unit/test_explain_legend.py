@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from pneumoscan.errors import NotAnImage
-from pneumoscan.explain import overlay
-from pneumoscan.explain_legend import HEADERS, explained, explanation_headers, legend_panel
-from pneumoscan.imaging import decode
+from pneumoscan.imaging.preprocess import decode
+from pneumoscan.model.gradcam import overlay
+from pneumoscan.model.legend import HEADERS, explained, explanation_headers, legend_panel
 from pneumoscan.result import Result
 from pneumoscan.schemas import Prediction
 from tests.support import encode

@@ -14,8 +14,9 @@ from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from pydantic import ValidationError
 
 from pneumoscan import errors
-from pneumoscan.dicom import DicomSource, PatientContext
-from pneumoscan.fhir import (
+from pneumoscan.delivery.fhir_server import transaction
+from pneumoscan.dicom.decode import DicomSource, PatientContext
+from pneumoscan.reports.fhir import (
     acceptable,
     accepts,
     accepts_fhir,
@@ -24,7 +25,6 @@ from pneumoscan.fhir import (
     standalone,
     stream_bundle,
 )
-from pneumoscan.fhir_push import transaction
 from pneumoscan.result import Result
 from pneumoscan.schemas import Prediction
 

@@ -12,16 +12,16 @@ import json
 import pydicom
 import pytest
 
+from pneumoscan.delivery.fhir_server import transaction
 from pneumoscan.errors import BlankImage, NotAChestXray
-from pneumoscan.fhir import collection_bundle, outcome_for, result_entries
-from pneumoscan.fhir_push import transaction
-from pneumoscan.imaging import decode
+from pneumoscan.imaging.preprocess import decode
 from pneumoscan.jobs.export import export, write_ndjson
+from pneumoscan.reports.fhir import collection_bundle, outcome_for, result_entries
 from pneumoscan.result import Result
 from pneumoscan.schemas import Prediction
-from service.app import create_app
-from service.batcher import MicroBatcher
-from service.http import ModelInfo
+from service.http.app import create_app
+from service.http.batcher import MicroBatcher
+from service.http.context import ModelInfo
 from tests.support import (
     STAND_IN_DECISION,
     fhir_validator,

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pneumoscan.decision import Decision, judge_scores
 from pneumoscan.errors import BlankImage, ModelError, NotAChestXray
-from pneumoscan.gate import GATE_FILE, OodGate
-from pneumoscan.imaging import load_plane, resize_plane
+from pneumoscan.imaging.gate import GATE_FILE, OodGate
+from pneumoscan.imaging.preprocess import load_plane, resize_plane
+from pneumoscan.model.decision import Decision, judge_scores
 from tests.support import encode
 from tests.support.dicom_files import make_dicom
 
@@ -157,8 +157,9 @@ def test_resize_plane_applies_the_blank_check():
 
 def test_the_served_distance_is_the_fitted_one():
     """Predictor computes the distance inside the model graph; it must equal OodGate.distances."""
-    from pneumoscan.gate import with_features
-    from pneumoscan.model import Predictor, build_seed_model
+    from pneumoscan.imaging.gate import with_features
+    from pneumoscan.model.architectures import build_seed_model
+    from pneumoscan.model.predictor import Predictor
 
     model = build_seed_model()
     layers = ("conv1", "last_conv")

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from pneumoscan.dicom import DicomSource, PatientContext
+from pneumoscan.delivery.mllp import Hl7Outbox, send_mllp
+from pneumoscan.dicom.decode import DicomSource, PatientContext
 from pneumoscan.errors import BlankImage
-from pneumoscan.hl7 import Hl7Outbox, control_id, oru_r01, send_mllp
+from pneumoscan.reports.hl7 import control_id, oru_r01
 from pneumoscan.result import Result
 from pneumoscan.schemas import Prediction
 from tests.support.hl7_listener import Listener
@@ -127,9 +128,9 @@ def test_an_upload_with_patient_context_sends_one_message(tmp_path, xray_image, 
     import httpx
     import pydicom
 
-    from service.app import create_app
-    from service.batcher import MicroBatcher
-    from service.http import ModelInfo
+    from service.http.app import create_app
+    from service.http.batcher import MicroBatcher
+    from service.http.context import ModelInfo
     from tests.support import STAND_IN_DECISION, stand_in_heatmap, stand_in_scores
     from tests.support.dicom_files import PATIENT_ID, make_dicom
 

@@ -21,13 +21,13 @@ from fhir.resources.R4B.operationoutcome import OperationOutcome
 from PIL import Image
 
 from pneumoscan import errors
-from pneumoscan.imaging import load_image
+from pneumoscan.imaging.preprocess import load_image
 from pneumoscan.schemas import BatchResponse, PredictionResponse
-from service.app import create_app
-from service.batcher import MicroBatcher
-from service.errors import Overloaded, status_for
-from service.http import ModelInfo
-from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, InFlightLimitMiddleware, ReadinessMiddleware
+from service.http.app import create_app
+from service.http.batcher import MicroBatcher
+from service.http.context import ModelInfo
+from service.http.errors import Overloaded, status_for
+from service.http.middleware import ApiKeyMiddleware, BodyLimitMiddleware, InFlightLimitMiddleware, ReadinessMiddleware
 from tests.support import STAND_IN_DECISION, encode, stand_in_heatmap, stand_in_scores
 from tests.support.dicom_files import PATIENT_ID, PATIENT_NAME, make_dicom
 
@@ -428,8 +428,8 @@ def test_gate_refusals_and_flags_through_the_adapter(xray_bytes, xray_image):
 
 def test_core_and_http_agree_on_the_fhir_issue_type_of_every_core_error():
     """Job exports pick issue types in the core, HTTP answers from the status: they must match."""
-    from pneumoscan.fhir import outcome_for as core_outcome_for
-    from service.errors import outcome_for as http_outcome_for
+    from pneumoscan.reports.fhir import outcome_for as core_outcome_for
+    from service.http.errors import outcome_for as http_outcome_for
 
     core_classes = [
         cls for cls in vars(errors).values() if isinstance(cls, type) and issubclass(cls, errors.PneumoscanError)
@@ -462,7 +462,7 @@ def test_accept_q_zero_is_respected_and_nothing_acceptable_is_406(app, xray_byte
 
 def test_export_status_follows_bulk_data_while_a_job_runs():
     from pneumoscan.schemas import JobStatus
-    from service.jobs_api import export_in_progress
+    from service.http.routes.jobs import export_in_progress
 
     queued = export_in_progress(JobStatus(job_id="j", state="queued", total=512))
     assert queued.status_code == 202 and queued.headers["x-progress"] == "0 of 512 files scored"
@@ -483,7 +483,7 @@ def test_unknown_paths_and_wrong_methods_answer_in_the_error_shape(app):
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route
 
-    from service.middleware import RoutingErrorMiddleware
+    from service.http.middleware import RoutingErrorMiddleware
 
     outer = RoutingErrorMiddleware(
         Starlette(

@@ -20,7 +20,7 @@ from pneumoscan.errors import (
     UnsupportedFormat,
     UnsupportedMode,
 )
-from pneumoscan.imaging import load_image, load_plane, plane_to_input
+from pneumoscan.imaging.preprocess import load_image, load_plane, plane_to_input
 from tests.support import encode, png_bomb
 from tests.support.dicom_files import make_dicom
 
@@ -178,8 +178,8 @@ def test_decompression_bomb_is_refused_before_decoding():
 def test_core_does_not_import_frameworks():
     code = (
         "import sys\n"
-        "import pneumoscan, pneumoscan.imaging, pneumoscan.model, pneumoscan.schemas\n"
-        "import pneumoscan.settings, pneumoscan.errors, pneumoscan.predict, pneumoscan.cli\n"
+        "import pneumoscan, pneumoscan.imaging.preprocess, pneumoscan.model.predictor, pneumoscan.schemas\n"
+        "import pneumoscan.settings, pneumoscan.errors, pneumoscan.model.scoring, cli\n"
         "print(sorted(m for m in ('bentoml', 'huey', 'locust') if m in sys.modules))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -11,7 +11,7 @@ from datetime import datetime
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
-from pneumoscan.dicom import DicomSource, PatientContext
+from pneumoscan.dicom.decode import DicomSource, PatientContext
 from pneumoscan.errors import EmptyImage, NotAChestXray
 from pneumoscan.jobs import export as job_export
 from pneumoscan.jobs.export import export, kept_ndjson, ndjson_counts, ndjson_lines, write_ndjson

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pneumoscan.decision import calibrate
+from pneumoscan.model.decision import calibrate
 from training.calibration import expected_calibration_error, fit_temperature, youden_threshold
 from training.metrics import evaluate_predictions
 from training.train import class_weights_for

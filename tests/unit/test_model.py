@@ -5,16 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pneumoscan.decision import label_for
 from pneumoscan.errors import ModelError
-from pneumoscan.model import (
-    LAST_CONV_LAYER,
-    Predictor,
-    build_seed_model,
-    build_tuned_model,
-    load_metadata,
-    warm_up_sizes,
-)
+from pneumoscan.model.architectures import LAST_CONV_LAYER, build_seed_model, build_tuned_model
+from pneumoscan.model.decision import label_for
+from pneumoscan.model.predictor import Predictor, load_metadata, warm_up_sizes
 
 
 def test_seed_architecture_matches_the_course():

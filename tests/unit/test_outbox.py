@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from pneumoscan.outbox import Outbox
+from pneumoscan.delivery.outbox import Outbox
 
 HOLD_LOCK = """
 import fcntl, sys

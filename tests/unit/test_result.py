@@ -7,10 +7,10 @@ import io
 
 import pytest
 
-from pneumoscan.dicom import DicomSource
+from pneumoscan.dicom.decode import DicomSource
 from pneumoscan.errors import BlankImage, NotAChestXray
-from pneumoscan.fhir import result_entries
 from pneumoscan.jobs.folder import csv_bytes
+from pneumoscan.reports.fhir import result_entries
 from pneumoscan.result import RESULT_COLUMNS, Result
 from pneumoscan.schemas import BatchItemError, BatchItemResult, Prediction, PredictionResponse
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 
-from pneumoscan.drift import DriftReference
 from pneumoscan.errors import BlankImage, NotAChestXray, PneumoscanError, UnreadableFile, WorkerCrashed
-from pneumoscan.monitoring import OOD_BUCKETS, PROBABILITY_BUCKETS
+from pneumoscan.monitoring.bins import OOD_BUCKETS, PROBABILITY_BUCKETS
+from pneumoscan.monitoring.drift import DriftReference
 from pneumoscan.result import Result
 from pneumoscan.schemas import Prediction
 from service import result_metrics
-from service.errors import MissingImage
+from service.http.errors import MissingImage
 from service.metrics_server import mark_dead_processes, multiprocess_registry
 from tests.support.prometheus import value
 

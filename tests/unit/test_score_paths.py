@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from pneumoscan import predict
-from pneumoscan.model import Predictor, build_seed_model
+from pneumoscan.model import scoring as predict
+from pneumoscan.model.architectures import build_seed_model
+from pneumoscan.model.predictor import Predictor
 from tests.support import xray_paths
 
 

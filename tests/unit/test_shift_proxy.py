@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from pneumoscan.model import load_metadata, save_metadata
+from pneumoscan.model.predictor import load_metadata, save_metadata
 from training.data import find_examples
 from training.model_card import render_model_card
 from training.shift_proxy import held_out, measure, proxy_view, wilson

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from training.adapt.folds import choose_epochs, grouping, patient_folds
 from training.data import Example
-from training.site_folds import choose_epochs, grouping, patient_folds
 
 
 def test_a_lone_peak_does_not_choose_the_epochs():

@@ -9,9 +9,9 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from pneumoscan.errors import DataError
-from training.site_calibration import SampleTooSmall, check_sample, site_version
-from training.site_data import data_fingerprint, read_labels, site_examples
-from training.site_scores import SiteScores, raw_logits
+from training.site.calibrate import SampleTooSmall, check_sample, site_version
+from training.site.data import data_fingerprint, read_labels, site_examples
+from training.site.scores import SiteScores, raw_logits
 from training.stats import (
     Counts,
     Rule,
@@ -203,7 +203,7 @@ def test_labels_csv_problems_are_listed_by_line(tmp_path):
 
 
 def test_split_keeps_each_patient_on_one_side_and_both_classes_on_both(tmp_path):
-    from training.site_split import split_site
+    from training.site.split import split_site
 
     data = tmp_path / "data"
     for name in (
@@ -233,8 +233,8 @@ def test_split_keeps_each_patient_on_one_side_and_both_classes_on_both(tmp_path)
 def test_derived_versions_fit_a_bentoml_tag():
     from datetime import datetime
 
-    from training.site_adapt import adapted_version
-    from training.site_calibration import MAX_VERSION_LENGTH
+    from training.adapt.pipeline import adapted_version
+    from training.site.calibrate import MAX_VERSION_LENGTH
 
     when = datetime(2026, 12, 6, 21, 5, tzinfo=UTC)
     short = adapted_version("framed-202612062021-a2c4ee02", "ab" * 32, 5, 0.3, when)

@@ -1,0 +1,110 @@
+"""Reports pushed to a FHIR server (``PNEUMOSCAN_FHIR_URL``) through a durable outbox.
+
+Each scored image becomes a ``transaction`` Bundle of its four resources (``pneumoscan.reports.fhir``),
+each a conditional create (``ifNoneExist``), so pushing a report again creates nothing:
+
+- the Device if the server holds none with identifier ``urn:pneumoscan:model|<model version>``
+  (one Device per model version, however many reports cite it);
+- the Observation and the DiagnosticReport if none has the same identifier;
+- the Provenance if none has the tag ``urn:pneumoscan:report|<report id>``.
+
+References between the entries are their fullUrls, which the server rewrites to the ids it
+stores (or already holds). The report id is the one ``/predict`` and the job export give the
+report, ``Result.report_id``: from the image, the model version and the threshold. A 4xx answer is
+final (the server would refuse the same transaction again) and is recorded with the report in the
+outbox's ``failed/`` folder; a 5xx answer, a timeout or a refused connection is retried with
+backoff.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import httpx
+from fhir.resources.R4B.device import Device
+from fhir.resources.R4B.diagnosticreport import DiagnosticReport
+from fhir.resources.R4B.observation import Observation
+from fhir.resources.R4B.provenance import Provenance
+from fhir.resources.R4B.resource import Resource
+
+from pneumoscan.delivery.outbox import Outbox, Refused, Send, Unreachable
+from pneumoscan.reports.fhir import FHIR_JSON, result_entries
+from pneumoscan.result import Result
+
+
+def if_none_exist(resource: Resource) -> str:
+    """The search that finds a stored copy of ``resource``: its first identifier or, for a
+    Provenance (which has none in R4), its first tag."""
+    if isinstance(resource, Provenance):
+        tags = resource.meta.tag if resource.meta is not None else None
+        if not tags:
+            raise ValueError("A Provenance is found again by its tag, and this one has none.")
+        return f"_tag={tags[0].system}|{tags[0].code}"
+    if isinstance(resource, Device | DiagnosticReport | Observation) and resource.identifier:
+        identifier = resource.identifier[0]
+        return f"identifier={identifier.system}|{identifier.value}"
+    raise ValueError(f"A {resource.get_resource_type()} without an identifier cannot be created conditionally.")
+
+
+def transaction(result: Result, issued: datetime | None = None) -> dict:
+    """The transaction Bundle that creates each of the result's resources unless the server has it."""
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": url,
+                "resource": resource.model_dump(mode="json", exclude_none=True),
+                "request": {
+                    "method": "POST",
+                    "url": resource.get_resource_type(),
+                    "ifNoneExist": if_none_exist(resource),
+                },
+            }
+            for url, resource in result_entries(result, report_id=result.report_id, issued=issued)
+        ],
+    }
+
+
+def fhir_sender(base_url: str) -> Send:
+    """The outbox's ``send`` for the FHIR server at ``base_url``: a 4xx answer refuses a
+    transaction for good; a 5xx answer or a timeout is retried; no connection waits."""
+
+    def send(body: bytes) -> str | None:
+        try:
+            response = httpx.post(
+                base_url.rstrip("/") + "/",
+                content=body,
+                timeout=30,
+                headers={"Content-Type": FHIR_JSON, "Accept": FHIR_JSON},
+            )
+        except httpx.ConnectError as exc:
+            raise Unreachable(f"cannot connect to {base_url}: {exc}") from exc
+        except httpx.HTTPError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        if 400 <= response.status_code < 500:
+            raise Refused(f"HTTP {response.status_code}: {response.text[:500]}")
+        if response.status_code >= 300:
+            return f"HTTP {response.status_code}"
+        return None
+
+    return send
+
+
+class FhirOutbox(Outbox):
+    """Transactions waiting for the FHIR server; ``deliver`` posts them to its base URL."""
+
+    def __init__(self, root, max_attempts: int = 5, max_wait_s: float = 300.0) -> None:
+        super().__init__(root, ".bundle.json", max_attempts, max_wait_s, name="fhir")
+
+    def put_result(self, result: Result, issued: datetime | None = None) -> bool:
+        """Queue the transaction of a scored result (refused inputs have no report to push), once
+        per ``Result.report_id``; ``issued`` is the report's time (now unless given)."""
+        if result.prediction is None:
+            return False
+        return self.put(result.report_id, json.dumps(transaction(result, issued)).encode())
+
+    def deliver(self, send: Send | str, now: float | None = None) -> dict[str, int]:
+        """Post what is due to the FHIR server at base URL ``send`` (or through any ``send``)."""
+        return super().deliver(fhir_sender(send) if isinstance(send, str) else send, now)

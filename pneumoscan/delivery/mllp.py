@@ -1,0 +1,81 @@
+"""ORU^R01 messages to an HL7 listener over MLLP, through a durable outbox.
+
+``Hl7Outbox.deliver`` sends what is due: an AA acknowledgement removes it; AE, AR or a timeout
+leave it for a later attempt with exponential backoff, and after ``max_attempts`` the message
+moves to ``failed/`` with the reason, where it stays for an operator. A listener that refuses the
+connection costs no message an attempt: the outbox waits for it.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from pneumoscan.delivery.outbox import Outbox, Send, Unreachable
+from pneumoscan.reports.hl7 import control_id, oru_r01
+from pneumoscan.result import Result
+
+START, END = b"\x0b", b"\x1c\x0d"
+
+
+def acknowledgement_code(ack: bytes) -> str:
+    """MSA-1 of an ACK (AA, AE, AR, or the commit codes CA, CE, CR); "" when there is none."""
+    for segment in ack.strip(START + END).replace(b"\n", b"\r").split(b"\r"):
+        if segment.startswith(b"MSA"):
+            fields = segment.split(segment[3:4] or b"|")
+            return fields[1].decode(errors="replace") if len(fields) > 1 else ""
+    return ""
+
+
+def send_mllp(host: str, port: int, message: str, timeout: float = 10.0) -> str:
+    """Send one message framed for MLLP and return its acknowledgement code; ``Unreachable`` when
+    no connection can be made."""
+    try:
+        connection = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        raise Unreachable(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from exc
+    with connection:
+        connection.sendall(START + message.encode("utf-8") + END)
+        received = b""
+        while END not in received:
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+    return acknowledgement_code(received)
+
+
+def mllp_sender(destination: str) -> Send:
+    """The outbox's ``send`` for the MLLP listener at ``host:port``: an AA or CA acknowledgement
+    delivers a message; any other answer is the error to retry on."""
+    host, _, port = destination.rpartition(":")
+
+    def send(body: bytes) -> str | None:
+        code = send_mllp(host, int(port), body.decode("utf-8"))
+        return None if code in ("AA", "CA") else f"acknowledgement {code or 'missing'}"
+
+    return send
+
+
+class Hl7Outbox(Outbox):
+    """HL7 messages waiting for an MLLP listener; ``deliver`` sends them to ``host:port``."""
+
+    def __init__(self, root: Path, max_attempts: int = 5, max_wait_s: float = 300.0) -> None:
+        super().__init__(root, ".hl7", max_attempts, max_wait_s, name="hl7")
+
+    def put(self, message_id: str, body: bytes | str) -> bool:
+        """Queue a message once; ER7 text is stored as UTF-8."""
+        return super().put(message_id, body.encode("utf-8") if isinstance(body, str) else body)
+
+    def deliver(self, send: Send | str, now: float | None = None) -> dict[str, int]:
+        """Send what is due to the MLLP listener at ``host:port`` (or through any ``send``)."""
+        return super().deliver(mllp_sender(send) if isinstance(send, str) else send, now)
+
+
+def queue_result(outbox: Hl7Outbox, result: Result) -> bool:
+    """Put the ORU^R01 of a scored image with a patient identifier in the outbox, once."""
+    patient = result.dicom.patient if result.dicom is not None else None
+    if result.prediction is None or patient is None or not patient.patient_id:
+        return False
+    message_id = control_id(result)
+    return outbox.put(message_id, oru_r01(result, message_id))

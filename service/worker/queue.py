@@ -1,0 +1,178 @@
+"""The Huey adapter: the queue (SQLite by default, Redis when shared), its task and worker.
+
+``pneumoscan worker`` runs a Huey consumer with process workers; each loads the model once,
+after the fork. Job state lives in the job folders (``pneumoscan.jobs``), so the at-most-once
+queue can lose a message without losing a result: ``reconcile`` puts it back. Everything here
+is about the queue; finding, reading and exporting jobs needs only ``pneumoscan.jobs``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from huey import Huey, RedisHuey, SqliteHuey, crontab
+
+from pneumoscan.errors import JobNotFound
+from pneumoscan.jobs.folder import RESULTS_FILE, check_input_folder, create_job, known_job_dirs, register_job
+from pneumoscan.jobs.leases import reconcile
+from pneumoscan.jobs.results import job_status
+from pneumoscan.jobs.shards import ShardOptions, deliver_outboxes, score_shard
+from pneumoscan.model.architectures import configure_tensorflow
+from pneumoscan.model.predictor import Predictor, load_metadata
+from pneumoscan.schemas import JobStatus
+from pneumoscan.settings import Settings, get_settings
+
+log = logging.getLogger("pneumoscan.worker")
+settings = get_settings()
+
+
+def make_huey(config: Settings) -> Huey:
+    if config.queue_url:
+        return RedisHuey(config.queue_name, url=config.queue_url, results=False)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    return SqliteHuey(config.queue_name, filename=str(config.data_dir / "queue.db"), results=False)
+
+
+huey = make_huey(settings)
+_predictor: Predictor | None = None
+_model_dir: Path | None = None
+_processes = 1
+
+
+def model_dir() -> Path:
+    """The folder of the model version the service serves (``PNEUMOSCAN_MODEL_TAG`` in the BentoML
+    store), or ``PNEUMOSCAN_MODEL_DIR`` when the store does not hold that tag."""
+    global _model_dir
+    if _model_dir is None:
+        from service.model_store import serving_model_dir  # imports bentoml: only when a model is needed
+
+        _model_dir, source = serving_model_dir(settings.model_tag, settings.model_dir)
+        log.info("Scoring with %s.", source)
+    return _model_dir
+
+
+def get_predictor() -> Predictor:
+    """The model, loaded once per worker process (after the consumer forks it)."""
+    global _predictor
+    if _predictor is None:
+        # Share the cores between worker processes instead of oversubscribing them.
+        threads = settings.tf_intra_op_threads or max(1, (os.cpu_count() or 1) // _processes)
+        configure_tensorflow(threads, settings.tf_inter_op_threads)
+        _predictor = Predictor.from_dir(model_dir(), threshold=settings.threshold, ood_policy=settings.ood_policy)
+        _predictor.warm_up(settings.predict_batch_size)
+    return _predictor
+
+
+@huey.on_startup()
+def _load_model() -> None:
+    predictor = get_predictor()
+    if settings.worker_metrics_port is not None:
+        from service import result_metrics
+
+        result_metrics.register(model_dir(), predictor.model_version)
+
+
+def shard_options() -> ShardOptions:
+    """How this worker scores shards; with a metrics port, each result is counted on it."""
+    options = ShardOptions.from_settings(settings)
+    if settings.worker_metrics_port is None:
+        return options
+    from service.result_metrics import observe_result
+
+    return replace(options, observe=observe_result)
+
+
+def enqueue(job_dir: Path, index: int) -> None:
+    score_shard_task(str(job_dir), index)
+
+
+@huey.task()
+def score_shard_task(job_dir: str, index: int) -> None:
+    path = Path(job_dir)
+    try:
+        score_shard(path, index, get_predictor(), shard_options())
+    except JobNotFound:
+        log.error("Dropping shard %d: the job folder %s is gone.", index, job_dir)
+    except OSError as exc:
+        log.error("Shard %d of %s failed: cannot write the job folder (%s).", index, job_dir, exc)
+
+
+@huey.periodic_task(crontab(minute="*"))
+def reconcile_periodically() -> None:
+    reconcile_known_jobs()
+    deliver_outboxes(ShardOptions.from_settings(settings))
+
+
+def reconcile_known_jobs(force: bool = False) -> int:
+    queued = 0
+    idle = huey.pending_count() == 0
+    for job_dir in known_job_dirs(settings.jobs_root):
+        try:
+            if not (job_dir / RESULTS_FILE).exists():
+                queued += reconcile(job_dir, enqueue, settings.lease_seconds, force=force, queue_idle=idle)
+        except (JobNotFound, OSError) as exc:
+            log.warning("Skipping job %s while reconciling: %s", job_dir, exc)
+    return queued
+
+
+def submit(
+    folder: str | Path,
+    output: str | Path | None,
+    allowed_roots: list[Path] | None,
+    dicom_outbox: Path | None = None,
+) -> JobStatus:
+    """Create (or find) the job for ``folder`` and queue its unfinished shards; with
+    ``dicom_outbox``, its results are also written there as DICOM."""
+    resolved = check_input_folder(folder, allowed_roots)
+    output_root = Path(output).resolve() if output else settings.jobs_root
+    output_root.mkdir(parents=True, exist_ok=True)
+    model_version = load_metadata(model_dir()).version
+    job_dir = create_job(resolved, output_root, model_version, settings.shard_size, dicom_outbox)
+    register_job(settings.jobs_root, job_dir)
+    reconcile(job_dir, enqueue, settings.lease_seconds, queue_idle=huey.pending_count() == 0)
+    return job_status(job_dir)
+
+
+def drain() -> int:
+    """Run queued tasks in this process until the queue is empty (burst mode, for tests and cron)."""
+    executed = 0
+    while (task := huey.dequeue()) is not None:
+        huey.execute(task)
+        executed += 1
+    return executed
+
+
+def run_worker(concurrency: int, burst: bool = False) -> None:
+    global _processes
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(process)d %(message)s")
+    queued = reconcile_known_jobs()
+    log.info("Re-queued %d unfinished shard(s) at start-up.", queued)
+    deliver_outboxes(ShardOptions.from_settings(settings))
+    if burst:
+        log.info("Burst mode: executed %d task(s); the queue is empty.", drain())
+        return
+    _processes = concurrency
+    if settings.worker_metrics_port is None:
+        _consume(concurrency)
+        return
+    from service.metrics_server import multiprocess_dir, multiprocess_registry, serve_metrics
+
+    # Before the consumer forks: its worker processes write their counts to this folder.
+    with multiprocess_dir() as directory:
+        serve_metrics(settings.worker_metrics_port, multiprocess_registry(directory))
+        _consume(concurrency)
+
+
+def _consume(concurrency: int) -> None:
+    consumer = huey.create_consumer(
+        workers=concurrency,
+        worker_type="process",
+        periodic=True,
+        graceful_signal="TERM",
+        shutdown_timeout=60,
+        max_delay=1.0,
+    )
+    consumer.run()
