@@ -19,9 +19,7 @@ import bentoml
 import numpy as np
 from bentoml.exceptions import ServiceUnavailable
 
-from pneumoscan.delivery.destinations import outboxes
-from pneumoscan.delivery.fhir_server import FhirOutbox
-from pneumoscan.delivery.mllp import Hl7Outbox
+from pneumoscan.delivery.destinations import Delivery, Outboxes
 from pneumoscan.imaging.preprocess import plane_to_input
 from pneumoscan.model.decision import decision_for
 from pneumoscan.model.predictor import load_metadata
@@ -42,7 +40,7 @@ from service.http.middleware import (
 )
 
 settings = get_settings()
-OUTBOXES = outboxes(settings)
+OUTBOXES = Outboxes.from_settings(settings)
 MODEL = bentoml.models.BentoModel(settings.model_tag)
 
 
@@ -177,9 +175,6 @@ class Pneumoscan:
         )
         decision = decision_for(metadata, settings.threshold, settings.ood_policy)
         result_metrics.register(self.model.path, decision.model_version)
-        hl7_outbox, fhir_outbox = OUTBOXES["hl7"], OUTBOXES["fhir"]
-        if not isinstance(hl7_outbox, Hl7Outbox) or not isinstance(fhir_outbox, FhirOutbox):
-            raise TypeError("pneumoscan.delivery.destinations.outboxes must give an Hl7Outbox and a FhirOutbox.")
         self.info = ModelInfo(
             decision=decision,
             max_pixels=settings.max_image_pixels,
@@ -187,10 +182,7 @@ class Pneumoscan:
             timeout_s=settings.request_timeout_s,
             decode_threads=settings.service_decode_threads(),
             explanations=os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow",
-            hl7_destination=settings.hl7_destination,
-            hl7_outbox=hl7_outbox,
-            fhir_url=settings.fhir_url,
-            fhir_outbox=fhir_outbox,
+            delivery=Delivery.from_settings(settings, OUTBOXES),
             served=ServedModel.of(metadata, decision.threshold, decision.ood_policy),
         )
 
@@ -203,7 +195,7 @@ def _add_middleware(service: bentoml.Service) -> None:
     service.add_asgi_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     service.add_asgi_middleware(ReadinessMiddleware, seconds=READINESS_PROBE_SECONDS)
     service.add_asgi_middleware(RoutingErrorMiddleware)
-    service.add_asgi_middleware(metrics.OutboxMetricsMiddleware, boxes=OUTBOXES)
+    service.add_asgi_middleware(metrics.OutboxMetricsMiddleware, boxes=OUTBOXES.by_name())
 
 
 # bentoml.service made the class a bentoml.Service (mypy does not apply class decorators).

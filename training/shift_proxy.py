@@ -36,9 +36,9 @@ from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
 from pneumoscan.imaging.preprocess import load_plane, plane_to_input
+from pneumoscan.intervals import wilson_interval
 from pneumoscan.model.predictor import Predictor, load_metadata, save_metadata
 from training.data import find_examples, load_planes, split_by_patient
-from training.stats import wilson_interval
 
 HELD_OUT_PREFIX = "NORMAL2-"
 PROXY_FILE = "shift_proxy.json"

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-Z_95 = 1.959963984540054
 BOOTSTRAP_RESAMPLES = 2000
 DEFAULT_FOLDS = 5
 RULE_NAMES = ("youden", "sensitivity", "specificity")
@@ -59,19 +58,6 @@ class Rule:
         if self.kind == "sensitivity":
             return f"the highest threshold whose sensitivity reaches {self.target:g}"
         return f"the lowest threshold whose specificity reaches {self.target:g}"
-
-
-def wilson_interval(successes: int, n: int) -> tuple[float, float] | None:
-    """The 95% Wilson score interval of ``successes / n``; None when n is 0."""
-    if n <= 0:
-        return None
-    if not 0 <= successes <= n:
-        raise ValueError(f"successes must be in [0, {n}], got {successes}.")
-    p = successes / n
-    denominator = 1 + Z_95**2 / n
-    centre = (p + Z_95**2 / (2 * n)) / denominator
-    half = Z_95 * math.sqrt(p * (1 - p) / n + Z_95**2 / (4 * n * n)) / denominator
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def _checked(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +26,7 @@ from pydicom.uid import (
 )
 from pynetdicom import AE
 
-from pneumoscan.delivery.outbox import Outbox, Refused, Unreachable
+from pneumoscan.delivery.outbox import Outbox, Refused, Send, Unreachable
 
 RESULT_CLASSES = (str(ComprehensiveSRStorage), str(Comprehensive3DSRStorage), str(SecondaryCaptureImageStorage))
 SUCCESS = 0x0000
@@ -45,37 +45,31 @@ class DicomOutbox(Outbox):
 
 
 @dataclass(frozen=True)
-class Destination:
+class DicomDestination:
+    """A C-STORE SCP (``PNEUMOSCAN_DICOM_DESTINATION``, ``AE_TITLE@host:port``)."""
+
     ae_title: str
     host: str
     port: int
 
     @classmethod
-    def parse(cls, text: str) -> Destination:
+    def parse(cls, text: str) -> DicomDestination:
         title, _, address = text.partition("@")
         host, _, port = address.rpartition(":")
         return cls(title, host, int(port))
 
 
-class Sender:
-    """Delivers the results outbox to the destination by C-STORE: one association per round,
-    opened at the first message that is due (``pneumoscan.delivery.outbox`` decides which are)."""
+class CStoreSender:
+    """The outbox's ``Sender`` for a PACS, by C-STORE: one association per delivery round, opened
+    at the first message that is due (the outbox decides which are)."""
 
-    def __init__(
-        self, outbox: DicomOutbox, destination: Destination, calling_ae: str, tls: ssl.SSLContext | None = None
-    ) -> None:
-        self.outbox = outbox
+    def __init__(self, destination: DicomDestination, calling_ae: str, tls: ssl.SSLContext | None = None) -> None:
         self.destination = destination
         self.calling_ae = calling_ae
         self.tls = tls
 
-    def tick(self, now: float | None = None) -> dict[str, int]:
-        """Send what is due; counts of delivered, retried and failed results."""
-        with self._association() as send:
-            return self.outbox.deliver(send, now)
-
     @contextmanager
-    def _association(self) -> Iterator[Callable[[bytes], str | None]]:
+    def session(self) -> Iterator[Send]:
         held: list = []
 
         def send(body: bytes) -> str | None:

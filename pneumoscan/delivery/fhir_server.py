@@ -19,6 +19,9 @@ backoff.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 
 import httpx
@@ -28,7 +31,7 @@ from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.provenance import Provenance
 from fhir.resources.R4B.resource import Resource
 
-from pneumoscan.delivery.outbox import Outbox, Refused, Send, Unreachable
+from pneumoscan.delivery.outbox import Outbox, Refused, Send, Sender, Unreachable
 from pneumoscan.reports.fhir import FHIR_JSON, result_entries
 from pneumoscan.result import Result
 
@@ -67,20 +70,28 @@ def transaction(result: Result, issued: datetime | None = None) -> dict:
     }
 
 
-def fhir_sender(base_url: str) -> Send:
-    """The outbox's ``send`` for the FHIR server at ``base_url``: a 4xx answer refuses a
-    transaction for good; a 5xx answer or a timeout is retried; no connection waits."""
+@dataclass(frozen=True)
+class FhirSender:
+    """The outbox's ``Sender`` for the FHIR server at ``base_url`` (``PNEUMOSCAN_FHIR_URL``): a 4xx
+    answer refuses a transaction for good; a 5xx answer or a timeout is retried; no connection waits."""
 
-    def send(body: bytes) -> str | None:
+    base_url: str
+    timeout: float = 30.0
+
+    @contextmanager
+    def session(self) -> Iterator[Send]:
+        yield self.send
+
+    def send(self, body: bytes) -> str | None:
         try:
             response = httpx.post(
-                base_url.rstrip("/") + "/",
+                self.base_url.rstrip("/") + "/",
                 content=body,
-                timeout=30,
+                timeout=self.timeout,
                 headers={"Content-Type": FHIR_JSON, "Accept": FHIR_JSON},
             )
         except httpx.ConnectError as exc:
-            raise Unreachable(f"cannot connect to {base_url}: {exc}") from exc
+            raise Unreachable(f"cannot connect to {self.base_url}: {exc}") from exc
         except httpx.HTTPError as exc:
             return f"{type(exc).__name__}: {exc}"
         if 400 <= response.status_code < 500:
@@ -88,8 +99,6 @@ def fhir_sender(base_url: str) -> Send:
         if response.status_code >= 300:
             return f"HTTP {response.status_code}"
         return None
-
-    return send
 
 
 class FhirOutbox(Outbox):
@@ -105,6 +114,6 @@ class FhirOutbox(Outbox):
             return False
         return self.put(result.report_id, json.dumps(transaction(result, issued)).encode())
 
-    def deliver(self, send: Send | str, now: float | None = None) -> dict[str, int]:
-        """Post what is due to the FHIR server at base URL ``send`` (or through any ``send``)."""
-        return super().deliver(fhir_sender(send) if isinstance(send, str) else send, now)
+    def deliver(self, send: Sender | Send | str, now: float | None = None) -> dict[str, int]:
+        """Post what is due to the FHIR server at base URL ``send`` (or through any ``Sender``)."""
+        return super().deliver(FhirSender(send) if isinstance(send, str) else send, now)

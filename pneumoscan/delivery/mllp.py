@@ -9,9 +9,13 @@ connection costs no message an attempt: the outbox waits for it.
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
-from pneumoscan.delivery.outbox import Outbox, Send, Unreachable
+from pneumoscan.delivery.outbox import Outbox, Send, Sender, Unreachable
 from pneumoscan.reports.hl7 import control_id, oru_r01
 from pneumoscan.result import Result
 
@@ -45,16 +49,41 @@ def send_mllp(host: str, port: int, message: str, timeout: float = 10.0) -> str:
     return acknowledgement_code(received)
 
 
-def mllp_sender(destination: str) -> Send:
-    """The outbox's ``send`` for the MLLP listener at ``host:port``: an AA or CA acknowledgement
-    delivers a message; any other answer is the error to retry on."""
-    host, _, port = destination.rpartition(":")
+@dataclass(frozen=True)
+class MllpDestination:
+    """An MLLP listener (``PNEUMOSCAN_HL7_DESTINATION``, ``host:port``)."""
 
-    def send(body: bytes) -> str | None:
-        code = send_mllp(host, int(port), body.decode("utf-8"))
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> MllpDestination:
+        host, _, port = text.rpartition(":")
+        return cls(host, int(port))
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class MllpSender:
+    """The outbox's ``Sender`` for an MLLP listener: an AA or CA acknowledgement delivers a
+    message; any other answer is the error to retry on."""
+
+    destination: MllpDestination
+    timeout: float = 10.0
+
+    @classmethod
+    def to(cls, destination: str) -> MllpSender:
+        return cls(MllpDestination.parse(destination))
+
+    @contextmanager
+    def session(self) -> Iterator[Send]:
+        yield self.send
+
+    def send(self, body: bytes) -> str | None:
+        code = send_mllp(self.destination.host, self.destination.port, body.decode("utf-8"), self.timeout)
         return None if code in ("AA", "CA") else f"acknowledgement {code or 'missing'}"
-
-    return send
 
 
 class Hl7Outbox(Outbox):
@@ -67,15 +96,14 @@ class Hl7Outbox(Outbox):
         """Queue a message once; ER7 text is stored as UTF-8."""
         return super().put(message_id, body.encode("utf-8") if isinstance(body, str) else body)
 
-    def deliver(self, send: Send | str, now: float | None = None) -> dict[str, int]:
-        """Send what is due to the MLLP listener at ``host:port`` (or through any ``send``)."""
-        return super().deliver(mllp_sender(send) if isinstance(send, str) else send, now)
+    def put_result(self, result: Result, issued: datetime | None = None) -> bool:
+        """Put the ORU^R01 of a scored image with a patient identifier in the outbox, once."""
+        patient = result.dicom.patient if result.dicom is not None else None
+        if result.prediction is None or patient is None or not patient.patient_id:
+            return False
+        message_id = control_id(result)
+        return self.put(message_id, oru_r01(result, message_id))
 
-
-def queue_result(outbox: Hl7Outbox, result: Result) -> bool:
-    """Put the ORU^R01 of a scored image with a patient identifier in the outbox, once."""
-    patient = result.dicom.patient if result.dicom is not None else None
-    if result.prediction is None or patient is None or not patient.patient_id:
-        return False
-    message_id = control_id(result)
-    return outbox.put(message_id, oru_r01(result, message_id))
+    def deliver(self, send: Sender | Send | str, now: float | None = None) -> dict[str, int]:
+        """Send what is due to the MLLP listener at ``host:port`` (or through any ``Sender``)."""
+        return super().deliver(MllpSender.to(send) if isinstance(send, str) else send, now)

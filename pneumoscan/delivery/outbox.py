@@ -1,7 +1,8 @@
 """A durable outbox: messages wait on disk until their destination has taken them.
 
 One mechanism for every way a result goes out: HL7 messages (``pneumoscan.reports.hl7``), FHIR
-transactions (``pneumoscan.delivery.fhir_server``) and DICOM results (``pneumoscan.dicom_delivery``).
+transactions (``pneumoscan.delivery.fhir_server``) and DICOM results (``pneumoscan.delivery.cstore``).
+Each destination's ``Sender`` opens one session per delivery round and sends through it.
 
 - ``root/outbox/<id><suffix>`` waits for delivery, with ``<id>.attempts.json`` beside it counting
   its attempts, its next due time and the last answer it got;
@@ -29,10 +30,11 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from pneumoscan.files import durable_write
 
@@ -50,6 +52,16 @@ class Unreachable(Exception):
 # body -> None once the destination has taken it; raises Refused, Unreachable, or any OSError (or
 # returns the peer's answer as text) for a failure worth retrying.
 Send = Callable[[bytes], "str | None"]
+
+
+@runtime_checkable
+class Sender(Protocol):
+    """A destination: ``session`` opens it for one delivery round (a connection, an association)
+    and yields the ``Send`` every due message goes through; MLLP, a FHIR server and C-STORE have one."""
+
+    def session(self) -> AbstractContextManager[Send]: ...
+
+
 STATES = ("pending", "failed")
 
 
@@ -150,15 +162,21 @@ class Outbox:
 
     # --- delivery ---------------------------------------------------------------------------------
 
-    def deliver(self, send: Send, now: float | None = None) -> dict[str, int]:
-        """Send every message that is due; counts of delivered, retried and failed messages (all
-        0 when another process is delivering this outbox, or the destination is backing off)."""
+    def deliver(self, send: Sender | Send, now: float | None = None) -> dict[str, int]:
+        """Send every message that is due, through a ``Sender``'s session or a bare ``Send``; counts
+        of delivered, retried and failed messages (all 0 when another process is delivering this
+        outbox, or the destination is backing off)."""
         counts = {"delivered": 0, "retried": 0, "failed": 0}
         if not self.pending():
             return counts
         with self._locked() as mine:
             if mine:
-                self._deliver_due(send, time.time() if now is None else now, counts)
+                moment = time.time() if now is None else now
+                if isinstance(send, Sender):
+                    with send.session() as through:
+                        self._deliver_due(through, moment, counts)
+                else:
+                    self._deliver_due(send, moment, counts)
         if counts["delivered"]:
             log.info(
                 "Delivered %d %s message(s); %d waiting, %d failed.",

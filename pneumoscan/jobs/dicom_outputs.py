@@ -2,10 +2,11 @@
 
 Per source instance: a TID 1500 Structured Report with the finding and probability, and an RGB
 Secondary Capture of the Grad-CAM overlay with its burned-in banner; for a refused instance, an
-SR stating that it was not analysed and why (``pneumoscan.dicom.results``). Their UIDs derive from
-the source instance and the model version, so scoring a shard again queues nothing new, and
-the PACS sees no new instances. Files that are not DICOM, or whose header gives no study or
-instance UID, get no DICOM result.
+SR stating that it was not analysed and why (``pneumoscan.dicom.results``). They are built from
+what scoring decoded (``pneumoscan.model.scoring.Scan``): the file is not read or decoded again.
+Their UIDs derive from the source instance and the model version, so scoring a shard again queues
+nothing new, and the PACS sees no new instances. Files that are not DICOM, or whose header gives
+no study or instance UID, get no DICOM result.
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ import logging
 from pathlib import Path
 
 import pydicom
-from pydicom.errors import InvalidDicomError
 
-from pneumoscan import DEFAULT_MAX_PIXELS
 from pneumoscan.delivery.cstore import DicomOutbox
 from pneumoscan.dicom.store import is_uid
 from pneumoscan.model.predictor import Predictor
+from pneumoscan.model.scoring import Scan
 from pneumoscan.result import Result
 
 log = logging.getLogger("pneumoscan.jobs")
@@ -35,19 +35,18 @@ def part10_bytes(dataset: pydicom.Dataset) -> bytes:
 class DicomResultWriter:
     """Writes the DICOM results of scored files into ``outbox``."""
 
-    def __init__(self, predictor: Predictor, outbox: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    def __init__(self, predictor: Predictor, outbox: Path) -> None:
         self.predictor = predictor
         self.outbox = DicomOutbox.for_folder(outbox)
-        self.max_pixels = max_pixels
 
-    def write(self, path: Path, result: Result) -> int:
-        """The number of DICOM results queued for ``path`` (none already queued or delivered)."""
+    def write(self, result: Result, scan: Scan | None) -> int:
+        """The number of DICOM results queued for a scored file (none already queued or
+        delivered), built from what scoring decoded (``scan``; None: not a DICOM file)."""
         from pneumoscan.dicom.results import not_analysed_report, secondary_capture, structured_report
 
-        try:
-            source = pydicom.dcmread(path, stop_before_pixels=True)
-        except (OSError, InvalidDicomError, ValueError, TypeError, AttributeError):
+        if scan is None:
             return 0
+        source = scan.header
         if not (is_uid(source.get("StudyInstanceUID")) and is_uid(source.get("SOPInstanceUID"))):
             return 0
         version = self.predictor.model_version
@@ -56,20 +55,21 @@ class DicomResultWriter:
             datasets.append(not_analysed_report(source, version, result.error.code, result.error.detail))
         if result.prediction is not None:
             datasets.append(structured_report(source, result.prediction))
-            overlay = self._overlay(path)
+            overlay = self._overlay(scan)
             if overlay is not None:
                 datasets.append(secondary_capture(source, overlay, version))
         return sum(self.outbox.put(str(dataset.SOPInstanceUID), part10_bytes(dataset)) for dataset in datasets)
 
-    def _overlay(self, path: Path):
+    def _overlay(self, scan: Scan):
         """The Grad-CAM overlay of the image (RGB), or None where Grad-CAM is unavailable."""
         import keras
 
-        from pneumoscan.imaging.preprocess import decode, plane_to_input, resize_plane
+        from pneumoscan.imaging.preprocess import plane_to_input
         from pneumoscan.model.gradcam import overlay
 
+        if scan.plane is None or scan.display is None:
+            return None
         if keras.backend.backend() != "tensorflow":
             log.warning("No Secondary Capture: Grad-CAM needs Keras' TensorFlow backend.")
             return None
-        image = decode(path.read_bytes(), max_pixels=self.max_pixels).image
-        return overlay(image, self.predictor.heatmap(plane_to_input(resize_plane(image))))
+        return overlay(scan.display, self.predictor.heatmap(plane_to_input(scan.plane)))

@@ -18,7 +18,6 @@ import csv
 import fcntl
 import io
 import logging
-import math
 import os
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ from typing import Final, Literal, cast
 from pydantic import BaseModel, Field, ValidationError
 
 from pneumoscan.errors import FolderNotAllowed, ResultNotFound
+from pneumoscan.intervals import wilson_interval
 from pneumoscan.jobs.folder import MANIFEST_FILE
 from pneumoscan.result import Result
 
@@ -174,13 +174,12 @@ class Rate(BaseModel):
     high: float | None
 
 
-def wilson(successes: int, n: int, z: float = 1.959964) -> Rate:
-    if n == 0:
+def wilson(successes: int, n: int) -> Rate:
+    """``successes / n`` with its 95% Wilson interval (``pneumoscan.intervals``)."""
+    interval = wilson_interval(successes, n)
+    if interval is None:
         return Rate(value=None, n=0, low=None, high=None)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return Rate(value=p, n=n, low=max(0.0, centre - half), high=min(1.0, centre + half))
+    return Rate(value=successes / n, n=n, low=interval[0], high=interval[1])
 
 
 class Agreement(BaseModel):

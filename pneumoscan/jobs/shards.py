@@ -10,15 +10,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import cast
 
 from pneumoscan import DEFAULT_MAX_PIXELS
-from pneumoscan.delivery.destinations import outboxes
-from pneumoscan.delivery.fhir_server import FhirOutbox
-from pneumoscan.delivery.mllp import Hl7Outbox, queue_result
+from pneumoscan.delivery.destinations import Delivery
 from pneumoscan.errors import WorkerCrashed
 from pneumoscan.files import atomic_write
 from pneumoscan.jobs.folder import (
@@ -35,7 +32,7 @@ from pneumoscan.jobs.folder import (
 )
 from pneumoscan.jobs.results import finalize
 from pneumoscan.model.predictor import Predictor
-from pneumoscan.model.scoring import score_paths
+from pneumoscan.model.scoring import score_paths_keeping_scans
 from pneumoscan.result import Result
 from pneumoscan.schemas import JobSpec
 from pneumoscan.settings import Settings
@@ -52,26 +49,19 @@ class ShardOptions:
     decode_threads: int = 2
     lease_seconds: float = 300.0
     max_attempts: int = 3
-    hl7_destination: str | None = None  # host:port; with it, HL7 messages go through hl7_outbox
-    hl7_outbox: Hl7Outbox | None = None
-    fhir_url: str | None = None  # a FHIR server's base URL; with it, reports go through fhir_outbox
-    fhir_outbox: FhirOutbox | None = None
+    delivery: Delivery = field(default_factory=Delivery)  # where results go (HL7, FHIR), each through its outbox
     # Called with each file's result and the scoring model's version (the worker's /metrics).
     observe: Callable[[Result, str], None] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ShardOptions:
-        boxes = outboxes(settings)
         return cls(
             batch_size=settings.predict_batch_size,
             max_pixels=settings.max_image_pixels,
             decode_threads=settings.decode_threads,
             lease_seconds=settings.lease_seconds,
             max_attempts=settings.max_shard_attempts,
-            hl7_destination=settings.hl7_destination,
-            hl7_outbox=cast(Hl7Outbox, boxes["hl7"]),
-            fhir_url=settings.fhir_url,
-            fhir_outbox=cast(FhirOutbox, boxes["fhir"]),
+            delivery=Delivery.from_settings(settings),
         )
 
 
@@ -104,7 +94,7 @@ def score_shard(
     meta = ShardMeta.of(worker=worker_id(), started=started, finished=time.time(), results=results)
     # Queued before the shard counts as done, so a crash before that scores it again and loses no
     # message (each is queued once by its id); issued when the shard finished, as the export says.
-    _queue_messages([result for result in results if result.ok], options, datetime.fromtimestamp(meta.finished, UTC))
+    options.delivery.queue([result for result in results if result.ok], datetime.fromtimestamp(meta.finished, UTC))
     rows = [result.to_row(predictor.model_version) for result in results]
     atomic_write(shard_path(job_dir, index, "json"), meta.model_dump_json().encode())
     atomic_write(shard_path(job_dir, index, "csv"), csv_bytes(rows, header=True))
@@ -155,9 +145,9 @@ def _score_files(
     if spec.dicom_outbox is not None:
         from pneumoscan.jobs.dicom_outputs import DicomResultWriter
 
-        writer = DicomResultWriter(predictor, Path(spec.dicom_outbox), options.max_pixels)
+        writer = DicomResultWriter(predictor, Path(spec.dicom_outbox))
     scored: dict[str, Result] = {}
-    for outcome in score_paths(
+    for outcome, scan in score_paths_keeping_scans(
         predictor,
         [folder / file for file in files if file not in poison],
         batch_size=1 if suspicious else options.batch_size,
@@ -166,13 +156,14 @@ def _score_files(
         overlap=not suspicious,
         before_batch=lambda chunk: heartbeat([path.relative_to(folder).as_posix() for path in chunk]),
         progress=progress,
+        keep=writer is not None,
     ):
         file = Path(outcome.file or "").relative_to(folder).as_posix()
         scored[file] = replace(outcome, file=file)
         if options.observe is not None:
             options.observe(outcome, predictor.model_version)
         if writer is not None:
-            writer.write(Path(outcome.file or ""), outcome)
+            writer.write(outcome, scan)
     for file in poison & set(files):
         error = WorkerCrashed(f"Scoring this file stopped a worker {lease.crashes[file]} times; it was skipped.")
         scored[file] = Result(error=error, file=file)
@@ -181,18 +172,6 @@ def _score_files(
     return [scored[file] for file in files]
 
 
-def _queue_messages(scored: list[Result], options: ShardOptions, issued: datetime) -> None:
-    """Queue each scored file's HL7 message and FHIR report, for the destinations that are set."""
-    for result in scored:
-        if options.hl7_destination and options.hl7_outbox is not None:
-            queue_result(options.hl7_outbox, result)
-        if options.fhir_url and options.fhir_outbox is not None:
-            options.fhir_outbox.put_result(result, issued)
-
-
 def deliver_outboxes(options: ShardOptions) -> None:
     """Send what the HL7 and FHIR outboxes hold and is due (each keeps what fails)."""
-    if options.hl7_destination and options.hl7_outbox is not None:
-        options.hl7_outbox.deliver(options.hl7_destination)
-    if options.fhir_url and options.fhir_outbox is not None:
-        options.fhir_outbox.deliver(options.fhir_url)
+    options.delivery.deliver()

@@ -186,6 +186,12 @@ def display_size(size: tuple[int, int], min_side: int, max_side: int) -> tuple[i
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def display_image(image: Image.Image, min_side: int = 512, max_side: int = 1024) -> Image.Image:
+    """The X-ray in grayscale at the size ``overlay`` draws it (an image already that size is
+    drawn as it is)."""
+    return image.convert("L").resize(display_size(image.size, min_side, max_side), Image.Resampling.BILINEAR)
+
+
 def overlay(
     image: Image.Image,
     heatmap: np.ndarray,
@@ -202,8 +208,9 @@ def overlay(
     """
     from matplotlib import colormaps
 
-    size = display_size(image.size, min_side, max_side)
-    gray = np.asarray(image.convert("L").resize(size, Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
+    shown = display_image(image, min_side, max_side)
+    size = shown.size
+    gray = np.asarray(shown, dtype=np.float32) / 255.0
     resized = Image.fromarray(np.asarray(heatmap, dtype=np.float32)).resize(size, Image.Resampling.BILINEAR)
     heat = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
     colours = colormaps[colormap](heat)[..., :3]

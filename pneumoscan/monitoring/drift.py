@@ -38,7 +38,6 @@ PSI_EPSILON = 1e-4  # the share an empty bin counts as, so that PSI stays finite
 PSI_MIN_SHARE = 0.05  # the least share of the reference a PSI bin holds (``merged_bins``)
 CHANCE_DRAWS = 2000
 CHANCE_SEED = 0
-Z_95 = 1.959964
 
 Verdict = Literal["stable", "watch", "re-validate"]
 
@@ -205,15 +204,6 @@ def ks_p_value(statistic: float, n: int, m: int) -> float:
         return 1.0
     terms = [2 * (-1) ** (k - 1) * math.exp(-2 * k * k * lam * lam) for k in range(1, 101)]
     return float(min(1.0, max(0.0, sum(terms))))
-
-
-def wilson(successes: int, n: int) -> tuple[float, float]:
-    """The 95% Wilson score interval of ``successes / n``."""
-    p = successes / n
-    denominator = 1 + Z_95**2 / n
-    centre = (p + Z_95**2 / (2 * n)) / denominator
-    half = Z_95 * math.sqrt(p * (1 - p) / n + Z_95**2 / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 # --- a sample, the reference built from it, and the comparison ------------------------------------------

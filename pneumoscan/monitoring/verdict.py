@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, Field
 
+from pneumoscan.intervals import wilson_interval
 from pneumoscan.monitoring.drift import (
     DriftReference,
     Sample,
@@ -34,7 +35,6 @@ from pneumoscan.monitoring.drift import (
     psi,
     psi_by_chance,
     regroup,
-    wilson,
 )
 
 _ORDER: tuple[Verdict, ...] = ("stable", "watch", "re-validate")
@@ -161,7 +161,12 @@ def _rate(successes: int, n: int, reference: float) -> RateShift:
     if n == 0:
         return RateShift(value=None, ci=None, successes=0, n=0, reference=reference, verdict="stable")
     return RateShift(
-        value=successes / n, ci=wilson(successes, n), successes=successes, n=n, reference=reference, verdict="stable"
+        value=successes / n,
+        ci=wilson_interval(successes, n),
+        successes=successes,
+        n=n,
+        reference=reference,
+        verdict="stable",
     )
 
 

@@ -54,7 +54,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # pynetdicom m
     Verification,
 )
 
-from pneumoscan.delivery.cstore import Destination, DicomOutbox, Sender
+from pneumoscan.delivery.cstore import CStoreSender, DicomDestination, DicomOutbox
 from pneumoscan.dicom.store import DicomStore, InvalidInstance, Study
 from pneumoscan.settings import Settings
 from service.dicom_node.tls import client_tls, server_tls
@@ -128,9 +128,8 @@ class DicomNode:
         self.tls = server_tls(settings)
         self.results = DicomOutbox(settings.dicom_root, settings.delivery_max_attempts, settings.dicom_retry_max_s)
         self.sender = (
-            Sender(
-                self.results,
-                Destination.parse(settings.dicom_destination),
+            CStoreSender(
+                DicomDestination.parse(settings.dicom_destination),
                 settings.dicom_ae_title,
                 client_tls(settings),
             )
@@ -236,7 +235,7 @@ class DicomNode:
                 except Exception:  # a queue outage must not stop the node from receiving
                     log.exception("Could not queue the quiet studies; retrying.")
                 if self.sender is not None:
-                    self.sender.tick(now)
+                    self.results.deliver(self.sender, now)
                 self.stopping.wait(poll_s)
         finally:
             server.shutdown()

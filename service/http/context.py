@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,8 +26,7 @@ from fhir.resources.R4B.resource import Resource
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
-from pneumoscan.delivery.fhir_server import FhirOutbox
-from pneumoscan.delivery.mllp import Hl7Outbox, queue_result
+from pneumoscan.delivery.destinations import Delivery
 from pneumoscan.dicom.decode import DicomSource
 from pneumoscan.errors import PneumoscanError
 from pneumoscan.imaging.preprocess import decode, resize_plane
@@ -63,10 +62,7 @@ class ModelInfo:
     timeout_s: float
     decode_threads: int = 1  # threads decoding uploads in this process
     explanations: bool = True  # Grad-CAM needs Keras' TensorFlow backend
-    hl7_destination: str | None = None  # host:port of the MLLP listener results go to
-    hl7_outbox: Hl7Outbox | None = None
-    fhir_url: str | None = None  # base URL of the FHIR server reports are pushed to
-    fhir_outbox: FhirOutbox | None = None
+    delivery: Delivery = field(default_factory=Delivery)  # where results go (HL7, FHIR), each through its outbox
     served: ServedModel | None = None  # GET /version
 
     @property
@@ -130,17 +126,19 @@ async def in_decode_thread(request: Request, function: Callable, *args):
     return await anyio.to_thread.run_sync(function, *args, limiter=limiter)
 
 
-async def decode_with_source(
-    request: Request, data: bytes, record: dict | None = None
-) -> tuple[np.ndarray, DicomSource | None]:
-    """The core decoder up to the uint8 plane, and the UIDs of a DICOM input. Given a request
-    ``record``, the upload's sha256 goes into it first, in the same thread: hashing megabytes is
-    work the event loop should not do."""
+async def digests(request: Request, uploads: Sequence[bytes | None]) -> list[str | None]:
+    """The sha256 of each upload (None for a missing one), in a decoding thread: hashing megabytes
+    is work the event loop should not do."""
+    return await in_decode_thread(
+        request, lambda: [hashlib.sha256(data).hexdigest() if data is not None else None for data in uploads]
+    )
+
+
+async def decode_with_source(request: Request, data: bytes) -> tuple[np.ndarray, DicomSource | None]:
+    """The core decoder up to the uint8 plane, and the UIDs of a DICOM input."""
     max_pixels = model_info(request).max_pixels
 
     def plane_and_source() -> tuple[np.ndarray, DicomSource | None]:
-        if record is not None:
-            record["sha256"] = hashlib.sha256(data).hexdigest()
         decoded = decode(data, max_pixels=max_pixels)
         return resize_plane(decoded.image), decoded.dicom
 
@@ -239,11 +237,10 @@ async def score_planes(request: Request, batch: np.ndarray, info: ModelInfo) -> 
 
 
 def send_results(info: ModelInfo, results: list[Result], issued: datetime, background: BackgroundTasks) -> None:
-    """Queue an ORU^R01 for each scored upload with patient context, and each report for the FHIR
-    server (issued at ``issued``, as in the response), and deliver them after the response has
-    gone out (the outboxes keep what fails). Each goes out once per ``Result.report_id``."""
-    hl7_outbox, fhir_outbox = info.hl7_outbox, info.fhir_outbox
-    if info.hl7_destination and hl7_outbox is not None and sum(queue_result(hl7_outbox, r) for r in results):
-        background.add_task(hl7_outbox.deliver, info.hl7_destination)  # Starlette runs it in a thread
-    if info.fhir_url and fhir_outbox is not None and sum(fhir_outbox.put_result(r, issued) for r in results):
-        background.add_task(fhir_outbox.deliver, info.fhir_url)
+    """Queue each result on the routes that are set (an ORU^R01 for an upload with patient
+    context, a report for the FHIR server, issued at ``issued`` as in the response), and deliver
+    after the response has gone out (the outboxes keep what fails). Each goes out once per
+    ``Result.report_id``."""
+    routes = info.delivery.queue(results, issued)
+    if routes:
+        background.add_task(info.delivery.deliver, routes)  # Starlette runs it in a thread

@@ -3,17 +3,18 @@
 ``pneumoscan worker`` runs a Huey consumer with process workers; each loads the model once,
 after the fork. Job state lives in the job folders (``pneumoscan.jobs``), so the at-most-once
 queue can lose a message without losing a result: ``reconcile`` puts it back. Everything here
-is about the queue; finding, reading and exporting jobs needs only ``pneumoscan.jobs``.
+is about the queue; finding, reading and exporting jobs needs only ``pneumoscan.jobs``. Importing
+it opens nothing: the queue and its tasks are made at first use (``get_huey``).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import replace
 from pathlib import Path
 
 from huey import Huey, RedisHuey, SqliteHuey, crontab
+from huey.api import TaskWrapper
 
 from pneumoscan.errors import JobNotFound
 from pneumoscan.jobs.folder import RESULTS_FILE, check_input_folder, create_job, known_job_dirs, register_job
@@ -23,10 +24,15 @@ from pneumoscan.jobs.shards import ShardOptions, deliver_outboxes, score_shard
 from pneumoscan.model.architectures import configure_tensorflow
 from pneumoscan.model.predictor import Predictor, load_metadata
 from pneumoscan.schemas import JobStatus
-from pneumoscan.settings import Settings, get_settings
+from pneumoscan.settings import Settings, available_cores, get_settings
 
 log = logging.getLogger("pneumoscan.worker")
-settings = get_settings()
+
+_huey: Huey | None = None
+_tasks: dict[str, TaskWrapper] = {}
+_predictor: Predictor | None = None
+_model_dir: Path | None = None
+_processes = 1
 
 
 def make_huey(config: Settings) -> Huey:
@@ -36,10 +42,17 @@ def make_huey(config: Settings) -> Huey:
     return SqliteHuey(config.queue_name, filename=str(config.data_dir / "queue.db"), results=False)
 
 
-huey = make_huey(settings)
-_predictor: Predictor | None = None
-_model_dir: Path | None = None
-_processes = 1
+def get_huey() -> Huey:
+    """The queue (``PNEUMOSCAN_QUEUE_URL``, or SQLite under ``PNEUMOSCAN_DATA_DIR``), opened at first
+    use with its tasks: importing this module reads no setting and opens nothing."""
+    global _huey
+    if _huey is None:
+        huey = make_huey(get_settings())
+        huey.on_startup()(_load_model)
+        _tasks["score_shard"] = huey.task(name="score_shard_task")(_score_shard)
+        huey.periodic_task(crontab(minute="*"), name="reconcile_periodically")(_reconcile_periodically)
+        _huey = huey
+    return _huey
 
 
 def model_dir() -> Path:
@@ -49,6 +62,7 @@ def model_dir() -> Path:
     if _model_dir is None:
         from service.model_store import serving_model_dir  # imports bentoml: only when a model is needed
 
+        settings = get_settings()
         _model_dir, source = serving_model_dir(settings.model_tag, settings.model_dir)
         log.info("Scoring with %s.", source)
     return _model_dir
@@ -58,18 +72,18 @@ def get_predictor() -> Predictor:
     """The model, loaded once per worker process (after the consumer forks it)."""
     global _predictor
     if _predictor is None:
+        settings = get_settings()
         # Share the cores between worker processes instead of oversubscribing them.
-        threads = settings.tf_intra_op_threads or max(1, (os.cpu_count() or 1) // _processes)
+        threads = settings.tf_intra_op_threads or max(1, available_cores() // _processes)
         configure_tensorflow(threads, settings.tf_inter_op_threads)
         _predictor = Predictor.from_dir(model_dir(), threshold=settings.threshold, ood_policy=settings.ood_policy)
         _predictor.warm_up(settings.predict_batch_size)
     return _predictor
 
 
-@huey.on_startup()
 def _load_model() -> None:
     predictor = get_predictor()
-    if settings.worker_metrics_port is not None:
+    if get_settings().worker_metrics_port is not None:
         from service import result_metrics
 
         result_metrics.register(model_dir(), predictor.model_version)
@@ -77,6 +91,7 @@ def _load_model() -> None:
 
 def shard_options() -> ShardOptions:
     """How this worker scores shards; with a metrics port, each result is counted on it."""
+    settings = get_settings()
     options = ShardOptions.from_settings(settings)
     if settings.worker_metrics_port is None:
         return options
@@ -86,11 +101,11 @@ def shard_options() -> ShardOptions:
 
 
 def enqueue(job_dir: Path, index: int) -> None:
-    score_shard_task(str(job_dir), index)
+    get_huey()
+    _tasks["score_shard"](str(job_dir), index)
 
 
-@huey.task()
-def score_shard_task(job_dir: str, index: int) -> None:
+def _score_shard(job_dir: str, index: int) -> None:
     path = Path(job_dir)
     try:
         score_shard(path, index, get_predictor(), shard_options())
@@ -100,15 +115,15 @@ def score_shard_task(job_dir: str, index: int) -> None:
         log.error("Shard %d of %s failed: cannot write the job folder (%s).", index, job_dir, exc)
 
 
-@huey.periodic_task(crontab(minute="*"))
-def reconcile_periodically() -> None:
+def _reconcile_periodically() -> None:
     reconcile_known_jobs()
-    deliver_outboxes(ShardOptions.from_settings(settings))
+    deliver_outboxes(ShardOptions.from_settings(get_settings()))
 
 
 def reconcile_known_jobs(force: bool = False) -> int:
+    settings = get_settings()
     queued = 0
-    idle = huey.pending_count() == 0
+    idle = get_huey().pending_count() == 0
     for job_dir in known_job_dirs(settings.jobs_root):
         try:
             if not (job_dir / RESULTS_FILE).exists():
@@ -126,18 +141,20 @@ def submit(
 ) -> JobStatus:
     """Create (or find) the job for ``folder`` and queue its unfinished shards; with
     ``dicom_outbox``, its results are also written there as DICOM."""
+    settings = get_settings()
     resolved = check_input_folder(folder, allowed_roots)
     output_root = Path(output).resolve() if output else settings.jobs_root
     output_root.mkdir(parents=True, exist_ok=True)
     model_version = load_metadata(model_dir()).version
     job_dir = create_job(resolved, output_root, model_version, settings.shard_size, dicom_outbox)
     register_job(settings.jobs_root, job_dir)
-    reconcile(job_dir, enqueue, settings.lease_seconds, queue_idle=huey.pending_count() == 0)
+    reconcile(job_dir, enqueue, settings.lease_seconds, queue_idle=get_huey().pending_count() == 0)
     return job_status(job_dir)
 
 
 def drain() -> int:
     """Run queued tasks in this process until the queue is empty (burst mode, for tests and cron)."""
+    huey = get_huey()
     executed = 0
     while (task := huey.dequeue()) is not None:
         huey.execute(task)
@@ -147,6 +164,7 @@ def drain() -> int:
 
 def run_worker(concurrency: int, burst: bool = False) -> None:
     global _processes
+    settings = get_settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(process)d %(message)s")
     queued = reconcile_known_jobs()
     log.info("Re-queued %d unfinished shard(s) at start-up.", queued)
@@ -167,7 +185,7 @@ def run_worker(concurrency: int, burst: bool = False) -> None:
 
 
 def _consume(concurrency: int) -> None:
-    consumer = huey.create_consumer(
+    consumer = get_huey().create_consumer(
         workers=concurrency,
         worker_type="process",
         periodic=True,

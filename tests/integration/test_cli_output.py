@@ -15,7 +15,7 @@ from tests.support import REPO_ROOT, run_cli
 TENSORFLOW_LINE = re.compile(
     r"^[IWEF]\d{4} [\d:.]+\s+\d+ \S+:\d+\]|absl|oneDNN|tensorflow", re.IGNORECASE | re.MULTILINE
 )
-INFO_LINE = "INFO cli Scoring 1 file(s) with model"
+INFO_LINE = "INFO pneumoscan.cli Scoring 1 file(s) with model"
 
 
 def test_predict_says_nothing_of_tensorflow_unless_verbose(xray_files):

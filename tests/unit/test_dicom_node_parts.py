@@ -13,7 +13,7 @@ from PIL import Image
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.sop_class import SecondaryCaptureImageStorage
 
-from pneumoscan.delivery.cstore import Destination, DicomOutbox, Sender
+from pneumoscan.delivery.cstore import CStoreSender, DicomDestination, DicomOutbox
 from pneumoscan.settings import Settings
 from service.dicom_node.node import DicomNode
 from service.launch import free_port
@@ -78,9 +78,9 @@ class Pacs:
 def test_an_unreachable_destination_costs_no_result_an_attempt(tmp_path):
     outbox = DicomOutbox(tmp_path, max_attempts=2, max_wait_s=5.0)
     outbox.put("1.2.3", _result("1.2.3"))
-    sender = Sender(outbox, Destination("NOBODY", "127.0.0.1", free_port()), "PNEUMOSCAN")
+    sender = CStoreSender(DicomDestination("NOBODY", "127.0.0.1", free_port()), "PNEUMOSCAN")
     for moment in (100.0, 101.0, 103.0, 107.0):
-        assert sender.tick(now=moment) == {"delivered": 0, "retried": 0, "failed": 0}
+        assert outbox.deliver(sender, now=moment) == {"delivered": 0, "retried": 0, "failed": 0}
     assert [m.attempts for m in outbox.messages()] == [0] and outbox.failed_messages() == [], "never set aside"
     assert "no association" in (tmp_path / ".destination.json").read_text()
 
@@ -93,23 +93,23 @@ def test_a_result_the_pacs_refuses_never_holds_up_the_others(tmp_path, status):
     outbox.put("1.2.9", b"DICM? not really")  # an unreadable result
     pacs = Pacs(refuse="1.2.2", status=status)
     try:
-        sender = Sender(outbox, Destination("PACS", "127.0.0.1", pacs.port), "PNEUMOSCAN")
-        assert sender.tick(now=100.0) == {"delivered": 2, "retried": 1, "failed": 1}
+        sender = CStoreSender(DicomDestination("PACS", "127.0.0.1", pacs.port), "PNEUMOSCAN")
+        assert outbox.deliver(sender, now=100.0) == {"delivered": 2, "retried": 1, "failed": 1}
         assert sorted(pacs.stored) == ["1.2.1", "1.2.3"], "the others are delivered at once"
         [refused] = [m for m in outbox.messages() if m.message_id == "1.2.2"]
         assert refused.state == "pending" and refused.last_error == f"C-STORE status 0x{status:04X}"
         assert [m.message_id for m in outbox.messages() if m.state == "failed"] == ["1.2.9"]
         assert "not a readable DICOM file" in next(m for m in outbox.messages() if m.message_id == "1.2.9").last_error
-        assert sender.tick(now=100.5)["retried"] == 0, "the refused result waits its own backoff"
-        sender.tick(now=102.0)
-        assert sender.tick(now=200.0) == {"delivered": 0, "retried": 0, "failed": 1}
+        assert outbox.deliver(sender, now=100.5)["retried"] == 0, "the refused result waits its own backoff"
+        outbox.deliver(sender, now=102.0)
+        assert outbox.deliver(sender, now=200.0) == {"delivered": 0, "retried": 0, "failed": 1}
         failed = {m.message_id: m for m in outbox.messages() if m.state == "failed"}
         assert set(failed) == {"1.2.2", "1.2.9"} and failed["1.2.2"].attempts == 3
         assert outbox.pending() == [] and (tmp_path / "failed" / "1.2.2.dcm").exists(), "kept, not deleted"
         # The operator fixes the PACS and puts the result back.
         pacs.refuse = None
         assert outbox.retry(["1.2.2"]) == 1
-        assert sender.tick(now=300.0) == {"delivered": 1, "retried": 0, "failed": 0}
+        assert outbox.deliver(sender, now=300.0) == {"delivered": 1, "retried": 0, "failed": 0}
         assert "1.2.2" in pacs.stored and not outbox.put("1.2.2", _result("1.2.2")), "delivered: never sent twice"
         assert outbox.drop(["1.2.9"]) == 1 and outbox.messages() == []
         assert '"id": "1.2.9"' in (tmp_path / "dropped.log").read_text()
@@ -118,7 +118,7 @@ def test_a_result_the_pacs_refuses_never_holds_up_the_others(tmp_path, status):
 
 
 def test_destination_parsing():
-    assert Destination.parse("ORTHANC@pacs.example:4242") == Destination("ORTHANC", "pacs.example", 4242)
+    assert DicomDestination.parse("ORTHANC@pacs.example:4242") == DicomDestination("ORTHANC", "pacs.example", 4242)
 
 
 def test_tls_settings_that_cannot_work_are_refused_before_listening(tmp_path):

@@ -128,6 +128,8 @@ def test_an_upload_with_patient_context_sends_one_message(tmp_path, xray_image, 
     import httpx
     import pydicom
 
+    from pneumoscan.delivery.destinations import Delivery, Route
+    from pneumoscan.delivery.mllp import MllpSender
     from service.http.app import create_app
     from service.http.batcher import MicroBatcher
     from service.http.context import ModelInfo
@@ -147,8 +149,7 @@ def test_an_upload_with_patient_context_sends_one_message(tmp_path, xray_image, 
             max_pixels=50_000_000,
             max_batch_items=4,
             timeout_s=5.0,
-            hl7_destination=f"127.0.0.1:{listener.port}",
-            hl7_outbox=Hl7Outbox(tmp_path),
+            delivery=Delivery((Route(Hl7Outbox(tmp_path), MllpSender.to(f"127.0.0.1:{listener.port}")),)),
         )
         batcher = MicroBatcher(mean_pixel, max_batch_size=4, latency_budget_s=5.0)
         app = create_app(get_infer=lambda: batcher, get_explain=lambda: stand_in_heatmap, get_info=lambda: info)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 
@@ -224,3 +225,14 @@ def test_the_job_record_loads_no_queue_server_or_tensorflow():
 )
 def test_leaf_modules_stay_leaves(module, heavy):
     assert loaded_by(module) & heavy == set()
+
+
+def test_importing_the_worker_reads_no_setting_and_opens_no_queue(tmp_path):
+    env = {**os.environ, "PNEUMOSCAN_DATA_DIR": str(tmp_path / "data"), "PNEUMOSCAN_QUEUE_URL": ""}
+    code = "import service.worker.queue as q; print(q._huey is None)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "True"
+    assert not (tmp_path / "data").exists(), "the SQLite queue was opened at import"

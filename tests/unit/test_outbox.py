@@ -54,3 +54,21 @@ def test_an_empty_outbox_takes_no_lock(tmp_path):
     outbox = Outbox(tmp_path / "hl7", ".msg")
     assert outbox.deliver(lambda body: None) == {"delivered": 0, "retried": 0, "failed": 0}
     assert not (tmp_path / "hl7").exists(), "no folder made for an outbox nothing was put in"
+
+
+def test_the_routes_follow_the_destinations_that_are_set(tmp_path):
+    from pneumoscan.delivery.destinations import Delivery
+    from pneumoscan.delivery.fhir_server import FhirSender
+    from pneumoscan.delivery.mllp import MllpDestination, MllpSender
+    from pneumoscan.delivery.outbox import Sender
+    from pneumoscan.settings import Settings
+
+    assert Delivery.from_settings(Settings(data_dir=tmp_path)).routes == ()
+    both = Delivery.from_settings(
+        Settings(data_dir=tmp_path, hl7_destination="127.0.0.1:2575", fhir_url="http://127.0.0.1:8103/fhir/R4")
+    )
+    hl7, fhir = both.routes
+    assert hl7.sender == MllpSender(MllpDestination("127.0.0.1", 2575)) and hl7.outbox.name == "hl7"
+    assert fhir.sender == FhirSender("http://127.0.0.1:8103/fhir/R4") and fhir.outbox.name == "fhir"
+    assert all(isinstance(route.sender, Sender) for route in both.routes), "one interface"
+    assert both.queue([]) == ()

@@ -9,6 +9,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from pneumoscan.errors import DataError
+from pneumoscan.intervals import wilson_interval
 from training.site.calibrate import SampleTooSmall, check_sample, site_version
 from training.site.data import data_fingerprint, read_labels, site_examples
 from training.site.scores import SiteScores, raw_logits
@@ -20,7 +21,6 @@ from training.stats import (
     cross_validated,
     needed_per_class,
     stratified_folds,
-    wilson_interval,
 )
 
 # Scores of 4 normal and 4 pneumonia images; one normal (0.6) above one pneumonia (0.4).

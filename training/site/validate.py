@@ -24,6 +24,7 @@ import numpy as np
 
 from pneumoscan import CLASS_NAMES
 from pneumoscan.errors import DataError
+from pneumoscan.intervals import wilson_interval
 from pneumoscan.model.decision import OodPolicy
 from pneumoscan.model.gradcam import CENTRAL_MARGIN
 from pneumoscan.model.predictor import Predictor, load_metadata
@@ -50,7 +51,6 @@ from training.stats import (
     bootstrap_auc,
     choose_threshold,
     cross_validated,
-    wilson_interval,
 )
 
 CANDIDATE_RULES = ("youden", "sensitivity:0.95", "specificity:0.90")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from datetime import UTC, datetime
 
@@ -20,9 +19,9 @@ from service.http.context import (
     ERROR_RESPONSES,
     IMAGE_BODY,
     decode_with_source,
+    digests,
     fhir_alternative,
     fhir_json,
-    in_decode_thread,
     model_info,
     multipart_files,
     read_batch_images,
@@ -56,16 +55,17 @@ async def predict(request: Request, background: BackgroundTasks) -> PredictionRe
     async with request_record(request, "predict", info) as record:
         fhir = wants_fhir(request)
         data = await read_single_image(request)
-        record["bytes"] = len(data)
+        [sha256] = await digests(request, [data])
+        record.update(bytes=len(data), sha256=sha256)
         try:
-            image, source = await decode_with_source(request, data, record)
+            image, source = await decode_with_source(request, data)
             prediction = (await score_planes(request, image[np.newaxis], info))[0]
             if isinstance(prediction, PneumoscanError):
                 raise prediction
         except PneumoscanError as exc:
             observe_result(Result(error=exc), info.model_version)
             raise
-        result = Result(prediction=prediction, sha256=record["sha256"], dicom=source)
+        result = Result(prediction=prediction, sha256=sha256 or "", dicom=source)
         observe_result(result, info.model_version)
         issued = datetime.now(UTC)
         send_results(info, [result], issued, background)
@@ -92,13 +92,8 @@ async def predict_batch(request: Request, background: BackgroundTasks) -> BatchR
     async with request_record(request, "predict_batch", info) as record:
         fhir = wants_fhir(request)
         items = await read_batch_images(request, info.max_batch_items)
-        record.update(
-            images=len(items),
-            bytes=[len(data or b"") for _, data in items],
-            sha256=await in_decode_thread(
-                request, lambda: [hashlib.sha256(data).hexdigest() if data is not None else None for _, data in items]
-            ),
-        )
+        hashes = await digests(request, [data for _, data in items])
+        record.update(images=len(items), bytes=[len(data or b"") for _, data in items], sha256=hashes)
         outcomes: list[Prediction | PneumoscanError] = [
             MissingImage("This 'images' part is not a file.") for _ in items
         ]
@@ -121,7 +116,7 @@ async def predict_batch(request: Request, background: BackgroundTasks) -> BatchR
         for index, result in zip(good, judged, strict=False):
             outcomes[index] = result
         results = [
-            Result.of(outcome, file=filename, sha256=record["sha256"][index] or "", dicom=sources[index])
+            Result.of(outcome, file=filename, sha256=hashes[index] or "", dicom=sources[index])
             for index, (outcome, (filename, _)) in enumerate(zip(outcomes, items, strict=False))
         ]
         record["failed"] = sum(not result.ok for result in results)
