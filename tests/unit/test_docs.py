@@ -3,6 +3,7 @@ has its description, and each appears in the page built from it."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,16 @@ def test_readme_links_into_pages_that_exist():
     assert targets, "the README links into no docs page"
     for target in targets:
         assert (REPO_ROOT / target).is_file(), f"README links to a missing {target}"
+
+
+def test_the_architecture_page_names_every_module():
+    page = (REPO_ROOT / "docs" / "architecture.md").read_text()
+    modules = [
+        path
+        for package in ("pneumoscan", "service", "training", "cli")
+        for path in (REPO_ROOT / package).rglob("*.py")
+        if path.name not in ("__init__.py", "__main__.py")
+    ]
+    assert len(modules) > 100, "the check sees the modules"
+    missing = [str(path.relative_to(REPO_ROOT)) for path in modules if not re.search(rf"\b{path.stem}\b", page)]
+    assert missing == []
