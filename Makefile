@@ -13,8 +13,11 @@ SPAWN_RATE ?= $(USERS)
 RUN_TIME ?= 60s
 SAMPLES ?= tests/fixtures/xrays
 LOAD_HOST ?= http://localhost:$(PORT)
+DURATION ?= 600
+SOAK_USERS ?= 16
+SEED ?= 1
 
-.PHONY: install register run test train evaluate loadtest bench container-test docs docs-serve lint format clean
+.PHONY: install register run test train evaluate loadtest bench soak container-test docs docs-serve lint format clean
 
 install: $(VENV)/.installed
 
@@ -57,6 +60,11 @@ loadtest: install
 
 bench: install
 	$(BIN)/python -m cli bench --samples $(SAMPLES)
+
+# The whole stack on this machine under load and a seeded fault schedule, then the ledger
+# (docs/soak.md); writes bench/out/soak/ and fails on any violation.
+soak: install
+	$(BIN)/python -m bench.soak --duration $(DURATION) --users $(SOAK_USERS) --seed $(SEED)
 
 # Builds the image with podman and runs it, then the compose file (root; see docs/deployment.md).
 container-test: install

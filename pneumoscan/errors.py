@@ -29,6 +29,7 @@ Every error carries a stable machine-readable ``code``; adapters translate them 
     │   ├── JobNotFound             no job with that id or folder
     │   ├── JobNotFinished          results asked for before every file is scored
     │   ├── ResultNotFound          a finished job without the file asked for (summary.png)
+    │   ├── QueueUnavailable        the job queue cannot be reached (Redis down); the job is kept, retry
     │   └── WorkerCrashed           a file that kept killing workers (a results.csv error row)
     ├── ModelError              the saved model or its metadata is missing or unusable
     ├── DataError               a training/evaluation data folder is unusable
@@ -151,6 +152,10 @@ class JobNotFinished(JobError):
 
 class ResultNotFound(JobError):
     code = "result_not_found"
+
+
+class QueueUnavailable(JobError):
+    code = "queue_unavailable"
 
 
 class WorkerCrashed(JobError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from pneumoscan.jobs.folder import Enqueue, Lease, load_job, read_lease, shard_path, write_lease
+from pneumoscan.jobs.folder import Enqueue, Lease, lease_path, load_job, read_lease, shard_path, write_lease
 from pneumoscan.jobs.results import finalize
 
 
@@ -20,7 +20,8 @@ def reconcile(
 
     A running shard is re-queued once its heartbeat lease expires. A queued shard is re-queued
     when its lease expired and the queue is idle (its message was lost with a worker), or at
-    once with ``force``.
+    once with ``force``. When ``enqueue`` raises (the queue cannot be reached), that shard keeps
+    the lease it had and the error goes on to the caller.
     """
     spec = load_job(job_dir)
     now = time.time()
@@ -39,7 +40,15 @@ def reconcile(
         if lease is not None:
             fresh = lease.after_death().model_copy(update={"state": "queued", "expires": now + lease_seconds})
         write_lease(job_dir, index, fresh)
-        enqueue(job_dir, index)
+        try:
+            enqueue(job_dir, index)
+        except Exception:
+            # Not in the queue: the shard keeps the lease it had, so the next reconcile queues it at once.
+            if lease is None:
+                lease_path(job_dir, index).unlink(missing_ok=True)
+            else:
+                write_lease(job_dir, index, lease)
+            raise
         queued += 1
     finalize(job_dir)
     return queued

@@ -9,7 +9,15 @@ from fhir.resources.R4B.operationoutcome import OperationOutcome
 from starlette.responses import JSONResponse, Response
 
 from pneumoscan import errors
-from pneumoscan.errors import FolderNotAllowed, FolderNotFound, JobError, JobNotFinished, JobNotFound, ResultNotFound
+from pneumoscan.errors import (
+    FolderNotAllowed,
+    FolderNotFound,
+    JobError,
+    JobNotFinished,
+    JobNotFound,
+    QueueUnavailable,
+    ResultNotFound,
+)
 from pneumoscan.reports.fhir import FHIR_JSON, accepts_fhir
 from pneumoscan.reports.fhir import outcome_for as core_outcome_for
 
@@ -100,10 +108,12 @@ STATUS_BY_ERROR: dict[type[errors.PneumoscanError], HTTPStatus] = {
     FolderNotFound: HTTPStatus.NOT_FOUND,
     JobNotFound: HTTPStatus.NOT_FOUND,
     JobNotFinished: HTTPStatus.CONFLICT,
+    QueueUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
     ResultNotFound: HTTPStatus.NOT_FOUND,
     JobError: HTTPStatus.BAD_REQUEST,
 }
 RETRY_AFTER_SECONDS = 1
+QUEUE_RETRY_AFTER_SECONDS = 5  # a queue server restarting
 # FHIR OperationOutcome issue types (http://hl7.org/fhir/issue-type) by status.
 ISSUE_TYPE_BY_STATUS = {
     HTTPStatus.UNAUTHORIZED: "security",
@@ -146,6 +156,8 @@ def error_response(
     headers = dict(headers or {})
     if isinstance(error, Overloaded):
         headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    if isinstance(error, QueueUnavailable):
+        headers["Retry-After"] = str(QUEUE_RETRY_AFTER_SECONDS)
     if isinstance(error, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
     if request_id:

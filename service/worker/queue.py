@@ -10,13 +10,15 @@ it opens nothing: the queue and its tasks are made at first use (``get_huey``).
 from __future__ import annotations
 
 import logging
+import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
 from huey import Huey, RedisHuey, SqliteHuey, crontab
 from huey.api import TaskWrapper
+from redis.exceptions import RedisError
 
-from pneumoscan.errors import JobNotFound
+from pneumoscan.errors import JobNotFound, QueueUnavailable
 from pneumoscan.jobs.folder import RESULTS_FILE, check_input_folder, create_job, known_job_dirs, register_job
 from pneumoscan.jobs.leases import reconcile
 from pneumoscan.jobs.results import job_status
@@ -27,6 +29,8 @@ from pneumoscan.schemas import JobStatus
 from pneumoscan.settings import Settings, available_cores, get_settings
 
 log = logging.getLogger("pneumoscan.worker")
+# What the queue raises when its server cannot be reached (Redis) or its file cannot be written (SQLite).
+QUEUE_ERRORS = (RedisError, sqlite3.Error)
 
 _huey: Huey | None = None
 _tasks: dict[str, TaskWrapper] = {}
@@ -148,7 +152,13 @@ def submit(
     model_version = load_metadata(model_dir()).version
     job_dir = create_job(resolved, output_root, model_version, settings.shard_size, dicom_outbox)
     register_job(settings.jobs_root, job_dir)
-    reconcile(job_dir, enqueue, settings.lease_seconds, queue_idle=get_huey().pending_count() == 0)
+    try:
+        reconcile(job_dir, enqueue, settings.lease_seconds, queue_idle=get_huey().pending_count() == 0)
+    except QUEUE_ERRORS as exc:
+        raise QueueUnavailable(
+            f"The job queue cannot be reached ({type(exc).__name__}); the job {job_dir.name} is kept: "
+            "submit it again in a few seconds, or a worker queues it once the queue is back."
+        ) from exc
     return job_status(job_dir)
 
 

@@ -18,6 +18,7 @@ from PIL import Image
 
 from pneumoscan.jobs import export as job_export
 from pneumoscan.jobs.folder import Lease
+from service.launch import free_port
 from tests.support import REPO_ROOT, check_fhir_export, make_input_folder, run_cli
 
 
@@ -289,3 +290,17 @@ def test_a_file_that_keeps_killing_workers_becomes_an_error_row(tmp_path):
     assert len(rows) == good + bad
     assert rows[culprit]["status"] == "error" and rows[culprit]["error_code"] == "worker_crashed"
     assert sum(row["status"] == "ok" for row in rows.values()) == good - 1
+
+
+def test_a_submit_while_the_queue_is_down_is_refused_and_kept_for_the_retry(queue_env, tmp_path):
+    folder, _, _ = make_input_folder(tmp_path)
+    dead_redis = {**queue_env, "PNEUMOSCAN_QUEUE_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    down = run_cli("submit", str(folder), env=dead_redis)
+    assert down.returncode == 2 and "job queue cannot be reached" in down.stderr, down.stderr[-2000:]
+    [job_dir] = [path for path in (tmp_path / "var" / "jobs").iterdir() if path.is_dir()]
+    assert not any((job_dir / "leases").iterdir()), "no shard may look queued when nothing reached the queue"
+    again = run_cli("submit", str(folder), env=queue_env)
+    assert again.returncode == 0 and again.stdout.strip() == job_dir.name, again.stderr[-2000:]
+    worker = run_cli("worker", "--burst", env=queue_env)
+    assert worker.returncode == 0, worker.stderr[-2000:]
+    assert status(job_dir.name, queue_env)["state"] == "done", "queued at once by the retry, not once a lease expired"

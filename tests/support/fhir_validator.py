@@ -58,6 +58,7 @@ class FhirServer:
         self.process = subprocess.Popen(
             ["node", SERVER.name, "0"], cwd=FOLDER, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
+        assert self.process.stdout is not None
         line = self.process.stdout.readline()
         self.url = f"http://127.0.0.1:{json.loads(line)['port']}"
         return self

@@ -16,12 +16,13 @@ import hl7.mllp
 
 class Listener:
     """``with Listener() as listener``: ``listener.port``, ``listener.received`` (parsed
-    messages, in order), ``listener.answers`` (codes to answer next; AA once empty)."""
+    messages, in order), ``listener.answers`` (codes to answer next; AA once empty). Given a
+    ``port`` and a ``received`` list, a new listener takes up where a stopped one left off."""
 
-    def __init__(self) -> None:
-        self.received: list[hl7.Message] = []
+    def __init__(self, port: int = 0, received: list[hl7.Message] | None = None) -> None:
+        self.received: list[hl7.Message] = [] if received is None else received
         self.answers: deque[str] = deque()
-        self.port = 0
+        self.port = port
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -43,7 +44,7 @@ class Listener:
         asyncio.set_event_loop(self._loop)
 
         async def serve() -> None:
-            self._server = await hl7.mllp.start_hl7_server(self._handle, host="127.0.0.1", port=0)
+            self._server = await hl7.mllp.start_hl7_server(self._handle, host="127.0.0.1", port=self.port)
             self.port = self._server.sockets[0].getsockname()[1]
             self._ready.set()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import json
 import uuid
 
 import httpx
@@ -59,6 +60,14 @@ def test_status_mapping_follows_the_error_tree():
     assert status_for(errors.UnsupportedFormat("x")) == 415
     assert status_for(Overloaded("x")) == 503
     assert status_for(errors.ModelError("x")) == 500
+
+
+def test_a_queue_that_cannot_be_reached_is_503_with_retry_after():
+    from service.http.errors import error_response
+
+    response = error_response(errors.QueueUnavailable("down"))
+    assert response.status_code == 503 and response.headers["Retry-After"] == "5"
+    assert json.loads(response.body) == {"error": "queue_unavailable", "detail": "down"}
 
 
 def test_predict_uses_the_core_decoder(app, xray_bytes):

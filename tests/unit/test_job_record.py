@@ -97,6 +97,22 @@ def test_a_new_job_queues_every_shard_once(job_dir):
     assert job_status(job_dir).state == "queued"
 
 
+def test_a_queue_that_cannot_be_reached_leaves_no_shard_marked_queued(job_dir):
+    class Down(Queue):
+        def __call__(self, job_dir: Path, index: int) -> None:
+            if index == 1:
+                raise ConnectionError("the queue is down")
+            super().__call__(job_dir, index)
+
+    with pytest.raises(ConnectionError):
+        reconcile(job_dir, Down(), LEASE_SECONDS)
+    assert read_lease(job_dir, 0).state == "queued" and read_lease(job_dir, 1) is None
+    queue = Queue()
+    assert reconcile(job_dir, queue, LEASE_SECONDS, queue_idle=False) == 2 and queue.calls == [1, 2], (
+        "the next try queues what did not reach the queue, at once"
+    )
+
+
 def test_a_lost_message_is_requeued_only_when_the_queue_is_idle_or_forced(job_dir):
     queue = Queue()
     reconcile(job_dir, queue, LEASE_SECONDS)
