@@ -105,6 +105,7 @@ ISSUE_TYPES: dict[type[errors.PneumoscanError], str] = {
     errors.JobNotFound: "not-found",
     errors.ResultNotFound: "not-found",
     errors.JobNotFinished: "conflict",
+    errors.QueueUnavailable: "transient",
     errors.JobError: "invalid",
 }
 
