@@ -97,8 +97,17 @@ def score_paths(
     ``before_batch`` is given every file in flight (the batch about to be scored and the one
     decoding ahead), so a crash is pinned on files that were being read. Without ``overlap`` each
     batch is decoded and then scored, and nothing else is in flight."""
-    options = (batch_size, max_pixels, decode_threads, overlap, before_batch, progress)
-    for result, _ in _scored(predictor, [Path(p) for p in paths], *options, keep_scan=False):
+    for result, _ in score_paths_keeping_scans(
+        predictor,
+        paths,
+        batch_size=batch_size,
+        max_pixels=max_pixels,
+        decode_threads=decode_threads,
+        overlap=overlap,
+        before_batch=before_batch,
+        progress=progress,
+        keep=False,
+    ):
         yield result
 
 
@@ -116,22 +125,7 @@ def score_paths_keeping_scans(
 ) -> Iterator[tuple[Result, Scan | None]]:
     """``score_paths``, each result with its file's ``Scan`` (None for a file that is not DICOM,
     and for every file when ``keep`` is False)."""
-    options = (batch_size, max_pixels, decode_threads, overlap, before_batch, progress)
-    yield from _scored(predictor, [Path(p) for p in paths], *options, keep_scan=keep)
-
-
-def _scored(
-    predictor: Predictor,
-    files: list[Path],
-    batch_size: int,
-    max_pixels: int,
-    decode_threads: int,
-    overlap: bool,
-    before_batch: Callable[[list[Path]], None] | None,
-    progress: Callable[[int], None] | None,
-    *,
-    keep_scan: bool,
-) -> Iterator[tuple[Result, Scan | None]]:
+    files = [Path(p) for p in paths]
     ahead = batch_size if overlap else 0
     with ThreadPoolExecutor(max_workers=decode_threads) as pool:
         pending: deque[Future[Decoded]] = deque()
@@ -140,7 +134,7 @@ def _scored(
             # Decoding goes on while the model scores; the window is this batch and the next.
             while start + len(pending) < min(start + len(chunk) + ahead, len(files)):
                 path = files[start + len(pending)]
-                args = (path, max_pixels, True) if keep_scan else (path, max_pixels)
+                args = (path, max_pixels, True) if keep else (path, max_pixels)
                 pending.append(pool.submit(read_and_decode, *args))
             if before_batch is not None:
                 before_batch(files[start : start + len(pending)])
