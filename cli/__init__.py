@@ -2,11 +2,11 @@
 
 The composition root, outside the packages it composes: the only package that imports the core,
 ``training``, ``service`` and ``bench`` together, one module per noun (``model``: train, evaluate,
-register; ``score``: predict, explain; ``site``: validate, calibrate, adapt, split; ``drift``: new
-X-rays against the model's reference; ``jobs``: the batch-job commands; ``dicom``: the DICOM node;
-``outbox``: deliveries waiting or failed; ``bench``), each importing its adapter when its command
-runs. Exit codes are listed in ``cli.common``; how much it says on stderr (``--verbose``) is set in
-``cli.quiet``.
+register; ``score``: predict, explain, bench; ``site``: validate, calibrate, adapt, split;
+``drift``: new X-rays against the model's reference; ``jobs``: the batch-job commands; ``dicom``:
+the DICOM node; ``outbox``: deliveries waiting or failed; ``access``: client keys and the audit
+trail), each importing its adapter when its command runs. Exit codes are listed in
+``cli.common``; how much it says on stderr (``--verbose``) is set in ``cli.quiet``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from cli import bench, dicom, drift, jobs, model, outbox, quiet, score, site
+from cli import access, dicom, drift, jobs, model, outbox, quiet, score, site
 from cli.common import EXIT_MODEL, EXIT_OK, EXIT_USAGE
 from pneumoscan.errors import DataError, ModelError, PneumoscanError
 
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also print pneumoscan's INFO log lines and TensorFlow's start-up and log lines on stderr",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for noun in (model, site, drift, score, jobs, dicom, outbox, bench):
+    for noun in (model, site, drift, score, jobs, dicom, outbox, access):
         noun.add_commands(commands)
     return parser
 

@@ -1,4 +1,5 @@
-"""``pneumoscan predict`` and ``explain``: score files here, one JSON line each."""
+"""``pneumoscan predict`` and ``explain``: score files here, one JSON line each; ``bench``: the
+service's scoring under load (``make bench``, from a checkout: the wheel does not install bench/)."""
 
 from __future__ import annotations
 
@@ -86,6 +87,17 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    try:
+        from bench.run import main as run_bench
+    except ModuleNotFoundError:
+        print("pneumoscan: bench/ is not installed; run `make bench` from a checkout.", file=sys.stderr)
+        return EXIT_USAGE
+
+    report = run_bench(samples=args.samples, seconds=args.seconds)
+    return EXIT_OK if all(target["met"] for target in report["targets"].values()) else EXIT_INPUT_FAILED
+
+
 def add_commands(commands: argparse._SubParsersAction) -> None:
     predict = commands.add_parser("predict", help="score image files, one JSON line each")
     predict.add_argument("files", nargs="+", type=Path, help="JPEG, PNG or DICOM files")
@@ -104,3 +116,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     explain.add_argument("--model", type=Path, default=None, help="model folder (default: PNEUMOSCAN_MODEL_DIR)")
     explain.set_defaults(handler=cmd_explain)
+
+    bench = commands.add_parser("bench", help="benchmark the service, the worker and baselines (make bench)")
+    bench.add_argument("--samples", type=Path, default=Path("tests/fixtures/xrays"), help="X-rays to post")
+    bench.add_argument("--seconds", type=float, default=20.0, help="Locust run time per load level")
+    bench.set_defaults(handler=cmd_bench)

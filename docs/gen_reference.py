@@ -44,7 +44,10 @@ HTTP_ERROR_MEANINGS: dict[str, str] = {
     "upload_too_large": "a body over `PNEUMOSCAN_MAX_UPLOAD_BYTES`, refused before it is held in memory",
     "too_many_images": "more than `PNEUMOSCAN_MAX_BATCH_ITEMS` images in one `/predict_batch` request",
     "not_acceptable": "an `Accept` header that allows none of the types the endpoint answers",
-    "unauthorized": "`PNEUMOSCAN_API_KEY` is set and the `Authorization: Bearer` key is missing or wrong",
+    "unauthorized": "keys are in use (the keys file exists, or `PNEUMOSCAN_API_KEY` is set) and the "
+    "`Authorization: Bearer` key is missing, wrong or revoked",
+    "forbidden": "the client's key is good but lacks the scope the operation needs (docs/security.md)",
+    "rate_limited": "the client is over its rate (`PNEUMOSCAN_RATE_LIMIT_PER_S` or its own); comes with `Retry-After`",
     "overloaded": "the batching queue cannot meet `PNEUMOSCAN_BATCH_MAX_LATENCY_MS`, or "
     "`PNEUMOSCAN_MAX_IN_FLIGHT` requests are already running; comes with `Retry-After: 1`",
     "not_ready": "the model (or the model service) is still starting",

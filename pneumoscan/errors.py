@@ -31,6 +31,7 @@ Every error carries a stable machine-readable ``code``; adapters translate them 
     │   ├── ResultNotFound          a finished job without the file asked for (summary.png)
     │   ├── QueueUnavailable        the job queue cannot be reached (Redis down); the job is kept, retry
     │   └── WorkerCrashed           a file that kept killing workers (a results.csv error row)
+    ├── AuditUnavailable        the audit record of a request cannot be written; nothing is served
     ├── ModelError              the saved model or its metadata is missing or unusable
     ├── DataError               a training/evaluation data folder is unusable
     └── ConfigurationError      settings that cannot be used together, or files they name that
@@ -160,6 +161,10 @@ class QueueUnavailable(JobError):
 
 class WorkerCrashed(JobError):
     code = "worker_crashed"
+
+
+class AuditUnavailable(PneumoscanError):
+    code = "audit_unavailable"
 
 
 class ModelError(PneumoscanError):

@@ -73,6 +73,58 @@ class Settings(BaseSettings):
         default=None,
         description="When set, every endpoint but health, metrics and docs needs `Authorization: Bearer <key>`.",
     )
+    keys_file: Path | None = Field(
+        default=None,
+        description="The clients file (`pneumoscan keys add|list|revoke`): each client's name, salted key hash "
+        "and scopes. When it exists, or PNEUMOSCAN_API_KEY is set, the API needs a key (default: "
+        "DATA_DIR/keys.json).",
+    )
+    rate_limit_per_s: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Requests per second each client may make to each HTTP worker before 429 rate_limited "
+        "(a token bucket; a client's own `rate` in the keys file wins); 0: no limit.",
+    )
+    rate_limit_burst: int = Field(
+        default=0, ge=0, description="A client's bucket size: requests at once above its rate (0: twice the rate)."
+    )
+    protect_metrics: bool = Field(
+        default=False,
+        description="Serve the service's `/metrics` only to clients with the `admin` scope (Prometheus sends "
+        "the key with `authorization: {credentials_file: ...}`).",
+    )
+    audit: bool = Field(
+        default=True,
+        description="Write one audit record per API request (who, what, when, from where, outcome) to "
+        "AUDIT_DIR; a request whose record cannot be written is answered 503 audit_unavailable.",
+    )
+    audit_dir: Path | None = Field(default=None, description="Where the audit trail is kept (default: DATA_DIR/audit).")
+    audit_max_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        gt=0,
+        description="Size at which the audit file is closed and renamed with its time; rotated files are kept.",
+    )
+    audit_syslog: str | None = Field(
+        default=None,
+        pattern=r"^(udp|tls)://[^:\s]+:\d{1,5}$",
+        description="`udp://host:port` (RFC 5426) or `tls://host:port` (RFC 5425) of a syslog collector or "
+        "ATNA audit repository that gets each record as a DICOM audit message (PS3.15 A.5); unset: none.",
+    )
+    audit_syslog_ca: Path | None = Field(default=None, description="PEM CAs that sign the TLS collector.")
+    audit_syslog_cert: Path | None = Field(default=None, description="PEM certificate shown to the collector.")
+    audit_syslog_key: Path | None = Field(default=None, description="PEM private key of PNEUMOSCAN_AUDIT_SYSLOG_CERT.")
+    audit_source_id: str = Field(
+        default="pneumoscan", min_length=1, description="AuditSourceID of the audit messages: this installation's name."
+    )
+    tls_cert: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain) of the HTTP service; with PNEUMOSCAN_TLS_KEY it serves HTTPS only.",
+    )
+    tls_key: Path | None = Field(default=None, description="PEM private key of PNEUMOSCAN_TLS_CERT.")
+    tls_ca: Path | None = Field(
+        default=None,
+        description="PEM CA certificates; with HTTPS, a client must present a certificate they signed (mutual TLS).",
+    )
     max_upload_bytes: int = Field(
         default=20 * 1024 * 1024, gt=0, description="Largest accepted request body, in bytes."
     )
@@ -249,6 +301,14 @@ class Settings(BaseSettings):
         description="Base URL of a FHIR R4 server that each scored image's DiagnosticReport is pushed to "
         "(a transaction with a conditional create); unset: no push.",
     )
+
+    @property
+    def keys_path(self) -> Path:
+        return self.keys_file if self.keys_file is not None else self.data_dir / "keys.json"
+
+    @property
+    def audit_root(self) -> Path:
+        return self.audit_dir if self.audit_dir is not None else self.data_dir / "audit"
 
     @property
     def fhir_root(self) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -26,13 +27,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_ready(url: str, process: subprocess.Popen, timeout: float = 180) -> None:
+def wait_ready(
+    url: str, process: subprocess.Popen, timeout: float = 180, verify: str | bool | ssl.SSLContext = True
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}")
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
+            if httpx.get(url, timeout=2, verify=verify).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -74,8 +77,16 @@ def register_model(home: Path) -> None:
     )
 
 
-def start_service(home: Path, port: int, settings: dict, log: Path) -> subprocess.Popen:
-    """``bentoml serve`` of the service on 127.0.0.1:port, returned once /readyz answers 200."""
+def start_service(
+    home: Path,
+    port: int,
+    settings: dict,
+    log: Path,
+    verify: str | bool | ssl.SSLContext = True,
+    host: str = "127.0.0.1",
+) -> subprocess.Popen:
+    """``bentoml serve`` of the service on host:port, returned once /readyz answers 200: over HTTPS
+    when ``settings`` name a certificate (checked against ``verify``, a CA file, or the system's)."""
     env = {"BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", **settings}
     process = start(
         [
@@ -85,7 +96,7 @@ def start_service(home: Path, port: int, settings: dict, log: Path) -> subproces
             "serve",
             "service.service:Pneumoscan",
             "--host",
-            "127.0.0.1",
+            host,
             "--port",
             str(port),
         ],
@@ -93,7 +104,8 @@ def start_service(home: Path, port: int, settings: dict, log: Path) -> subproces
         log,
     )
     try:
-        wait_ready(f"http://127.0.0.1:{port}/readyz", process)
+        scheme = "https" if settings.get("PNEUMOSCAN_TLS_CERT") else "http"
+        wait_ready(f"{scheme}://{host}:{port}/readyz", process, verify=verify)
     except RuntimeError as exc:
         stop(process)
         raise RuntimeError(f"{exc}:\n{log.read_text(errors='replace')[-4000:]}") from exc

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import sys
 from pathlib import Path
 
@@ -19,7 +20,12 @@ import bentoml
 import numpy as np
 from bentoml.exceptions import ServiceUnavailable
 
+from pneumoscan.access.audit import AuditLog
+from pneumoscan.access.clients import KeysFile
+from pneumoscan.access.forward import forwarder_from_settings
+from pneumoscan.access.rate import RateLimiter
 from pneumoscan.delivery.destinations import Delivery, Outboxes
+from pneumoscan.errors import ConfigurationError
 from pneumoscan.imaging.preprocess import plane_to_input
 from pneumoscan.model.decision import decision_for
 from pneumoscan.model.predictor import load_metadata
@@ -27,16 +33,17 @@ from pneumoscan.schemas import JobStatus, ServedModel
 from pneumoscan.settings import get_settings
 from service import result_metrics
 from service.http import metrics
-from service.http.app import create_app
+from service.http.access import METRICS, Access, AccessMiddleware, operations
+from service.http.app import create_app, routes
 from service.http.backends import LocalModel, RemoteModel
 from service.http.batcher import MicroBatcher
 from service.http.context import ModelInfo
 from service.http.middleware import (
-    ApiKeyMiddleware,
     BodyLimitMiddleware,
     InFlightLimitMiddleware,
     ReadinessMiddleware,
     RoutingErrorMiddleware,
+    is_open,
 )
 
 settings = get_settings()
@@ -60,6 +67,23 @@ class _ShedRequestFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.exc_info and isinstance(record.exc_info[1], ServiceUnavailable))
+
+
+def https() -> dict:
+    """BentoML's ``ssl`` options when PNEUMOSCAN_TLS_CERT and _KEY are set: HTTPS only, TLS 1.2 or later
+    (OpenSSL's default floor here), with client certificates required when PNEUMOSCAN_TLS_CA is set."""
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise ConfigurationError("PNEUMOSCAN_TLS_CERT and PNEUMOSCAN_TLS_KEY must be set together.")
+    if settings.tls_cert is None:
+        return {}
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(settings.tls_cert, settings.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(f"Cannot load the HTTPS certificate or key: {exc}") from exc
+    options = {"enabled": True, "certfile": str(settings.tls_cert), "keyfile": str(settings.tls_key)}
+    if settings.tls_ca is not None:
+        options |= {"ca_certs": str(settings.tls_ca), "cert_reqs": int(ssl.CERT_REQUIRED)}
+    return {"ssl": options}
 
 
 # BentoML's OpenTelemetry middleware runs on every request even when nothing samples the traces
@@ -145,6 +169,7 @@ app = create_app(
     # pneumoscan writes its own request line (pneumoscan.requests).
     logging={"access": {"enabled": False}},
     **TRACING,
+    **https(),
 )
 class Pneumoscan:
     """Pneumonia screening on chest X-rays. Not a diagnostic device."""
@@ -185,12 +210,31 @@ class Pneumoscan:
             delivery=Delivery.from_settings(settings, OUTBOXES),
             served=ServedModel.of(metadata, decision.threshold, decision.ood_policy),
         )
+        # Every HTTP worker runs one; a pass takes a lock, so one worker at a time sends the trail.
+        self.audit_forwarder = forwarder_from_settings(settings)
+        if self.audit_forwarder is not None:
+            self.audit_forwarder.start()
+
+
+def _access() -> Access:
+    return Access(
+        keys=KeysFile(settings.keys_path),
+        shared_key=settings.api_key.get_secret_value() if settings.api_key is not None else None,
+        audit=AuditLog(settings.audit_root, settings.audit_max_bytes) if settings.audit else None,
+        default_rate=settings.rate_limit_per_s,
+        limiter=RateLimiter(settings.rate_limit_burst),
+    )
+
+
+def _open(path: str) -> bool:
+    return is_open(path) and not (settings.protect_metrics and path == "/metrics")
 
 
 def _add_middleware(service: bentoml.Service) -> None:
-    """The first added is the outermost: the key is checked first, then the in-flight limit, then size."""
-    if settings.api_key is not None:
-        service.add_asgi_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
+    """The first added is the outermost: the client, its scope, its rate and the audit trail are
+    checked first, then the in-flight limit, then size."""
+    declared = operations(routes()) + ([METRICS] if settings.protect_metrics else [])
+    service.add_asgi_middleware(AccessMiddleware, access=_access(), operations=declared, is_open=_open)
     service.add_asgi_middleware(InFlightLimitMiddleware, limit=settings.max_in_flight)
     service.add_asgi_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     service.add_asgi_middleware(ReadinessMiddleware, seconds=READINESS_PROBE_SECONDS)

@@ -106,6 +106,7 @@ ISSUE_TYPES: dict[type[errors.PneumoscanError], str] = {
     errors.ResultNotFound: "not-found",
     errors.JobNotFinished: "conflict",
     errors.QueueUnavailable: "transient",
+    errors.AuditUnavailable: "transient",
     errors.JobError: "invalid",
 }
 

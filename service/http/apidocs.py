@@ -28,8 +28,12 @@ DESCRIPTION = (
     "substitute for a radiologist. Every input passes an input gate first: images unlike a chest X-ray "
     "are refused with `not_a_chest_xray`, blank ones with `blank_image`.\n\n"
     'Every error is JSON `{"error": "<code>", "detail": "<explanation>"}` (a FHIR OperationOutcome '
-    "for clients that accept `application/fhir+json`). When the operator sets `PNEUMOSCAN_API_KEY`, every "
-    "operation but the health, version, metrics and documentation paths needs `Authorization: Bearer <key>`."
+    "for clients that accept `application/fhir+json`). Once the operator has made client keys (`pneumoscan keys "
+    "add`) or set `PNEUMOSCAN_API_KEY`, every operation but the health, version, metrics and documentation paths "
+    "needs `Authorization: Bearer <key>` of a client holding the operation's scope (its `security` requirement "
+    "and `x-scope`): 401 `unauthorized` without a valid key, 403 `forbidden` without the scope, 429 "
+    "`rate_limited` over the client's rate. Each such request is audited; 503 `audit_unavailable` when its "
+    "record cannot be written."
 )
 LICENSE = {"name": "Apache-2.0", "identifier": "Apache-2.0"}
 
@@ -38,7 +42,7 @@ INFRA_PATHS: dict[str, str] = {
     "/livez": "200 while the process is up",
     "/healthz": "200 while the process is up (as /livez)",
     "/readyz": "200 once the model is loaded and warmed up; 503 not_ready until then",
-    "/metrics": "Prometheus metrics (text exposition format)",
+    "/metrics": "Prometheus metrics (text exposition format); the admin scope with PNEUMOSCAN_PROTECT_METRICS",
 }
 
 
@@ -57,11 +61,6 @@ def openapi_spec(app: FastAPI, model_version: str | None) -> dict[str, Any]:
         routes=app.routes,
         license_info=LICENSE,
     )
-    # Swagger UI's "Authorize" sends the key; an empty requirement: none when no key is set.
-    spec.setdefault("components", {})["securitySchemes"] = {
-        "apiKey": {"type": "http", "scheme": "bearer", "description": "PNEUMOSCAN_API_KEY, when the operator sets one"}
-    }
-    spec["security"] = [{"apiKey": []}, {}]
     spec["info"]["x-package-version"] = __version__
     spec["info"]["x-model-version"] = model_version
     for path, meaning in INFRA_PATHS.items():

@@ -14,14 +14,32 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute
 
 from pneumoscan.errors import PneumoscanError
 from service.http import apidocs
 from service.http.apidocs import openapi_spec
 from service.http.context import InferFn, ModelInfo, SubmitJob
 from service.http.errors import BadRequest, UnsupportedMediaType, error_response, routing_error
-from service.http.routes import explain, jobs, model, predict, reviews, ui
+from service.http.routes import clients, explain, jobs, model, outbox, predict, reviews, ui
 from service.http.routes.explain import ExplainFn
+
+ROUTERS = (
+    apidocs.router,
+    predict.router,
+    explain.router,
+    jobs.router,
+    reviews.router,
+    outbox.router,
+    clients.router,
+    model.router,
+    ui.router,
+)
+
+
+def routes() -> list[BaseRoute]:
+    """Every route of the app's routers, as declared (what the access middleware reads scopes from)."""
+    return [route for router in ROUTERS for route in router.routes]
 
 
 def create_app(
@@ -40,15 +58,7 @@ def create_app(
     )
     app.state.get_infer, app.state.get_explain, app.state.get_info = get_infer, get_explain, get_info
     app.state.submit_job = submit_job
-    for router in (
-        apidocs.router,
-        predict.router,
-        explain.router,
-        jobs.router,
-        reviews.router,
-        model.router,
-        ui.router,
-    ):
+    for router in ROUTERS:
         app.include_router(router)
 
     @app.exception_handler(PneumoscanError)

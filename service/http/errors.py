@@ -50,6 +50,18 @@ class Unauthorized(errors.PneumoscanError):
     code = "unauthorized"
 
 
+class Forbidden(errors.PneumoscanError):
+    code = "forbidden"
+
+
+class RateLimited(errors.PneumoscanError):
+    code = "rate_limited"
+
+    def __init__(self, detail: str, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 class Overloaded(errors.PneumoscanError):
     code = "overloaded"
 
@@ -97,6 +109,9 @@ STATUS_BY_ERROR: dict[type[errors.PneumoscanError], HTTPStatus] = {
     errors.ImageTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
     errors.InvalidImage: HTTPStatus.UNPROCESSABLE_ENTITY,
     Unauthorized: HTTPStatus.UNAUTHORIZED,
+    Forbidden: HTTPStatus.FORBIDDEN,
+    RateLimited: HTTPStatus.TOO_MANY_REQUESTS,
+    errors.AuditUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
     NotAcceptable: HTTPStatus.NOT_ACCEPTABLE,
     Overloaded: HTTPStatus.SERVICE_UNAVAILABLE,
     NotReady: HTTPStatus.SERVICE_UNAVAILABLE,
@@ -121,6 +136,7 @@ ISSUE_TYPE_BY_STATUS = {
     HTTPStatus.NOT_FOUND: "not-found",
     HTTPStatus.METHOD_NOT_ALLOWED: "not-supported",
     HTTPStatus.CONFLICT: "conflict",
+    HTTPStatus.TOO_MANY_REQUESTS: "throttled",
     HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "too-costly",
     HTTPStatus.SERVICE_UNAVAILABLE: "transient",
     HTTPStatus.GATEWAY_TIMEOUT: "timeout",
@@ -157,6 +173,10 @@ def error_response(
     if isinstance(error, Overloaded):
         headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     if isinstance(error, QueueUnavailable):
+        headers["Retry-After"] = str(QUEUE_RETRY_AFTER_SECONDS)
+    if isinstance(error, RateLimited):
+        headers["Retry-After"] = str(error.retry_after)
+    if isinstance(error, errors.AuditUnavailable):
         headers["Retry-After"] = str(QUEUE_RETRY_AFTER_SECONDS)
     if isinstance(error, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"

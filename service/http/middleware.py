@@ -1,4 +1,4 @@
-"""Pure ASGI middleware for the HTTP service: API key, body-size limit, in-flight limit, a
+"""Pure ASGI middleware for the HTTP service: body-size limit, in-flight limit, a
 readiness probe that answers at once, and the error shape for the router's own refusals.
 
 Each answers with the service's JSON error body before the request body is read.
@@ -7,13 +7,12 @@ Each answers with the service's JSON error body before the request body is read.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.http.errors import NotReady, Overloaded, Unauthorized, UploadTooLarge, error_response, routing_error
+from service.http.errors import NotReady, Overloaded, UploadTooLarge, error_response, routing_error
 
 log = logging.getLogger("pneumoscan.service")
 
@@ -25,7 +24,8 @@ UI_FILES = re.compile(r"/ui(/|/jobs|/jobs/[0-9a-f]{16}|/static/[A-Za-z0-9_-]+\.(
 
 
 def is_open(path: str) -> bool:
-    """Health, metrics, documentation and the web page's files stay reachable without a key and under load."""
+    """Health, metrics, documentation, the model's version and the web page's files stay reachable
+    without a key and under load (``/metrics`` needs ``admin`` with PNEUMOSCAN_PROTECT_METRICS)."""
     return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES) or UI_FILES.fullmatch(path) is not None
 
 
@@ -38,25 +38,6 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 
 def _accept(scope: Scope) -> str:
     return (_header(scope, b"accept") or b"").decode("latin-1")
-
-
-class ApiKeyMiddleware:
-    """Requires ``Authorization: Bearer <key>`` on every non-open path."""
-
-    def __init__(self, app: ASGIApp, api_key: str) -> None:
-        self.app = app
-        self.expected = f"Bearer {api_key}".encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not is_open(scope["path"]):
-            supplied = _header(scope, b"authorization") or b""
-            if not hmac.compare_digest(supplied, self.expected):
-                detail = "Send the API key as 'Authorization: Bearer <key>'."
-                if supplied:
-                    detail = "The API key is wrong."
-                await error_response(Unauthorized(detail), accept=_accept(scope))(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 class BodyLimitMiddleware:

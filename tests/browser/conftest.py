@@ -86,6 +86,7 @@ class Server:
         self, url: str, log_path: Path, process: subprocess.Popen, settings: dict[str, str], roots: dict[str, Path]
     ) -> None:
         self.url, self.log_path, self.process, self.settings, self.roots = url, log_path, process, settings, roots
+        self.reader_key = ""
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -119,10 +120,14 @@ def ui_server(browser_ready, tmp_path_factory) -> Iterator[Server]:
         "PNEUMOSCAN_INPUT_ROOTS": str(roots["allowed"]),
         "PNEUMOSCAN_DATA_DIR": str(roots["var"]),
     }
+    # A client that may read jobs and review, and not score (the key file beside the shared key).
+    made = run_cli("keys", "add", "reader", "--scopes", "jobs,review", env=settings)
+    assert made.returncode == 0, made.stderr
     port = free_port()
     log_path = tmp_dir / "serve.log"
     process = start_service(home, port, settings, log=log_path)
     server = Server(f"http://127.0.0.1:{port}", log_path, process, settings, roots)
+    server.reader_key = made.stdout.strip()
     yield server
     stop(process)
     assert API_KEY not in server.log(), "the API key must never be logged"

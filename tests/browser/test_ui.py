@@ -109,6 +109,18 @@ def test_the_api_key_is_asked_once_and_a_wrong_one_is_refused(page):
     assert API_KEY not in page.driver.current_url
 
 
+def test_the_page_says_what_the_client_may_do(page, ui_server):
+    page.open("/ui/")
+    page.log_in(ui_server.reader_key)
+    line = page.wait(lambda: page.find("client").text, message="the client line")
+    assert line.startswith("Client reader: may run and read batch jobs, see images and review them")
+    assert "may not score X-rays, manage deliveries" in line
+    page.check_accessibility()
+    page.open("/ui/jobs")
+    page.wait(lambda: page.find("client").text.startswith("Client reader"), message="the line on every page")
+    assert ui_server.reader_key not in page.driver.current_url
+
+
 def make_job_folder(root: Path) -> Path:
     folder = root / "ward-7"
     for source in sorted(XRAYS.glob("*/*.jpeg"))[::2]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import ssl
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,16 +34,23 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def stop(self) -> None:
+        stop(self.process)
 
-def start_server(tmp_dir: Path, registered_home: Path, settings: dict[str, str]) -> Server:
+
+def start_server(
+    tmp_dir: Path, registered_home: Path, settings: dict[str, str], verify: str | bool | ssl.SSLContext = True
+) -> Server:
+    """The server over HTTPS when ``settings`` name a certificate; ``verify`` checks it."""
     port = free_port()
     log_path = tmp_dir / "serve.log"
     # Each server gets its own home: BentoML keeps its Prometheus files there and clears them
     # when a server starts, so two servers on one home would corrupt each other's metrics.
     bentoml_home = tmp_dir / "bentoml-home"
     shutil.copytree(registered_home, bentoml_home)
-    process = start_service(bentoml_home, port, settings, log=log_path)
-    return Server(f"http://127.0.0.1:{port}", log_path, process)
+    process = start_service(bentoml_home, port, settings, log=log_path, verify=verify)
+    scheme = "https" if settings.get("PNEUMOSCAN_TLS_CERT") else "http"
+    return Server(f"{scheme}://127.0.0.1:{port}", log_path, process)
 
 
 def stop_server(server: Server) -> None:
@@ -56,6 +64,18 @@ def registered_home(tmp_path_factory) -> Path:
     result = run_cli("register", env={"BENTOML_HOME": str(home)})
     assert result.returncode == 0, result.stderr[-3000:]
     return home
+
+
+@pytest.fixture(scope="session")
+def serve(registered_home) -> Callable[..., Server]:
+    """``serve(tmp_dir, settings, verify=True)``: a server of a test module's own (which stops it)."""
+
+    def start(tmp_dir: Path, settings: dict[str, str], verify: str | bool | ssl.SSLContext = True) -> Server:
+        server = start_server(tmp_dir, registered_home, settings, verify)
+        server.settings = settings
+        return server
+
+    return start
 
 
 # Small limits so the limit tests stay fast; everything else is the default.

@@ -24,88 +24,9 @@ from pydicom.uid import ComprehensiveSRStorage, SecondaryCaptureImageStorage
 from service.launch import free_port, start, stop
 from tests.support import require, wait_until, xray_paths
 from tests.support.dicom_files import make_dicom
+from tests.support.pki import make_pki
 
 MISSING = [tool for tool in ("openssl", "storescp", "storescu", "echoscu") if shutil.which(tool) is None]
-LEAF = """basicConstraints=CA:FALSE
-keyUsage=digitalSignature,keyEncipherment
-extendedKeyUsage=serverAuth,clientAuth
-subjectAltName=IP:127.0.0.1
-"""
-
-
-def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-def make_pki(folder: Path) -> Path:
-    """ca.pem, and node/caller/destination .key and .pem signed by it, rogue.* self-signed."""
-    folder.mkdir()
-    days = ["-days", "2"]
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        *days,
-        "-subj",
-        "/CN=pneumoscan test CA",
-        cwd=folder,
-    )
-    (folder / "leaf.cnf").write_text(LEAF)
-    for name in ("node", "caller", "destination"):
-        openssl(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            f"{name}.key",
-            "-out",
-            f"{name}.csr",
-            "-subj",
-            f"/CN={name}",
-            cwd=folder,
-        )
-        openssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            f"{name}.pem",
-            *days,
-            "-extfile",
-            "leaf.cnf",
-            cwd=folder,
-        )
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "rogue.key",
-        "-out",
-        "rogue.pem",
-        *days,
-        "-subj",
-        "/CN=rogue",
-        "-addext",
-        "subjectAltName=IP:127.0.0.1",
-        cwd=folder,
-    )
-    return folder
 
 
 @dataclass

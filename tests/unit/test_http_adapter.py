@@ -11,6 +11,7 @@ import dataclasses
 import io
 import json
 import uuid
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -22,13 +23,15 @@ from fhir.resources.R4B.operationoutcome import OperationOutcome
 from PIL import Image
 
 from pneumoscan import errors
+from pneumoscan.access.clients import KeysFile
 from pneumoscan.imaging.preprocess import load_image
 from pneumoscan.schemas import BatchResponse, PredictionResponse
-from service.http.app import create_app
+from service.http.access import Access, AccessMiddleware, operations
+from service.http.app import create_app, routes
 from service.http.batcher import MicroBatcher
 from service.http.context import ModelInfo
 from service.http.errors import Overloaded, status_for
-from service.http.middleware import ApiKeyMiddleware, BodyLimitMiddleware, InFlightLimitMiddleware, ReadinessMiddleware
+from service.http.middleware import BodyLimitMiddleware, InFlightLimitMiddleware, ReadinessMiddleware, is_open
 from tests.support import STAND_IN_DECISION, encode, stand_in_heatmap, stand_in_scores
 from tests.support.dicom_files import PATIENT_ID, PATIENT_NAME, make_dicom
 
@@ -39,6 +42,12 @@ calls: list[int] = []
 async def mean_pixel(planes: np.ndarray) -> np.ndarray:
     calls.append(len(planes))
     return stand_in_scores(planes)
+
+
+def guarded_by_key(app, inner=None, key: str = "k") -> AccessMiddleware:
+    """``inner`` (the app by default) behind the access middleware with one shared key and no trail."""
+    access = Access(keys=KeysFile(Path("/nonexistent/keys.json")), shared_key=key)
+    return AccessMiddleware(inner or app, access, operations(routes()), is_open)
 
 
 def client_for(app) -> httpx.AsyncClient:
@@ -141,7 +150,7 @@ def test_in_flight_limit_answers_overloaded_at_once():
 
 
 def test_body_limit_and_api_key_middleware(app, xray_bytes):
-    guarded = ApiKeyMiddleware(BodyLimitMiddleware(app, max_bytes=1000), api_key="k")
+    guarded = guarded_by_key(app, BodyLimitMiddleware(app, max_bytes=1000))
 
     async def scenario():
         async with client_for(guarded) as client:
@@ -316,7 +325,7 @@ def test_fhir_is_negotiated_by_accept(app, xray_image, xray_bytes):
 
 def test_fhir_clients_get_errors_as_operation_outcomes(app, xray_image):
     fhir = {"Accept": "application/fhir+json"}
-    guarded = ApiKeyMiddleware(app, api_key="k")
+    guarded = guarded_by_key(app)
     refused, unauthorized = post_all(
         guarded,
         [

@@ -19,11 +19,13 @@ import numpy as np
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from pneumoscan.access.clients import Scope
 from pneumoscan.errors import PneumoscanError
 from pneumoscan.imaging.preprocess import decode, resize_plane
 from pneumoscan.model.decision import judge_scores
 from pneumoscan.model.legend import HEADERS, explained_png, explanation_headers
 from pneumoscan.result import Result
+from service.http.access import audited, scoped
 from service.http.context import (
     ERROR_RESPONSES,
     IMAGE_BODY,
@@ -56,7 +58,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = dict([(200, PNG_RESPONSE), *ERROR_R
     "/explain",
     response_class=Response,
     responses=RESPONSES,
-    openapi_extra=IMAGE_BODY,
+    **scoped(Scope.SCORE, "explain", IMAGE_BODY),
     summary="Grad-CAM explanation of one chest X-ray as a PNG (same upload forms as /predict)",
 )
 async def explain(request: Request) -> Response:
@@ -81,6 +83,7 @@ async def explain(request: Request) -> Response:
         if isinstance(prediction, PneumoscanError):
             raise prediction
         result = Result(prediction=prediction, sha256=sha256, dicom=decoded.dicom)
+        audited(request).add(results=[result])
         png = await in_decode_thread(request, explained_png, image, np.asarray(heatmap, dtype=np.float32), result)
     headers = {
         **explanation_headers(result),

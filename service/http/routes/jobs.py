@@ -13,6 +13,7 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 from starlette.responses import FileResponse, Response, StreamingResponse
 
+from pneumoscan.access.clients import Scope
 from pneumoscan.errors import FolderNotAllowed, JobError, JobNotFound, ResultNotFound
 from pneumoscan.jobs.export import ERROR_TYPE, NDJSON_TYPES, bulk_manifest, export, ndjson_counts, ndjson_lines
 from pneumoscan.jobs.folder import PLOT_FILE
@@ -21,6 +22,7 @@ from pneumoscan.jobs.results import finished_results, job_status, list_jobs
 from pneumoscan.reports.fhir import FHIR_JSON, FHIR_NDJSON, acceptable, accepts
 from pneumoscan.schemas import ErrorResponse, JobStatus
 from pneumoscan.settings import get_settings
+from service.http.access import audited, key_required, scoped
 from service.http.context import SubmitJob
 from service.http.errors import NotAcceptable
 
@@ -83,6 +85,7 @@ def submit_job(request: Request) -> SubmitJob:
     status_code=202,
     responses={**ERRORS, 415: {"model": ErrorResponse}},
     summary="Score every X-ray in a server-side folder through the queue",
+    **scoped(Scope.JOBS, "job.create"),
 )
 async def create_job(request: JobRequest, http_request: Request, response: Response) -> JobCreated:
     """202 with the job's id; ``Location`` is its progress (``GET /jobs/{job_id}``) and
@@ -98,6 +101,7 @@ async def create_job(request: JobRequest, http_request: Request, response: Respo
         status = await anyio.to_thread.run_sync(submit_job(http_request), request.folder, output, roots)
     except OSError as exc:
         raise JobError(f"Cannot create the job's output folder: {exc.strerror or exc}") from exc
+    audited(http_request).add(job=status.job_id)
     response.headers["Location"] = str(http_request.url_for("get_job", job_id=status.job_id))
     response.headers["Content-Location"] = str(http_request.url_for("get_job_export", job_id=status.job_id))
     return JobCreated(job_id=status.job_id, state=status.state)
@@ -107,13 +111,26 @@ class JobList(BaseModel):
     jobs: list[JobStatus] = Field(description="Every known job, newest first.")
 
 
-@router.get("/jobs", response_model=JobList, responses=ERRORS, summary="Every known batch job, newest first")
+@router.get(
+    "/jobs",
+    response_model=JobList,
+    responses=ERRORS,
+    summary="Every known batch job, newest first",
+    **scoped(Scope.JOBS, "job.list"),
+)
 async def list_all_jobs() -> JobList:
     return JobList(jobs=await anyio.to_thread.run_sync(list_jobs, get_settings().jobs_root))
 
 
-@router.get("/jobs/{job_id}", response_model=JobStatus, responses=ERRORS, summary="Progress of a batch job")
-async def get_job(job_id: JobId) -> JobStatus:
+@router.get(
+    "/jobs/{job_id}",
+    response_model=JobStatus,
+    responses=ERRORS,
+    summary="Progress of a batch job",
+    **scoped(Scope.JOBS, "job.status"),
+)
+async def get_job(job_id: JobId, request: Request) -> JobStatus:
+    audited(request).add(job=job_id)
     return await anyio.to_thread.run_sync(lambda: job_status(find_job(job_id)))
 
 
@@ -141,11 +158,13 @@ RESULTS_CONTENT = {
         200: {"description": "The results", "content": RESULTS_CONTENT},
     },
     summary="A finished job's results: CSV, or a FHIR Bundle by Accept header",
+    **scoped(Scope.JOBS, "job.results"),
 )
 async def get_job_results(job_id: JobId, request: Request) -> Response:
     """``results.csv`` by default; with ``Accept: application/fhir+json`` a FHIR collection Bundle
     of every row's resources (an OperationOutcome per refused file). The FHIR Bulk Data files are
     at ``/jobs/{job_id}/export``."""
+    audited(request).add(job=job_id, whole_job=True)
     job_dir = await anyio.to_thread.run_sync(find_job, job_id)
     path = await anyio.to_thread.run_sync(finished_results, job_dir)
     accept = request.headers.get("accept", "")
@@ -208,11 +227,13 @@ def export_in_progress(status: JobStatus) -> Response | None:
     response_model=ExportManifest,
     responses={**ERRORS, 202: EXPORT_IN_PROGRESS, 409: {"model": ErrorResponse}},
     summary="A job's FHIR Bulk Data export: the manifest of its NDJSON files once it is done, 202 until then",
+    **scoped(Scope.JOBS, "job.export"),
 )
 async def get_job_export(job_id: JobId, request: Request) -> ExportManifest | Response:
     """The status URL of FHIR Bulk Data's asynchronous pattern: 202 (X-Progress, Retry-After)
     while the job is queued or running, the manifest when it is done, 409 ``job_not_finished``
     for a failed job."""
+    audited(request).add(job=job_id)
     job_dir = await anyio.to_thread.run_sync(find_job, job_id)
     status = await anyio.to_thread.run_sync(job_status, job_dir)
     if (waiting := export_in_progress(status)) is not None:
@@ -227,7 +248,7 @@ async def get_job_export(job_id: JobId, request: Request) -> ExportManifest | Re
         counts,
         url_for=url_for,
         request=str(request.url),
-        requires_access_token=get_settings().api_key is not None,
+        requires_access_token=key_required(get_settings()),
     )
     return ExportManifest.model_validate(manifest)
 
@@ -241,10 +262,12 @@ async def get_job_export(job_id: JobId, request: Request) -> ExportManifest | Re
         200: {"description": "One resource per line", "content": {FHIR_NDJSON: {"schema": {"type": "string"}}}},
     },
     summary="One file of a finished job's FHIR Bulk Data export",
+    **scoped(Scope.JOBS, "job.export_file"),
 )
-async def get_job_export_file(job_id: JobId, resource_type: str) -> Response:
+async def get_job_export_file(job_id: JobId, resource_type: str, request: Request) -> Response:
     """The job's resources of one type as FHIR NDJSON (``OperationOutcome`` for refused files);
     404 ``result_not_found`` for a type the export has no file of."""
+    audited(request).add(job=job_id, whole_job=True)
     job_dir = await anyio.to_thread.run_sync(find_job, job_id)
     counts = await anyio.to_thread.run_sync(ndjson_counts, job_dir)
     if resource_type not in (*NDJSON_TYPES, ERROR_TYPE) or not counts.get(resource_type):
@@ -260,8 +283,10 @@ async def get_job_export_file(job_id: JobId, resource_type: str) -> Response:
     response_class=FileResponse,
     responses={**ERRORS, 409: {"model": ErrorResponse}, 200: {"content": {"image/png": {}}}},
     summary="A finished job's summary plot: the spread of its scores, and its refusals",
+    **scoped(Scope.JOBS, "job.summary"),
 )
-async def get_job_summary_plot(job_id: JobId) -> FileResponse:
+async def get_job_summary_plot(job_id: JobId, request: Request) -> FileResponse:
+    audited(request).add(job=job_id)
     job_dir = await anyio.to_thread.run_sync(find_job, job_id)
     await anyio.to_thread.run_sync(finished_results, job_dir)
     plot = job_dir / PLOT_FILE

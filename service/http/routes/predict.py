@@ -10,11 +10,13 @@ import numpy as np
 from fastapi import APIRouter, BackgroundTasks, Request
 from starlette.responses import Response
 
+from pneumoscan.access.clients import Scope
 from pneumoscan.dicom.decode import DicomSource
 from pneumoscan.errors import PneumoscanError
 from pneumoscan.reports.fhir import collection_bundle, result_entries
 from pneumoscan.result import Result
 from pneumoscan.schemas import BatchResponse, Prediction, PredictionResponse
+from service.http.access import audited, scoped
 from service.http.context import (
     ERROR_RESPONSES,
     IMAGE_BODY,
@@ -47,7 +49,7 @@ BATCH_BODY = {
         **ERROR_RESPONSES,
         **fhir_alternative("Bundle (collection): the DiagnosticReport, Observation, Device and Provenance"),
     },
-    openapi_extra=IMAGE_BODY,
+    **scoped(Scope.SCORE, "predict", IMAGE_BODY),
     summary="Score one chest X-ray (multipart field 'image' or a raw image/jpeg|png or application/dicom body)",
 )
 async def predict(request: Request, background: BackgroundTasks) -> PredictionResponse | Response:
@@ -66,6 +68,7 @@ async def predict(request: Request, background: BackgroundTasks) -> PredictionRe
             observe_result(Result(error=exc), info.model_version)
             raise
         result = Result(prediction=prediction, sha256=sha256 or "", dicom=source)
+        audited(request).add(results=[result])
         observe_result(result, info.model_version)
         issued = datetime.now(UTC)
         send_results(info, [result], issued, background)
@@ -84,7 +87,7 @@ async def predict(request: Request, background: BackgroundTasks) -> PredictionRe
             "Bundle (collection): each upload's resources in upload order, an OperationOutcome for a refused one"
         ),
     },
-    openapi_extra=BATCH_BODY,
+    **scoped(Scope.SCORE, "predict_batch", BATCH_BODY),
     summary="Score several X-rays (repeated multipart field 'images'); results in upload order",
 )
 async def predict_batch(request: Request, background: BackgroundTasks) -> BatchResponse | Response:
@@ -119,6 +122,7 @@ async def predict_batch(request: Request, background: BackgroundTasks) -> BatchR
             Result.of(outcome, file=filename, sha256=hashes[index] or "", dicom=sources[index])
             for index, (outcome, (filename, _)) in enumerate(zip(outcomes, items, strict=False))
         ]
+        audited(request).add(results=results)
         record["failed"] = sum(not result.ok for result in results)
         for each in results:
             observe_result(each, info.model_version)

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from starlette.responses import FileResponse, Response
 
+from pneumoscan.access.clients import Scope
 from pneumoscan.errors import ResultNotFound
 from pneumoscan.jobs.folder import load_job
 from pneumoscan.jobs.results import finished_results, read_results
@@ -34,6 +35,7 @@ from pneumoscan.jobs.reviews import (
     read_reviews,
 )
 from pneumoscan.settings import get_settings
+from service.http.access import audited, scoped
 from service.http.errors import BadRequest
 from service.http.routes.jobs import ERRORS, JobId, find_job
 
@@ -53,12 +55,14 @@ FINISHED_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, 409: ERRORS[404]}
         },
     },
     summary="One input file of a job (a path results.csv lists), for review",
+    **scoped(Scope.REVIEW, "image.read"),
 )
-async def get_job_image(job_id: JobId, file: str) -> FileResponse:
+async def get_job_image(job_id: JobId, file: str, request: Request) -> FileResponse:
     """The file as the job read it: JPEG, PNG or DICOM. 404 ``result_not_found`` for a file the
     job's manifest does not list; 403 ``folder_not_allowed`` for one that resolves (symlinks
     followed) outside the job's input folder or outside ``PNEUMOSCAN_INPUT_ROOTS`` (or while that
     is unset)."""
+    audited(request).add(job=job_id, files=[file])
 
     def locate() -> Path:
         job_dir = find_job(job_id)
@@ -87,8 +91,11 @@ class Reviews(BaseModel):
     response_model=Reviews,
     responses=FINISHED_ERRORS,
     summary="A finished job's reviews and the reader-vs-model agreement",
+    **scoped(Scope.REVIEW, "review.list"),
 )
-async def get_reviews(job_id: JobId) -> Reviews:
+async def get_reviews(job_id: JobId, request: Request) -> Reviews:
+    audited(request).add(job=job_id, whole_job=True)
+
     def load() -> Reviews:
         job_dir = find_job(job_id)
         results = list(read_results(job_dir))
@@ -105,17 +112,21 @@ async def get_reviews(job_id: JobId) -> Reviews:
     status_code=201,
     responses=FINISHED_ERRORS,
     summary="Record a reader's review of one file of a finished job (append-only)",
+    **scoped(Scope.REVIEW, "review.write"),
 )
-async def post_review(job_id: JobId, request: ReviewRequest) -> Review:
+async def post_review(job_id: JobId, request: ReviewRequest, http_request: Request) -> Review:
     """Agree or disagree with the model's answer for the file, or state its truth (NORMAL,
     PNEUMONIA, not_a_chest_xray), or both. Stored with the reader's name, the time and the model
     version; earlier reviews are kept, and the latest review of a file is the one that counts."""
+    entry = audited(http_request)
+    entry.add(job=job_id, files=[request.file])
 
     def store() -> Review:
         job_dir = find_job(job_id)
         result = next((result for result in read_results(job_dir) if result.file == request.file), None)
         if result is None:
             raise ResultNotFound("The job's results.csv has no such file.")
+        entry.add(results=[result])
         try:
             review = make_review(
                 result, load_job(job_dir).model_version, request.reader, request.verdict, request.truth
@@ -135,10 +146,12 @@ async def post_review(job_id: JobId, request: ReviewRequest) -> Review:
         200: {"description": "file,label", "content": {"text/csv": {"schema": {"type": "string"}}}},
     },
     summary="The readers' labels as the file,label CSV that `pneumoscan validate` and `calibrate` read",
+    **scoped(Scope.REVIEW, "review.csv"),
 )
-async def get_reviews_csv(job_id: JobId) -> Response:
+async def get_reviews_csv(job_id: JobId, request: Request) -> Response:
     """One row per file whose latest review says NORMAL or PNEUMONIA, ``file`` relative to the
     job's input folder; files found not to be chest X-rays are left out."""
+    audited(request).add(job=job_id, whole_job=True)
 
     def build() -> str:
         job_dir = find_job(job_id)

@@ -43,12 +43,13 @@ const Pneumo = (() => {
       const input = $("api-key-input");
       const candidate = input.value.trim();
       if (!candidate) return;
-      const answer = await fetch("/jobs", { headers: { Authorization: `Bearer ${candidate}` }, cache: "no-store" });
+      const answer = await fetch("/client", { headers: { Authorization: `Bearer ${candidate}` }, cache: "no-store" });
       if (answer.status === 401) {
-        $("key-error").textContent = "The API key is wrong.";
+        $("key-error").textContent = "The API key is wrong or revoked.";
         input.select();
         return;
       }
+      showClient(answer);
       sessionStorage.setItem(KEY, candidate);
       input.value = "";
       $("key-error").textContent = "";
@@ -235,10 +236,40 @@ const Pneumo = (() => {
     } catch (_) { /* the header line is optional */ }
   }
 
-  // Before a page loads its data: make sure the key works (asks for it once when needed).
+  // What each scope lets the client do, in the words the header line uses.
+  const SCOPE_WORDS = {
+    score: "score X-rays",
+    jobs: "run and read batch jobs",
+    review: "see images and review them",
+    admin: "manage deliveries",
+  };
+
+  // The header line naming the client this key belongs to and what it may do (GET /client).
+  async function showClient(response) {
+    let line = $("client-line");
+    if (!line) {
+      line = document.createElement("p");
+      line.id = "client-line";
+      line.dataset.testid = "client";
+      document.querySelector("header").append(line);
+    }
+    if (!response.ok) {
+      line.textContent = "";
+      return;
+    }
+    const client = await response.json();
+    const words = (wanted) => Object.keys(client.may).filter((scope) => client.may[scope] === wanted)
+      .map((scope) => SCOPE_WORDS[scope] || scope);
+    const may = words(true), mayNot = words(false);
+    line.textContent = `Client ${client.name}: may ${may.join(", ") || "nothing"}`
+      + (mayNot.length ? `; may not ${mayNot.join(", ")}.` : ".");
+  }
+
+  // Before a page loads its data: make sure the key works (asks for it once when needed), and
+  // say whose it is.
   async function start() {
     showVersion();
-    await api("/jobs");
+    await showClient(await api("/client"));
   }
 
   return { $, show, api, errorOf, downloadLink, announce, setBar, percent, duration, setAside, parseCsv, viewer,
