@@ -13,7 +13,7 @@ action                                                EventID                   
 ``job.list``, ``job.status``, ``job.results``,        (110110, DCM, "Patient Record")         R    6
 ``job.summary``, ``image.read``, ``review.list``,
 ``review.csv``, ``outbox.list``
-``job.export``                                        (110106, DCM, "Export")                 R    10
+``job.export``, ``job.export_file``                   (110106, DCM, "Export")                 R    10
 ``review.write``, ``outbox.retry``                    (110110, DCM, "Patient Record")         U    3
 ``outbox.drop``                                       (110110, DCM, "Patient Record")         D    14
 ``metrics``                                           (110100, DCM, "Application Activity")   E
@@ -79,6 +79,7 @@ EVENTS: dict[str, tuple[Code, str, str | None]] = {
     "explain": (PATIENT_RECORD, "E", "8"),
     "job.create": (PATIENT_RECORD, "C", "1"),
     "job.export": (EXPORT, "R", "10"),
+    "job.export_file": (EXPORT, "R", "10"),
     "review.write": (PATIENT_RECORD, "U", "3"),
     "outbox.retry": (PATIENT_RECORD, "U", "3"),
     "outbox.drop": (PATIENT_RECORD, "D", "14"),

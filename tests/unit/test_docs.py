@@ -116,3 +116,21 @@ def test_the_architecture_page_names_every_module():
     assert len(modules) > 100, "the check sees the modules"
     missing = [str(path.relative_to(REPO_ROOT)) for path in modules if not re.search(rf"\b{path.stem}\b", page)]
     assert missing == []
+
+
+def test_the_security_page_names_every_scope_operation_audit_field_and_action():
+    from pneumoscan.access.audit import AuditRecord
+    from service.http.app import bundled_spec
+
+    page = (REPO_ROOT / "docs" / "security.md").read_text()
+    rows = {match.group(1): match.group(0) for match in re.finditer(r"^\| `?(\w+|any key)`? \|.*$", page, re.M)}
+    for path, methods in bundled_spec()["paths"].items():
+        for method, operation in methods.items():
+            scope = operation.get("x-scope")
+            if scope is None:
+                continue
+            row = rows["any key" if scope == "any" else scope]
+            assert path in row and method.upper() in row, f"{method.upper()} {path} is not in the {scope} row"
+            assert f"`{operation['x-audit-action']}`" in page, operation["x-audit-action"]
+    for name in AuditRecord.model_fields:
+        assert f"`{name}`" in page, f"the audit record's field {name} is not on the Security page"
