@@ -254,3 +254,22 @@ def test_a_trail_that_cannot_be_written_refuses_and_serves_nothing(site):
         shutil.move(kept, current)
     with site.client("engine") as engine:
         assert engine.get("/client").status_code == 200
+
+
+def test_an_answer_whose_record_fails_is_replaced_by_503(site):
+    """The trail passes the check before the request, and fails as the answer starts (its lock is
+    a folder): the scored answer is never sent."""
+    lock = site.audit_dir / ".audit.lock"
+    lock.unlink()
+    lock.mkdir()
+    try:
+        with site.client("engine") as engine:
+            answer = engine.post(
+                "/predict", content=xray_paths()[0].read_bytes(), headers={"Content-Type": "image/jpeg"}
+            )
+        assert_error(answer, 503, "audit_unavailable")
+        assert "probability" not in answer.text and "label" not in answer.text
+    finally:
+        lock.rmdir()
+    with site.client("engine") as engine:
+        assert engine.get("/client").status_code == 200
