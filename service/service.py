@@ -236,7 +236,11 @@ def _add_middleware(service: bentoml.Service) -> None:
     declared = operations(routes()) + ([METRICS] if settings.protect_metrics else [])
     service.add_asgi_middleware(AccessMiddleware, access=_access(), operations=declared, is_open=_open)
     service.add_asgi_middleware(InFlightLimitMiddleware, limit=settings.max_in_flight)
-    service.add_asgi_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    service.add_asgi_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_upload_bytes,
+        limits={"/dicomweb/": settings.dicomweb_max_body_bytes},
+    )
     service.add_asgi_middleware(ReadinessMiddleware, seconds=READINESS_PROBE_SECONDS)
     service.add_asgi_middleware(RoutingErrorMiddleware)
     service.add_asgi_middleware(metrics.OutboxMetricsMiddleware, boxes=OUTBOXES.by_name())

@@ -30,14 +30,14 @@ from pneumoscan.files import atomic_write
 class Scope(StrEnum):
     """What a client may do; each endpoint needs one."""
 
-    SCORE = "score"  # POST /predict, /predict_batch, /explain
+    SCORE = "score"  # POST /predict, /predict_batch, /explain, STOW-RS
     JOBS = "jobs"  # start batch jobs, read them and their results
     REVIEW = "review"  # a job's images and reviews
     ADMIN = "admin"  # the outboxes, and /metrics when protected
 
 
 SCOPE_MEANINGS = {
-    Scope.SCORE: "score X-rays: /predict, /predict_batch, /explain",
+    Scope.SCORE: "score X-rays: /predict, /predict_batch, /explain, STOW-RS to /dicomweb/studies",
     Scope.JOBS: "start batch jobs and read them and their results and exports",
     Scope.REVIEW: "a job's images, its reviews, and reviewing",
     Scope.ADMIN: "the outboxes (list, retry, drop), and /metrics when PNEUMOSCAN_PROTECT_METRICS is set",

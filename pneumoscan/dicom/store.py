@@ -16,9 +16,52 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeGuard
 
+from pydicom.uid import (
+    JPEG2000,
+    ComputedRadiographyImageStorage,
+    DeflatedExplicitVRLittleEndian,
+    DigitalXRayImageStorageForPresentation,
+    DigitalXRayImageStorageForProcessing,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+
 from pneumoscan.files import durable_write
 
 INCOMING, OUTBOX = "incoming", "outbox"
+# What the store takes, by C-STORE or STOW-RS: CR and DX radiographs (DX For Processing is stored,
+# then refused by the intended-use checks as every other input is).
+STORAGE_CLASSES = (
+    ComputedRadiographyImageStorage,
+    DigitalXRayImageStorageForPresentation,
+    DigitalXRayImageStorageForProcessing,
+)
+# What the core pipeline decodes (pydicom with pylibjpeg and pyjpegls).
+TRANSFER_SYNTAXES = [
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    JPEG2000Lossless,
+    JPEG2000,
+    RLELossless,
+]
+
 # A DICOM UID: digits and dots, at most 64 characters; used as a file name, so checked first.
 UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings
 
 
@@ -57,4 +57,32 @@ class DicomSettings(BaseSettings):
         default=False,
         description="Send results to PNEUMOSCAN_DICOM_DESTINATION over TLS, checking its certificate and host "
         "name, and presenting the node's certificate when one is set.",
+    )
+
+    # DICOMweb (STOW-RS in on the HTTP service, STOW-RS out from the node)
+    dicomweb_max_body_bytes: int = Field(
+        default=1024 * 1024 * 1024,
+        gt=0,
+        description="Largest STOW-RS request body (a study), in bytes; each instance in it is held to "
+        "PNEUMOSCAN_MAX_UPLOAD_BYTES.",
+    )
+    dicomweb_destination: str | None = Field(
+        default=None,
+        pattern=r"^https?://\S+$",
+        description="DICOMweb base URL (e.g. `http://pacs:8042/dicom-web`) that the node sends results to by "
+        "STOW-RS, in place of C-STORE to PNEUMOSCAN_DICOM_DESTINATION; unset: none.",
+    )
+    dicomweb_token: SecretStr | None = Field(
+        default=None, description="Bearer token sent to PNEUMOSCAN_DICOMWEB_DESTINATION; unset: none."
+    )
+    dicomweb_username: str | None = Field(
+        default=None, description="User name for HTTP basic authentication to the DICOMweb destination."
+    )
+    dicomweb_password: SecretStr | None = Field(
+        default=None, description="Password for HTTP basic authentication to the DICOMweb destination."
+    )
+    dicomweb_ca: Path | None = Field(
+        default=None,
+        description="PEM CA certificates the DICOMweb destination's HTTPS certificate is checked against "
+        "(default: the system's).",
     )

@@ -9,8 +9,9 @@
   becomes a batch job on the same queue and ``pneumoscan worker`` processes as folder jobs; the
   worker writes the results as DICOM into the outbox (``pneumoscan.jobs.dicom_outputs``).
 - **Delivery**: the outbox (``pneumoscan.delivery.outbox``, as for HL7 and FHIR) is sent by C-STORE to
-  ``PNEUMOSCAN_DICOM_DESTINATION``: a result leaves it once stored; a result the destination
-  refuses is retried on its own with exponential backoff, without holding up the others, and
+  ``PNEUMOSCAN_DICOM_DESTINATION``, or by STOW-RS to ``PNEUMOSCAN_DICOMWEB_DESTINATION``: a result
+  leaves it once stored; a result the destination refuses is retried on its own with exponential
+  backoff, without holding up the others, and
   after ``PNEUMOSCAN_DELIVERY_MAX_ATTEMPTS`` moves to ``failed/`` with the status it got (as does an
   unreadable file); an unreachable destination costs no result an attempt.
 - **TLS** (``PNEUMOSCAN_DICOM_TLS_CERT`` and ``_KEY``): the node accepts TLS associations only;
@@ -31,31 +32,15 @@ import threading
 import time
 from pathlib import Path
 
-from pydicom.uid import (
-    JPEG2000,
-    ComputedRadiographyImageStorage,
-    DeflatedExplicitVRLittleEndian,
-    DigitalXRayImageStorageForPresentation,
-    DigitalXRayImageStorageForProcessing,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    RLELossless,
-)
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # pynetdicom makes its SOP class names at import
     Verification,
 )
 
 from pneumoscan.delivery.cstore import CStoreSender, DicomDestination, DicomOutbox
-from pneumoscan.dicom.store import DicomStore, InvalidInstance, Study
+from pneumoscan.delivery.dicomweb import StowSender
+from pneumoscan.dicom.store import STORAGE_CLASSES, TRANSFER_SYNTAXES, DicomStore, InvalidInstance, Study
+from pneumoscan.errors import ConfigurationError
 from pneumoscan.settings import Settings
 from service.dicom_node.tls import client_tls, server_tls
 
@@ -63,27 +48,6 @@ log = logging.getLogger("pneumoscan.dicom")
 # pynetdicom's debug output dumps whole datasets, patient fields included.
 logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 
-STORAGE_CLASSES = (
-    ComputedRadiographyImageStorage,
-    DigitalXRayImageStorageForPresentation,
-    DigitalXRayImageStorageForProcessing,
-)
-# What the core pipeline decodes (pydicom with pylibjpeg and pyjpegls).
-TRANSFER_SYNTAXES = [
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    JPEG2000Lossless,
-    JPEG2000,
-    RLELossless,
-]
 # What the node sends back: the SRs and the Grad-CAM Secondary Capture.
 SUCCESS, CANNOT_UNDERSTAND, OUT_OF_RESOURCES = 0x0000, 0xC000, 0xA700
 
@@ -127,15 +91,16 @@ class DicomNode:
         self.submitted: dict[Path, tuple[int, float]] = {}
         self.tls = server_tls(settings)
         self.results = DicomOutbox(settings.dicom_root, settings.delivery_max_attempts, settings.dicom_retry_max_s)
-        self.sender = (
-            CStoreSender(
-                DicomDestination.parse(settings.dicom_destination),
-                settings.dicom_ae_title,
-                client_tls(settings),
+        if settings.dicom_destination and settings.dicomweb_destination:
+            raise ConfigurationError(
+                "Set PNEUMOSCAN_DICOM_DESTINATION (C-STORE) or PNEUMOSCAN_DICOMWEB_DESTINATION (STOW-RS), not both: "
+                "the results go to one PACS."
             )
-            if settings.dicom_destination
-            else None
-        )
+        self.sender: CStoreSender | StowSender | None = StowSender.from_settings(settings)
+        if settings.dicom_destination:
+            self.sender = CStoreSender(
+                DicomDestination.parse(settings.dicom_destination), settings.dicom_ae_title, client_tls(settings)
+            )
         self.ae = NodeAE(settings.dicom_ae_title, settings.allowed_calling_aes)
         self.ae.require_called_aet = True
         self.ae.add_supported_context(Verification)
@@ -213,8 +178,8 @@ class DicomNode:
             *address,
             tls,
             allowed,
-            self.settings.dicom_destination or "the outbox only",
-            " over TLS" if self.sender is not None and self.sender.tls is not None else "",
+            self.settings.dicom_destination or self.settings.dicomweb_destination or "the outbox only",
+            " over TLS" if isinstance(self.sender, CStoreSender) and self.sender.tls is not None else "",
         )
         waiting = self.results.counts()
         if waiting["pending"] or waiting["failed"]:

@@ -81,12 +81,16 @@ class AuditEntry:
         whole_job: bool = False,
         files: Iterable[str | None] = (),
         results: Iterable[Result] = (),
+        studies: Iterable[str | None] = (),
+        instances: Iterable[str | None] = (),
         patients: Iterable[str | None] = (),
         messages: Iterable[str] = (),
     ) -> None:
         self.job = job or self.job
         self.whole_job = self.whole_job or whole_job
         self.files.extend(files)
+        self.studies.extend(studies)
+        self.instances.extend(instances)
         self.patients.extend(patients)
         self.messages.extend(messages)
         for result in results:

@@ -21,7 +21,7 @@ from service.http import apidocs
 from service.http.apidocs import openapi_spec
 from service.http.context import InferFn, ModelInfo, SubmitJob
 from service.http.errors import BadRequest, UnsupportedMediaType, error_response, routing_error
-from service.http.routes import clients, explain, jobs, model, outbox, predict, reviews, ui
+from service.http.routes import clients, dicomweb, explain, jobs, model, outbox, predict, reviews, ui
 from service.http.routes.explain import ExplainFn
 
 ROUTERS = (
@@ -30,6 +30,7 @@ ROUTERS = (
     explain.router,
     jobs.router,
     reviews.router,
+    dicomweb.router,
     outbox.router,
     clients.router,
     model.router,

@@ -41,22 +41,26 @@ def _accept(scope: Scope) -> str:
 
 
 class BodyLimitMiddleware:
-    """Refuses bodies over ``max_bytes``: by Content-Length up front, or while streaming."""
+    """Refuses bodies over ``max_bytes`` (or, under a path prefix of ``limits``, that prefix's
+    limit): by Content-Length up front, or while streaming."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, limits: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.limits = limits or {}
 
-    def _too_large(self) -> UploadTooLarge:
-        return UploadTooLarge(f"The request body exceeds the {self.max_bytes:,}-byte limit.")
+    def _limit(self, path: str) -> int:
+        return next((limit for prefix, limit in self.limits.items() if path.startswith(prefix)), self.max_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self._limit(scope["path"])
+        too_large = UploadTooLarge(f"The request body exceeds the {limit:,}-byte limit.")
         declared = _header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await error_response(self._too_large(), accept=_accept(scope))(scope, receive, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await error_response(too_large, accept=_accept(scope))(scope, receive, send)
             return
         received = 0
 
@@ -65,9 +69,9 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     # Raised inside the route's body read; its exception handler answers 413.
-                    raise self._too_large()
+                    raise too_large
             return message
 
         await self.app(scope, counting_receive, send)

@@ -17,6 +17,7 @@ from service.launch import start, stop
 from tests.support import wait_until
 
 ORTHANC = shutil.which("Orthanc")
+DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 
 
 @dataclass
@@ -30,7 +31,9 @@ class Orthanc:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
-    def start(self, node_port: int) -> None:
+    def start(self, node_port: int, dicomweb_servers: dict[str, dict] | None = None) -> None:
+        """Orthanc with the node as its modality; with ``dicomweb_servers``, also Debian's DICOMweb
+        plugin (its server at ``/dicom-web/``, and those servers for its STOW-RS client)."""
         config = {
             "Name": "pneumoscan-test",
             "StorageDirectory": str(self.folder / "storage"),
@@ -44,6 +47,9 @@ class Orthanc:
             "Plugins": [],
             "StableAge": 1,
         }
+        if dicomweb_servers is not None:
+            config["Plugins"] = [DICOMWEB_PLUGIN]
+            config["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/", "Servers": dicomweb_servers}
         (self.folder / "orthanc.json").write_text(json.dumps(config))
         assert ORTHANC is not None, "Orthanc is not installed"
         self.process = start([ORTHANC, str(self.folder / "orthanc.json")], {}, self.folder / "orthanc.log")
@@ -66,6 +72,14 @@ class Orthanc:
             timeout=60,
         )
         response.raise_for_status()
+
+    def stow_to(self, server: str, *resources: str) -> httpx.Response:
+        """Orthanc's DICOMweb client pushes ``resources`` to ``server`` by STOW-RS."""
+        return httpx.post(
+            f"{self.url}/dicom-web/servers/{server}/stow",
+            json={"Resources": list(resources), "Synchronous": True},
+            timeout=120,
+        )
 
     def at_least(self, count: int, study_uid: str) -> list[pydicom.Dataset] | None:
         """The study's instances once there are ``count`` of them; None before (or while down)."""

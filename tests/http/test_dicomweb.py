@@ -1,0 +1,175 @@
+"""DICOMweb against a real Orthanc with Debian's DICOMweb plugin: Orthanc's STOW-RS client pushes
+a study to the real service, the real node and worker score it, and the node sends the SR and the
+Secondary Capture back into Orthanc by STOW-RS; a malformed or partly bad STOW-RS request gets its
+reasons, never a 500."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.uid import CTImageStorage, generate_uid
+
+from pneumoscan.delivery.dicomweb import multipart_related
+from service.launch import free_port, start, stop
+from tests.support import API_KEY, assert_error, require, sr_validator, wait_until, xray_paths
+from tests.support.dicom_files import PATIENT_ID, make_dicom
+from tests.support.orthanc import DICOMWEB_PLUGIN, ORTHANC, Orthanc
+
+MISSING = [
+    name for name, found in [("Orthanc", ORTHANC), ("orthanc-dicomweb", os.path.exists(DICOMWEB_PLUGIN))] if not found
+]
+PART_LIMIT = 3 * 1024 * 1024
+RELATED = 'multipart/related; type="application/dicom"; boundary=b0undary'
+
+
+@dataclass
+class Site:
+    server: Any
+    orthanc: Orthanc
+    env: dict[str, str]
+    folder: Path
+    processes: list[subprocess.Popen]
+
+    def logs(self) -> str:
+        names = ("node.log", "worker.log")
+        return "".join((self.folder / name).read_text(errors="replace") for name in names) + self.server.log()
+
+    def post(self, path: str, body: bytes, content_type: str = RELATED) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": content_type}
+        return httpx.post(f"{self.server.url}{path}", content=body, headers=headers, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, serve) -> Iterator[Site]:
+    require("PNEUMOSCAN_REQUIRE_DICOM_PEERS", f"{', '.join(MISSING)} not installed" if MISSING else None)
+    folder = tmp_path_factory.mktemp("dicomweb")
+    orthanc = Orthanc(free_port(), free_port(), folder)
+    env = {
+        "PNEUMOSCAN_API_KEY": API_KEY,
+        "PNEUMOSCAN_DATA_DIR": str(folder / "var"),
+        "PNEUMOSCAN_MAX_UPLOAD_BYTES": str(PART_LIMIT),
+        "PNEUMOSCAN_DICOM_PORT": str(free_port()),
+        "PNEUMOSCAN_DICOM_HOST": "127.0.0.1",
+        "PNEUMOSCAN_DICOM_STUDY_QUIET_S": "1",
+        "PNEUMOSCAN_DICOM_RETRY_MAX_S": "2",
+        "PNEUMOSCAN_DICOMWEB_DESTINATION": f"{orthanc.url}/dicom-web",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
+    server = serve(folder / "serve", env)
+    servers = {"pneumoscan": {"Url": f"{server.url}/dicomweb/", "HttpHeaders": {"Authorization": f"Bearer {API_KEY}"}}}
+    orthanc.start(int(env["PNEUMOSCAN_DICOM_PORT"]), dicomweb_servers=servers)
+    command = [sys.executable, "-m", "cli"]
+    processes = [
+        start([*command, "dicom-node"], env, folder / "node.log"),
+        start([*command, "worker"], env, folder / "worker.log"),
+    ]
+    try:
+        yield Site(server, orthanc, env, folder, processes)
+    finally:
+        for process in processes:
+            stop(process)
+        orthanc.stop()
+        server.stop()
+
+
+def radiograph(study_uid: str, source: Path) -> bytes:
+    image = Image.open(source).convert("L")
+    image.thumbnail((768, 768))
+    dataset = pydicom.dcmread(io.BytesIO(make_dicom(image)))
+    dataset.StudyInstanceUID = study_uid
+    dataset.AccessionNumber = "ACC-STOW"
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def dciodvfy_errors(dataset: pydicom.Dataset, folder: Path) -> list[str]:
+    path = folder / f"{dataset.SOPInstanceUID}.dcm"
+    dataset.save_as(path, enforce_file_format=True)
+    result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    return [line for line in (result.stdout + result.stderr).splitlines() if "Error" in line]
+
+
+def test_orthanc_pushes_a_study_by_stow_and_gets_its_results_back_by_stow(site, tmp_path):
+    study_uid = generate_uid()
+    pneumonia = next(p for p in xray_paths() if p.parent.name == "PNEUMONIA")
+    uploaded = site.orthanc.upload(radiograph(study_uid, pneumonia))
+    pushed = site.orthanc.stow_to("pneumoscan", uploaded["ParentStudy"])
+    assert pushed.status_code == 200, pushed.text
+
+    datasets = wait_until(
+        lambda: site.orthanc.at_least(3, study_uid), 180, lambda: f"no results in the study:\n{site.logs()[-3000:]}"
+    )
+    srs = [d for d in datasets if d.Modality == "SR"]
+    captures = [d for d in datasets if d.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"]
+    assert len(srs) == 1 and len(captures) == 1, [d.Modality for d in datasets]
+    for result in (*srs, *captures):
+        assert result.StudyInstanceUID == study_uid and result.PatientID == PATIENT_ID
+        assert dciodvfy_errors(result, tmp_path) == [], result.Modality
+    path = tmp_path / "result.sr.dcm"
+    srs[0].save_as(path, enforce_file_format=True)
+    assert sr_validator.errors(path) == []
+
+    # Pushing the image again, and resending the results, stores nothing new. (The study itself now
+    # holds the results too, which are no radiographs: Orthanc would get 202 with their failures.)
+    assert site.orthanc.stow_to("pneumoscan", uploaded["ID"]).status_code == 200
+    resent = httpx.post(
+        f"{site.orthanc.url}/dicom-web/studies/{study_uid}",
+        content=multipart_related([_part10(srs[0])], "b0undary"),
+        headers={"Content-Type": RELATED},
+        timeout=60,
+    )
+    assert resent.status_code == 200, resent.text
+    time.sleep(6)
+    assert len(site.orthanc.instances(study_uid)) == 3
+
+
+def _part10(dataset: pydicom.Dataset) -> bytes:
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def test_bad_parts_get_their_reasons_and_the_service_stays_up(site):
+    study_uid = generate_uid()
+    normal = next(p for p in xray_paths() if p.parent.name == "NORMAL")
+    good = radiograph(study_uid, normal)
+    ct = pydicom.dcmread(io.BytesIO(good))
+    ct.SOPClassUID = ct.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    ct.SOPInstanceUID = generate_uid()
+    other_study = pydicom.dcmread(io.BytesIO(good))
+    other_study.StudyInstanceUID, other_study.SOPInstanceUID = generate_uid(), generate_uid()
+    parts = [good, b"not a DICOM file at all", _part10(ct), b"\0" * (PART_LIMIT + 1), _part10(other_study)]
+    answer = site.post(f"/dicomweb/studies/{study_uid}", multipart_related(parts, "b0undary"))
+    assert answer.status_code == 202, answer.text
+    assert answer.headers["content-type"].startswith("application/dicom+json")
+    failed = answer.json()["00081198"]["Value"]
+    assert [item["00081197"]["Value"][0] for item in failed] == [0xA900, 0x0122, 0xA700, 0xA901]
+    stored = answer.json()["00081199"]["Value"]
+    assert [item["00081155"]["Value"][0] for item in stored] == [pydicom.dcmread(io.BytesIO(good)).SOPInstanceUID]
+    warnings = answer.headers.get_list("warning")
+    assert len(warnings) == 4 and "part 2: it is not a DICOM Part 10 file" in warnings[0]
+
+    nothing = site.post("/dicomweb/studies", multipart_related([b"junk"], "b0undary"))
+    assert nothing.status_code == 409 and nothing.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xA900]
+    assert_error(site.post("/dicomweb/studies", good, "application/dicom"), 415, "unsupported_media_type")
+    assert_error(
+        site.post("/dicomweb/studies", b"--b0undary\r\nContent-Type: application/dicom\r\n\r\nabc"), 400, "bad_request"
+    )
+    assert_error(site.post("/dicomweb/studies/not-a-uid", multipart_related([good], "b0undary")), 400, "bad_request")
+    refused = httpx.post(f"{site.server.url}/dicomweb/studies", content=b"", headers={"Content-Type": RELATED})
+    assert_error(refused, 401, "unauthorized")
+    assert httpx.get(f"{site.server.url}/readyz", timeout=10).status_code == 200
+    assert "Traceback" not in site.server.log()
