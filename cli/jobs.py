@@ -37,10 +37,39 @@ def _print_status(status, as_json: bool) -> None:
         print(status.detail)
 
 
-def cmd_submit(args: argparse.Namespace) -> int:
-    from service.worker.queue import submit
+def _query(args: argparse.Namespace):
+    """The DICOMweb query the source options describe, or None for a folder; ValueError when the
+    command names neither or both."""
+    if (args.folder is None) == (args.dicomweb is None):
+        raise ValueError("name a folder, or a PACS with --dicomweb URL (and --study, --study-date, ...), not both")
+    if args.dicomweb is None:
+        return None
+    from pneumoscan.dicom.query import DicomwebQuery
 
-    status = submit(args.folder, args.output, get_settings().allowed_input_roots)
+    chosen = {"studies": args.study or [], "study_date": args.study_date, "body_part": args.body_part}
+    return DicomwebQuery(url=args.dicomweb, **chosen, **({"modalities": args.modality} if args.modality else {}))
+
+
+def _add_source(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "folder", type=Path, nargs="?", default=None, help="folder of JPEG, PNG or DICOM files (subfolders included)"
+    )
+    pacs = parser.add_argument_group("a PACS's studies instead of a folder (QIDO-RS, then WADO-RS)")
+    pacs.add_argument("--dicomweb", default=None, metavar="URL", help="the PACS's DICOMweb base URL")
+    pacs.add_argument("--study", action="append", metavar="UID", help="a Study Instance UID (repeat for several)")
+    pacs.add_argument("--study-date", default=None, metavar="RANGE", help="YYYYMMDD or YYYYMMDD-YYYYMMDD")
+    pacs.add_argument("--modality", action="append", help="a modality to match (default: CR and DX)")
+    pacs.add_argument("--body-part", default=None, help="BodyPartExamined to match, e.g. CHEST")
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from service.worker.queue import submit, submit_query
+
+    query = _query(args)
+    if query is not None:
+        status = submit_query(query, args.output)
+    else:
+        status = submit(args.folder, args.output, get_settings().allowed_input_roots)
     print(status.job_id)
     print(f"{status.state}: {status.done}/{status.total} done; output {status.output}", file=sys.stderr)
     return EXIT_OK
@@ -154,7 +183,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from cli.progress import ThroughputBar
-    from pneumoscan.jobs.folder import RESULTS_FILE, check_input_folder, create_job, load_job
+    from pneumoscan.dicom.query import job_input
+    from pneumoscan.dicom.store import OUTBOX
+    from pneumoscan.jobs.folder import RESULTS_FILE, JobSource, check_input_folder, create_job, load_job
     from pneumoscan.jobs.results import job_status
     from pneumoscan.jobs.shards import ShardOptions, score_shard
 
@@ -163,14 +194,21 @@ def cmd_score(args: argparse.Namespace) -> int:
     from service.model_store import serving_model_dir
 
     settings = get_settings()
-    folder = check_input_folder(args.folder, settings.allowed_input_roots)
+    query = _query(args)
     # The version the service and the queue worker serve, so the job could be resumed by a worker.
     model_dir, _ = serving_model_dir(settings.model_tag, settings.model_dir)
     predictor = Predictor.from_dir(model_dir, threshold=settings.threshold, ood_policy=settings.ood_policy)
     predictor.warm_up(settings.predict_batch_size)
     output = Path(args.output).resolve()
     output.mkdir(parents=True, exist_ok=True)
-    job_dir = create_job(folder, output, predictor.model_version, settings.shard_size)
+    if query is not None:
+        folder, described, files = job_input(query, settings)
+        source = JobSource(described, files)
+        outbox = settings.dicom_root / OUTBOX
+        job_dir = create_job(folder, output, predictor.model_version, settings.shard_size, outbox, source)
+    else:
+        folder = check_input_folder(args.folder, settings.allowed_input_roots)
+        job_dir = create_job(folder, output, predictor.model_version, settings.shard_size)
     spec = load_job(job_dir)
     options = ShardOptions.from_settings(settings)
     with ThroughputBar(spec.total, "Scoring") as bar:
@@ -185,8 +223,10 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """Register the batch-job subcommands on the ``pneumoscan`` parser."""
-    submit = commands.add_parser("submit", help="queue a folder of X-rays for batch scoring; prints the job id")
-    submit.add_argument("folder", type=Path, help="folder of JPEG, PNG or DICOM files (subfolders included)")
+    submit = commands.add_parser(
+        "submit", help="queue a folder of X-rays, or a PACS's studies, for batch scoring; prints the job id"
+    )
+    _add_source(submit)
     submit.add_argument("--output", type=Path, default=None, help="output root (default: PNEUMOSCAN_JOBS_DIR)")
     submit.set_defaults(handler=cmd_submit)
 
@@ -231,8 +271,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     worker.add_argument("--burst", action="store_true", help="run queued tasks in this process, then exit")
     worker.set_defaults(handler=cmd_worker)
 
-    score = commands.add_parser("score", help="score a folder in this process, without a queue")
-    score.add_argument("folder", type=Path, help="folder of JPEG, PNG or DICOM files (subfolders included)")
+    score = commands.add_parser("score", help="score a folder, or a PACS's studies, in this process, without a queue")
+    _add_source(score)
     score.add_argument(
         "--output", required=True, type=Path, help="output root: the job folder with results.csv is made in it"
     )

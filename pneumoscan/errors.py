@@ -30,6 +30,8 @@ Every error carries a stable machine-readable ``code``; adapters translate them 
     │   ├── JobNotFinished          results asked for before every file is scored
     │   ├── ResultNotFound          a finished job without the file asked for (summary.png)
     │   ├── QueueUnavailable        the job queue cannot be reached (Redis down); the job is kept, retry
+    │   ├── SourceNotAllowed        a DICOMweb source outside PNEUMOSCAN_DICOMWEB_SOURCES
+    │   ├── SourceUnavailable       the PACS a job's DICOMweb query names cannot be queried or fetched from
     │   └── WorkerCrashed           a file that kept killing workers (a results.csv error row)
     ├── AuditUnavailable        the audit record of a request cannot be written; nothing is served
     ├── ModelError              the saved model or its metadata is missing or unusable
@@ -157,6 +159,14 @@ class ResultNotFound(JobError):
 
 class QueueUnavailable(JobError):
     code = "queue_unavailable"
+
+
+class SourceNotAllowed(JobError):
+    code = "source_not_allowed"
+
+
+class SourceUnavailable(JobError):
+    code = "source_unavailable"
 
 
 class WorkerCrashed(JobError):

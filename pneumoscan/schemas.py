@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
@@ -316,6 +316,8 @@ class JobSpec(BaseModel):
         description="For studies received by the DICOM node: the folder the results go to as DICOM "
         "(an SR per image and a Secondary Capture per scored image), to be sent to the PACS.",
     )
+    # A job over a PACS's studies: the DICOMweb query its files come from (fetched as shards are scored).
+    source: dict[str, Any] | None = None
 
 
 class JobStatus(BaseModel):

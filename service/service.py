@@ -25,6 +25,7 @@ from pneumoscan.access.clients import KeysFile
 from pneumoscan.access.forward import forwarder_from_settings
 from pneumoscan.access.rate import RateLimiter
 from pneumoscan.delivery.destinations import Delivery, Outboxes
+from pneumoscan.dicom.query import DicomwebQuery
 from pneumoscan.errors import ConfigurationError
 from pneumoscan.imaging.preprocess import plane_to_input
 from pneumoscan.model.decision import decision_for
@@ -153,11 +154,19 @@ def submit_job(folder: str, output: str | None, allowed_roots: list[Path]) -> Jo
     return submit(folder, output, allowed_roots)
 
 
+def submit_query(query: DicomwebQuery, output: str | None) -> JobStatus:
+    """``POST /jobs`` with a DICOMweb source: the PACS's instances as a job on the same queue."""
+    from service.worker.queue import submit_query as submit
+
+    return submit(query, output)
+
+
 app = create_app(
     get_infer=lambda: _current().batcher,
     get_explain=lambda: _current().backend.explain,
     get_info=lambda: _current().info,
     submit_job=submit_job,
+    submit_query=submit_query,
 )
 
 

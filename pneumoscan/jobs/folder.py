@@ -15,9 +15,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import os
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -121,13 +123,34 @@ def job_id_for(
     return digest.hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class JobSource:
+    """Files that come from elsewhere than the input folder: the query that lists them, as JSON."""
+
+    query: dict
+    files: list[str]
+
+
 def create_job(
-    folder: Path, output_root: Path, model_version: str, shard_size: int, dicom_outbox: Path | None = None
+    folder: Path,
+    output_root: Path,
+    model_version: str,
+    shard_size: int,
+    dicom_outbox: Path | None = None,
+    source: JobSource | None = None,
 ) -> Path:
     """The job folder for this input, created if new; an unchanged folder maps to the same job.
-    With ``dicom_outbox``, results are also written there as DICOM (``pneumoscan.jobs.dicom_outputs``)."""
-    files = list_inputs(folder)
-    job_id = job_id_for(folder, files, model_version, shard_size, dicom_outbox)
+    With ``dicom_outbox``, results are also written there as DICOM (``pneumoscan.jobs.dicom_outputs``).
+    With ``source``, the files are the ones it lists (fetched into ``folder`` as they are scored),
+    and the same query finding the same files is the same job."""
+    if source is None:
+        files = list_inputs(folder)
+        job_id = job_id_for(folder, files, model_version, shard_size, dicom_outbox)
+    else:
+        files = source.files
+        query = json.dumps(source.query, sort_keys=True)
+        identity = f"{folder}\n{model_version}\n{shard_size}\n{dicom_outbox}\n{query}\n" + "\n".join(files)
+        job_id = hashlib.sha256(identity.encode()).hexdigest()[:16]
     job_dir = output_root / job_id
     if (job_dir / JOB_FILE).is_file():
         return job_dir
@@ -143,6 +166,7 @@ def create_job(
         shards=max(1, -(-len(files) // shard_size)),
         created=datetime.now(UTC),
         dicom_outbox=str(dicom_outbox) if dicom_outbox is not None else None,
+        source=source.query if source is not None else None,
     )
     atomic_write(job_dir / JOB_FILE, spec.model_dump_json(indent=2).encode())
     return job_dir

@@ -12,10 +12,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from pneumoscan import DEFAULT_MAX_PIXELS
 from pneumoscan.delivery.destinations import Delivery
+from pneumoscan.dicom.query import fetch_job_files
 from pneumoscan.errors import WorkerCrashed
 from pneumoscan.files import atomic_write
 from pneumoscan.jobs.folder import (
@@ -52,6 +54,8 @@ class ShardOptions:
     delivery: Delivery = field(default_factory=Delivery)  # where results go (HL7, FHIR), each through its outbox
     # Called with each file's result and the scoring model's version (the worker's /metrics).
     observe: Callable[[Result, str], None] | None = None
+    # Fetches the files of a job over a PACS's studies (its source, its input folder, the files).
+    fetch: Callable[[dict, Path, list[str]], int] = fetch_job_files
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ShardOptions:
@@ -62,6 +66,7 @@ class ShardOptions:
             lease_seconds=settings.lease_seconds,
             max_attempts=settings.max_shard_attempts,
             delivery=Delivery.from_settings(settings),
+            fetch=partial(fetch_job_files, settings=settings),
         )
 
 
@@ -141,6 +146,10 @@ def _score_files(
     suspicious = lease.attempts > 1  # after a crash, go one file at a time to find the culprit
     heartbeat([])
     folder = Path(spec.input_folder)
+    if spec.source is not None:
+        fetched = options.fetch(spec.source, folder, [file for file in files if file not in poison])
+        log.info("Fetched %d instance(s) of shard %d of job %s by WADO-RS.", fetched, index, spec.job_id)
+        heartbeat([])
     writer = None
     if spec.dicom_outbox is not None:
         from pneumoscan.jobs.dicom_outputs import DicomResultWriter

@@ -107,6 +107,8 @@ ISSUE_TYPES: dict[type[errors.PneumoscanError], str] = {
     errors.JobNotFinished: "conflict",
     errors.QueueUnavailable: "transient",
     errors.AuditUnavailable: "transient",
+    errors.SourceUnavailable: "transient",
+    errors.SourceNotAllowed: "forbidden",
     errors.JobError: "invalid",
 }
 

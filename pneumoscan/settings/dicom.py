@@ -72,6 +72,11 @@ class DicomSettings(BaseSettings):
         description="DICOMweb base URL (e.g. `http://pacs:8042/dicom-web`) that the node sends results to by "
         "STOW-RS, in place of C-STORE to PNEUMOSCAN_DICOM_DESTINATION; unset: none.",
     )
+    dicomweb_sources: str = Field(
+        default="",
+        description="Comma-separated DICOMweb base URLs that `POST /jobs` may query (besides "
+        "PNEUMOSCAN_DICOMWEB_DESTINATION); the command line may query any.",
+    )
     dicomweb_token: SecretStr | None = Field(
         default=None, description="Bearer token sent to PNEUMOSCAN_DICOMWEB_DESTINATION; unset: none."
     )
@@ -86,3 +91,11 @@ class DicomSettings(BaseSettings):
         description="PEM CA certificates the DICOMweb destination's HTTPS certificate is checked against "
         "(default: the system's).",
     )
+
+    @property
+    def allowed_dicomweb_sources(self) -> list[str]:
+        """The DICOMweb base URLs jobs over HTTP may query, without a trailing slash."""
+        listed = [url.strip().rstrip("/") for url in self.dicomweb_sources.split(",") if url.strip()]
+        if self.dicomweb_destination:
+            listed.append(self.dicomweb_destination.rstrip("/"))
+        return list(dict.fromkeys(listed))

@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute
 from pneumoscan.errors import PneumoscanError
 from service.http import apidocs
 from service.http.apidocs import openapi_spec
-from service.http.context import InferFn, ModelInfo, SubmitJob
+from service.http.context import InferFn, ModelInfo, SubmitJob, SubmitQuery
 from service.http.errors import BadRequest, UnsupportedMediaType, error_response, routing_error
 from service.http.routes import clients, dicomweb, explain, jobs, model, outbox, predict, reviews, ui
 from service.http.routes.explain import ExplainFn
@@ -48,6 +48,7 @@ def create_app(
     get_explain: Callable[[], ExplainFn],
     get_info: Callable[[], ModelInfo],
     submit_job: SubmitJob | None = None,
+    submit_query: SubmitQuery | None = None,
 ) -> FastAPI:
     """The app; the three callables reach the running BentoML service (or a test's stand-ins), and
     ``submit_job`` the job queue (``POST /jobs``), which the app never imports itself."""
@@ -58,7 +59,7 @@ def create_app(
         openapi_url=None,  # service.http.apidocs serves pneumoscan's own at /docs.json, in place of BentoML's
     )
     app.state.get_infer, app.state.get_explain, app.state.get_info = get_infer, get_explain, get_info
-    app.state.submit_job = submit_job
+    app.state.submit_job, app.state.submit_query = submit_job, submit_query
     for router in ROUTERS:
         app.include_router(router)
 

@@ -28,6 +28,7 @@ from starlette.responses import Response
 
 from pneumoscan.delivery.destinations import Delivery
 from pneumoscan.dicom.decode import DicomSource
+from pneumoscan.dicom.query import DicomwebQuery
 from pneumoscan.errors import PneumoscanError
 from pneumoscan.imaging.preprocess import decode, resize_plane
 from pneumoscan.model.decision import Decision, judge_scores
@@ -52,6 +53,8 @@ log = logging.getLogger("pneumoscan.requests")
 InferFn = Callable[[np.ndarray], Awaitable[np.ndarray]]
 # (folder, output folder or None, the input roots allowed) -> the job's status: the queue's submit.
 SubmitJob = Callable[[str, str | None, list[Path]], JobStatus]
+# POST /jobs with a DICOMweb source: the query and the output root (None: PNEUMOSCAN_JOBS_DIR).
+SubmitQuery = Callable[[DicomwebQuery, str | None], JobStatus]
 
 
 @dataclass(frozen=True)

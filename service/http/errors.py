@@ -124,6 +124,8 @@ STATUS_BY_ERROR: dict[type[errors.PneumoscanError], HTTPStatus] = {
     JobNotFound: HTTPStatus.NOT_FOUND,
     JobNotFinished: HTTPStatus.CONFLICT,
     QueueUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
+    errors.SourceNotAllowed: HTTPStatus.FORBIDDEN,
+    errors.SourceUnavailable: HTTPStatus.BAD_GATEWAY,
     ResultNotFound: HTTPStatus.NOT_FOUND,
     JobError: HTTPStatus.BAD_REQUEST,
 }
@@ -140,6 +142,7 @@ ISSUE_TYPE_BY_STATUS = {
     HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "too-costly",
     HTTPStatus.SERVICE_UNAVAILABLE: "transient",
     HTTPStatus.GATEWAY_TIMEOUT: "timeout",
+    HTTPStatus.BAD_GATEWAY: "transient",
     HTTPStatus.NOT_IMPLEMENTED: "not-supported",
     HTTPStatus.INTERNAL_SERVER_ERROR: "exception",
 }

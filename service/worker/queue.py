@@ -18,8 +18,17 @@ from huey import Huey, RedisHuey, SqliteHuey, crontab
 from huey.api import TaskWrapper
 from redis.exceptions import RedisError
 
+from pneumoscan.dicom.query import DicomwebQuery, job_input
+from pneumoscan.dicom.store import OUTBOX
 from pneumoscan.errors import JobNotFound, QueueUnavailable
-from pneumoscan.jobs.folder import RESULTS_FILE, check_input_folder, create_job, known_job_dirs, register_job
+from pneumoscan.jobs.folder import (
+    RESULTS_FILE,
+    JobSource,
+    check_input_folder,
+    create_job,
+    known_job_dirs,
+    register_job,
+)
 from pneumoscan.jobs.leases import reconcile
 from pneumoscan.jobs.results import job_status
 from pneumoscan.jobs.shards import ShardOptions, deliver_outboxes, score_shard
@@ -151,6 +160,25 @@ def submit(
     output_root.mkdir(parents=True, exist_ok=True)
     model_version = load_metadata(model_dir()).version
     job_dir = create_job(resolved, output_root, model_version, settings.shard_size, dicom_outbox)
+    return _queue(job_dir)
+
+
+def submit_query(query: DicomwebQuery, output: str | Path | None = None) -> JobStatus:
+    """Create (or find) the job over the PACS instances ``query`` matches (QIDO-RS, now) and queue
+    it; its shards fetch their instances by WADO-RS, and its results go to the DICOM node's outbox
+    as the node's own studies' do."""
+    settings = get_settings()
+    folder, described, files = job_input(query, settings)
+    output_root = Path(output).resolve() if output else settings.jobs_root
+    output_root.mkdir(parents=True, exist_ok=True)
+    model_version = load_metadata(model_dir()).version
+    outbox = settings.dicom_root / OUTBOX
+    job_dir = create_job(folder, output_root, model_version, settings.shard_size, outbox, JobSource(described, files))
+    return _queue(job_dir)
+
+
+def _queue(job_dir: Path) -> JobStatus:
+    settings = get_settings()
     register_job(settings.jobs_root, job_dir)
     try:
         reconcile(job_dir, enqueue, settings.lease_seconds, queue_idle=get_huey().pending_count() == 0)

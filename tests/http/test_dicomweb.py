@@ -5,8 +5,10 @@ reasons, never a 500."""
 
 from __future__ import annotations
 
+import csv
 import io
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -65,6 +67,9 @@ def site(tmp_path_factory, serve) -> Iterator[Site]:
         "PNEUMOSCAN_DICOM_STUDY_QUIET_S": "1",
         "PNEUMOSCAN_DICOM_RETRY_MAX_S": "2",
         "PNEUMOSCAN_DICOMWEB_DESTINATION": f"{orthanc.url}/dicom-web",
+        # One instance per shard, and a short lease: a shard of a killed worker is scored again soon.
+        "PNEUMOSCAN_SHARD_SIZE": "1",
+        "PNEUMOSCAN_LEASE_SECONDS": "4",
         "TF_CPP_MIN_LOG_LEVEL": "3",
     }
     server = serve(folder / "serve", env)
@@ -84,12 +89,13 @@ def site(tmp_path_factory, serve) -> Iterator[Site]:
         server.stop()
 
 
-def radiograph(study_uid: str, source: Path) -> bytes:
+def radiograph(study_uid: str, source: Path, study_date: str = "20261115") -> bytes:
     image = Image.open(source).convert("L")
     image.thumbnail((768, 768))
     dataset = pydicom.dcmread(io.BytesIO(make_dicom(image)))
     dataset.StudyInstanceUID = study_uid
     dataset.AccessionNumber = "ACC-STOW"
+    dataset.StudyDate = study_date
     buffer = io.BytesIO()
     dataset.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
@@ -173,3 +179,51 @@ def test_bad_parts_get_their_reasons_and_the_service_stays_up(site):
     assert_error(refused, 401, "unauthorized")
     assert httpx.get(f"{site.server.url}/readyz", timeout=10).status_code == 200
     assert "Traceback" not in site.server.log()
+
+
+def test_a_job_over_a_qido_query_scores_each_instance_once_across_a_killed_worker(site):
+    first, second = generate_uid(), generate_uid()
+    sources = xray_paths()
+    # A date of its own: the other tests' studies in this Orthanc are of 20261115.
+    wanted = [radiograph(first, sources[0], "20261120"), radiograph(first, sources[1], "20261120")]
+    wanted.append(radiograph(second, sources[2], "20261121"))
+    earlier = radiograph(generate_uid(), sources[3], study_date="20250101")
+    ct = pydicom.dcmread(io.BytesIO(radiograph(second, sources[4], "20261121")))
+    ct.Modality, ct.SOPInstanceUID = "CT", generate_uid()
+    ct.SOPClassUID = ct.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    for data in (*wanted, earlier, _part10(ct)):
+        site.orthanc.upload(data)
+    stop(site.processes[1])  # the job waits in the queue until a worker is started below
+    query = {"url": f"{site.orthanc.url}/dicom-web", "study_date": "20261119-20261122"}
+    with httpx.Client(base_url=site.server.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=120) as client:
+        created = client.post("/jobs", json={"dicomweb": query})
+        assert created.status_code == 202, created.text
+        job_id = created.json()["job_id"]
+        assert client.get(f"/jobs/{job_id}").json()["total"] == 3
+        again = client.post("/jobs", json={"dicomweb": query})
+        assert again.json()["job_id"] == job_id
+        refused = client.post("/jobs", json={"dicomweb": {**query, "url": "http://127.0.0.1:9/dicom-web"}})
+        assert_error(refused, 403, "source_not_allowed")
+        neither = client.post("/jobs", json={"output": None})
+        assert_error(neither, 400, "bad_request")
+
+        worker = start([sys.executable, "-m", "cli", "worker"], site.env, site.folder / "worker-killed.log")
+        wait_until(lambda: client.get(f"/jobs/{job_id}").json()["done"] >= 1, 120, lambda: site.logs()[-3000:])
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+        time.sleep(5)  # past the lease of the shard it was scoring
+        site.processes[1] = start([sys.executable, "-m", "cli", "worker"], site.env, site.folder / "worker.log")
+        done = wait_until(
+            lambda: (status := client.get(f"/jobs/{job_id}").json())["state"] == "done" and status,
+            180,
+            lambda: site.logs()[-3000:],
+        )
+        assert done["done"] == 3 and done["failed"] == 0, done
+        rows = list(csv.DictReader(io.StringIO(client.get(f"/jobs/{job_id}/results").text)))
+    expected = {pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID for data in wanted}
+    assert sorted(row["sop_instance_uid"] for row in rows) == sorted(expected)
+    assert all(row["status"] == "ok" for row in rows), rows
+    # Each scored instance's SR and Secondary Capture come back into its study.
+    for study, count, reports in ((first, 6, 2), (second, 4, 1)):
+        datasets = wait_until(lambda study=study, count=count: site.orthanc.at_least(count, study), 120, site.logs)
+        assert len([d for d in datasets if d.Modality == "SR"]) == reports, study

@@ -10,11 +10,12 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Request
 from fastapi import Path as PathParam
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from starlette.responses import FileResponse, Response, StreamingResponse
 
 from pneumoscan.access.clients import Scope
-from pneumoscan.errors import FolderNotAllowed, JobError, JobNotFound, ResultNotFound
+from pneumoscan.dicom.query import DicomwebQuery
+from pneumoscan.errors import FolderNotAllowed, JobError, JobNotFound, ResultNotFound, SourceNotAllowed
 from pneumoscan.jobs.export import ERROR_TYPE, NDJSON_TYPES, bulk_manifest, export, ndjson_counts, ndjson_lines
 from pneumoscan.jobs.folder import PLOT_FILE
 from pneumoscan.jobs.folder import find_job as find_job_in
@@ -45,12 +46,23 @@ JobId = Annotated[str, PathParam(description="The job's id: 16 lowercase hexadec
 
 
 class JobRequest(BaseModel):
-    folder: str = Field(
-        min_length=1, description="A folder under one of PNEUMOSCAN_INPUT_ROOTS, as the server sees it."
+    folder: str | None = Field(
+        default=None, min_length=1, description="A folder under one of PNEUMOSCAN_INPUT_ROOTS, as the server sees it."
+    )
+    dicomweb: DicomwebQuery | None = Field(
+        default=None,
+        description="In place of a folder: studies in a PACS (one of PNEUMOSCAN_DICOMWEB_SOURCES), found by "
+        "QIDO-RS and fetched by WADO-RS; the results go back through the DICOM node's outbox.",
     )
     output: str | None = Field(
         default=None, description="Output root under PNEUMOSCAN_JOBS_DIR or an input root (default: the former)."
     )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> JobRequest:
+        if (self.folder is None) == (self.dicomweb is None):
+            raise ValueError("name a folder or a dicomweb query, not both and not neither")
+        return self
 
 
 class JobCreated(BaseModel):
@@ -90,21 +102,43 @@ def submit_job(request: Request) -> SubmitJob:
 async def create_job(request: JobRequest, http_request: Request, response: Response) -> JobCreated:
     """202 with the job's id; ``Location`` is its progress (``GET /jobs/{job_id}``) and
     ``Content-Location`` its FHIR Bulk Data export's status URL, as a Bulk Data kick-off answers."""
-    roots = get_settings().allowed_input_roots
+    settings = get_settings()
+    roots = settings.allowed_input_roots
+    if request.dicomweb is not None:
+        status = await _submit_query(request.dicomweb, http_request, _check_output(request.output, roots or []))
+    else:
+        status = await _submit_folder(request.folder or "", http_request, request.output, roots)
+    audited(http_request).add(job=status.job_id)
+    response.headers["Location"] = str(http_request.url_for("get_job", job_id=status.job_id))
+    response.headers["Content-Location"] = str(http_request.url_for("get_job_export", job_id=status.job_id))
+    return JobCreated(job_id=status.job_id, state=status.state)
+
+
+async def _submit_query(query: DicomwebQuery, http_request: Request, output: str | None) -> JobStatus:
+    allowed = get_settings().allowed_dicomweb_sources
+    if query.url.rstrip("/") not in allowed:
+        raise SourceNotAllowed(
+            f"{query.url[:200]} is not one of PNEUMOSCAN_DICOMWEB_SOURCES ({', '.join(allowed) or 'none set'})."
+        )
+    submit = http_request.app.state.submit_query
+    if submit is None:
+        raise JobError("This app was started without a job queue.")
+    return await anyio.to_thread.run_sync(submit, query, output)
+
+
+async def _submit_folder(
+    folder: str, http_request: Request, output_root: str | None, roots: list[Path] | None
+) -> JobStatus:
     if roots is None:
         raise FolderNotAllowed(
             "Batch jobs over HTTP are disabled: the operator must set PNEUMOSCAN_INPUT_ROOTS "
             "to the folders this service may read."
         )
-    output = _check_output(request.output, roots)
+    output = _check_output(output_root, roots)
     try:
-        status = await anyio.to_thread.run_sync(submit_job(http_request), request.folder, output, roots)
+        return await anyio.to_thread.run_sync(submit_job(http_request), folder, output, roots)
     except OSError as exc:
         raise JobError(f"Cannot create the job's output folder: {exc.strerror or exc}") from exc
-    audited(http_request).add(job=status.job_id)
-    response.headers["Location"] = str(http_request.url_for("get_job", job_id=status.job_id))
-    response.headers["Content-Location"] = str(http_request.url_for("get_job_export", job_id=status.job_id))
-    return JobCreated(job_id=status.job_id, state=status.state)
 
 
 class JobList(BaseModel):
