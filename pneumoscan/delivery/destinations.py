@@ -17,6 +17,7 @@ from pneumoscan.delivery.cstore import DicomOutbox
 from pneumoscan.delivery.fhir_server import FhirOutbox, FhirSender
 from pneumoscan.delivery.mllp import Hl7Outbox, MllpSender
 from pneumoscan.delivery.outbox import Outbox, Sender
+from pneumoscan.reports.verification import Verification
 from pneumoscan.result import Result
 from pneumoscan.settings import Settings
 
@@ -80,6 +81,17 @@ class Delivery:
         input has none); the routes that got a new message."""
         batch = list(results)
         return tuple(route for route in self.routes if sum(route.outbox.put_result(result, issued) for result in batch))
+
+    def only(self, names: set[str]) -> Delivery:
+        """The routes to the destinations named (``hl7``, ``fhir``)."""
+        return Delivery(tuple(route for route in self.routes if route.outbox.name in names))
+
+    def queue_verification(
+        self, result: Result, verification: Verification, issued: datetime | None = None
+    ) -> tuple[Route, ...]:
+        """Put a reader's review of ``result`` on every route (after the result itself in each
+        outbox); the routes that got a new message."""
+        return tuple(route for route in self.routes if route.outbox.put_verification(result, verification, issued))
 
     def deliver(self, routes: Iterable[Route] | None = None) -> None:
         """Send what is due on ``routes`` (every route by default); each outbox keeps what fails."""

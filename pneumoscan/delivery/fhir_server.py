@@ -33,6 +33,7 @@ from fhir.resources.R4B.resource import Resource
 
 from pneumoscan.delivery.outbox import Outbox, Refused, Send, Sender, Unreachable
 from pneumoscan.reports.fhir import FHIR_JSON, result_entries
+from pneumoscan.reports.verification import Verification, message_id, verified_entries
 from pneumoscan.result import Result
 
 
@@ -66,6 +67,25 @@ def transaction(result: Result, issued: datetime | None = None) -> dict:
                 },
             }
             for url, resource in result_entries(result, report_id=result.report_id, issued=issued)
+        ],
+    }
+
+
+def verification_transaction(result: Result, verification: Verification, issued: datetime | None = None) -> dict:
+    """The transaction that updates the result's DiagnosticReport and Observation as the review
+    makes them (conditional updates on their identifiers: the server keeps the earlier versions
+    in their history)."""
+    issued = issued or verification.time
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": url,
+                "resource": resource.model_dump(mode="json", exclude_none=True),
+                "request": {"method": "PUT", "url": f"{resource.get_resource_type()}?{if_none_exist(resource)}"},
+            }
+            for url, resource in verified_entries(result, verification, issued)
         ],
     }
 
@@ -113,6 +133,13 @@ class FhirOutbox(Outbox):
         if result.prediction is None:
             return False
         return self.put(result.report_id, json.dumps(transaction(result, issued)).encode())
+
+    def put_verification(self, result: Result, verification: Verification, issued: datetime | None = None) -> bool:
+        """Queue the update of a reader's review of the result, after its preliminary push."""
+        if result.prediction is None:
+            return False
+        body = json.dumps(verification_transaction(result, verification, issued)).encode()
+        return self.put(message_id(result.report_id, verification), body)
 
     def deliver(self, send: Sender | Send | str, now: float | None = None) -> dict[str, int]:
         """Post what is due to the FHIR server at base URL ``send`` (or through any ``Sender``)."""

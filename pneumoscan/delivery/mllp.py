@@ -8,6 +8,7 @@ connection costs no message an attempt: the outbox waits for it.
 
 from __future__ import annotations
 
+import hashlib
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from pneumoscan.delivery.outbox import Outbox, Send, Sender, Unreachable
 from pneumoscan.reports.hl7 import control_id, oru_r01
+from pneumoscan.reports.verification import Verification, message_id
 from pneumoscan.result import Result
 
 START, END = b"\x0b", b"\x1c\x0d"
@@ -103,6 +105,15 @@ class Hl7Outbox(Outbox):
             return False
         message_id = control_id(result)
         return self.put(message_id, oru_r01(result, message_id))
+
+    def put_verification(self, result: Result, verification: Verification, issued: datetime | None = None) -> bool:
+        """Queue the ORU^R01 of a reader's review of the result (F or C), after its preliminary one."""
+        patient = result.dicom.patient if result.dicom is not None else None
+        if result.prediction is None or patient is None or not patient.patient_id:
+            return False
+        control = hashlib.sha256(f"{result.report_id}|review|{verification.sequence}".encode()).hexdigest()[:20]
+        body = oru_r01(result, control.upper(), sent=issued, verification=verification)
+        return self.put(message_id(control_id(result), verification), body)
 
     def deliver(self, send: Sender | Send | str, now: float | None = None) -> dict[str, int]:
         """Send what is due to the MLLP listener at ``host:port`` (or through any ``Sender``)."""

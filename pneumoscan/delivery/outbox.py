@@ -12,14 +12,15 @@ Each destination's ``Sender`` opens one session per delivery round and sends thr
   delivered or an operator dropped it (``drop``, recorded in ``root/dropped.log``).
 
 Each message backs off on its own (2, 4, 8 ... s up to ``max_wait_s``), so one message the peer
-keeps refusing never delays the others. A destination that cannot be reached at all (``Unreachable``:
+keeps refusing never delays the others, except those that follow it (``delivery_order``: a result's
+final or corrected version waits for its preliminary one). A destination that cannot be reached at all (``Unreachable``:
 connection refused, no association) costs no message an attempt: the whole outbox waits, with its
 own backoff in ``root/.destination.json``.
 
 Every worker process puts messages in the same outbox (and in containers, every worker
 container: the folder is a shared volume), and any of them may deliver. One delivers at a time,
-under an exclusive lock on ``root/.deliver.lock``; the others skip that round, so no message is
-sent twice by two processes at once.
+under an exclusive lock on ``root/.deliver.lock``; the others skip that round (leaving a mark that
+makes the one delivering go once more), so no message is sent twice by two processes at once.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ import fcntl
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,6 +65,14 @@ class Sender(Protocol):
 
 
 STATES = ("pending", "failed")
+# ``<id>-v<NNN>`` follows ``<id>`` (a result's review, the result) and goes out only after it.
+FOLLOWS = re.compile(r"(.+)-v\d{3}")
+
+
+def delivery_order(message_id: str) -> tuple[str, bool, str]:
+    """(its group, whether it follows another, the id): a group's messages in the order they go out."""
+    match = FOLLOWS.fullmatch(message_id)
+    return (match.group(1), True, message_id) if match else (message_id, False, message_id)
 
 
 @dataclass(frozen=True)
@@ -169,14 +179,18 @@ class Outbox:
         counts = {"delivered": 0, "retried": 0, "failed": 0}
         if not self.pending():
             return counts
-        with self._locked() as mine:
-            if mine:
+        wanted = self.root / ".wanted"  # a round was asked for while another process delivered
+        while True:
+            wanted.touch()
+            with self._locked() as mine:
+                if not mine:
+                    break  # the process delivering sees the mark once it lets go, and goes again
+                wanted.unlink(missing_ok=True)
                 moment = time.time() if now is None else now
-                if isinstance(send, Sender):
-                    with send.session() as through:
-                        self._deliver_due(through, moment, counts)
-                else:
-                    self._deliver_due(send, moment, counts)
+                with send.session() if isinstance(send, Sender) else nullcontext(send) as through:
+                    self._deliver_due(through, moment, counts)
+            if not wanted.exists():
+                break
         if counts["delivered"]:
             log.info(
                 "Delivered %d %s message(s); %d waiting, %d failed.",
@@ -197,9 +211,15 @@ class Outbox:
         destination = self._destination_state()
         if destination["next"] > moment:
             return
-        for path in self.pending():  # listed under the lock: no other process removes these meanwhile
+        waiting: set[str] = set()  # groups with an earlier message still in the outbox
+        # Listed under the lock: no other process removes these meanwhile.
+        for path in sorted(self.pending(), key=lambda each: delivery_order(self._message_id(each))):
+            group = delivery_order(self._message_id(path))[0]
+            if group in waiting:
+                continue
             state = self._state(path)
             if state["next"] > moment:
+                waiting.add(group)
                 continue
             final = False
             try:
@@ -223,6 +243,7 @@ class Outbox:
             else:
                 self._retry_later(path, state, error, moment)
                 counts["retried"] += 1
+                waiting.add(group)
 
     def _wait_for_destination(self, destination: dict, error: str, moment: float) -> None:
         failures = destination["failures"] + 1
@@ -284,18 +305,9 @@ class Outbox:
                     queued = path.stat().st_mtime
                 except FileNotFoundError:
                     continue  # delivered or dropped while listing
-                found.append(
-                    Message(
-                        self.name,
-                        self._message_id(path),
-                        state_name,
-                        state["attempts"],
-                        state["last_error"],
-                        state["next"] if state_name == "pending" else None,
-                        queued,
-                        path,
-                    )
-                )
+                due = state["next"] if state_name == "pending" else None
+                fields = (self._message_id(path), state_name, state["attempts"], state["last_error"], due, queued)
+                found.append(Message(self.name, *fields, path))
         return sorted(found, key=lambda message: (message.queued, message.message_id))
 
     def _selected(self, paths: list[Path], ids: Iterable[str] | None) -> list[Path]:
@@ -327,14 +339,9 @@ class Outbox:
         dropped = 0
         with self._locked(wait=True):
             for path in self._selected(self.pending() + self.failed_messages(), ids):
-                state = self._state(path)
-                line = {
-                    "id": self._message_id(path),
-                    "dropped": datetime.now(UTC).isoformat(timespec="seconds"),
-                    "attempts": state["attempts"],
-                    "last_error": state["last_error"],
-                    "reason": reason,
-                }
+                state, when = self._state(path), datetime.now(UTC).isoformat(timespec="seconds")
+                line = {"id": self._message_id(path), "dropped": when, "attempts": state["attempts"]}
+                line |= {"last_error": state["last_error"], "reason": reason}
                 with (self.root / "dropped.log").open("a") as log_file:
                     log_file.write(json.dumps(line) + "\n")
                 self._state_path(path).unlink(missing_ok=True)

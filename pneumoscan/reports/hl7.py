@@ -24,12 +24,21 @@ from datetime import UTC, datetime
 
 from pneumoscan.dicom.decode import split_datetime
 from pneumoscan.findings import FINDING, LABEL_CODES, NOT_FOR_DIAGNOSIS
+from pneumoscan.reports.verification import Verification
 from pneumoscan.result import Result
 
 log = logging.getLogger("pneumoscan.hl7")
 
 VERSION = "2.5.1"
 FINDINGS = {label: (code.value, code.meaning) for label, code in LABEL_CODES.items()}
+
+
+# OBX-5 of a result a reader found not to be a chest X-ray (pneumoscan's own code).
+NOT_A_CHEST_RADIOGRAPH = ("not-a-chest-xray", "Not a chest radiograph")
+
+
+def scheme(code: str) -> str:
+    return "99PNEUMOSCAN" if code == NOT_A_CHEST_RADIOGRAPH[0] else "SCT"
 
 
 def control_id(result: Result) -> str:
@@ -54,9 +63,18 @@ def _timestamp(value: str | None) -> str:
     return body.split(".")[0] + offset
 
 
-def oru_r01(result: Result, message_id: str, *, sent: datetime | None = None, facility: str = "PNEUMOSCAN") -> str:
+def oru_r01(
+    result: Result,
+    message_id: str,
+    *,
+    sent: datetime | None = None,
+    facility: str = "PNEUMOSCAN",
+    verification: Verification | None = None,
+) -> str:
     """The ORU^R01 of a scored DICOM result with patient context, validated with hl7apy; ER7
-    text with segments separated by carriage returns."""
+    text with segments separated by carriage returns. Preliminary (P), or as a reader's review
+    made it (``verification``): final (F) or corrected (C, with the reader's label), the reader
+    as responsible observer (OBX-16), the same filler order number."""
     from hl7apy.consts import VALIDATION_LEVEL
     from hl7apy.parser import parse_message
 
@@ -65,7 +83,11 @@ def oru_r01(result: Result, message_id: str, *, sent: datetime | None = None, fa
         raise ValueError("An ORU^R01 needs a scored result with a patient identifier.")
     prediction = result.prediction
     sent_at = (sent or datetime.now(UTC)).strftime("%Y%m%d%H%M%S+0000")
-    code, display = FINDINGS[prediction.label]
+    status = verification.hl7_status if verification is not None else "P"
+    label = verification.label if verification is not None else prediction.label
+    code, display = FINDINGS.get(label or "", NOT_A_CHEST_RADIOGRAPH)
+    observer = f"^{_escape(verification.reader)}" if verification is not None else ""
+    said = f"|{_escape(verification.said(prediction.label))}" if verification is not None else ""
     issuer = _escape(patient.patient_id_issuer)
     placer = _escape(patient.placer_order_number)
     filler = _escape(patient.filler_order_number or patient.accession_number)
@@ -78,12 +100,13 @@ def oru_r01(result: Result, message_id: str, *, sent: datetime | None = None, fa
         # PID-5 is required; the name is not sent (name type U, unspecified): match on PID-3.
         f"PID|1||{_escape(patient.patient_id)}^^^{issuer}||^^^^^^U",
         f"ORC|RE|{placer}|{filler}",
-        f"OBR|1|{placer}|{filler}|{service}|||{observed}|||||||||||{accession}||||{sent_at}||DX|P",
-        f"OBX|1|CWE|{FINDING.value}^{FINDING.meaning}^{FINDING.scheme}||{code}^{display}^SCT||||||P|||{observed}"
-        f"||||{version}",
+        f"OBR|1|{placer}|{filler}|{service}|||{observed}|||||||||||{accession}||||{sent_at}||DX|{status}",
+        f"OBX|1|CWE|{FINDING.value}^{FINDING.meaning}^{FINDING.scheme}||{code}^{display}^{scheme(code)}||||||"
+        f"{status}|||{observed}||{observer}||{version}",
         f"OBX|2|NM|pneumonia-probability^Probability of pneumonia^99PNEUMOSCAN||{prediction.probability:.6f}"
-        f"|1^no units^UCUM|||||P|||{observed}||||{version}",
+        f"|1^no units^UCUM|||||{status}|||{observed}||{observer}||{version}",
         f"NTE|1||{NOT_FOR_DIAGNOSIS}",
+        *([f"NTE|2{said}"] if said else []),
     ]
     text = "\r".join(segments)
     message = parse_message(text, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True)

@@ -35,3 +35,13 @@ class DeliverySettings(BaseSettings):
         description="Base URL of a FHIR R4 server that each scored image's DiagnosticReport is pushed to "
         "(a transaction with a conditional create); unset: no push.",
     )
+    review_destinations: str = Field(
+        default="hl7,fhir",
+        pattern=r"^((hl7|fhir)(,(hl7|fhir))*)?$",
+        description="Where a reader's review sends the result again, final (agrees) or corrected (disagrees): "
+        "comma-separated `hl7`, `fhir` (those that are set); empty keeps reviews local.",
+    )
+
+    @property
+    def review_destination_names(self) -> set[str]:
+        return {name for name in self.review_destinations.split(",") if name}

@@ -169,3 +169,30 @@ def test_an_upload_with_patient_context_sends_one_message(tmp_path, xray_image, 
     assert str(received[0].segment("PID")[3]).split("^")[0] == PATIENT_ID
     assert str(received[0].segment("OBR")[18]) == "ACC-9"
     assert Hl7Outbox(tmp_path).pending() == []
+
+
+def test_a_review_sends_the_result_again_final_or_corrected_under_the_same_order():
+    from datetime import UTC, datetime
+
+    import hl7
+
+    from pneumoscan.reports.verification import Verification
+
+    at = datetime(2026, 12, 7, 9, 30, tzinfo=UTC)
+    agreed = Verification.of(result(), "agree", "PNEUMONIA", "Dr Ada Lovelace", at, 1)
+    corrected = Verification.of(result(), "disagree", "NORMAL", "Dr Ada Lovelace", at, 2)
+    unseen = Verification.of(result(), "disagree", "not_a_chest_xray", "Dr Ada Lovelace", at, 3)
+    assert agreed is not None and corrected is not None and unseen is not None
+    messages = [
+        hl7.parse(oru_r01(result(), f"ID{n}", verification=v)) for n, v in enumerate((agreed, corrected, unseen))
+    ]
+    for parsed, status in zip(messages, "FCC", strict=True):
+        assert str(parsed.segment("OBR")[25]) == status and str(parsed.segment("OBR")[3]) == "FI-2"
+        for obx in parsed.segments("OBX"):
+            assert str(obx[11]) == status and str(obx[16]) == "^Dr Ada Lovelace"
+    assert str(messages[0].segments("OBX")[0][5]) == "233604007^Pneumonia^SCT"
+    assert str(messages[1].segments("OBX")[0][5]) == "17621005^Normal^SCT"
+    assert str(messages[2].segments("OBX")[0][5]) == "not-a-chest-xray^Not a chest radiograph^99PNEUMOSCAN"
+    assert "Corrected by Dr Ada Lovelace: NORMAL (the model said PNEUMONIA)." in str(messages[1].segments("NTE")[1])
+    refused = Result(error=BlankImage("x"), dicom=DICOM)
+    assert Verification.of(refused, "agree", None, "Dr A", at, 1) is None

@@ -72,3 +72,38 @@ def test_the_routes_follow_the_destinations_that_are_set(tmp_path):
     assert fhir.sender == FhirSender("http://127.0.0.1:8103/fhir/R4") and fhir.outbox.name == "fhir"
     assert all(isinstance(route.sender, Sender) for route in both.routes), "one interface"
     assert both.queue([]) == ()
+
+
+def test_a_message_put_while_another_process_delivers_goes_out_in_the_same_round(tmp_path):
+    outbox = Outbox(tmp_path, ".msg", max_attempts=3, max_wait_s=0.0)
+    other = Outbox(tmp_path, ".msg", max_attempts=3, max_wait_s=0.0)
+    outbox.put("a", b"a")
+    sent: list[bytes] = []
+
+    def send(body: bytes) -> None:
+        if body == b"a":  # meanwhile another process queues a message and finds the lock taken
+            other.put("b", b"b")
+            assert other.deliver(sent.append)["delivered"] == 0
+        sent.append(body)
+
+    assert outbox.deliver(send)["delivered"] == 2
+    assert sent == [b"a", b"b"] and outbox.pending() == []
+
+
+def test_a_review_waits_for_the_result_it_follows(tmp_path):
+    outbox = Outbox(tmp_path, ".msg", max_attempts=3, max_wait_s=60.0)
+    for name in ("r1", "r1-v001", "r1-v002", "r2"):
+        outbox.put(name, name.encode())
+    sent: list[bytes] = []
+
+    def refuse_r1(body: bytes) -> str | None:
+        if body == b"r1":
+            return "AE: try later"
+        sent.append(body)
+        return None
+
+    assert outbox.deliver(refuse_r1) == {"delivered": 1, "retried": 1, "failed": 0}
+    assert sent == [b"r2"], "the reviews of r1 wait while r1 itself is retried"
+    outbox.retry(["r1"])  # due now
+    assert outbox.deliver(lambda body: sent.append(body)) == {"delivered": 3, "retried": 0, "failed": 0}
+    assert sent == [b"r2", b"r1", b"r1-v001", b"r1-v002"]

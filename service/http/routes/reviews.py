@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, BackgroundTasks, Request
 from pydantic import BaseModel, Field
 from starlette.responses import FileResponse, Response
 
@@ -34,8 +34,10 @@ from pneumoscan.jobs.reviews import (
     make_review,
     read_reviews,
 )
+from pneumoscan.reports.verification import Verification
 from pneumoscan.settings import get_settings
 from service.http.access import audited, scoped
+from service.http.context import model_info
 from service.http.errors import BadRequest
 from service.http.routes.jobs import ERRORS, JobId, find_job
 
@@ -114,12 +116,17 @@ async def get_reviews(job_id: JobId, request: Request) -> Reviews:
     summary="Record a reader's review of one file of a finished job (append-only)",
     **scoped(Scope.REVIEW, "review.write"),
 )
-async def post_review(job_id: JobId, request: ReviewRequest, http_request: Request) -> Review:
+async def post_review(
+    job_id: JobId, request: ReviewRequest, http_request: Request, background: BackgroundTasks
+) -> Review:
     """Agree or disagree with the model's answer for the file, or state its truth (NORMAL,
     PNEUMONIA, not_a_chest_xray), or both. Stored with the reader's name, the time and the model
-    version; earlier reviews are kept, and the latest review of a file is the one that counts."""
+    version; earlier reviews are kept, and the latest review of a file is the one that counts.
+    The result is sent again to the destinations of PNEUMOSCAN_REVIEW_DESTINATIONS: final when the
+    reader agrees, corrected when not (a later review sends the next version)."""
     entry = audited(http_request)
     entry.add(job=job_id, files=[request.file])
+    delivery = model_info(http_request).delivery.only(get_settings().review_destination_names)
 
     def store() -> Review:
         job_dir = find_job(job_id)
@@ -133,7 +140,12 @@ async def post_review(job_id: JobId, request: ReviewRequest, http_request: Reque
             )
         except ValueError as exc:
             raise BadRequest(str(exc)) from exc
-        return append_review(job_dir, review)
+        stored = append_review(job_dir, review)
+        sequence = sum(each.file == stored.file for each in read_reviews(job_dir))
+        verification = Verification.of(result, stored.verdict, stored.truth, stored.reader, stored.time, sequence)
+        if verification is not None and (routes := delivery.queue_verification(result, verification)):
+            background.add_task(delivery.deliver, routes)
+        return stored
 
     return await anyio.to_thread.run_sync(store)
 
