@@ -3,7 +3,8 @@
 Each result is a Comprehensive SR following TID 1500 (the finding, the probability and the
 threshold, reported by the pneumoscan device), or an SR saying the image was not analysed and
 why, plus an RGB Secondary Capture of the Grad-CAM overlay with a burned-in warning banner. All
-carry the source's patient and study modules; none is verified (preliminary, unverified).
+carry the source's patient and study modules; none is verified (preliminary, unverified) until a
+reader's review makes a new SR of it (``reviewed_report``: final, verified, naming its predecessor).
 
 The SR follows TID 1500 as the DICOM templates have it, so that a PACS or viewer that reads AI
 results (and pixelmed's DicomSRValidator, which the tests run) finds everything in its place:
@@ -34,10 +35,11 @@ import numpy as np
 import pydicom
 from PIL import Image, ImageDraw, ImageFont
 from pydicom.sr.codedict import codes
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ComprehensiveSRStorage, ExplicitVRLittleEndian, generate_uid
 
 from pneumoscan import findings
 from pneumoscan.findings import Code
+from pneumoscan.reports.verification import Verification
 from pneumoscan.schemas import Prediction
 
 NAME = "pneumoscan"
@@ -118,6 +120,45 @@ def not_analysed_report(source: pydicom.Dataset, model_version: str, code: str, 
     group = _group(header, model_version, "not-analysed")
     evaluations = _evaluations(None, [f"Not analysed ({code}): {detail}"])
     return _report(header, model_version, group, evaluations, kind="not-analysed")
+
+
+def reviewed_report(
+    source: pydicom.Dataset,
+    prediction: Prediction | None,
+    model_version: str,
+    verification: Verification,
+    organization: str,
+) -> pydicom.Dataset:
+    """The SR a reader's review makes of a result: FINAL and VERIFIED, the reader as verifying
+    observer, the finding as the reader has it (the model's when they agree), and the report it
+    replaces (the preliminary one, or the previous review's) in its Predecessor Documents Sequence."""
+    header = _header(source)
+    kind = "sr" if prediction is not None else "not-analysed"
+    measurements = None
+    if prediction is not None:
+        measurements = [
+            hd.sr.Measurement(name=PROBABILITY, value=prediction.probability, unit=NO_UNITS),
+            hd.sr.Measurement(name=THRESHOLD, value=prediction.threshold, unit=NO_UNITS),
+        ]
+    group = _group(header, model_version, kind, measurements=measurements)
+    said = verification.said(prediction.label if prediction is not None else None)
+    evaluations = _evaluations(LABELS.get(verification.label or ""), [said])
+    replaced = kind if verification.sequence == 1 else f"review-{verification.sequence - 1}"
+    predecessor = pydicom.Dataset()
+    predecessor.StudyInstanceUID = header.StudyInstanceUID
+    predecessor.SeriesInstanceUID = series_uid(header.StudyInstanceUID, model_version, "sr")
+    predecessor.SOPClassUID = ComprehensiveSRStorage
+    predecessor.SOPInstanceUID = derived_uid(header.SOPInstanceUID, model_version, replaced)
+    observer = " ".join(verification.reader.replace("^", " ").replace("=", " ").split()) + "^"
+    return _report(
+        header,
+        model_version,
+        group,
+        evaluations,
+        kind=f"review-{verification.sequence}",
+        verified=(observer, organization),
+        previous=[predecessor],
+    )
 
 
 def secondary_capture(source: pydicom.Dataset, overlay: Image.Image, model_version: str) -> pydicom.Dataset:
@@ -237,7 +278,11 @@ def _report(
     evaluations: hd.sr.ContainerContentItem,
     *,
     kind: str,
+    verified: tuple[str, str] | None = None,
+    previous: list[pydicom.Dataset] | None = None,
 ) -> hd.sr.ComprehensiveSR:
+    """A preliminary, unverified SR; with ``verified`` (the observer's name, the organization),
+    final and verified, with the ``previous`` versions it replaces."""
     device = hd.sr.DeviceObserverIdentifyingAttributes(
         uid=device_uid(model_version), name=NAME, manufacturer_name=MANUFACTURER, model_name=model_version
     )
@@ -259,8 +304,11 @@ def _report(
         instance_number=_instance_number(header),
         manufacturer=MANUFACTURER,
         is_complete=True,
-        is_final=False,
-        is_verified=False,
+        is_final=verified is not None,
+        is_verified=verified is not None,
+        verifying_observer_name=verified[0] if verified else None,
+        verifying_organization=verified[1] if verified else None,
+        previous_versions=previous,
         series_description=SR_SERIES_DESCRIPTION,
         manufacturer_model_name=NAME,
         software_versions=model_version,

@@ -16,11 +16,13 @@ import logging
 from pathlib import Path
 
 import pydicom
+import pydicom.errors
 
 from pneumoscan.delivery.cstore import DicomOutbox
 from pneumoscan.dicom.store import is_uid
 from pneumoscan.model.predictor import Predictor
 from pneumoscan.model.scoring import Scan
+from pneumoscan.reports.verification import Verification, message_id
 from pneumoscan.result import Result
 
 log = logging.getLogger("pneumoscan.jobs")
@@ -73,3 +75,26 @@ class DicomResultWriter:
             log.warning("No Secondary Capture: Grad-CAM needs Keras' TensorFlow backend.")
             return None
         return overlay(scan.display, self.predictor.heatmap(plane_to_input(scan.plane)))
+
+
+def write_review(
+    outbox: Path,
+    source_path: Path,
+    result: Result,
+    model_version: str,
+    verification: Verification,
+    organization: str,
+) -> bool:
+    """Queue the SR a reader's review makes of a result (``reviewed_report``) in ``outbox``,
+    after the SR it replaces; False when the source is no DICOM file with study and instance UIDs."""
+    from pneumoscan.dicom.results import derived_uid, reviewed_report
+
+    try:
+        source = pydicom.dcmread(source_path, stop_before_pixels=True)
+    except (OSError, pydicom.errors.InvalidDicomError, ValueError, EOFError):
+        return False
+    if not (is_uid(source.get("StudyInstanceUID")) and is_uid(source.get("SOPInstanceUID"))):
+        return False
+    report = reviewed_report(source, result.prediction, model_version, verification, organization)
+    preliminary = derived_uid(source.SOPInstanceUID, model_version, "sr" if result.prediction else "not-analysed")
+    return DicomOutbox.for_folder(outbox).put(message_id(preliminary, verification), part10_bytes(report))

@@ -36,10 +36,17 @@ class DeliverySettings(BaseSettings):
         "(a transaction with a conditional create); unset: no push.",
     )
     review_destinations: str = Field(
-        default="hl7,fhir",
-        pattern=r"^((hl7|fhir)(,(hl7|fhir))*)?$",
+        default="hl7,fhir,dicom",
+        pattern=r"^((hl7|fhir|dicom)(,(hl7|fhir|dicom))*)?$",
         description="Where a reader's review sends the result again, final (agrees) or corrected (disagrees): "
-        "comma-separated `hl7`, `fhir` (those that are set); empty keeps reviews local.",
+        "comma-separated `hl7`, `fhir`, `dicom` (a verified SR, for a DICOM node's studies); empty keeps "
+        "reviews local.",
+    )
+    review_organization: str = Field(
+        default="pneumoscan reading room",
+        min_length=1,
+        max_length=64,
+        description="The verifying organization a reviewed SR names beside its reader.",
     )
 
     @property

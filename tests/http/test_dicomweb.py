@@ -142,6 +142,32 @@ def test_orthanc_pushes_a_study_by_stow_and_gets_its_results_back_by_stow(site, 
     assert len(site.orthanc.instances(study_uid)) == 3
 
 
+def test_a_review_of_a_pushed_study_sends_a_verified_sr_naming_the_first(site, tmp_path):
+    """Runs after the study above came back: a reader disagrees with its result."""
+    with httpx.Client(base_url=site.server.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60) as client:
+        node_jobs = [job for job in client.get("/jobs").json()["jobs"] if "/dicom/incoming/" in job["input_folder"]]
+        job = node_jobs[-1]  # the first study pushed, the oldest
+        study_uid = Path(job["input_folder"]).name
+        [row] = csv.DictReader(io.StringIO(client.get(f"/jobs/{job['job_id']}/results").text))
+        review = {"file": row["path"], "reader": "Dr Bea Rowe", "verdict": "disagree"}
+        assert client.post(f"/jobs/{job['job_id']}/reviews", json=review).status_code == 201
+    datasets = wait_until(lambda: site.orthanc.at_least(4, study_uid), 120, site.logs)
+    srs = [d for d in datasets if d.Modality == "SR"]
+    verified = next(sr for sr in srs if sr.VerificationFlag == "VERIFIED")
+    preliminary = next(sr for sr in srs if sr.VerificationFlag == "UNVERIFIED")
+    assert verified.PreliminaryFlag == "FINAL" and preliminary.PreliminaryFlag == "PRELIMINARY"
+    assert str(verified.VerifyingObserverSequence[0].VerifyingObserverName) == "Dr Bea Rowe^"
+    [predecessor] = verified.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence
+    assert predecessor.ReferencedSOPInstanceUID == preliminary.SOPInstanceUID
+    flipped = {"PNEUMONIA": "17621005", "NORMAL": "233604007"}[row["label"]]
+    values = {str(e.value) for e in verified.iterall() if e.keyword in ("CodeValue", "TextValue") and e.value}
+    assert flipped in values and any(value.startswith("Corrected by Dr Bea Rowe") for value in values), values
+    assert dciodvfy_errors(verified, tmp_path) == []
+    path = tmp_path / "verified.sr.dcm"
+    verified.save_as(path, enforce_file_format=True)
+    assert sr_validator.errors(path) == []
+
+
 def _part10(dataset: pydicom.Dataset) -> bytes:
     buffer = io.BytesIO()
     dataset.save_as(buffer, enforce_file_format=True)

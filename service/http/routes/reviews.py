@@ -19,6 +19,7 @@ from starlette.responses import FileResponse, Response
 
 from pneumoscan.access.clients import Scope
 from pneumoscan.errors import ResultNotFound
+from pneumoscan.jobs.dicom_outputs import write_review
 from pneumoscan.jobs.folder import load_job
 from pneumoscan.jobs.results import finished_results, read_results
 from pneumoscan.jobs.reviews import (
@@ -143,8 +144,17 @@ async def post_review(
         stored = append_review(job_dir, review)
         sequence = sum(each.file == stored.file for each in read_reviews(job_dir))
         verification = Verification.of(result, stored.verdict, stored.truth, stored.reader, stored.time, sequence)
-        if verification is not None and (routes := delivery.queue_verification(result, verification)):
+        if verification is None:
+            return stored
+        if routes := delivery.queue_verification(result, verification):
             background.add_task(delivery.deliver, routes)
+        spec = load_job(job_dir)
+        settings = get_settings()
+        if spec.dicom_outbox is not None and "dicom" in settings.review_destination_names:
+            # The DICOM node sends it, as it sends the job's other results.
+            source = Path(spec.input_folder) / stored.file
+            outbox = Path(spec.dicom_outbox)
+            write_review(outbox, source, result, stored.model_version, verification, settings.review_organization)
         return stored
 
     return await anyio.to_thread.run_sync(store)
