@@ -273,3 +273,26 @@ def test_an_answer_whose_record_fails_is_replaced_by_503(site):
         lock.rmdir()
     with site.client("engine") as engine:
         assert engine.get("/client").status_code == 200
+
+
+def test_an_operator_lists_retries_and_drops_outbox_messages_over_http(site):
+    from pneumoscan.delivery.mllp import Hl7Outbox
+
+    outbox = Hl7Outbox(Path(site.env["PNEUMOSCAN_DATA_DIR"]) / "hl7")
+    for name in ("waiting-1", "waiting-2"):
+        assert outbox.put(name, b"MSH|...")
+    with site.client("all") as admin:
+        listed = admin.get("/outbox", params={"destination": "hl7"}).json()["messages"]
+        assert [(m["id"], m["state"], m["attempts"]) for m in listed] == [
+            ("waiting-1", "pending", 0),
+            ("waiting-2", "pending", 0),
+        ]
+        assert admin.post("/outbox/retry", json={"destination": "hl7", "all": True}).json() == {"count": 0}
+        assert_error(admin.post("/outbox/retry", json={}), 400, "bad_request")
+        dropped = admin.post("/outbox/drop", json={"destination": "hl7", "ids": ["waiting-1", "no-such"]})
+        assert dropped.json() == {"count": 1}
+        assert [m["id"] for m in admin.get("/outbox").json()["messages"]] == ["waiting-2"]
+    log = json.loads((Path(site.env["PNEUMOSCAN_DATA_DIR"]) / "hl7" / "dropped.log").read_text().splitlines()[-1])
+    assert log["id"] == "waiting-1" and log["reason"] == "dropped over HTTP by the client 'all'"
+    drop = [r for r in read_records(site.audit_dir) if r.action == "outbox.drop" and r.status == 200][-1]
+    assert drop.client == "all" and drop.messages == ["waiting-1", "no-such"]
