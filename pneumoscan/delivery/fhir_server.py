@@ -19,7 +19,7 @@ backoff.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,7 +32,7 @@ from fhir.resources.R4B.provenance import Provenance
 from fhir.resources.R4B.resource import Resource
 
 from pneumoscan.delivery.outbox import Outbox, Refused, Send, Sender, Unreachable
-from pneumoscan.reports.fhir import FHIR_JSON, result_entries
+from pneumoscan.reports.fhir import FHIR_JSON, Entry, result_entries
 from pneumoscan.reports.verification import Verification, message_id, verified_entries
 from pneumoscan.result import Result
 
@@ -51,8 +51,8 @@ def if_none_exist(resource: Resource) -> str:
     raise ValueError(f"A {resource.get_resource_type()} without an identifier cannot be created conditionally.")
 
 
-def transaction(result: Result, issued: datetime | None = None) -> dict:
-    """The transaction Bundle that creates each of the result's resources unless the server has it."""
+def _transaction(entries: list[Entry], request: Callable[[Resource], dict]) -> dict:
+    """A transaction Bundle of ``entries``, each sent with the request ``request`` makes of it."""
     return {
         "resourceType": "Bundle",
         "type": "transaction",
@@ -60,34 +60,33 @@ def transaction(result: Result, issued: datetime | None = None) -> dict:
             {
                 "fullUrl": url,
                 "resource": resource.model_dump(mode="json", exclude_none=True),
-                "request": {
-                    "method": "POST",
-                    "url": resource.get_resource_type(),
-                    "ifNoneExist": if_none_exist(resource),
-                },
+                "request": request(resource),
             }
-            for url, resource in result_entries(result, report_id=result.report_id, issued=issued)
+            for url, resource in entries
         ],
     }
+
+
+def transaction(result: Result, issued: datetime | None = None) -> dict:
+    """The transaction Bundle that creates each of the result's resources unless the server has it."""
+    return _transaction(
+        result_entries(result, report_id=result.report_id, issued=issued),
+        lambda resource: {
+            "method": "POST",
+            "url": resource.get_resource_type(),
+            "ifNoneExist": if_none_exist(resource),
+        },
+    )
 
 
 def verification_transaction(result: Result, verification: Verification, issued: datetime | None = None) -> dict:
     """The transaction that updates the result's DiagnosticReport and Observation as the review
     makes them (conditional updates on their identifiers: the server keeps the earlier versions
     in their history)."""
-    issued = issued or verification.time
-    return {
-        "resourceType": "Bundle",
-        "type": "transaction",
-        "entry": [
-            {
-                "fullUrl": url,
-                "resource": resource.model_dump(mode="json", exclude_none=True),
-                "request": {"method": "PUT", "url": f"{resource.get_resource_type()}?{if_none_exist(resource)}"},
-            }
-            for url, resource in verified_entries(result, verification, issued)
-        ],
-    }
+    return _transaction(
+        verified_entries(result, verification, issued or verification.time),
+        lambda resource: {"method": "PUT", "url": f"{resource.get_resource_type()}?{if_none_exist(resource)}"},
+    )
 
 
 @dataclass(frozen=True)

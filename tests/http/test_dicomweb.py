@@ -26,7 +26,7 @@ from pydicom.uid import CTImageStorage, generate_uid
 from pneumoscan.delivery.dicomweb import multipart_related
 from service.launch import free_port, start, stop
 from tests.support import API_KEY, assert_error, require, sr_validator, wait_until, xray_paths
-from tests.support.dicom_files import PATIENT_ID, make_dicom
+from tests.support.dicom_files import PATIENT_ID, dciodvfy_errors, make_dicom
 from tests.support.orthanc import DICOMWEB_PLUGIN, ORTHANC, Orthanc
 
 MISSING = [
@@ -99,13 +99,6 @@ def radiograph(study_uid: str, source: Path, study_date: str = "20261115") -> by
     buffer = io.BytesIO()
     dataset.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
-
-
-def dciodvfy_errors(dataset: pydicom.Dataset, folder: Path) -> list[str]:
-    path = folder / f"{dataset.SOPInstanceUID}.dcm"
-    dataset.save_as(path, enforce_file_format=True)
-    result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
-    return [line for line in (result.stdout + result.stderr).splitlines() if "Error" in line]
 
 
 def test_orthanc_pushes_a_study_by_stow_and_gets_its_results_back_by_stow(site, tmp_path):

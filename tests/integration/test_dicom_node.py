@@ -24,7 +24,7 @@ from pydicom.uid import DigitalXRayImageStorageForPresentation, generate_uid
 
 from service.launch import free_port, start, stop
 from tests.support import require, run_cli, sr_validator, wait_until, xray_paths
-from tests.support.dicom_files import PATIENT_ID, PATIENT_NAME, make_dicom
+from tests.support.dicom_files import PATIENT_ID, PATIENT_NAME, dciodvfy_errors, make_dicom
 from tests.support.orthanc import Orthanc
 
 ORTHANC = shutil.which("Orthanc")
@@ -133,13 +133,6 @@ def codes_in(dataset: pydicom.Dataset) -> set[str]:
         if element.keyword in ("CodeValue", "TextValue") and element.value:
             found.add(str(element.value))
     return found
-
-
-def dciodvfy_errors(dataset: pydicom.Dataset, folder: Path) -> list[str]:
-    path = folder / f"{dataset.SOPInstanceUID}.dcm"
-    dataset.save_as(path, enforce_file_format=True)
-    result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
-    return [line for line in (result.stdout + result.stderr).splitlines() if "Error" in line]
 
 
 def test_echo_only_from_allowed_calling_aes(site):

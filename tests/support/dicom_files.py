@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -135,3 +137,11 @@ def _file_bytes(dataset: Dataset) -> bytes:
     buffer = io.BytesIO()
     dataset.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def dciodvfy_errors(dataset: Dataset, folder: Path) -> list[str]:
+    """dicom3tools' ``dciodvfy`` errors on ``dataset``, saved as a Part 10 file in ``folder``."""
+    path = folder / f"{dataset.SOPInstanceUID}.dcm"
+    dataset.save_as(path, enforce_file_format=True)
+    result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    return [line for line in (result.stdout + result.stderr).splitlines() if "Error" in line]
