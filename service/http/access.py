@@ -216,12 +216,13 @@ class AccessMiddleware:
         operation = self._operation(scope)
         needed = operation.scope if operation is not None else ANY_SCOPE
         action = operation.action if operation is not None else "unknown"
-        client = self.access.client(_header(scope, b"authorization"))
+        authorization = _header(scope, b"authorization")
+        client = self.access.client(authorization)
         entry = AuditEntry(
             client=client.name if client else None, action=action, scope=None if needed == ANY_SCOPE else needed
         )
         try:
-            self._admit(client, needed, _header(scope, b"authorization"), _address(scope))
+            self._admit(client, needed, authorization, _address(scope))
             if self.access.audit is not None:
                 self.access.audit.check()
         except PneumoscanError as refusal:

@@ -135,10 +135,9 @@ async def post_review(
         if result is None:
             raise ResultNotFound("The job's results.csv has no such file.")
         entry.add(results=[result])
+        spec = load_job(job_dir)
         try:
-            review = make_review(
-                result, load_job(job_dir).model_version, request.reader, request.verdict, request.truth
-            )
+            review = make_review(result, spec.model_version, request.reader, request.verdict, request.truth)
         except ValueError as exc:
             raise BadRequest(str(exc)) from exc
         stored = append_review(job_dir, review)
@@ -148,7 +147,6 @@ async def post_review(
             return stored
         if routes := delivery.queue_verification(result, verification):
             background.add_task(delivery.deliver, routes)
-        spec = load_job(job_dir)
         settings = get_settings()
         if spec.dicom_outbox is not None and "dicom" in settings.review_destination_names:
             # The DICOM node sends it, as it sends the job's other results.
