@@ -1,4 +1,5 @@
-"""``pneumoscan submit``, ``status``, ``jobs``, ``results``, ``resume``, ``worker``, ``score``: batch jobs.
+"""``pneumoscan submit``, ``status``, ``jobs``, ``results``, ``resume``, ``worker``, ``score``,
+``rescore``: batch jobs.
 
 Reading jobs (status, jobs, results) needs only ``pneumoscan.jobs``; the commands that put work
 on the queue (submit, resume, worker) import the Huey adapter, ``service.worker.queue``, when they run.
@@ -221,6 +222,49 @@ def cmd_score(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_rescore(args: argparse.Namespace) -> int:
+    from cli.progress import ThroughputBar
+    from pneumoscan.delivery.destinations import Delivery
+    from pneumoscan.errors import JobNotFinished
+    from pneumoscan.jobs.folder import find_job, load_job
+    from pneumoscan.jobs.rescore import Sending, rescore
+
+    _configure_tensorflow()
+    from pneumoscan.model.predictor import Predictor
+    from service.model_store import stored_model_dir
+
+    settings = get_settings()
+    job_dir = find_job(settings.jobs_root, args.job)
+    model_dir = Path(args.model) if Path(args.model).is_dir() else stored_model_dir(args.model)
+    if model_dir is None or not (model_dir / "metadata.json").is_file():
+        print(
+            f"pneumoscan rescore: {args.model!r} is neither a model in the BentoML store nor a model folder",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    predictor = Predictor.from_dir(model_dir, threshold=settings.threshold, ood_policy=settings.ood_policy)
+    names = settings.review_destination_names
+    delivery = Delivery.from_settings(settings).only(names)
+    sending = Sending(delivery, "dicom" in names, settings.review_organization)
+    try:
+        with ThroughputBar(load_job(job_dir).total, "Rescoring") as bar:
+            outcome = rescore(job_dir, predictor, sending, batch_size=settings.predict_batch_size, progress=bar.update)
+    except (JobNotFinished, ValueError) as exc:
+        print(f"pneumoscan rescore: {getattr(exc, 'detail', exc)}", file=sys.stderr)
+        return EXIT_JOB_FAILED
+    delivery.deliver()
+    for correction in outcome.corrected:
+        print(
+            f"{correction.file}: {correction.earlier_label} -> {correction.prediction.label} "
+            f"(P(pneumonia) {correction.prediction.probability:.3f}), correction {correction.sequence}"
+        )
+    print(f"{job_dir.name} rescored with {outcome.model_version}: {outcome.summary()}", file=sys.stderr)
+    for route in delivery.routes:
+        counts = route.outbox.counts()
+        print(f"{route.outbox.name}: {counts['pending']} waiting, {counts['failed']} failed", file=sys.stderr)
+    return EXIT_OK
+
+
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """Register the batch-job subcommands on the ``pneumoscan`` parser."""
     submit = commands.add_parser(
@@ -277,3 +321,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--output", required=True, type=Path, help="output root: the job folder with results.csv is made in it"
     )
     score.set_defaults(handler=cmd_score)
+
+    again = commands.add_parser(
+        "rescore",
+        help="score a finished job again with another model version and send corrections for the labels it changes",
+    )
+    again.add_argument("--job", required=True, help="job id or job folder (a DICOM node's study jobs too)")
+    again.add_argument(
+        "--model", required=True, metavar="TAG", help="a model tag in the BentoML store, or a model folder"
+    )
+    again.set_defaults(handler=cmd_rescore)

@@ -71,17 +71,8 @@ OUT_OF_DISTRIBUTION_TEXT = (
 BANNER_TEXT = findings.NOT_FOR_DIAGNOSIS.upper().replace(", ", " - ") + " - pneumoscan {model_version}"
 
 # Type 2 attributes highdicom reads from the source; a source without them still gets a result.
-_PATIENT_AND_STUDY = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "AccessionNumber",
-    "StudyID",
-    "StudyDate",
-    "StudyTime",
-    "ReferringPhysicianName",
-)
+_PATIENT = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex")
+_PATIENT_AND_STUDY = (*_PATIENT, "AccessionNumber", "StudyID", "StudyDate", "StudyTime", "ReferringPhysicianName")
 _PIXEL_TAGS = frozenset(pydicom.tag.Tag(k) for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
 
 
@@ -131,16 +122,20 @@ def reviewed_report(
 ) -> pydicom.Dataset:
     """The SR a reader's review makes of a result: FINAL and VERIFIED, the reader as verifying
     observer, the finding as the reader has it (the model's when they agree), and the report it
-    replaces (the preliminary one, or the previous review's) in its Predecessor Documents Sequence."""
+    replaces (the preliminary one, or the previous review's) in its Predecessor Documents Sequence.
+    A new model version's correction (``verification.rescored``) stays unverified, with that
+    version's finding, probability and algorithm version; the series is the first result's."""
     header = _header(source)
     kind = "sr" if prediction is not None else "not-analysed"
+    answer = verification.rescored or prediction
     measurements = None
-    if prediction is not None:
+    if answer is not None:
         measurements = [
-            hd.sr.Measurement(name=PROBABILITY, value=prediction.probability, unit=NO_UNITS),
-            hd.sr.Measurement(name=THRESHOLD, value=prediction.threshold, unit=NO_UNITS),
+            hd.sr.Measurement(name=PROBABILITY, value=answer.probability, unit=NO_UNITS),
+            hd.sr.Measurement(name=THRESHOLD, value=answer.threshold, unit=NO_UNITS),
         ]
-    group = _group(header, model_version, kind, measurements=measurements)
+    algorithm = answer.model_version if verification.rescored is not None and answer else model_version
+    group = _group(header, model_version, kind, measurements=measurements, algorithm=algorithm)
     said = verification.said(prediction.label if prediction is not None else None)
     evaluations = _evaluations(LABELS.get(verification.label or ""), [said])
     replaced = kind if verification.sequence == 1 else f"review-{verification.sequence - 1}"
@@ -150,13 +145,14 @@ def reviewed_report(
     predecessor.SOPClassUID = ComprehensiveSRStorage
     predecessor.SOPInstanceUID = derived_uid(header.SOPInstanceUID, model_version, replaced)
     observer = " ".join(verification.reader.replace("^", " ").replace("=", " ").split()) + "^"
+    verified = (observer, organization) if verification.reader else None
     return _report(
         header,
         model_version,
         group,
         evaluations,
         kind=f"review-{verification.sequence}",
-        verified=(observer, organization),
+        verified=verified,
         previous=[predecessor],
     )
 
@@ -236,13 +232,14 @@ def _group(
     kind: str,
     *,
     measurements: list[hd.sr.Measurement] | None = None,
+    algorithm: str | None = None,
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=derived_uid(header.SOPInstanceUID, model_version, f"{kind}-tracking"),
             identifier=f"{NAME} pneumonia screening",
         ),
-        algorithm_id=hd.sr.AlgorithmIdentification(name=NAME, version=model_version),
+        algorithm_id=hd.sr.AlgorithmIdentification(name=NAME, version=algorithm or model_version),
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(header)],
         measurements=measurements,
     )
@@ -282,7 +279,7 @@ def _report(
     previous: list[pydicom.Dataset] | None = None,
 ) -> hd.sr.ComprehensiveSR:
     """A preliminary, unverified SR; with ``verified`` (the observer's name, the organization),
-    final and verified, with the ``previous`` versions it replaces."""
+    final and verified; with the ``previous`` versions it replaces."""
     device = hd.sr.DeviceObserverIdentifyingAttributes(
         uid=device_uid(model_version), name=NAME, manufacturer_name=MANUFACTURER, model_name=model_version
     )

@@ -19,10 +19,10 @@ import fcntl
 import io
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final, Literal, cast
+from typing import Final, Literal, TypeVar, cast
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -36,6 +36,7 @@ NOT_A_CHEST_XRAY: Final = "not_a_chest_xray"
 Verdict = Literal["agree", "disagree"]
 Truth = Literal["NORMAL", "PNEUMONIA", "not_a_chest_xray"]
 LABELS = ("NORMAL", "PNEUMONIA")
+M = TypeVar("M", bound=BaseModel)
 
 log = logging.getLogger("pneumoscan.jobs")
 
@@ -110,12 +111,17 @@ def make_review(
 def append_review(job_dir: Path, review: Review) -> Review:
     """Append ``review`` to the job's ``reviews.jsonl`` under an exclusive lock, fsynced; its time
     is set under the lock, so the file's order is the order of the times."""
-    path = job_dir / REVIEWS_FILE
+    return append_record(job_dir / REVIEWS_FILE, lambda: review.model_copy(update={"time": datetime.now(UTC)}))
+
+
+def append_record(path: Path, make: Callable[[], M]) -> M:
+    """Append the record ``make()`` builds, as one JSON line, to ``path`` under an exclusive lock,
+    fsynced (the folder too when the file is new); ``make`` runs under the lock."""
     created = not path.exists()
     descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX)
-        stored = review.model_copy(update={"time": datetime.now(UTC)})
+        stored = make()
         line = stored.model_dump_json().encode() + b"\n"
         size = os.fstat(descriptor).st_size
         if size and _last_byte(path, size) != b"\n":
@@ -125,7 +131,7 @@ def append_review(job_dir: Path, review: Review) -> Review:
     finally:
         os.close(descriptor)  # releases the lock
     if created:
-        folder = os.open(job_dir, os.O_RDONLY)
+        folder = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(folder)
         finally:
@@ -141,19 +147,25 @@ def _last_byte(path: Path, size: int) -> bytes:
 
 def read_reviews(job_dir: Path) -> list[Review]:
     """Every review of the job, oldest first; a line cut short by a crash is skipped."""
+    return read_records(job_dir / REVIEWS_FILE, Review)
+
+
+def read_records(path: Path, kind: type[M]) -> list[M]:
+    """Every record of a JSON-lines file ``append_record`` writes, oldest first; a line cut short
+    by a crash is skipped; none when there is no file."""
     try:
-        lines = (job_dir / REVIEWS_FILE).read_bytes().splitlines()
+        lines = path.read_bytes().splitlines()
     except FileNotFoundError:
         return []
-    reviews = []
+    records = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            reviews.append(Review.model_validate_json(line))
+            records.append(kind.model_validate_json(line))
         except ValidationError:
-            log.warning("Skipped line %d of %s: not a complete review.", number, job_dir / REVIEWS_FILE)
-    return reviews
+            log.warning("Skipped line %d of %s: not a complete record.", number, path)
+    return records
 
 
 def latest_reviews(reviews: Iterable[Review]) -> dict[str, Review]:

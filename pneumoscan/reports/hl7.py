@@ -81,13 +81,13 @@ def oru_r01(
     patient = result.dicom.patient if result.dicom is not None else None
     if result.prediction is None or patient is None or not patient.patient_id:
         raise ValueError("An ORU^R01 needs a scored result with a patient identifier.")
-    prediction = result.prediction
+    prediction = verification.answer(result) if verification is not None else result.prediction
     sent_at = (sent or datetime.now(UTC)).strftime("%Y%m%d%H%M%S+0000")
     status = verification.hl7_status if verification is not None else "P"
     label = verification.label if verification is not None else prediction.label
     code, display = FINDINGS.get(label or "", NOT_A_CHEST_RADIOGRAPH)
-    observer = f"^{_escape(verification.reader)}" if verification is not None else ""
-    said = f"|{_escape(verification.said(prediction.label))}" if verification is not None else ""
+    observer = f"^{_escape(verification.reader)}" if verification is not None and verification.reader else ""
+    said = f"|{_escape(verification.said(result.prediction.label))}" if verification is not None else ""
     issuer = _escape(patient.patient_id_issuer)
     placer = _escape(patient.placer_order_number)
     filler = _escape(patient.filler_order_number or patient.accession_number)

@@ -5,7 +5,9 @@ does not, under the same filler order number and the same DiagnosticReport ident
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pydicom
@@ -99,3 +101,87 @@ def test_the_fhir_server_keeps_the_preliminary_version_in_history(reviewed):
         history = fhir.read(f"DiagnosticReport/{report['id']}/_history")
         statuses = sorted(entry["resource"]["status"] for entry in history["entry"])
         assert statuses == sorted(["preliminary", report["status"]]), statuses
+
+
+def _new_version(folder, threshold: float) -> str:
+    """A copy of the bundled model under another version, labelling at ``threshold``."""
+    import json
+    import shutil
+
+    from pneumoscan.settings import BUNDLED_MODEL_DIR
+
+    shutil.copytree(BUNDLED_MODEL_DIR, folder)
+    metadata = json.loads((folder / "metadata.json").read_text())
+    metadata.update(version=f"{metadata['version']}-rethresholded", threshold=threshold)
+    (folder / "metadata.json").write_text(json.dumps(metadata))
+    return metadata["version"]
+
+
+def _flipping_threshold(probabilities: list[float], threshold: float) -> float:
+    """A threshold that changes the label of at least two of the files and leaves at least one."""
+    edges = sorted({0.0, 1.0, *probabilities})
+    for low, high in itertools.pairwise(edges):
+        candidate = (low + high) / 2
+        flips = sum((p >= threshold) != (p >= candidate) for p in probabilities)
+        if 2 <= flips < len(probabilities):
+            return candidate
+    raise AssertionError(f"no threshold flips 2 to n-1 of {probabilities}")
+
+
+def test_rescore_sends_corrections_for_exactly_the_changed_labels(reviewed, tmp_path):
+    server, listener, fhir, env = reviewed
+    cli_env = {k: v for k, v in env.items() if k != "folder"}
+    folder = Path(env["folder"]).parent / "clinic"
+    folder.mkdir()
+    for number, source in enumerate(xray_paths()[2:8]):
+        image = Image.open(source).convert("L")
+        image.thumbnail((512, 512))
+        dataset = pydicom.dcmread(io.BytesIO(make_dicom(image)))
+        dataset.AccessionNumber = f"RES-{number}"
+        dataset.save_as(folder / f"{number}.dcm", enforce_file_format=True)
+    before = len(listener.received)
+    with server.client() as client:
+        job_id = client.post("/jobs", json={"folder": str(folder)}).json()["job_id"]
+        worker = run_cli("worker", "--burst", env=cli_env)
+        assert worker.returncode == 0, worker.stderr[-2000:]
+        wait_until(lambda: len(listener.received) >= before + 6, 60, "six preliminary ORU^R01 expected")
+        rows = {row["path"]: row for row in _rows(client, job_id)}
+        threshold = float(next(iter(rows.values()))["threshold"])
+        new_threshold = _flipping_threshold([float(row["probability"]) for row in rows.values()], threshold)
+        flipped = sorted(
+            name
+            for name, row in rows.items()
+            if (float(row["probability"]) >= new_threshold) != (row["label"] == "PNEUMONIA")
+        )
+        # A reader's review stands: the first file that would flip is reviewed, and not corrected.
+        kept, corrected = flipped[0], flipped[1:]
+        review = {"file": kept, "reader": "Dr Cy", "verdict": "agree"}
+        assert client.post(f"/jobs/{job_id}/reviews", json=review).status_code == 201
+        wait_until(lambda: len(listener.received) >= before + 7, 60, "the review's F ORU^R01 expected")
+
+    version = _new_version(tmp_path / "model", new_threshold)
+    sent = len(listener.received)
+    result = run_cli("rescore", "--job", job_id, "--model", str(tmp_path / "model"), env=cli_env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [line.split(":")[0] for line in result.stdout.splitlines()] == corrected
+    assert f"{len(corrected)} corrected, {len(rows) - len(flipped)} unchanged, 1 kept" in result.stderr
+    new = listener.received[sent:]
+    by_order = {str(m.segment("OBR")[3]): m for m in new}
+    assert sorted(by_order) == sorted(rows[name]["accession_number"] for name in corrected), orders(listener)
+    for name in corrected:
+        message = by_order[rows[name]["accession_number"]]
+        label = "NORMAL" if rows[name]["label"] == "PNEUMONIA" else "PNEUMONIA"
+        assert str(message.segment("OBR")[25]) == "C"
+        assert (
+            str(message.segments("OBX")[0][5]).split("^")[0] == {"PNEUMONIA": "233604007", "NORMAL": "17621005"}[label]
+        )
+        assert str(message.segments("OBX")[0][18]) == version
+        assert str(message.segments("OBX")[0][16]) == "", "no reader: the model corrected it"
+
+    again = run_cli("rescore", "--job", job_id, "--model", str(tmp_path / "model"), env=cli_env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert len(listener.received) == sent + len(corrected), "a second rescore sends nothing again"
+
+    reports = [r for r in fhir.search("DiagnosticReport") if r["conclusion"].startswith("Corrected on rescoring")]
+    assert len(reports) == len(corrected) and {r["status"] for r in reports} == {"corrected"}
+    assert len(fhir.search("DiagnosticReport")) == 2 + 6, "corrections update the reports, they add none"

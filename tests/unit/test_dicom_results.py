@@ -27,10 +27,13 @@ from pneumoscan.dicom.results import (
     derived_uid,
     device_uid,
     not_analysed_report,
+    reviewed_report,
     secondary_capture,
     structured_report,
 )
 from pneumoscan.model.gradcam import overlay
+from pneumoscan.reports.verification import Verification
+from pneumoscan.result import Result
 from pneumoscan.schemas import Prediction
 from tests.support import REPO_ROOT, sr_validator
 from tests.support.dicom_files import PATIENT_ID, PATIENT_NAME, make_dicom
@@ -297,3 +300,30 @@ def test_results_share_no_element_with_the_source(source):
     sr.PatientName = sc.PatientName = "Changed^Later"
     sr.AccessionNumber = "changed"
     assert str(source.PatientName) == PATIENT_NAME and source.AccessionNumber == "ACC-2024-0042"
+
+
+def test_a_rescore_correction_is_an_unverified_sr_replacing_the_first_with_the_new_version(source, tmp_path):
+    from datetime import UTC, datetime
+
+    first = prediction("PNEUMONIA")
+    new = prediction("NORMAL", model_version="20241201-def456")
+    verification = Verification.rescore(Result(prediction=first), new, datetime.now(UTC), 1)
+    assert (
+        verification is not None and Verification.rescore(Result(prediction=first), first, datetime.now(UTC), 1) is None
+    )
+    path = tmp_path / "rescored.dcm"
+    sr = written(reviewed_report(source, first, MODEL_VERSION, verification, "Reading room"), path)
+
+    assert (sr.CompletionFlag, sr.VerificationFlag, sr.PreliminaryFlag) == ("COMPLETE", "UNVERIFIED", "PRELIMINARY")
+    assert "VerifyingObserverSequence" not in sr
+    [predecessor] = sr.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence
+    assert predecessor.ReferencedSOPInstanceUID == derived_uid(source.SOPInstanceUID, MODEL_VERSION, "sr")
+    assert sr.SeriesInstanceUID == structured_report(source, first).SeriesInstanceUID
+    [finding] = named(sr, FINDING)
+    assert coded(finding) == NORMAL
+    [measurement] = named(sr, PROBABILITY)
+    assert float(measurement.MeasuredValueSequence[0].NumericValue) == pytest.approx(new.probability)
+    assert any(text.startswith("Corrected on rescoring with model 20241201-def456: NORMAL") for text in comments(sr))
+    [algorithm_version] = named(sr, ("111003", "DCM"))
+    assert algorithm_version.TextValue == "20241201-def456"
+    assert_valid_sr(path)

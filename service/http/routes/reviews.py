@@ -21,6 +21,7 @@ from pneumoscan.access.clients import Scope
 from pneumoscan.errors import ResultNotFound
 from pneumoscan.jobs.dicom_outputs import write_review
 from pneumoscan.jobs.folder import load_job
+from pneumoscan.jobs.rescore import versions
 from pneumoscan.jobs.results import finished_results, read_results
 from pneumoscan.jobs.reviews import (
     Agreement,
@@ -141,7 +142,7 @@ async def post_review(
         except ValueError as exc:
             raise BadRequest(str(exc)) from exc
         stored = append_review(job_dir, review)
-        sequence = sum(each.file == stored.file for each in read_reviews(job_dir))
+        sequence = versions(job_dir, stored.file)  # this review's number, after earlier reviews and corrections
         verification = Verification.of(result, stored.verdict, stored.truth, stored.reader, stored.time, sequence)
         if verification is None:
             return stored
