@@ -219,7 +219,8 @@ class Pneumoscan:
             delivery=Delivery.from_settings(settings, OUTBOXES),
             served=ServedModel.of(metadata, decision.threshold, decision.ood_policy),
         )
-        # Every HTTP worker runs one; a pass takes a lock, so one worker at a time sends the trail.
+        # Every HTTP worker runs both; a round takes its outbox's lock, so one worker at a time sends.
+        self.delivery_rounds = self.info.delivery.keep_delivering(settings.delivery_interval_s)
         self.audit_forwarder = forwarder_from_settings(settings)
         if self.audit_forwarder is not None:
             self.audit_forwarder.start()

@@ -3,12 +3,16 @@ over MLLP, ``fhir``: transactions to a FHIR server, ``dicom``: SR and Secondary 
 PACS), and the routes that queue and send each result.
 
 The service and the worker queue each scored result on every route that is set and deliver
-after; the DICOM node delivers the DICOM outbox, which the worker fills
-(``pneumoscan.jobs.dicom_outputs``). ``pneumoscan outbox`` and ``/metrics`` look at all three.
+after (and the service every ``PNEUMOSCAN_DELIVERY_INTERVAL_S``); the DICOM node delivers the
+DICOM outbox, which the worker fills (``pneumoscan.jobs.dicom_outputs``). ``pneumoscan outbox``
+and ``/metrics`` look at all three.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +26,7 @@ from pneumoscan.result import Result
 from pneumoscan.settings import Settings
 
 DESTINATIONS = ("hl7", "fhir", "dicom")
+log = logging.getLogger("pneumoscan.outbox")
 
 
 @dataclass(frozen=True)
@@ -97,3 +102,22 @@ class Delivery:
         """Send what is due on ``routes`` (every route by default); each outbox keeps what fails."""
         for route in self.routes if routes is None else routes:
             route.deliver()
+
+    def keep_delivering(self, seconds: float) -> threading.Thread | None:
+        """A daemon thread that delivers every route now and then every ``seconds``, so what waits
+        (a peer that was down, a process stopped mid-delivery) goes out without a new result;
+        None when there is no route or ``seconds`` is 0. A round fails only into the log."""
+        if not self.routes or seconds <= 0:
+            return None
+
+        def rounds() -> None:
+            while True:
+                try:
+                    self.deliver()
+                except Exception:
+                    log.exception("A delivery round failed; the next one tries again.")
+                time.sleep(seconds)
+
+        thread = threading.Thread(target=rounds, name="pneumoscan-delivery", daemon=True)
+        thread.start()
+        return thread

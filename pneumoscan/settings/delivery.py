@@ -28,6 +28,12 @@ class DeliverySettings(BaseSettings):
         validation_alias=AliasChoices("PNEUMOSCAN_DELIVERY_RETRY_MAX_S", "PNEUMOSCAN_HL7_RETRY_MAX_S"),
         description="Longest wait between attempts to deliver an HL7 message or a FHIR transaction.",
     )
+    delivery_interval_s: float = Field(
+        default=15.0,
+        ge=0,
+        description="Seconds between the service's own delivery rounds of the HL7 and FHIR outboxes (one at "
+        "start-up, so what a stopped service left waiting goes out); 0: only after responses.",
+    )
 
     fhir_url: str | None = Field(
         default=None,

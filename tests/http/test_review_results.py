@@ -185,3 +185,59 @@ def test_rescore_sends_corrections_for_exactly_the_changed_labels(reviewed, tmp_
     reports = [r for r in fhir.search("DiagnosticReport") if r["conclusion"].startswith("Corrected on rescoring")]
     assert len(reports) == len(corrected) and {r["status"] for r in reports} == {"corrected"}
     assert len(fhir.search("DiagnosticReport")) == 2 + 6, "corrections update the reports, they add none"
+
+
+def _control_id(message) -> str:
+    return str(message.segment("MSH")[10])
+
+
+def test_nothing_acknowledged_is_sent_again_across_a_service_killed_mid_delivery(serve, tmp_path):
+    import collections
+    import os
+    import signal
+
+    roots = tmp_path / "input"
+    folder = roots / "ward"
+    folder.mkdir(parents=True)
+    for number, source in enumerate(xray_paths()[:4]):
+        image = Image.open(source).convert("L")
+        image.thumbnail((512, 512))
+        dataset = pydicom.dcmread(io.BytesIO(make_dicom(image)))
+        dataset.AccessionNumber = f"KILL-{number}"
+        dataset.save_as(folder / f"{number}.dcm", enforce_file_format=True)
+    with Listener() as listener:
+        env = {
+            "PNEUMOSCAN_API_KEY": API_KEY,
+            "PNEUMOSCAN_DATA_DIR": str(tmp_path / "var"),
+            "PNEUMOSCAN_INPUT_ROOTS": str(roots),
+            "PNEUMOSCAN_HL7_DESTINATION": f"127.0.0.1:{listener.port}",
+        }
+        first = serve(tmp_path / "first", env)
+        with first.client() as client:
+            job_id = client.post("/jobs", json={"folder": str(folder)}).json()["job_id"]
+            worker = run_cli("worker", "--burst", env=env)
+            assert worker.returncode == 0, worker.stderr[-2000:]
+            wait_until(lambda: len(listener.acknowledged) >= 4, 60, "four preliminary ORU^R01 expected")
+            # The listener now answers slowly: the service is killed while it waits for an answer.
+            listener.delay = 3.0
+            for number in range(4):
+                review = {"file": f"{number}.dcm", "reader": "Dr Di", "verdict": "agree"}
+                assert client.post(f"/jobs/{job_id}/reviews", json=review).status_code == 201
+        wait_until(lambda: len(listener.received) >= 6, 60, "the reviews' delivery did not start")
+        os.killpg(first.process.pid, signal.SIGKILL)
+        first.process.wait(30)
+        in_flight = _control_id(listener.received[-1])
+        listener.delay = 0.0
+
+        second = serve(tmp_path / "second", env)
+        try:
+            wait_until(lambda: len(listener.acknowledged) >= 8, 60, lambda: f"{len(listener.acknowledged)} answered")
+        finally:
+            second.stop()
+
+    answered = collections.Counter(_control_id(message) for message in listener.acknowledged)
+    assert len(answered) == 8 and set(answered.values()) == {1}, answered
+    assert sorted(str(m.segment("OBR")[25]) for m in listener.acknowledged) == ["F"] * 4 + ["P"] * 4
+    received = collections.Counter(_control_id(message) for message in listener.received)
+    again = {control for control, count in received.items() if count > 1}
+    assert again <= {in_flight}, "only the message the service was waiting on when killed is sent again"

@@ -16,12 +16,15 @@ import hl7.mllp
 
 class Listener:
     """``with Listener() as listener``: ``listener.port``, ``listener.received`` (parsed
-    messages, in order), ``listener.answers`` (codes to answer next; AA once empty). Given a
+    messages, in order), ``listener.answers`` (codes to answer next; AA once empty),
+    ``listener.delay`` (seconds before each answer) and ``listener.acknowledged``. Given a
     ``port`` and a ``received`` list, a new listener takes up where a stopped one left off."""
 
     def __init__(self, port: int = 0, received: list[hl7.Message] | None = None) -> None:
         self.received: list[hl7.Message] = [] if received is None else received
         self.answers: deque[str] = deque()
+        self.acknowledged: list[hl7.Message] = []  # answered on a connection still open
+        self.delay = 0.0  # seconds before each answer
         self.port = port
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -32,9 +35,14 @@ class Listener:
             while not writer.is_closing():
                 message = await reader.readmessage()
                 self.received.append(message)
+                if self.delay:
+                    await asyncio.sleep(self.delay)
+                if reader.at_eof() or writer.is_closing():
+                    break  # the sender went away before the answer: nothing was acknowledged
                 code = self.answers.popleft() if self.answers else "AA"
                 writer.writemessage(message.create_ack(ack_code=code))
                 await writer.drain()
+                self.acknowledged.append(message)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
