@@ -136,7 +136,7 @@ def test_orthanc_pushes_a_study_by_stow_and_gets_its_results_back_by_stow(site, 
 
 
 def test_a_review_of_a_pushed_study_sends_a_verified_sr_naming_the_first(site, tmp_path):
-    """Runs after the study above came back: a reader disagrees with its result."""
+    """Runs after the study above came back: a reader disagrees with its result, then another agrees."""
     with httpx.Client(base_url=site.server.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60) as client:
         node_jobs = [job for job in client.get("/jobs").json()["jobs"] if "/dicom/incoming/" in job["input_folder"]]
         job = node_jobs[-1]  # the first study pushed, the oldest
@@ -158,6 +158,24 @@ def test_a_review_of_a_pushed_study_sends_a_verified_sr_naming_the_first(site, t
     assert dciodvfy_errors(verified, tmp_path) == []
     path = tmp_path / "verified.sr.dcm"
     verified.save_as(path, enforce_file_format=True)
+    assert sr_validator.errors(path) == []
+
+    # A second reader sides with the model: a replacement SR, whose predecessor is the first review's.
+    with httpx.Client(base_url=site.server.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60) as client:
+        second = {"file": row["path"], "reader": "Dr Cal Ode", "truth": row["label"]}
+        assert client.post(f"/jobs/{job['job_id']}/reviews", json=second).status_code == 201
+    datasets = wait_until(lambda: site.orthanc.at_least(5, study_uid), 120, site.logs)
+    replacement = next(
+        d for d in datasets if d.Modality == "SR" and "Dr Cal Ode" in str(d.get("VerifyingObserverSequence", [{}])[0])
+    )
+    [predecessor] = replacement.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence
+    assert predecessor.ReferencedSOPInstanceUID == verified.SOPInstanceUID
+    assert replacement.SeriesInstanceUID == verified.SeriesInstanceUID == preliminary.SeriesInstanceUID
+    values = {str(e.value) for e in replacement.iterall() if e.keyword in ("CodeValue", "TextValue") and e.value}
+    assert any(value.startswith("Verified by Dr Cal Ode") for value in values), values
+    assert dciodvfy_errors(replacement, tmp_path) == []
+    path = tmp_path / "replacement.sr.dcm"
+    replacement.save_as(path, enforce_file_format=True)
     assert sr_validator.errors(path) == []
 
 
