@@ -22,6 +22,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         seed=args.seed,
         validation_fraction=args.validation_fraction,
+        split_seed=args.split_seed,
+        members=args.members,
     )
     v = metadata.validation
     print(
@@ -88,6 +90,21 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--epochs", type=int, default=None, help="override the recipe's epoch count")
     train.add_argument("--seed", type=int, default=42, help="random seed: the same seed trains the same model")
     train.add_argument("--validation-fraction", type=float, default=0.15, help="share of patients held out")
+    train.add_argument(
+        "--split-seed",
+        type=int,
+        default=None,
+        help="seed of the validation split (default: --seed), shared by an ensemble",
+    )
+    train.add_argument(
+        "--members",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="for an ensemble recipe: its members, already trained (one folder per member seed, in order), "
+        "folded instead of trained",
+    )
     train.set_defaults(handler=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="metrics of a model on a labelled folder")

@@ -200,6 +200,7 @@ class ModelMetadata(BaseModel):
     epochs_run: int
     best_epoch: int
     seed: int
+    members: list[dict[str, Any]] | None = None  # an ensemble's: version, seed, epochs_run, best_epoch
     validation: EvaluationReport
     train_images: int
     validation_images: int

@@ -84,6 +84,15 @@ def calibration_info(temperature: float, sets: dict[str, Scored]) -> Calibration
     )
 
 
+def _epochs(history: dict[str, list[float]] | None, members: list[dict] | None) -> tuple[int, int]:
+    """(epochs run, best epoch): the fit's, or for an ensemble, all its members' epochs and its latest best."""
+    if history is not None:
+        return len(history["val_auc"]), int(np.argmax(history["val_auc"])) + 1
+    if members:
+        return sum(m["epochs_run"] for m in members), max(m["best_epoch"] for m in members)
+    raise ValueError("finalize needs the fit's history or the ensemble's members.")
+
+
 def versions() -> dict[str, str]:
     import keras
     import tensorflow as tf
@@ -104,10 +113,14 @@ def finalize(
     data_dir: str | Path,
     *,
     seed: int,
-    history: dict[str, list[float]],
+    history: dict[str, list[float]] | None,
     training_seconds: float,
+    members: list[dict] | None = None,
 ) -> ModelMetadata:
-    """Fit the gate and the calibration, choose the threshold, write metadata, plots and card."""
+    """Fit the gate and the calibration, choose the threshold, write metadata, plots and card.
+
+    ``history``: the fit's, for the epochs and the training curves; an ensemble (``members``:
+    each one's version, seed, epochs_run and best_epoch) counts its members' epochs instead."""
     layers = feature_layers(model)
     validation_inputs = plane_to_input(data.validation_planes)
     gate = fit_gate(model, layers, plane_to_input(data.train_planes), validation_inputs)
@@ -124,16 +137,17 @@ def finalize(
     )
     created = datetime.now(UTC)
     model_hash = hashlib.sha256((out_dir / MODEL_FILE).read_bytes()).hexdigest()
-    validation_auc = history["val_auc"]
+    epochs_run, best_epoch = _epochs(history, members)
     metadata = ModelMetadata(
         version=f"{recipe.name}-{created:%Y%m%d%H%M}-{model_hash[:8]}",
         recipe=recipe.name,
         class_names=list(CLASS_NAMES),
         input_shape=list(INPUT_SHAPE),
         threshold=threshold,
-        epochs_run=len(validation_auc),
-        best_epoch=int(np.argmax(validation_auc)) + 1,
+        epochs_run=epochs_run,
+        best_epoch=best_epoch,
         seed=seed,
+        members=members,
         validation=evaluate_predictions(validation.labels, validation.calibrated, threshold),
         train_images=len(data.train_labels),
         validation_images=len(data.validation_labels),
@@ -159,7 +173,8 @@ def finalize(
     from training.model_card import write_model_card
     from training.plots import plot_model_plots, plot_training_curves
 
-    plot_training_curves(history, out_dir / "training_curves.png", title=f"{recipe.name} recipe")
+    if history is not None:
+        plot_training_curves(history, out_dir / "training_curves.png", title=f"{recipe.name} recipe")
     plot_model_plots(
         out_dir,
         metadata,

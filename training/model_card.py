@@ -39,9 +39,7 @@ trained the model and {metadata.validation_images:,} were held out for validatio
 
 ## Model
 Recipe `{metadata.recipe}` (see `training/recipes.py`), input {shape} in [0, 1] from
-`pneumoscan.imaging.preprocess.load_image`, output softmax over {metadata.class_names}. Trained for
-{metadata.epochs_run} epochs (best validation AUC at epoch {metadata.best_epoch}) in
-{metadata.training_seconds / 60:.1f} minutes, seed {metadata.seed}.
+`pneumoscan.imaging.preprocess.load_image`, output softmax over {metadata.class_names}. {_trained(metadata)}
 Libraries: {versions}.
 {_recipe_note(metadata)}
 ## Calibration and threshold
@@ -189,6 +187,22 @@ training X-rays in the model's features would pass."""
 def _stressed_rate(gate) -> str:
     stressed = gate.refusals.get("stressed_validation")
     return f"{stressed.rate:.1%}" if stressed else "an unmeasured share"
+
+
+def _trained(metadata: ModelMetadata) -> str:
+    """How long the model, or each member of an ensemble, trained."""
+    minutes = f"{metadata.training_seconds / 60:.1f} minutes"
+    if not metadata.members:
+        return (
+            f"Trained for\n{metadata.epochs_run} epochs (best validation AUC at epoch {metadata.best_epoch}) in\n"
+            f"{minutes}, seed {metadata.seed}."
+        )
+    each = "; ".join(f"seed {m['seed']}: {m['epochs_run']} epochs, best at {m['best_epoch']}" for m in metadata.members)
+    return (
+        f"An ensemble of {len(metadata.members)} models of one recipe, trained with different seeds on the same\n"
+        f"split (validation drawn with seed {metadata.seed}), folded into one network that gives the mean of\n"
+        f"their logits in one call (`pneumoscan.model.architectures.fold_ensemble`): {each}; {minutes} in all."
+    )
 
 
 def _recipe_note(metadata: ModelMetadata) -> str:

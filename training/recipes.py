@@ -28,6 +28,10 @@ class Recipe:
     # None: Youden's J on the stressed validation copies; a number: the highest threshold that
     # keeps this sensitivity on them (training/calibration.py).
     threshold_sensitivity: float | None = None
+    # An ensemble: one model of recipe ``members_of`` per seed, on one split, folded into one network
+    # (pneumoscan.model.architectures.fold_ensemble); the other fields are the members'.
+    member_seeds: tuple[int, ...] = ()
+    members_of: str | None = None
 
 
 # Per-image standardisation, batch norm, global pooling and dropout; acquisition augmentation
@@ -92,7 +96,24 @@ RECIPES: dict[str, Recipe] = {
     "framed": replace(TUNED, name="framed", label_smoothing=0.1, mixup_alpha=0.3, ranges="mild-framing"),
     # Mixup with the strong framing of "travel", without the equalisation.
     "framed-strong": replace(TUNED, name="framed-strong", label_smoothing=0.1, mixup_alpha=0.3, ranges="framing"),
+    # framed and framed-strong on a model that reads only the inner 76% of the film
+    # (pneumoscan.model.architectures "tuned_central"): markers and collimation edges in the
+    # outer band cannot carry a signal.
+    "central": replace(
+        TUNED, name="central", architecture="tuned_central", label_smoothing=0.1, mixup_alpha=0.3, ranges="mild-framing"
+    ),
+    "central-strong": replace(
+        TUNED,
+        name="central-strong",
+        architecture="tuned_central",
+        label_smoothing=0.1,
+        mixup_alpha=0.3,
+        ranges="framing",
+    ),
 }
+RECIPES["framed-ensemble"] = replace(
+    RECIPES["framed"], name="framed-ensemble", member_seeds=(42, 7, 11), members_of="framed"
+)
 
 
 def ranges_name(recipe: Recipe) -> str:

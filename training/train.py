@@ -142,9 +142,13 @@ def train(
     seed: int = 42,
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
     verbose: int | str = "auto",
+    split_seed: int | None = None,
+    members: list[Path] | None = None,
 ) -> ModelMetadata:
     """Train a recipe on ``data_dir`` and write model.keras, metadata.json, the input gate,
-    the plots and MODEL_CARD.md."""
+    the plots and MODEL_CARD.md. ``split_seed`` (default ``seed``) draws the validation split, so
+    models of several seeds can share one; an ensemble recipe trains its members, or folds the
+    trained ones in ``members``."""
     import keras
     import tensorflow as tf
 
@@ -158,7 +162,21 @@ def train(
 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
-    data, _, _ = load_split(data_dir, validation_fraction, seed)
+    data, _, _ = load_split(data_dir, validation_fraction, seed if split_seed is None else split_seed)
+    if recipe.member_seeds:
+        model, described, training_seconds = ensemble(recipe, data, members, verbose)
+        model.save(out_dir / MODEL_FILE)
+        return finalize(
+            model,
+            out_dir,
+            recipe,
+            data,
+            data_dir,
+            seed=seed,
+            history=None,
+            training_seconds=training_seconds,
+            members=described,
+        )
     model, history, training_seconds = fit(recipe, data, seed, verbose)
     model.save(out_dir / MODEL_FILE)
     return finalize(
@@ -171,3 +189,38 @@ def train(
         history=history,
         training_seconds=training_seconds,
     )
+
+
+def ensemble(recipe: Recipe, data: SplitData, member_dirs: list[Path] | None, verbose: int | str = "auto"):
+    """(folded model, each member's version, seed, epochs and best epoch, seconds): the recipe's
+    members trained on ``data`` one seed after another, or read from ``member_dirs`` (models of
+    the member recipe, one per seed in order, trained with ``--split-seed`` on the same split)."""
+    import keras
+
+    from pneumoscan.model.architectures import fold_ensemble
+    from pneumoscan.model.predictor import load_keras_model, load_metadata
+
+    member_recipe = replace(get_recipe(recipe.members_of or ""), epochs=recipe.epochs)
+    models, described, seconds = [], [], 0.0
+    if member_dirs:
+        metadata = [load_metadata(folder) for folder in member_dirs]
+        found = [(m.recipe, m.seed, m.validation_images) for m in metadata]
+        wanted = [(member_recipe.name, s, len(data.validation_labels)) for s in recipe.member_seeds]
+        if found != wanted:
+            raise ValueError(
+                f"{recipe.name} folds {wanted} (recipe, seed, validation images); the folders hold {found}."
+            )
+        models = [load_keras_model(folder) for folder in member_dirs]
+        described = [m.model_dump(include={"version", "seed", "epochs_run", "best_epoch"}) for m in metadata]
+        seconds = sum(m.training_seconds for m in metadata)
+    else:
+        for member_seed in recipe.member_seeds:
+            keras.utils.set_random_seed(member_seed)
+            model, history, spent = fit(member_recipe, data, member_seed, verbose)
+            models.append(model)
+            best = int(np.argmax(history["val_auc"])) + 1
+            described.append(
+                {"version": None, "seed": member_seed, "epochs_run": len(history["val_auc"]), "best_epoch": best}
+            )
+            seconds += spent
+    return fold_ensemble(models), described, seconds

@@ -19,7 +19,7 @@ from PIL import Image
 
 from pneumoscan import CLASS_NAMES
 from pneumoscan.errors import ModelError
-from pneumoscan.model.architectures import LAST_CONV_LAYER
+from pneumoscan.model.architectures import CROP_LAYER, INPUT_SHAPE, LAST_CONV_LAYER
 
 PNEUMONIA_INDEX = CLASS_NAMES.index("PNEUMONIA")
 GRID_CHANNELS = 16
@@ -54,8 +54,10 @@ def _activated(model, conv) -> tuple[str, Any]:
     name = _activation_name(conv)
     if name != "linear":
         return f"{conv.name}_{name}", conv
-    following = model.layers[model.layers.index(conv) + 1 :]
-    for layer in following:
+    layer = conv
+    # Down the graph, not model.layers' order: an ensemble's members interleave there.
+    while len(layer._outbound_nodes) == 1:
+        layer = layer._outbound_nodes[0].operation
         if isinstance(layer, activations):
             return layer.name, layer
         if not isinstance(layer, normalisations):
@@ -119,9 +121,12 @@ class GradCam:
         self.from_logits = isinstance(self.head, keras.layers.Dense) and _activation_name(self.head) == "softmax"
         outputs = [target.output, self.head.input if self.from_logits else model.outputs[0]]
         self.probe = keras.Model(model.input, outputs, name=f"{model.name}_grad_cam")
+        names = [layer.name for layer in model.layers]
+        self.cropping = model.get_layer(CROP_LAYER).cropping if CROP_LAYER in names else None
 
     def __call__(self, model_input: np.ndarray) -> tuple[float, np.ndarray]:
-        """(P(pneumonia), heatmap float32 (h, w) in [0, 1] on the last conv stage's grid)."""
+        """(P(pneumonia), heatmap float32 (h, w) in [0, 1] on the last conv stage's grid, or on the
+        input's grid for a model that reads only the middle of the film, with the unread band cold)."""
         import tensorflow as tf
 
         batch = tf.constant(_as_batch(model_input))
@@ -144,7 +149,21 @@ class GradCam:
         peak = float(cam.max())
         # No positive evidence anywhere gives an all-zero map rather than amplified noise.
         heatmap = cam / peak if peak > 0 else np.zeros_like(cam)
+        if self.cropping is not None:
+            heatmap = in_full_frame(heatmap, self.cropping)
         return float(probabilities[0, PNEUMONIA_INDEX]), heatmap.astype(np.float32)
+
+
+def in_full_frame(heatmap: np.ndarray, cropping: tuple[tuple[int, int], tuple[int, int]]) -> np.ndarray:
+    """A heatmap of the cropped middle of the input, resized to it and placed in the input's frame."""
+    (top, bottom), (left, right) = cropping
+    height, width = INPUT_SHAPE[:2]
+    inner = Image.fromarray(np.asarray(heatmap, dtype=np.float32)).resize(
+        (width - left - right, height - top - bottom), Image.Resampling.BILINEAR
+    )
+    full = np.zeros((height, width), dtype=np.float32)
+    full[top : height - bottom, left : width - right] = np.asarray(inner).clip(0.0, None)
+    return full
 
 
 def grad_cam(model, model_input: np.ndarray) -> np.ndarray:

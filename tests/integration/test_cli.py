@@ -144,3 +144,29 @@ def test_predict_refuses_a_body_part_only_on_evidence(xray_image, tmp_path):
     assert "error" not in scored and scored["label"] in {"NORMAL", "PNEUMONIA"}
     assert not scored["out_of_distribution"]
     assert refused["error"]["code"] == "unsupported_body_part" and "SKULL" in refused["error"]["detail"]
+
+
+def test_an_ensemble_recipe_trains_its_members_and_folds_them_into_one_model(tiny_dataset, tmp_path):
+    import numpy as np
+
+    from pneumoscan.model.predictor import Predictor
+
+    out = tmp_path / "ensemble"
+    args = ["--data", str(tiny_dataset), "--epochs", "1", "--validation-fraction", "0.34"]
+    result = run_cli("train", *args, "--out", str(out), "--recipe", "framed-ensemble")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metadata = load_metadata(out)
+    assert metadata.recipe == "framed-ensemble" and metadata.seed == 42
+    assert [(m["seed"], m["epochs_run"]) for m in metadata.members] == [(42, 1), (7, 1), (11, 1)]
+    assert metadata.epochs_run == 3
+    assert [layer.split("_")[0] for layer in metadata.gate.layers[:3]] == ["m1", "m2", "m3"]
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "An ensemble of 3 models" in card and "seed 11: 1 epochs" in card
+    predictor = Predictor.from_dir(out)
+    assert predictor.heatmap(np.full((128, 128, 3), 0.5, dtype=np.float32)).shape == (8, 8)
+
+    # Members trained apart, on the same split, fold into the same kind of model; others are refused.
+    refused = run_cli(
+        "train", *args, "--out", str(tmp_path / "no"), "--recipe", "framed-ensemble", "--members", str(out)
+    )
+    assert refused.returncode != 0 and "folds" in refused.stderr

@@ -105,3 +105,20 @@ def test_tuned_stages_are_taken_after_batch_norm_and_relu(tuned_model):
         "last_conv_relu",
         "global_pool",
     ]
+
+
+def test_a_model_reading_the_middle_of_the_film_has_its_heatmap_placed_in_the_full_frame(pneumonia_bytes):
+    from pneumoscan.model.architectures import ARCHITECTURES, CROP_LAYER
+    from pneumoscan.model.gradcam import in_full_frame
+
+    placed = in_full_frame(np.ones((8, 8), dtype=np.float32), ((15, 15), (20, 20)))
+    assert placed.shape == (128, 128)
+    assert placed[15:113, 20:108].min() == 1.0
+    assert placed[:15].max() == placed[113:].max() == placed[:, :20].max() == placed[:, 108:].max() == 0.0
+
+    model = ARCHITECTURES["tuned_central"]()
+    (top, bottom), (left, right) = model.get_layer(CROP_LAYER).cropping
+    probability, heatmap = GradCam(model)(load_image(pneumonia_bytes))
+    assert 0.0 <= probability <= 1.0 and heatmap.shape == (128, 128)
+    assert heatmap[:top].max(initial=0.0) == heatmap[128 - bottom :].max(initial=0.0) == 0.0
+    assert heatmap[:, :left].max(initial=0.0) == heatmap[:, 128 - right :].max(initial=0.0) == 0.0
