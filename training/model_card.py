@@ -85,8 +85,9 @@ images; expect lower figures on other data. {_test_split_note(metadata)}
 def _test_split_note(metadata: ModelMetadata) -> str:
     if metadata.candidates:
         return (
-            "Half of the official test split (the site sample below) chose the recipe, never the weights, "
-            "temperature, threshold or gate; the other half is held back for acceptance evaluation."
+            "Half of the official test split (the site sample below) chose the recipe and its threshold rule, "
+            "never the weights, temperature, threshold or gate; the other half is held back for acceptance "
+            "evaluation."
         )
     return (
         "The official test split (624 images) is held\nback for acceptance evaluation and was not used for "
@@ -97,8 +98,9 @@ def _test_split_note(metadata: ModelMetadata) -> str:
 def _period_limit(metadata: ModelMetadata) -> str:
     if metadata.candidates:
         return (
-            "- The site sample of a later period chose this recipe among several, so its figures there are\n"
-            "  optimistic for it; the held-back half of the test split measures how far they carry over."
+            "- The site sample of a later period chose this recipe and threshold rule among several, so its\n"
+            "  figures there are"
+            " optimistic for it; the held-back half of the test split measures how far they carry over."
         )
     return (
         "- The official test split was never scored while building this model, so how far the\n"

@@ -14,6 +14,19 @@ from pneumoscan import CLASS_NAMES
 from pneumoscan.schemas import EvaluationReport
 
 
+def stack_images(paths: list[Path], path: Path) -> None:
+    """The PNGs at ``paths`` one above the other, in one PNG (an ensemble's members' curves)."""
+    from PIL import Image
+
+    images = [Image.open(each).convert("RGB") for each in paths]
+    stacked = Image.new("RGB", (max(i.width for i in images), sum(i.height for i in images)), "white")
+    top = 0
+    for image in images:
+        stacked.paste(image, (0, top))
+        top += image.height
+    stacked.save(path)
+
+
 def plot_training_curves(history: dict[str, list[float]], path: Path, title: str = "") -> None:
     """Loss, accuracy and AUC per epoch, training beside validation."""
     metrics = [m for m in ("loss", "accuracy", "auc") if m in history]

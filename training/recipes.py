@@ -111,8 +111,16 @@ RECIPES: dict[str, Recipe] = {
         ranges="framing",
     ),
 }
+# Three framed models (seeds 42, 7, 11, one split) folded into one network, its threshold the highest
+# that keeps sensitivity .92 on the stressed validation copies: the ensemble ranks the stressed
+# pneumonia cases better than one model, so Youden's J there sits lower and gives up specificity
+# on a later period's normals.
 RECIPES["framed-ensemble"] = replace(
-    RECIPES["framed"], name="framed-ensemble", member_seeds=(42, 7, 11), members_of="framed"
+    RECIPES["framed"],
+    name="framed-ensemble",
+    member_seeds=(42, 7, 11),
+    members_of="framed",
+    threshold_sensitivity=0.92,
 )
 
 

@@ -164,7 +164,7 @@ def train(
     tf.config.experimental.enable_op_determinism()
     data, _, _ = load_split(data_dir, validation_fraction, seed if split_seed is None else split_seed)
     if recipe.member_seeds:
-        model, described, training_seconds = ensemble(recipe, data, members, verbose)
+        model, described, training_seconds = ensemble(recipe, data, members, out_dir, verbose)
         model.save(out_dir / MODEL_FILE)
         return finalize(
             model,
@@ -191,17 +191,21 @@ def train(
     )
 
 
-def ensemble(recipe: Recipe, data: SplitData, member_dirs: list[Path] | None, verbose: int | str = "auto"):
+def ensemble(
+    recipe: Recipe, data: SplitData, member_dirs: list[Path] | None, out_dir: Path, verbose: int | str = "auto"
+):
     """(folded model, each member's version, seed, epochs and best epoch, seconds): the recipe's
     members trained on ``data`` one seed after another, or read from ``member_dirs`` (models of
-    the member recipe, one per seed in order, trained with ``--split-seed`` on the same split)."""
+    the member recipe, one per seed in order, trained with ``--split-seed`` on the same split).
+    The members' training curves go one above the other into ``out_dir/training_curves.png``."""
     import keras
 
     from pneumoscan.model.architectures import fold_ensemble
     from pneumoscan.model.predictor import load_keras_model, load_metadata
+    from training.plots import plot_training_curves, stack_images
 
     member_recipe = replace(get_recipe(recipe.members_of or ""), epochs=recipe.epochs)
-    models, described, seconds = [], [], 0.0
+    models, described, seconds, curves = [], [], 0.0, []
     if member_dirs:
         metadata = [load_metadata(folder) for folder in member_dirs]
         found = [(m.recipe, m.seed, m.validation_images) for m in metadata]
@@ -211,6 +215,7 @@ def ensemble(recipe: Recipe, data: SplitData, member_dirs: list[Path] | None, ve
                 f"{recipe.name} folds {wanted} (recipe, seed, validation images); the folders hold {found}."
             )
         models = [load_keras_model(folder) for folder in member_dirs]
+        curves = [folder / "training_curves.png" for folder in member_dirs]
         described = [m.model_dump(include={"version", "seed", "epochs_run", "best_epoch"}) for m in metadata]
         seconds = sum(m.training_seconds for m in metadata)
     else:
@@ -218,9 +223,15 @@ def ensemble(recipe: Recipe, data: SplitData, member_dirs: list[Path] | None, ve
             keras.utils.set_random_seed(member_seed)
             model, history, spent = fit(member_recipe, data, member_seed, verbose)
             models.append(model)
+            curves.append(out_dir / f"training_curves_seed{member_seed}.png")
+            plot_training_curves(history, curves[-1], title=f"{member_recipe.name} recipe, seed {member_seed}")
             best = int(np.argmax(history["val_auc"])) + 1
             described.append(
                 {"version": None, "seed": member_seed, "epochs_run": len(history["val_auc"]), "best_epoch": best}
             )
             seconds += spent
+    stack_images([each for each in curves if each.is_file()], out_dir / "training_curves.png")
+    for each in curves:
+        if each.parent == out_dir:
+            each.unlink()
     return fold_ensemble(models), described, seconds

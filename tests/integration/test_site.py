@@ -216,7 +216,7 @@ def test_extend_gate_admits_the_sites_xrays_but_never_a_non_xray(tmp_path, site_
     farthest = max(_distances(BUNDLED_MODEL_DIR, xrays))
     photo = _distances(BUNDLED_MODEL_DIR, [site_dataset / "NORMAL" / "astronaut.png"])[0]
     # A gate whose limit sits just under the site's farthest X-rays: some of them are refused.
-    narrow = _model_with_gate_limit(BUNDLED_MODEL_DIR, tmp_path / "narrow", farthest / 1.1)
+    narrow = _model_with_gate_limit(BUNDLED_MODEL_DIR, tmp_path / "narrow", farthest / 1.05)
     plain = run_cli(
         "calibrate",
         "--model",

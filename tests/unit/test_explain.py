@@ -92,8 +92,10 @@ def test_seed_feature_maps_follow_the_course_stages(seed_model, pneumonia_bytes,
             assert image.format == "PNG" and image.width > 100
 
 
-def test_tuned_stages_are_taken_after_batch_norm_and_relu(tuned_model):
-    names = [name for name, _ in stage_layers(tuned_model)]
+def test_tuned_stages_are_taken_after_batch_norm_and_relu():
+    from pneumoscan.model.architectures import build_tuned_model
+
+    names = [name for name, _ in stage_layers(build_tuned_model())]
     assert names == [
         "stem_relu",
         "conv1_relu",

@@ -13,6 +13,7 @@ Each batch gets the acquisition augmentation the recipes train with (``training.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -45,7 +46,8 @@ def _freeze(model, frozen_stages: tuple[str, ...]) -> None:
     import keras
 
     for layer in model.layers:
-        stage = layer.name.removesuffix("_bn").removesuffix("_relu")
+        # An ensemble's members name their stages m1_stem, m2_stem, ...
+        stage = re.sub(r"^m\d+_", "", layer.name).removesuffix("_bn").removesuffix("_relu")
         if isinstance(layer, keras.layers.BatchNormalization) or stage in frozen_stages:
             layer.trainable = False
 

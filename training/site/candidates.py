@@ -6,7 +6,8 @@ figures say whether a recipe's ranking, threshold and gate travel.
         tuned=models/pneumonia-cnn travel=runs/cand/travel --chosen travel --attach runs/cand/travel
 
 runs ``pneumoscan validate`` (Grad-CAM included) for each ``NAME=MODEL_DIR``, prints one table and
-writes ``OUT/candidates.json``; ``--attach`` puts the table into a model's ``metadata.json`` and model
+writes ``OUT/candidates.json`` (after the rows of ``--earlier MODEL_DIR``'s table, measured before);
+``--attach`` puts the table into a model's ``metadata.json`` and model
 card, naming the ``--chosen`` row. A model fitted on the site's data does not belong in this table:
 its figures there are in sample.
 """
@@ -91,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="folder for each validation report and the table")
     parser.add_argument("--chosen", default=None, help="the NAME kept (shown in bold)")
     parser.add_argument("--attach", type=Path, default=None, help="model folder to write the table into")
+    parser.add_argument(
+        "--earlier",
+        type=Path,
+        default=None,
+        help="a model folder whose table's rows (measured before, on the same site) come first",
+    )
     args = parser.parse_args(argv)
     from pneumoscan.model.architectures import configure_tensorflow
     from pneumoscan.settings import get_settings
@@ -101,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     if any(len(pair) != 2 for pair in pairs):
         parser.error("each model is NAME=MODEL_DIR")
     rows = [measure(name, Path(folder), args.site, args.out) for name, folder in pairs]
+    if args.earlier is not None:
+        table_before = load_metadata(args.earlier).candidates or {}
+        rows = [*table_before.get("rows", []), *rows]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / CANDIDATES_FILE).write_text(json.dumps(rows, indent=2) + "\n")
     print(table(rows, args.chosen))
