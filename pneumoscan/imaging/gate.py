@@ -29,6 +29,12 @@ class OodGate:
     precision: np.ndarray  # (d, d), the inverse of the shrunk covariance
     threshold: float  # distances above it are out of distribution
 
+    def __post_init__(self) -> None:
+        # The distance reads only the precision's symmetric part; keeping just that lets the file
+        # hold its upper triangle, half the size.
+        precision = np.asarray(self.precision, dtype=np.float64)
+        object.__setattr__(self, "precision", (precision + precision.T) / 2)
+
     def distances(self, features: np.ndarray) -> np.ndarray:
         """Mahalanobis distance of each row of ``features`` (n, d) from the training X-rays.
 
@@ -46,7 +52,7 @@ class OodGate:
                 file,
                 layers=np.array(self.layers),
                 mean=self.mean.astype(np.float64),
-                precision=self.precision.astype(np.float64),
+                precision_upper=self.precision[np.triu_indices(len(self.precision))],
             )
         return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -61,10 +67,17 @@ class OodGate:
         if hashlib.sha256(data).hexdigest() != sha256:
             raise ModelError(f"{path} is not the gate this model was saved with (sha256 differs).")
         with np.load(path, allow_pickle=False) as arrays:
+            mean = arrays["mean"]
+            if "precision" in arrays.files:  # gates saved before the triangle was
+                precision = arrays["precision"]
+            else:
+                precision = np.zeros((len(mean), len(mean)))
+                precision[np.triu_indices(len(mean))] = arrays["precision_upper"]
+                precision = precision + np.triu(precision, 1).T
             return cls(
                 layers=tuple(str(name) for name in arrays["layers"]),
-                mean=arrays["mean"],
-                precision=arrays["precision"],
+                mean=mean,
+                precision=precision,
                 threshold=threshold,
             )
 
