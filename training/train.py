@@ -163,21 +163,11 @@ def train(
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
     data, _, _ = load_split(data_dir, validation_fraction, seed if split_seed is None else split_seed)
+    history, described = None, None
     if recipe.member_seeds:
         model, described, training_seconds = ensemble(recipe, data, members, out_dir, verbose)
-        model.save(out_dir / MODEL_FILE)
-        return finalize(
-            model,
-            out_dir,
-            recipe,
-            data,
-            data_dir,
-            seed=seed,
-            history=None,
-            training_seconds=training_seconds,
-            members=described,
-        )
-    model, history, training_seconds = fit(recipe, data, seed, verbose)
+    else:
+        model, history, training_seconds = fit(recipe, data, seed, verbose)
     model.save(out_dir / MODEL_FILE)
     return finalize(
         model,
@@ -188,6 +178,7 @@ def train(
         seed=seed,
         history=history,
         training_seconds=training_seconds,
+        members=described,
     )
 
 

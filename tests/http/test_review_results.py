@@ -19,19 +19,24 @@ from tests.support.dicom_files import make_dicom
 from tests.support.hl7_listener import Listener
 
 
+def _dicom_folder(folder: Path, sources: list[Path], accession: str) -> Path:
+    """``folder`` with ``<n>.dcm`` chest DICOMs made from ``sources``, accession numbers ``<accession>-<n>``."""
+    folder.mkdir(parents=True)
+    for number, source in enumerate(sources):
+        image = Image.open(source).convert("L")
+        image.thumbnail((512, 512))
+        dataset = pydicom.dcmread(io.BytesIO(make_dicom(image)))
+        dataset.AccessionNumber = f"{accession}-{number}"
+        dataset.save_as(folder / f"{number}.dcm", enforce_file_format=True)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def reviewed(tmp_path_factory, serve) -> Iterator[tuple[Any, Listener, Any, dict]]:
     require("PNEUMOSCAN_REQUIRE_FHIR_VALIDATOR", fhir_validator.available())
     tmp = tmp_path_factory.mktemp("reviewed")
     roots = tmp / "input"
-    folder = roots / "ward"
-    folder.mkdir(parents=True)
-    for number, source in enumerate(xray_paths()[:2]):
-        image = Image.open(source).convert("L")
-        image.thumbnail((512, 512))
-        dataset = pydicom.dcmread(io.BytesIO(make_dicom(image)))
-        dataset.AccessionNumber = f"ACC-{number}"
-        dataset.save_as(folder / f"{number}.dcm", enforce_file_format=True)
+    folder = _dicom_folder(roots / "ward", xray_paths()[:2], "ACC")
     with Listener() as listener, fhir_validator.FhirServer() as fhir:
         env = {
             "PNEUMOSCAN_API_KEY": API_KEY,
@@ -131,14 +136,7 @@ def _flipping_threshold(probabilities: list[float], threshold: float) -> float:
 def test_rescore_sends_corrections_for_exactly_the_changed_labels(reviewed, tmp_path):
     server, listener, fhir, env = reviewed
     cli_env = {k: v for k, v in env.items() if k != "folder"}
-    folder = Path(env["folder"]).parent / "clinic"
-    folder.mkdir()
-    for number, source in enumerate(xray_paths()[2:8]):
-        image = Image.open(source).convert("L")
-        image.thumbnail((512, 512))
-        dataset = pydicom.dcmread(io.BytesIO(make_dicom(image)))
-        dataset.AccessionNumber = f"RES-{number}"
-        dataset.save_as(folder / f"{number}.dcm", enforce_file_format=True)
+    folder = _dicom_folder(Path(env["folder"]).parent / "clinic", xray_paths()[2:8], "RES")
     before = len(listener.received)
     with server.client() as client:
         job_id = client.post("/jobs", json={"folder": str(folder)}).json()["job_id"]
@@ -197,14 +195,7 @@ def test_nothing_acknowledged_is_sent_again_across_a_service_killed_mid_delivery
     import signal
 
     roots = tmp_path / "input"
-    folder = roots / "ward"
-    folder.mkdir(parents=True)
-    for number, source in enumerate(xray_paths()[:4]):
-        image = Image.open(source).convert("L")
-        image.thumbnail((512, 512))
-        dataset = pydicom.dcmread(io.BytesIO(make_dicom(image)))
-        dataset.AccessionNumber = f"KILL-{number}"
-        dataset.save_as(folder / f"{number}.dcm", enforce_file_format=True)
+    folder = _dicom_folder(roots / "ward", xray_paths()[:4], "KILL")
     with Listener() as listener:
         env = {
             "PNEUMOSCAN_API_KEY": API_KEY,
