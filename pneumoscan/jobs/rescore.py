@@ -67,7 +67,6 @@ class Rescore:
     unchanged: list[str] = field(default_factory=list)
     reviewed: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
-    routes: set[str] = field(default_factory=set)
 
     def summary(self) -> str:
         return (
@@ -123,7 +122,7 @@ def rescore(
         else:
             outcome.corrected.append(_record(job_dir, old, new.prediction))
     for correction in outcome.corrected:
-        outcome.routes |= _queue(spec, earlier[correction.file], correction, sending)
+        _queue(spec, earlier[correction.file], correction, sending)
     return outcome
 
 
@@ -143,14 +142,12 @@ def _record(job_dir: Path, old: Result, new: Prediction) -> Correction:
     )
 
 
-def _queue(spec: JobSpec, old: Result, correction: Correction, sending: Sending) -> set[str]:
-    """Put one correction in every outbox it goes to (again: an outbox takes a message once);
-    the names of the HL7/FHIR routes that got it now."""
+def _queue(spec: JobSpec, old: Result, correction: Correction, sending: Sending) -> None:
+    """Put one correction in every outbox it goes to (again: an outbox takes a message once)."""
     verification = Verification.rescore(old, correction.prediction, correction.time, correction.sequence)
     if verification is None:
         raise ValueError(f"The correction of {correction.file} does not change its label.")
-    routes = sending.delivery.queue_verification(old, verification)
+    sending.delivery.queue_verification(old, verification)
     if sending.dicom and spec.dicom_outbox is not None:
         source = Path(spec.input_folder) / correction.file
         write_review(Path(spec.dicom_outbox), source, old, spec.model_version, verification, sending.organization)
-    return {route.outbox.name for route in routes}
