@@ -255,9 +255,12 @@ def training_dataset(
     augment: bool,
     ranges: AcquisitionRanges = DEFAULT_RANGES,
     mixup_alpha: float = 0.0,
+    border_swap: float = 0.0,
 ):
     """Shuffled batches of (model input, one-hot target), augmented afresh each epoch; with
-    ``mixup_alpha`` above zero, each image and its target blended with another of the batch."""
+    ``border_swap`` above zero, that share of the images get another image's outer band
+    (``swap_borders``); with ``mixup_alpha`` above zero, each image and its target blended with
+    another of the batch."""
     import tensorflow as tf
 
     data = tf.data.Dataset.from_tensor_slices((planes, targets))
@@ -267,6 +270,8 @@ def training_dataset(
 
         def augmented(batch, draw):
             images, labels = augment_planes(batch[0], draw, ranges), batch[1]
+            if border_swap > 0:
+                images = swap_borders(images, tf.random.experimental.stateless_fold_in(draw, 5), border_swap)
             if mixup_alpha > 0:
                 images, labels = mixup(images, labels, tf.random.experimental.stateless_fold_in(draw, 7), mixup_alpha)
             return images, labels
@@ -275,6 +280,27 @@ def training_dataset(
     else:
         data = data.map(lambda x, y: (tf.repeat(tf.cast(x, tf.float32)[..., tf.newaxis] / 255.0, 3, axis=-1), y))
     return data.prefetch(tf.data.AUTOTUNE)
+
+
+SWAP_BAND = (0.05, 0.2)
+
+
+def swap_borders(images, seed, probability: float, band: tuple[float, float] = SWAP_BAND):
+    """Each image of a float32 (b, h, w, c) batch, with ``probability``, gets the outer band of
+    the next image in the batch (a random one of either class, the batch being shuffled) around its
+    own middle, keeping its own label: each side's width drawn from ``band`` (a share of the side).
+    What lies near the edges of the film (shoulders, arms, collimation, markers, framing) then
+    carries no label signal, so the network has to find it in the middle; a stateless seed (2,)."""
+    import tensorflow as tf
+
+    batch, height, width = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2)
+    widths = tf.random.stateless_uniform([4, batch, 1, 1, 1], seeds[0], *band)
+    chosen = tf.random.stateless_uniform([batch, 1, 1, 1], seeds[1]) < probability
+    rows = tf.cast(tf.range(height), tf.float32)[tf.newaxis, :, tf.newaxis, tf.newaxis] / tf.cast(height, tf.float32)
+    columns = tf.cast(tf.range(width), tf.float32)[tf.newaxis, tf.newaxis, :, tf.newaxis] / tf.cast(width, tf.float32)
+    in_band = (rows < widths[0]) | (rows >= 1.0 - widths[1]) | (columns < widths[2]) | (columns >= 1.0 - widths[3])
+    return tf.where(in_band & chosen, tf.roll(images, shift=1, axis=0), images)
 
 
 def mixup(images, targets, seed, alpha: float):

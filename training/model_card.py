@@ -193,6 +193,8 @@ def _stressed_rate(gate) -> str:
 
 def _trained(metadata: ModelMetadata) -> str:
     """How long the model, or each member of an ensemble, trained."""
+    from training.recipes import RECIPES
+
     minutes = f"{metadata.training_seconds / 60:.1f} minutes"
     if not metadata.members:
         return (
@@ -200,6 +202,14 @@ def _trained(metadata: ModelMetadata) -> str:
             f"{minutes}, seed {metadata.seed}."
         )
     each = "; ".join(f"seed {m['seed']}: {m['epochs_run']} epochs, best at {m['best_epoch']}" for m in metadata.members)
+    distill = RECIPES[metadata.recipe].distill if metadata.recipe in RECIPES else 0.0
+    if distill > 0:
+        return (
+            f"One model taught by an ensemble of {len(metadata.members)} models of one recipe (seeds on one split,\n"
+            f"validation drawn with seed {metadata.seed}): {distill:.0%} of its loss is the cross-entropy against "
+            f"their mean answer\non each augmented batch (`training.train.distiller`). It trained "
+            f"{metadata.epochs_run} epochs (best at\n{metadata.best_epoch}); the teachers: {each}; {minutes} in all."
+        )
     return (
         f"An ensemble of {len(metadata.members)} models of one recipe, trained with different seeds on the same\n"
         f"split (validation drawn with seed {metadata.seed}), folded into one network that gives the mean of\n"
@@ -208,40 +218,9 @@ def _trained(metadata: ModelMetadata) -> str:
 
 
 def _recipe_note(metadata: ModelMetadata) -> str:
-    from pneumoscan.model.architectures import EQUALIZED_ARCHITECTURES
-    from training.augment import RANGES
-    from training.recipes import RECIPES, ranges_name
+    from training.recipes import RECIPES, describe
 
-    recipe = RECIPES.get(metadata.recipe)
-    if recipe is None:
-        return ""
-    ranges = RANGES[ranges_name(recipe)]
-    notes = []
-    if recipe.architecture in EQUALIZED_ARCHITECTURES:
-        notes.append(
-            "The network's first layer equalises each image's histogram (grey level -> its rank in "
-            "the image), inside `model.keras`, so every caller gets it and a monotone change of exposure "
-            "or detector curve does not reach the features."
-        )
-    if ranges.log_aspect > 0 or ranges.scale[1] > 1.2:
-        notes.append(
-            f"Framing: each training X-ray was zoomed by a factor drawn from "
-            f"{ranges.scale[0]:.2f}-{ranges.scale[1]:.2f} (zooming in crops the chest as tight framing and "
-            f"collimation do), stretched by up to e^{ranges.log_aspect:g} in width against height and "
-            f"shifted by up to {ranges.shift_fraction:.0%}."
-        )
-    if ranges.shortcut_probability > 0:
-        notes.append(
-            f"While training, {ranges.shortcut_probability:.0%} of the X-rays of both classes got border bars "
-            f"(black or white, up to {ranges.border_fraction:.0%} of a side) and as many got burned-in markers "
-            '("R", "L", "A-P", "PORTABLE", ... and rulers, mostly near the edges), so that neither carries a '
-            "label signal."
-        )
-    if recipe.mixup_alpha > 0:
-        notes.append(
-            f"Mixup (alpha {recipe.mixup_alpha:g}): each training image was blended with another of its batch, "
-            "and the targets alike, so the model is rewarded for graded answers between the classes."
-        )
+    notes = describe(RECIPES[metadata.recipe]) if metadata.recipe in RECIPES else []
     return "\n" + "\n".join(notes) + "\n" if notes else ""
 
 

@@ -24,6 +24,7 @@ class Recipe:
     # training/augment.py RANGES key; "default" follows shortcut_augmentation (default or shortcuts)
     ranges: str = "default"
     mixup_alpha: float = 0.0  # 0: no mixup
+    border_swap: float = 0.0  # share of images given another image's outer band (augment.swap_borders)
     ema: bool = False  # evaluate and save an exponential moving average of the weights
     # None: Youden's J on the stressed validation copies; a number: the highest threshold that
     # keeps this sensitivity on them (training/calibration.py).
@@ -32,6 +33,9 @@ class Recipe:
     # (pneumoscan.model.architectures.fold_ensemble); the other fields are the members'.
     member_seeds: tuple[int, ...] = ()
     members_of: str | None = None
+    # With members: the share of the loss taken from the folded members' answers when one model of
+    # this recipe is trained on them (train.distiller); 0 saves the folded ensemble itself.
+    distill: float = 0.0
 
 
 # Per-image standardisation, batch norm, global pooling and dropout; acquisition augmentation
@@ -111,6 +115,9 @@ RECIPES: dict[str, Recipe] = {
         ranges="framing",
     ),
 }
+# framed, with half of the training images given another image's outer band: what lies near the
+# edges of the film carries no label signal.
+RECIPES["framed-swap"] = replace(RECIPES["framed"], name="framed-swap", border_swap=0.5)
 # Three framed models (seeds 42, 7, 11, one split) folded into one network, its threshold the highest
 # that keeps sensitivity .92 on the stressed validation copies: the ensemble ranks the stressed
 # pneumonia cases better than one model, so Youden's J there sits lower and gives up specificity
@@ -122,6 +129,13 @@ RECIPES["framed-ensemble"] = replace(
     members_of="framed",
     threshold_sensitivity=0.92,
 )
+
+# The same with framed-swap members; and one framed-swap model taught by those three: the
+# ensemble's answers at one model's cost.
+RECIPES["framed-swap-ensemble"] = replace(
+    RECIPES["framed-ensemble"], name="framed-swap-ensemble", members_of="framed-swap", border_swap=0.5
+)
+RECIPES["framed-swap-distilled"] = replace(RECIPES["framed-swap-ensemble"], name="framed-swap-distilled", distill=0.5)
 
 
 def ranges_name(recipe: Recipe) -> str:
@@ -136,3 +150,44 @@ def get_recipe(name: str) -> Recipe:
         return RECIPES[name]
     except KeyError:
         raise ValueError(f"Unknown recipe {name!r}; choose one of {sorted(RECIPES)}.") from None
+
+
+def describe(recipe: Recipe) -> list[str]:
+    """What the recipe does beyond the tuned one, in sentences for the model card."""
+    from pneumoscan.model.architectures import EQUALIZED_ARCHITECTURES
+    from training.augment import RANGES, SWAP_BAND
+
+    ranges = RANGES[ranges_name(recipe)]
+    notes = []
+    if recipe.architecture in EQUALIZED_ARCHITECTURES:
+        notes.append(
+            "The network's first layer equalises each image's histogram (grey level -> its rank in "
+            "the image), inside `model.keras`, so every caller gets it and a monotone change of exposure "
+            "or detector curve does not reach the features."
+        )
+    if ranges.log_aspect > 0 or ranges.scale[1] > 1.2:
+        notes.append(
+            f"Framing: each training X-ray was zoomed by a factor drawn from "
+            f"{ranges.scale[0]:.2f}-{ranges.scale[1]:.2f} (zooming in crops the chest as tight framing and "
+            f"collimation do), stretched by up to e^{ranges.log_aspect:g} in width against height and "
+            f"shifted by up to {ranges.shift_fraction:.0%}."
+        )
+    if ranges.shortcut_probability > 0:
+        notes.append(
+            f"While training, {ranges.shortcut_probability:.0%} of the X-rays of both classes got border bars "
+            f"(black or white, up to {ranges.border_fraction:.0%} of a side) and as many got burned-in markers "
+            '("R", "L", "A-P", "PORTABLE", ... and rulers, mostly near the edges), so that neither carries a '
+            "label signal."
+        )
+    if recipe.border_swap > 0:
+        notes.append(
+            f"Border swap: {recipe.border_swap:.0%} of the training X-rays got another X-ray's outer band (either "
+            f"class, each side {SWAP_BAND[0]:.0%}-{SWAP_BAND[1]:.0%} of its length) and kept their own label, so "
+            "shoulders, arms, framing, collimation and markers near the edges carry no label signal."
+        )
+    if recipe.mixup_alpha > 0:
+        notes.append(
+            f"Mixup (alpha {recipe.mixup_alpha:g}): each training image was blended with another of its batch, "
+            "and the targets alike, so the model is rewarded for graded answers between the classes."
+        )
+    return notes

@@ -24,11 +24,44 @@ STRESSED_COPIES = 2
 STRESS_SEED = 1000
 
 
-def make_model(recipe: Recipe, steps_per_epoch: int):
-    """Build and compile the recipe's model; AUC is tracked for early stopping."""
+def distiller(student, teacher, weight: float):
+    """``student`` taught by ``teacher`` (Hinton et al., 2015, at temperature 1, as keras-io's
+    knowledge-distillation example): the training loss is (1 - weight) x the compiled loss on the
+    labels plus weight x the cross-entropy against the teacher's probabilities on the same
+    augmented batch; validation and prediction are the student's alone."""
+    import keras
+    from keras import ops
+
+    teacher.trainable = False
+
+    class Distiller(keras.Model):
+        def __init__(self):
+            super().__init__(name=f"{student.name}_distilled")
+            self.student, self.teacher = student, teacher
+
+        def call(self, inputs, training=False):
+            return self.student(inputs, training=training)
+
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+            hard = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
+            if not training:
+                return hard
+            soft = keras.losses.categorical_crossentropy(ops.stop_gradient(self.teacher(x, training=False)), y_pred)
+            if sample_weight is not None:
+                soft = soft * ops.reshape(ops.cast(sample_weight, soft.dtype), ops.shape(soft))
+            return (1.0 - weight) * hard + weight * ops.mean(soft)
+
+    return Distiller()
+
+
+def make_model(recipe: Recipe, steps_per_epoch: int, teacher=None):
+    """Build and compile the recipe's model, taught by ``teacher`` when one is given (the
+    ``distiller``; its ``student`` is the model); AUC is tracked for early stopping."""
     import keras
 
     model = ARCHITECTURES[recipe.architecture]()
+    if teacher is not None:
+        model = distiller(model, teacher, recipe.distill)
     learning_rate = recipe.learning_rate
     if recipe.cosine_decay:
         total_steps = max(1, recipe.epochs * steps_per_epoch)
@@ -97,14 +130,15 @@ def load_split(data_dir: str | Path, validation_fraction: float, seed: int) -> t
     return data, len(train_examples), len(validation_examples)
 
 
-def fit(recipe: Recipe, data: SplitData, seed: int, verbose: int | str = "auto"):
-    """Train the recipe's model; returns (model, history, seconds). Early stopping watches the
-    AUC on validation plus its stressed copies, which rewards holding up under acquisition shift."""
+def fit(recipe: Recipe, data: SplitData, seed: int, verbose: int | str = "auto", teacher=None):
+    """Train the recipe's model, taught by ``teacher`` if given; returns (model, history, seconds).
+    Early stopping watches the AUC on validation plus its stressed copies, which rewards holding
+    up under acquisition shift."""
     import keras
 
     one_hot = np.eye(len(CLASS_NAMES), dtype=np.float32)
     steps_per_epoch = int(np.ceil(len(data.train_labels) / recipe.batch_size))
-    model = make_model(recipe, steps_per_epoch)
+    model = make_model(recipe, steps_per_epoch, teacher)
     monitor_inputs = np.concatenate([plane_to_input(data.validation_planes), data.stressed_inputs])
     monitor_labels = np.concatenate([data.validation_labels, data.stressed_labels])
     callbacks = [
@@ -120,6 +154,7 @@ def fit(recipe: Recipe, data: SplitData, seed: int, verbose: int | str = "auto")
         recipe.acquisition_augmentation,
         RANGES[ranges_name(recipe)],
         recipe.mixup_alpha,
+        recipe.border_swap,
     )
     started = time.perf_counter()
     history = model.fit(
@@ -131,7 +166,7 @@ def fit(recipe: Recipe, data: SplitData, seed: int, verbose: int | str = "auto")
         shuffle=False,  # the dataset shuffles itself, afresh each epoch
         verbose=verbose,
     )
-    return model, history.history, time.perf_counter() - started
+    return getattr(model, "student", model), history.history, time.perf_counter() - started
 
 
 def train(
@@ -166,6 +201,10 @@ def train(
     history, described = None, None
     if recipe.member_seeds:
         model, described, training_seconds = ensemble(recipe, data, members, out_dir, verbose)
+        if recipe.distill > 0:
+            keras.utils.set_random_seed(seed)
+            model, history, spent = fit(recipe, data, seed, verbose, teacher=model)
+            training_seconds += spent
     else:
         model, history, training_seconds = fit(recipe, data, seed, verbose)
     model.save(out_dir / MODEL_FILE)

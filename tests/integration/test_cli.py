@@ -170,3 +170,16 @@ def test_an_ensemble_recipe_trains_its_members_and_folds_them_into_one_model(tin
         "train", *args, "--out", str(tmp_path / "no"), "--recipe", "framed-ensemble", "--members", str(out)
     )
     assert refused.returncode != 0 and "folds" in refused.stderr
+
+
+def test_a_distilled_recipe_saves_one_model_taught_by_its_members(tiny_dataset, tmp_path):
+    out = tmp_path / "distilled"
+    args = ["--data", str(tiny_dataset), "--epochs", "1", "--validation-fraction", "0.34"]
+    result = run_cli("train", *args, "--out", str(out), "--recipe", "framed-swap-distilled")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metadata = load_metadata(out)
+    assert [(m["seed"], m["epochs_run"]) for m in metadata.members] == [(42, 1), (7, 1), (11, 1)]
+    assert metadata.epochs_run == 1, "the student's own epochs"
+    assert not any(layer.startswith("m1_") for layer in metadata.gate.layers), "one network, not the folded three"
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "One model taught by an ensemble of 3 models" in card and "Border swap: 50%" in card

@@ -132,3 +132,22 @@ def test_mixup_blends_images_and_targets_alike():
     share = mixed[0].mean()
     assert 0.0 <= share <= 0.5 and np.isclose(mixed_targets[0, 1], share, atol=1e-6)
     assert np.allclose(mixed_targets.sum(axis=1), 1.0)
+
+
+def test_swap_borders_gives_an_image_the_next_ones_outer_band_and_keeps_its_middle():
+    import tensorflow as tf
+
+    from training.augment import SWAP_BAND, swap_borders
+
+    images = tf.constant(np.stack([np.full((40, 40, 3), value) for value in (0.0, 0.5, 1.0)]).astype(np.float32))
+    seed = tf.constant([3, 4], tf.int64)
+    swapped = swap_borders(images, seed, probability=1.0).numpy()
+    inner = round(40 * SWAP_BAND[1])
+    for index in range(3):
+        middle = swapped[index, inner:-inner, inner:-inner]
+        assert np.all(middle == images[index].numpy()[0, 0, 0]), "the middle stays the image's own"
+        outer = round(40 * SWAP_BAND[0])
+        ring = np.concatenate([swapped[index, :outer].ravel(), swapped[index, -outer:].ravel()])
+        assert np.all(ring == images[index - 1].numpy()[0, 0, 0]), "the band is the image before it in the batch"
+    assert np.array_equal(swapped, swap_borders(images, seed, probability=1.0).numpy()), "the same seed, the same draw"
+    assert np.array_equal(swap_borders(images, seed, probability=0.0).numpy(), images.numpy())

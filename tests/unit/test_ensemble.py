@@ -45,3 +45,30 @@ def test_only_chains_fold():
     model = keras.Model(inputs, layers.Dense(2, activation="softmax")(x))
     with pytest.raises(ValueError, match="chain"):
         fold_ensemble([model])
+
+
+def test_a_distilled_student_learns_the_teachers_answer_not_only_the_labels():
+    """Taught with all of its loss from a teacher that says P(pneumonia) = 0.7 to everything, a
+    student given only NORMAL labels learns 0.7; with none of it, the labels' 0."""
+    import keras
+
+    from training.train import distiller
+
+    rng = np.random.default_rng(0)
+    inputs = rng.random((64, 4), dtype=np.float32)
+    labels = np.tile(np.eye(2, dtype=np.float32)[0], (64, 1))
+    teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    teacher.set_weights([np.zeros((4, 2), np.float32), np.log(np.array([0.3, 0.7], np.float32))])
+
+    def taught(weight: float) -> float:
+        keras.utils.set_random_seed(1)
+        student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+        model = distiller(student, teacher, weight)
+        model.compile(optimizer=keras.optimizers.Adam(0.1), loss="categorical_crossentropy")
+        model.fit(inputs, labels, epochs=60, batch_size=64, verbose=0)
+        assert model.predict(inputs, verbose=0) == pytest.approx(student.predict(inputs, verbose=0))
+        return float(student.predict(inputs, verbose=0)[:, 1].mean())
+
+    assert taught(1.0) == pytest.approx(0.7, abs=0.03)
+    assert taught(0.0) < 0.1
+    assert teacher.get_weights()[1] == pytest.approx(np.log([0.3, 0.7]), abs=1e-6), "the teacher is not trained"
