@@ -143,7 +143,11 @@ def fit(recipe: Recipe, data: SplitData, seed: int, verbose: int | str = "auto",
     monitor_labels = np.concatenate([data.validation_labels, data.stressed_labels])
     callbacks = [
         keras.callbacks.EarlyStopping(
-            monitor="val_auc", mode="max", patience=recipe.early_stopping_patience, restore_best_weights=True
+            monitor="val_auc",
+            mode="max",
+            patience=recipe.early_stopping_patience,
+            restore_best_weights=True,
+            start_from_epoch=recipe.early_stopping_start,
         )
     ]
     dataset = training_dataset(
