@@ -47,7 +47,7 @@ test: install
 	$(BIN)/python -m pytest
 
 train: install
-	$(BIN)/pneumoscan train --data $(DATA) --out $(MODEL_OUT) --recipe framed-ensemble
+	$(BIN)/pneumoscan train --data $(DATA) --out $(MODEL_OUT) --recipe framed-swap-distilled
 
 evaluate: install
 	$(BIN)/pneumoscan evaluate --model models/pneumonia-cnn --data $(DATA) --out $(MODEL_OUT)/evaluation

@@ -84,8 +84,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--recipe",
         default="framed",
         choices=sorted(RECIPE_NAMES),
-        help="a recipe of training/recipes.py: seed (the course CNN), framed (the default, the "
-        "bundled model's), tuned, ...",
+        help="a recipe of training/recipes.py: seed (the course CNN), framed (the default), "
+        "framed-swap-distilled (the bundled model's, make train), tuned, ...",
     )
     train.add_argument("--epochs", type=int, default=None, help="override the recipe's epoch count")
     train.add_argument("--seed", type=int, default=42, help="random seed: the same seed trains the same model")
