@@ -117,6 +117,16 @@ def _draw_ruler(draw, x: int, y: int, rng: np.random.Generator, size: tuple[int,
             draw.line([(x + offset, y), (x + offset, y + 2 + 2 * (offset % (5 * step) == 0))], fill=255)
 
 
+def _in_band(height, width, widths):
+    """(b, h, w, 1) bool: the pixels within each image's top, bottom, left and right ``widths``
+    (4, b, 1, 1, 1), each a share of its side."""
+    import tensorflow as tf
+
+    rows = tf.cast(tf.range(height), tf.float32)[tf.newaxis, :, tf.newaxis, tf.newaxis] / tf.cast(height, tf.float32)
+    columns = tf.cast(tf.range(width), tf.float32)[tf.newaxis, tf.newaxis, :, tf.newaxis] / tf.cast(width, tf.float32)
+    return (rows < widths[0]) | (rows >= 1.0 - widths[1]) | (columns < widths[2]) | (columns >= 1.0 - widths[3])
+
+
 def add_shortcuts(images, seed, probability: float, border_fraction: float, size: tuple[int, int]):
     """Border bars and burned-in markers on float32 (b, h, w, 1) images of ``size`` (h, w) in
     [0, 1], each with ``probability`` per image; a stateless seed (2,) makes the draw reproducible."""
@@ -127,12 +137,10 @@ def add_shortcuts(images, seed, probability: float, border_fraction: float, size
     per_image = [batch, 1, 1, 1]
 
     # Border bars: each side independently, black or white, up to border_fraction wide.
-    rows = tf.cast(tf.range(height), tf.float32)[tf.newaxis, :, tf.newaxis, tf.newaxis] / tf.cast(height, tf.float32)
-    columns = tf.cast(tf.range(width), tf.float32)[tf.newaxis, tf.newaxis, :, tf.newaxis] / tf.cast(width, tf.float32)
     widths = tf.random.stateless_uniform([4, batch, 1, 1, 1], seeds[0], 0.0, border_fraction)
     widths *= tf.cast(tf.random.stateless_uniform([4, batch, 1, 1, 1], seeds[1]) < 0.5, tf.float32)
     widths *= tf.cast(tf.random.stateless_uniform(per_image, seeds[2]) < probability, tf.float32)
-    in_bar = (rows < widths[0]) | (rows >= 1.0 - widths[1]) | (columns < widths[2]) | (columns >= 1.0 - widths[3])
+    in_bar = _in_band(height, width, widths)
     bar_value = tf.cast(tf.random.stateless_uniform(per_image, seeds[3]) < 0.2, tf.float32)
     images = tf.where(in_bar, bar_value, images)
 
@@ -297,10 +305,7 @@ def swap_borders(images, seed, probability: float, band: tuple[float, float] = S
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2)
     widths = tf.random.stateless_uniform([4, batch, 1, 1, 1], seeds[0], *band)
     chosen = tf.random.stateless_uniform([batch, 1, 1, 1], seeds[1]) < probability
-    rows = tf.cast(tf.range(height), tf.float32)[tf.newaxis, :, tf.newaxis, tf.newaxis] / tf.cast(height, tf.float32)
-    columns = tf.cast(tf.range(width), tf.float32)[tf.newaxis, tf.newaxis, :, tf.newaxis] / tf.cast(width, tf.float32)
-    in_band = (rows < widths[0]) | (rows >= 1.0 - widths[1]) | (columns < widths[2]) | (columns >= 1.0 - widths[3])
-    return tf.where(in_band & chosen, tf.roll(images, shift=1, axis=0), images)
+    return tf.where(_in_band(height, width, widths) & chosen, tf.roll(images, shift=1, axis=0), images)
 
 
 def mixup(images, targets, seed, alpha: float):

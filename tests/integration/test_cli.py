@@ -146,16 +146,26 @@ def test_predict_refuses_a_body_part_only_on_evidence(xray_image, tmp_path):
     assert refused["error"]["code"] == "unsupported_body_part" and "SKULL" in refused["error"]["detail"]
 
 
+def _tiny_training(tiny_dataset) -> list[str]:
+    """``train`` arguments for one epoch per model on the tiny set."""
+    return ["--data", str(tiny_dataset), "--epochs", "1", "--validation-fraction", "0.34"]
+
+
+def _train(args: list[str], out, recipe: str):
+    """The metadata of a recipe trained by the real ``train`` command into ``out``."""
+    result = run_cli("train", *args, "--out", str(out), "--recipe", recipe)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return load_metadata(out)
+
+
 def test_an_ensemble_recipe_trains_its_members_and_folds_them_into_one_model(tiny_dataset, tmp_path):
     import numpy as np
 
     from pneumoscan.model.predictor import Predictor
 
     out = tmp_path / "ensemble"
-    args = ["--data", str(tiny_dataset), "--epochs", "1", "--validation-fraction", "0.34"]
-    result = run_cli("train", *args, "--out", str(out), "--recipe", "framed-ensemble")
-    assert result.returncode == 0, result.stderr[-3000:]
-    metadata = load_metadata(out)
+    args = _tiny_training(tiny_dataset)
+    metadata = _train(args, out, "framed-ensemble")
     assert metadata.recipe == "framed-ensemble" and metadata.seed == 42
     assert [(m["seed"], m["epochs_run"]) for m in metadata.members] == [(42, 1), (7, 1), (11, 1)]
     assert metadata.epochs_run == 3
@@ -174,10 +184,7 @@ def test_an_ensemble_recipe_trains_its_members_and_folds_them_into_one_model(tin
 
 def test_a_distilled_recipe_saves_one_model_taught_by_its_members(tiny_dataset, tmp_path):
     out = tmp_path / "distilled"
-    args = ["--data", str(tiny_dataset), "--epochs", "1", "--validation-fraction", "0.34"]
-    result = run_cli("train", *args, "--out", str(out), "--recipe", "framed-swap-distilled")
-    assert result.returncode == 0, result.stderr[-3000:]
-    metadata = load_metadata(out)
+    metadata = _train(_tiny_training(tiny_dataset), out, "framed-swap-distilled")
     assert [(m["seed"], m["epochs_run"]) for m in metadata.members] == [(42, 1), (7, 1), (11, 1)]
     assert metadata.epochs_run == 1, "the student's own epochs"
     assert not any(layer.startswith("m1_") for layer in metadata.gate.layers), "one network, not the folded three"
