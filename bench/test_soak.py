@@ -57,3 +57,19 @@ def test_control_ids_are_the_core_ones():
     report_id = "0b7f5a4e-9c1d-5b2a-8f3e-1a2b3c4d5e6f"
     stand_in = SimpleNamespace(report_id=report_id)  # control_id reads only the report id
     assert ledger.control_id(report_id) == control_id(stand_in)  # type: ignore[arg-type]
+
+
+def test_the_node_is_under_way_until_each_study_is_a_finished_job(tmp_path):
+    from pneumoscan.jobs.folder import RESULTS_FILE, create_job
+
+    jobs_root, incoming = tmp_path / "jobs", tmp_path / "dicom" / "incoming"
+    study = incoming / "1.2.3"
+    study.mkdir(parents=True)
+    (study / "1.2.3.4.dcm").write_bytes(b"DICM")
+    assert ledger.node_jobs_under_way(jobs_root, incoming) == ["study 1.2.3: no job"]
+    job_dir = create_job(study, jobs_root, "v1", shard_size=8, dicom_outbox=tmp_path / "dicom" / "outbox")
+    assert ledger.node_jobs_under_way(jobs_root, incoming) == [f"job {job_dir.name}: not finished"]
+    assert not ledger.check_node_jobs(jobs_root, incoming).ok
+    (job_dir / RESULTS_FILE).write_text("path\n1.2.3.4.dcm\n")
+    check = ledger.check_node_jobs(jobs_root, incoming)
+    assert check.ok and check.counts == {"jobs": 1, "under_way": 0}

@@ -5,6 +5,8 @@
   30 s is a violation. A connection cut by a killed HTTP worker is counted apart (``cut``) when it
   falls within 2 s of that kill; any other is a violation.
 - **jobs**: every job ``done``, exactly one ``results.csv`` row per file.
+- **node_jobs**: every study the node acknowledged became a job, and every job in the jobs root
+  (the node's and the folder jobs) finished.
 - **pacs**: every instance the node acknowledged has its results in Orthanc (an SR and, when it
   was scored, a Secondary Capture), once each by SOP Instance UID.
 - **hl7** / **fhir**: every result meant for the listener and the FHIR server arrived exactly
@@ -22,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from pneumoscan.jobs.folder import RESULTS_FILE, known_job_dirs, load_job
 
 RSS_FACTOR, RSS_SLACK_MB, FD_SLACK = 1.5, 64.0, 64
 CUT_WINDOW_S = 2.0
@@ -96,6 +100,32 @@ def check_jobs(jobs, state_of, jobs_root: Path) -> Check:
             missing, twice = expected - set(paths), [path for path, count in paths.items() if count > 1]
             check.violations.append(f"job {job.job_id}: {len(missing)} files without a row, {len(twice)} with two")
     check.counts = {"jobs": len(jobs), "rows": rows_total}
+    return check
+
+
+def node_jobs_under_way(jobs_root: Path, incoming: Path) -> list[str]:
+    """What of the node's work is not finished: a job without its ``results.csv``, or a study in
+    ``incoming`` no job was made for yet."""
+    under_way, folders = [], set()
+    for job_dir in known_job_dirs(jobs_root):
+        try:
+            folders.add(Path(load_job(job_dir).input_folder).name)
+        except (OSError, ValueError):
+            under_way.append(f"job {job_dir.name}: job.json unreadable")
+            continue
+        if not (job_dir / RESULTS_FILE).is_file():
+            under_way.append(f"job {job_dir.name}: not finished")
+    studies = sorted(folder.name for folder in incoming.iterdir() if folder.is_dir()) if incoming.is_dir() else []
+    under_way += [f"study {study}: no job" for study in studies if study not in folders]
+    return under_way
+
+
+def check_node_jobs(jobs_root: Path, incoming: Path) -> Check:
+    """Every study the node acknowledged became a job, and every job (the node's and the folder
+    jobs) finished."""
+    check = Check("node_jobs")
+    check.violations = node_jobs_under_way(jobs_root, incoming)
+    check.counts = {"jobs": len(known_job_dirs(jobs_root)), "under_way": len(check.violations)}
     return check
 
 

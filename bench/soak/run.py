@@ -23,6 +23,7 @@ from pneumoscan.settings import Settings
 from service.launch import REPO
 
 DRAIN_S = 240.0
+SETTLE_S = 10.0  # how long nothing may be under way before the checks run
 SAMPLE_EVERY_S = 5.0
 
 
@@ -102,9 +103,7 @@ def _drain_and_check(stack: Stack, jobs: JobRunner, faults, started: float, warm
     boxes = Outboxes.from_settings(settings)
     for job in jobs.jobs:
         jobs.wait(job.job_id, until=lambda: False, timeout=DRAIN_S)
-    deadline = time.monotonic() + DRAIN_S
-    while time.monotonic() < deadline and any(box.pending() for box in boxes.by_name().values()):
-        time.sleep(2)
+    _settle(settings, boxes)
     stack.sample()
     report_ids = _report_ids(stack, jobs, settings)
     kills = [fault.started for fault in faults if fault.kind == "kill_http_worker" and fault.started]
@@ -118,6 +117,7 @@ def _drain_and_check(stack: Stack, jobs: JobRunner, faults, started: float, warm
     return [
         ledger.check_http(requests, kills),
         ledger.check_jobs(jobs.jobs, jobs.state, settings.jobs_root),
+        ledger.check_node_jobs(settings.jobs_root, settings.dicom_root / "incoming"),
         ledger.check_pacs(stack.orthanc.orthanc.url, settings.dicom_root / "incoming"),
         ledger.check_arrivals(
             "hl7", {ledger.control_id(r) for r in report_ids["hl7"]}, stack.mllp.control_ids(), residue(boxes.hl7)
@@ -128,6 +128,27 @@ def _drain_and_check(stack: Stack, jobs: JobRunner, faults, started: float, warm
         ledger.check_resources(stack.samples, started + warm_up),
         _dicom_outbox(boxes.dicom, residue),
     ]
+
+
+def _settle(settings: Settings, boxes: Outboxes) -> None:
+    """Wait (up to ``DRAIN_S``) until nothing has been under way for ``SETTLE_S``: every job
+    finished, every study the node holds made a job, every outbox empty. A study the node
+    acknowledged at the end becomes a job only once it is quiet, and its results reach the
+    outboxes only once a worker scored it, so empty outboxes alone do not mean drained."""
+    incoming = settings.dicom_root / "incoming"
+    deadline = time.monotonic() + DRAIN_S
+    settled_since: float | None = None
+    while time.monotonic() < deadline:
+        busy = ledger.node_jobs_under_way(settings.jobs_root, incoming) or any(
+            box.pending() for box in boxes.by_name().values()
+        )
+        if busy:
+            settled_since = None
+        elif settled_since is None:
+            settled_since = time.monotonic()
+        elif time.monotonic() - settled_since >= SETTLE_S:
+            return
+        time.sleep(1)
 
 
 def _dicom_outbox(box, residue) -> ledger.Check:
