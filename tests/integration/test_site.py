@@ -110,7 +110,8 @@ def test_calibrate_writes_a_new_version_at_the_sites_threshold(tmp_path, site_mo
     parent, calibrated = load_metadata(BUNDLED_MODEL_DIR), load_metadata(site_model_dir)
     site = calibrated.site
     match = re.fullmatch(r"(?P<base>.+)-site-\d{12}-[0-9a-f]{6}", calibrated.version)
-    assert match and parent.version.endswith(match["base"])  # its leading recipe words dropped when too long
+    # Too long a version loses the parent's training minute first: the recipe and its hash stay.
+    assert match and match["base"] in (parent.version, re.sub(r"-\d{12}-", "-", parent.version))
     assert site.parent_version == parent.version and site.rule == "youden"
     assert calibrated.threshold == site.threshold and site.previous_threshold == parent.threshold
     assert site.n == {"NORMAL": 28, "PNEUMONIA": 28} and site.refused == {"not_a_chest_xray": 1}

@@ -243,5 +243,11 @@ def test_derived_versions_fit_a_bentoml_tag():
         adapted = adapted_version(parent, "ab" * 32, 5, 0.3, when)
         calibrated = site_version(adapted, "cd" * 32, Rule.parse("youden"), 0.4, when)
         assert len(adapted) <= MAX_VERSION_LENGTH and len(calibrated) <= MAX_VERSION_LENGTH
-        assert "-202612062021-a2c4ee02-adapted-202612062105-" in adapted
+        assert "-a2c4ee02-adapted-202612062105-" in adapted
         assert calibrated.count("-site-202612062105-") == 1
+    trained = "framed-swap-distilled-202612071310-833345fd"
+    long_recipe = site_version(trained, "cd" * 32, Rule.parse("youden"), 0.4, when)
+    assert long_recipe.startswith("framed-swap-distilled-833345fd-site-202612062105-"), "the recipe is kept whole"
+    assert adapted_version(trained, "ab" * 32, 5, 0.3, when).startswith(
+        "framed-swap-distilled-833345fd-adapted-202612062105-"
+    )

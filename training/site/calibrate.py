@@ -57,6 +57,7 @@ MIN_PER_CLASS = 25
 MIN_FOR_TEMPERATURE = 50
 GATE_EXTENSION_MAX = 1.5
 _SITE_SUFFIX = re.compile(r"-site-\d{12}-[0-9a-f]{6}$")
+_TRAINED_MINUTE = re.compile(r"\d{12}")  # a trained version's UTC minute: <recipe>-<minute>-<8 hex>
 # Files that are the parent's own and describe it as trained; copied unchanged.
 _COPIED = (MODEL_FILE, GATE_FILE, "training_curves.png", "reliability.png", "roc.png", "score_histograms.png")
 
@@ -97,10 +98,18 @@ MAX_VERSION_LENGTH = 63  # a BentoML tag's version
 
 
 def derived_version(base: str, suffix: str) -> str:
-    """``<base>-<suffix>``, with the base's leading recipe words dropped where the whole would be
-    longer than a BentoML tag's version may be (the recipe stays in the metadata)."""
+    """``<base>-<suffix>``. Where the whole would be longer than a BentoML tag's version may be,
+    the base's training minute goes first (``framed-swap-distilled-833345fd-site-...``: the recipe
+    and the trained version's hash stay), then, if need be, its leading recipe words; the parent's
+    whole version stays in the metadata."""
     words = base.split("-")
-    while len("-".join([*words, suffix])) > MAX_VERSION_LENGTH and len(words) > 2:
+
+    def too_long() -> bool:
+        return len("-".join([*words, suffix])) > MAX_VERSION_LENGTH
+
+    if too_long():
+        words = [word for word in words if not _TRAINED_MINUTE.fullmatch(word)]
+    while too_long() and len(words) > 2:
         words = words[1:]
     return "-".join([*words, suffix])
 
