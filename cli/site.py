@@ -115,6 +115,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def cmd_adapt(args: argparse.Namespace) -> int:
     _configure_tensorflow()
+    from training.adapt.folds import no_gain
     from training.adapt.pipeline import AdaptationRefused, adapt_site
 
     try:
@@ -157,6 +158,9 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     )
     if adaptation.validation_before is not None and adaptation.validation_after is not None:
         print(f"  own validation AUC {adaptation.validation_before.auc:.4f} -> {adaptation.validation_after.auc:.4f}")
+    warning = no_gain(adaptation.auc_by_epoch, adaptation.epochs)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"Report: {result.out_dir / 'report.html'}")
     print(f"Serve it: pneumoscan register {shlex.quote(str(result.out_dir))}")
     return EXIT_OK

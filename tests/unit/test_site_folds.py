@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.adapt.folds import choose_epochs, grouping, patient_folds
+from training.adapt.folds import choose_epochs, grouping, no_gain, patient_folds
 from training.data import Example
 
 
@@ -18,6 +18,14 @@ def test_a_lone_peak_does_not_choose_the_epochs():
     assert choose_epochs([0.9, 0.8]) == 1
     with pytest.raises(ValueError):
         choose_epochs([0.9])
+
+
+def test_adapting_warns_when_the_chosen_epochs_rank_no_better_than_the_parent():
+    assert no_gain([0.970, 0.975, 0.978], epochs=2) is None
+    warning = no_gain([0.977, 0.971, 0.972, 0.973], epochs=3)
+    assert warning is not None and "AUC 0.977 before, 0.973 after 3 epoch(s)" in warning
+    assert "pneumoscan calibrate" in warning
+    assert no_gain([0.95, 0.95], epochs=1) is not None, "a tie is no gain"
 
 
 def test_folds_keep_each_patient_in_one_fold_and_both_classes_in_each():

@@ -85,6 +85,19 @@ def choose_epochs(auc_by_epoch: list[float]) -> int:
     return next(epoch for epoch in range(1, last + 1) if smoothed(epoch) >= best - 1e-9)
 
 
+def no_gain(auc_by_epoch: list[float], epochs: int) -> str | None:
+    """A warning when, out of fold, the chosen epochs rank the sample no better than the model it
+    started from (epoch 0 is the parent, which never saw the sample); None when they do."""
+    before, after = auc_by_epoch[0], auc_by_epoch[epochs]
+    if after > before:
+        return None
+    return (
+        f"Out of fold, fine-tuning ranked this sample no better than the model it started from (AUC {before:.3f} "
+        f"before, {after:.3f} after {epochs} epoch(s)): the sample gives adaptation nothing the model lacks. "
+        "`pneumoscan calibrate` moves the operating point without changing the weights."
+    )
+
+
 def out_of_fold(
     load_model,
     planes: np.ndarray,

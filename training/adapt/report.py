@@ -14,7 +14,7 @@ from pneumoscan.imaging.gate import OodGate
 from pneumoscan.model.predictor import MODEL_FILE, save_metadata
 from pneumoscan.monitoring.drift import DriftReference, save_reference
 from pneumoscan.schemas import AdaptationFigures, EvaluationReport, ModelMetadata, SiteAdaptation
-from training.adapt.folds import OutOfFold
+from training.adapt.folds import OutOfFold, no_gain
 from training.site.calibrate import staged_folder
 from training.site.card import figure, with_section
 
@@ -50,6 +50,11 @@ def _validation_rows(before: EvaluationReport | None, after: EvaluationReport | 
     )
 
 
+def _gain(adaptation: SiteAdaptation) -> str:
+    warning = no_gain(adaptation.auc_by_epoch, adaptation.epochs)
+    return f"**{warning}**\n\n" if warning else ""
+
+
 def section(metadata: ModelMetadata) -> str:
     """The model card's "Site adaptation" section."""
     adaptation, site = _adaptation(metadata), metadata.site
@@ -59,6 +64,7 @@ def section(metadata: ModelMetadata) -> str:
     refused = ", ".join(f"{code} {count}" for code, count in site.refused.items()) or "none"
     before, after = adaptation.before, adaptation.after
     curve = ", ".join(f"{auc:.3f}" for auc in adaptation.auc_by_epoch)
+    gate_rule = metadata.gate.rule if metadata.gate else "no gate"
     return f"""
 ## Site adaptation
 
@@ -88,7 +94,7 @@ adapted column is out of fold: each image was scored by a model that never saw i
 epoch count was chosen on the same answers (slightly optimistic). The sensitivity and
 specificity at the final threshold are in sample for that threshold; the rule's rows are not.
 
-The input gate was refitted on the adapted features ({metadata.gate.rule if metadata.gate else "no gate"}):
+{_gain(adaptation)}The input gate was refitted on the adapted features ({gate_rule}):
 it refuses {adaptation.gate_site_refused} of the site's X-rays and lets {adaptation.gate_non_xrays_passing}
 image(s) of the non-X-ray check set through.
 
