@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -251,3 +252,33 @@ def test_derived_versions_fit_a_bentoml_tag():
     assert adapted_version(trained, "ab" * 32, 5, 0.3, when).startswith(
         "framed-swap-distilled-833345fd-adapted-202612062105-"
     )
+
+
+def _site_scores(labels: np.ndarray, probabilities: np.ndarray) -> SiteScores:
+    paths = [Path(f"{i}.jpeg") for i in range(len(labels))]
+    return SiteScores(
+        files=[p.name for p in paths],
+        paths=paths,
+        labels=labels,
+        probabilities=probabilities,
+        ood_scores=np.zeros(len(labels)),
+        refused=[],
+    )
+
+
+def test_resplits_keep_each_patient_on_one_side_and_count_the_held_parts():
+    from training.site.resplit import resplit
+    from training.site.split import calibration_patients
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 60)
+    patients = [f"p{i // 2}" for i in range(len(labels))]  # two images each, one class each
+    chosen = calibration_patients(labels, patients, 0.25, np.random.default_rng(1))
+    normal_patients = {p for p, label in zip(patients, labels, strict=True) if label == 0}
+    assert len(chosen) == 2 * round(30 * 0.25) and len(normal_patients & chosen) == round(30 * 0.25)
+    separated = resplit(_site_scores(labels, np.where(labels == 1, 0.8, 0.2)), 1.0, patients, Rule.parse("youden"))
+    assert separated.splits == 100 and separated.reaching == 100
+    assert separated.sensitivity == [1.0, 1.0, 1.0] and separated.best_specificity == 1.0
+    noise = resplit(_site_scores(labels, rng.uniform(size=len(labels))), 1.0, patients, Rule.parse("youden"), splits=30)
+    assert noise.sensitivity[1] <= noise.sensitivity[0] <= noise.sensitivity[2] and noise.reaching < 30
+    assert noise.best_specificity is not None and noise.best_specificity < 0.9, "noise cannot reach the corner"

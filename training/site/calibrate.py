@@ -131,7 +131,7 @@ def _fit(labels: np.ndarray, logits: np.ndarray) -> float:
     return fit_temperature(np.stack([1.0 - pneumonia, pneumonia], axis=1), labels)
 
 
-def _refit_temperature(scores: SiteScores, temperature: float, folds: int, seed: int) -> tuple[float, bool, np.ndarray]:
+def refit_temperature(scores: SiteScores, temperature: float, folds: int, seed: int) -> tuple[float, bool, np.ndarray]:
     """(temperature, refitted?, calibrated P(pneumonia)) on the site's sample. A new temperature is
     kept only when the sample supports it: at least ``MIN_FOR_TEMPERATURE`` images of each class,
     and temperatures fitted on k-1 folds predict the held folds better than the model's own."""
@@ -223,7 +223,7 @@ def calibrate_site(
     gate_limit = None
     if extend_gate:
         scores, gate_limit = _extend_gate(model_dir, scores, examples, data_dir, batch_size)
-    temperature, refitted, probabilities = _refit_temperature(scores, predictor.temperature, folds, seed)
+    temperature, refitted, probabilities = refit_temperature(scores, predictor.temperature, folds, seed)
     threshold = choose_threshold(scores.labels, probabilities, rule)
     validated = cross_validated(scores.labels, probabilities, rule, folds, seed)
     if threshold is None or validated is None:

@@ -38,18 +38,26 @@ def split_site(
     if out_dir.exists() and any(out_dir.iterdir()):
         raise DataError(f"{out_dir} already exists and is not empty.")
     examples = site_examples(data_dir, labels_csv)
-    rng = np.random.default_rng(seed)
-    chosen: set[str] = set()
-    for label in range(len(CLASS_NAMES)):
-        patients = sorted({e.patient_id for e in examples if e.label == label})
-        rng.shuffle(patients)
-        chosen.update(patients[: round(len(patients) * fraction)])
+    labels = np.array([e.label for e in examples])
+    chosen = calibration_patients(labels, [e.patient_id for e in examples], fraction, np.random.default_rng(seed))
     counts = {part: dict.fromkeys(CLASS_NAMES, 0) for part in PARTS}
     for example in examples:
         part = PARTS[0] if example.patient_id in chosen else PARTS[1]
         _place(example, data_dir, out_dir / part, copy)
         counts[part][CLASS_NAMES[example.label]] += 1
     return counts
+
+
+def calibration_patients(
+    labels: np.ndarray, patients: list[str], fraction: float, rng: np.random.Generator
+) -> set[str]:
+    """``fraction`` of each class's patients (``patients[i]`` is image i's), drawn with ``rng``."""
+    chosen: set[str] = set()
+    for label in range(len(CLASS_NAMES)):
+        of_class = sorted({patient for patient, own in zip(patients, labels, strict=True) if own == label})
+        rng.shuffle(of_class)
+        chosen.update(of_class[: round(len(of_class) * fraction)])
+    return chosen
 
 
 def _place(example: Example, data_dir: str | Path, part_dir: Path, copy: bool) -> None:
