@@ -127,7 +127,7 @@ class Counts:
         }
 
 
-def _cuts_and_rates(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def cuts_and_rates(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(thresholds, sensitivity, specificity) for every distinct way to split the sample, high to
     low: above the top score, halfway between neighbouring distinct scores, and at the lowest."""
     distinct, inverse = np.unique(scores, return_inverse=True)
@@ -146,7 +146,7 @@ def choose_threshold(labels: np.ndarray, scores: np.ndarray, rule: Rule) -> floa
     labels, scores = _checked(labels, scores)
     if not (labels == 1).any() or not (labels == 0).any():
         raise ValueError("Choosing a threshold needs images of both classes.")
-    cuts, sensitivity, specificity = _cuts_and_rates(labels, scores)
+    cuts, sensitivity, specificity = cuts_and_rates(labels, scores)
     if rule.kind == "youden":
         return float(min(cuts[int(np.argmax(sensitivity + specificity))], 1.0))
     if rule.target is None:

@@ -24,7 +24,7 @@ from training.site.calibrate import refit_temperature
 from training.site.data import site_examples
 from training.site.scores import SiteScores, raw_logits, score_site
 from training.site.split import calibration_patients
-from training.stats import DEFAULT_FOLDS, Rule, choose_threshold
+from training.stats import DEFAULT_FOLDS, Counts, Rule, choose_threshold, cuts_and_rates
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,8 @@ def _part(scores: SiteScores, chosen: np.ndarray) -> SiteScores:
 
 
 def _rates(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> tuple[float, float]:
-    flagged = probabilities >= threshold
-    return float(flagged[labels == 1].mean()), float((~flagged[labels == 0]).mean())
+    counts = Counts.at(labels, probabilities, threshold)
+    return counts.tp / (counts.tp + counts.fn), counts.tn / (counts.tn + counts.fp)
 
 
 def _summary(values: list[float]) -> list[float]:
@@ -63,10 +63,15 @@ def _summary(values: list[float]) -> list[float]:
 
 def _corner(scores: SiteScores, targets: tuple[float, float]) -> tuple[float | None, float | None]:
     """(the best specificity at sensitivity >= target, the best sensitivity at specificity >= target)."""
-    rates = [_rates(scores.labels, scores.probabilities, t) for t in np.unique(scores.probabilities)]
-    specificities = [sp for se, sp in rates if se >= targets[0]]
-    sensitivities = [se for se, sp in rates if sp >= targets[1]]
-    return (max(specificities) if specificities else None, max(sensitivities) if sensitivities else None)
+    _, sensitivity, specificity = cuts_and_rates(scores.labels, scores.probabilities)
+    # Every cut that flags at least one image (the first flags none).
+    sensitivity, specificity = sensitivity[1:], specificity[1:]
+    specificities = specificity[sensitivity >= targets[0]]
+    sensitivities = sensitivity[specificity >= targets[1]]
+    return (
+        float(specificities.max()) if len(specificities) else None,
+        float(sensitivities.max()) if len(sensitivities) else None,
+    )
 
 
 def resplit(
