@@ -3,8 +3,10 @@ before the answer is sent, rotated by size into files named by their time and ne
 
 A record says who (the client), what (the action, the job, files, study and SOP Instance UIDs,
 patient ids as stored), when, from where (the address) and the outcome; never an image or a
-result's figures. Several processes append to one file: each record is one ``write`` under an
-exclusive lock, which also guards the rotation.
+result's figures. Several processes append to one file: each round of records is one ``write``
+under an exclusive lock, which also guards the rotation. Within a process, ``submit`` commits as a
+group: the records handed in while a round is being written and fsynced go in the next round,
+together, so concurrent requests share an fsync and each still waits for its own record.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
-from collections.abc import Iterable, Iterator, Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -66,12 +70,17 @@ def listed(values: Iterable[str | None]) -> tuple[list[str], bool]:
 
 
 class AuditLog:
-    """Appends records to ``folder/audit.jsonl``; ``write`` raises ``AuditUnavailable`` on failure."""
+    """Appends records to ``folder/audit.jsonl``; ``write`` raises ``AuditUnavailable`` on failure,
+    and ``submit``'s future holds it."""
 
     def __init__(self, folder: Path, max_bytes: int = 64 * 1024 * 1024, fsync: bool = True) -> None:
         self.folder = folder
         self.max_bytes = max_bytes
         self.fsync = fsync
+        self.rounds = 0  # rounds written by ``submit``'s thread
+        self._pending: list[tuple[AuditRecord, Future]] = []
+        self._wakeup = threading.Condition()
+        self._writer: threading.Thread | None = None
 
     @property
     def current(self) -> Path:
@@ -81,21 +90,29 @@ class AuditLog:
         """Raises ``AuditUnavailable`` unless a record could be appended now (asked before a request
         changes anything, so that a failing trail refuses the request instead of half-serving it)."""
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            os.close(os.open(self.current, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
+            try:
+                handle = os.open(self.current, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            except FileNotFoundError:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                handle = os.open(self.current, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            os.close(handle)
         except OSError as exc:
             raise AuditUnavailable(f"The audit trail cannot be written ({exc.strerror or exc}).") from exc
 
     def write(self, record: AuditRecord) -> None:
-        line = (record.model_dump_json(exclude_defaults=False) + "\n").encode()
+        self.write_many([record])
+
+    def write_many(self, records: Sequence[AuditRecord]) -> None:
+        """Appends ``records`` in one write and one fsync, or none of them (``AuditUnavailable``)."""
+        data = b"".join((record.model_dump_json(exclude_defaults=False) + "\n").encode() for record in records)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             with open(self.folder / ".audit.lock", "w") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
-                self._rotate_if_full(len(line))
+                self._rotate_if_full(len(data))
                 handle = os.open(self.current, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
                 try:
-                    if os.write(handle, line) != len(line):
+                    if os.write(handle, data) != len(data):
                         raise OSError("short write")
                     if self.fsync:
                         os.fsync(handle)
@@ -103,6 +120,37 @@ class AuditLog:
                     os.close(handle)
         except OSError as exc:
             raise AuditUnavailable(f"The audit record could not be written ({exc.strerror or exc}).") from exc
+
+    def submit(self, record: AuditRecord) -> Future:
+        """``record`` to be written in this process's next round; the future is done once it is on
+        disk, or holds the ``AuditUnavailable`` that kept its round off."""
+        future: Future = Future()
+        with self._wakeup:
+            self._pending.append((record, future))
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(target=self._write_rounds, name="audit-writer", daemon=True)
+                self._writer.start()
+            self._wakeup.notify()
+        return future
+
+    def _write_rounds(self) -> None:
+        while True:
+            with self._wakeup:
+                while not self._pending:
+                    self._wakeup.wait()
+                round_, self._pending = self._pending, []
+            try:
+                self.write_many([record for record, _ in round_])
+            except Exception as exc:  # noqa: BLE001 - every request of the round must hear why, whatever it is
+                failure = exc
+                if not isinstance(exc, AuditUnavailable):
+                    failure = AuditUnavailable(f"The audit trail failed ({exc}).")
+                for _, future in round_:
+                    future.set_exception(failure)
+            else:
+                for _, future in round_:
+                    future.set_result(None)
+            self.rounds += 1
 
     def _rotate_if_full(self, adding: int) -> None:
         try:

@@ -11,6 +11,7 @@ replaced by 503 ``audit_unavailable``, its body never sent.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import re
@@ -19,7 +20,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import anyio
 from fastapi import Request, Security
 from fastapi.security import HTTPBearer
 from starlette.routing import BaseRoute
@@ -255,7 +255,7 @@ class AccessMiddleware:
         response = error_response(refusal, accept=(_header(scope, b"accept") or b"").decode("latin-1"))
         if self.access.audit is not None and not isinstance(refusal, AuditUnavailable):
             try:
-                await anyio.to_thread.run_sync(self.access.audit.write, entry.record(scope, response.status_code))
+                await asyncio.wrap_future(self.access.audit.submit(entry.record(scope, response.status_code)))
             except AuditUnavailable as exc:
                 log.error("A refusal was not audited: %s", exc.detail)
         await response(scope, receive, send)
@@ -269,8 +269,9 @@ class AccessMiddleware:
                 return  # the body of an answer that was not audited, never sent
             if message["type"] == "http.response.start" and self.access.audit is not None:
                 try:
-                    # The fsync (about 0.25 ms here) waits in a thread, not on the event loop.
-                    await anyio.to_thread.run_sync(self.access.audit.write, entry.record(scope, message["status"]))
+                    # Written and fsynced in the trail's own thread, with the records of the
+                    # requests answered meanwhile (one fsync for the round), not on the event loop.
+                    await asyncio.wrap_future(self.access.audit.submit(entry.record(scope, message["status"])))
                 except AuditUnavailable as exc:
                     replaced = True
                     log.error("Answered 503: %s", exc.detail)
