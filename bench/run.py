@@ -491,19 +491,32 @@ def what_batching_saves(report: dict) -> str | None:
     model = report["ceiling"].get("one_thread_cpu_ms_per_image")
     if not (on.get("cpu_ms_per_request") and off.get("cpu_ms_per_request") and model):
         return None
-    near = min(model, key=lambda size: abs(int(size) - (on.get("mean_batch_size") or 1)))
-    model_saving = model["1"] - model[near]
+    mean_batch = on.get("mean_batch_size") or 1.0
+    at_mean = per_image_at(model, mean_batch)
+    model_saving = model["1"] - at_mean
     saving = off["cpu_ms_per_request"] - on["cpu_ms_per_request"]
     return (
         f"Batching at 32 users: {report['targets']['batching_on_vs_off_32']['value']}x the throughput "
         f"without it. A request cost {on['cpu_ms_per_request']:g} CPU ms with batching and "
         f"{off['cpu_ms_per_request']:g} without (all service processes, Locust apart). The model alone, "
         f"on one thread as in each HTTP worker, costs {model['1']:g} CPU ms per image at batch 1 and "
-        f"{model[near]:g} at batch {near} (near the mean batch): batching saves {model_saving:.2f} ms "
+        f"{at_mean:.3g} at the mean batch of {mean_batch:g} (between the sizes timed): batching saves "
+        f"{model_saving:.2f} ms "
         f"there and {saving - model_saving:.2f} ms in per-call hand-offs. With the cores saturated, "
         f"on vs off is bounded near the cost ratio, {off['cpu_ms_per_request'] / on['cpu_ms_per_request']:.2f}, "
         f"on this machine."
     )
+
+
+def per_image_at(cost_by_size: dict[str, float], batch: float) -> float:
+    """CPU ms per image at ``batch`` images a call, interpolated between the batch sizes timed."""
+    sizes = sorted(int(size) for size in cost_by_size)
+    low = max((size for size in sizes if size <= batch), default=sizes[0])
+    high = min((size for size in sizes if size >= batch), default=sizes[-1])
+    if high == low:
+        return cost_by_size[str(low)]
+    share = (batch - low) / (high - low)
+    return cost_by_size[str(low)] + share * (cost_by_size[str(high)] - cost_by_size[str(low)])
 
 
 def where_the_time_goes(report: dict) -> str:

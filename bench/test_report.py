@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.run import balanced, build_report, cpu_ms_per_request, markdown, read_locust_stats, with_drift
+from bench.run import balanced, build_report, cpu_ms_per_request, markdown, per_image_at, read_locust_stats, with_drift
 
 
 def run(users: int, rps: float, p99: float = 100.0, failures: int = 0, batch: float | None = None) -> dict:
@@ -85,7 +85,7 @@ def test_report_ratios_and_targets():
     # The mean batch is 8: the model's saving is batch 1 against batch 8.
     assert (
         "A request cost 7.81 CPU ms with batching and 9.5 without" in table
-        and "2.7 CPU ms per image at batch 1 and 2.35 at batch 8" in table
+        and "2.7 CPU ms per image at batch 1 and 2.35 at the mean batch of 8 " in table
         and "saves 0.35 ms there and 1.34 ms in per-call hand-offs" in table
         and "bounded near the cost ratio, 1.22," in table
     )
@@ -124,6 +124,14 @@ def test_cpu_per_request():
     assert cpu_ms_per_request({"cpu_percent": {"http": 150.0, "model": 50.0}, "requests_per_s": 250.0}) == 8.0
     assert cpu_ms_per_request({"cpu_percent": {"http": 150.0}, "requests_per_s": 0}) is None
     assert cpu_ms_per_request({"requests_per_s": 10.0}) is None
+
+
+def test_the_models_cost_at_the_mean_batch_lies_between_the_sizes_timed():
+    cost = {"1": 2.0, "4": 1.7, "8": 1.6, "32": 1.5}
+    assert per_image_at(cost, 1.0) == 2.0
+    assert abs(per_image_at(cost, 2.5) - 1.85) < 1e-9
+    assert per_image_at(cost, 8) == 1.6
+    assert per_image_at(cost, 0.5) == 2.0 and per_image_at(cost, 64) == 1.5
 
 
 def test_a_run_is_balanced_when_no_http_worker_idled():
