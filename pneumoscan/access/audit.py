@@ -121,6 +121,12 @@ class AuditLog:
         except OSError as exc:
             raise AuditUnavailable(f"The audit record could not be written ({exc.strerror or exc}).") from exc
 
+    @property
+    def queued(self) -> int:
+        """Records submitted that no round has taken yet."""
+        with self._wakeup:
+            return len(self._pending)
+
     def submit(self, record: AuditRecord) -> Future:
         """``record`` to be written in this process's next round; the future is done once it is on
         disk, or holds the ``AuditUnavailable`` that kept its round off."""
@@ -139,16 +145,19 @@ class AuditLog:
                 while not self._pending:
                     self._wakeup.wait()
                 round_, self._pending = self._pending, []
+            # A request that went away before its round still has its record written (its
+            # answer may have started); only the waiting ones hear the outcome.
+            waiting = [future for _, future in round_ if future.set_running_or_notify_cancel()]
             try:
                 self.write_many([record for record, _ in round_])
             except Exception as exc:  # noqa: BLE001 - every request of the round must hear why, whatever it is
                 failure = exc
                 if not isinstance(exc, AuditUnavailable):
                     failure = AuditUnavailable(f"The audit trail failed ({exc}).")
-                for _, future in round_:
+                for future in waiting:
                     future.set_exception(failure)
             else:
-                for _, future in round_:
+                for future in waiting:
                     future.set_result(None)
             self.rounds += 1
 

@@ -5,6 +5,7 @@ record of its round without stopping the rounds after it."""
 from __future__ import annotations
 
 import fcntl
+import time
 from concurrent.futures import wait
 from datetime import UTC, datetime
 
@@ -55,3 +56,19 @@ def test_a_round_that_cannot_be_written_fails_each_of_its_records_and_the_next_r
     written = log.submit(record(3))
     assert written.result(timeout=30) is None
     assert [each.request_id for each in read_records(folder)] == ["request-3"]
+
+
+def test_a_record_whose_request_went_away_is_still_written_and_the_rounds_go_on(tmp_path):
+    log = AuditLog(tmp_path / "audit")
+    log.check()
+    with open(tmp_path / "audit" / ".audit.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        first = log.submit(record(0))
+        deadline = time.monotonic() + 30
+        while log.queued and time.monotonic() < deadline:  # until the first round waits for the trail
+            time.sleep(0.01)
+        gone, kept = log.submit(record(1)), log.submit(record(2))
+        assert gone.cancel()  # its request timed out while the trail was held
+    assert first.result(timeout=30) is None and kept.result(timeout=30) is None
+    assert log.submit(record(3)).result(timeout=30) is None
+    assert [each.request_id for each in read_records(tmp_path / "audit")] == [f"request-{n}" for n in range(4)]
