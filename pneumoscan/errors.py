@@ -21,6 +21,8 @@ Every error carries a stable machine-readable ``code``; adapters translate them 
     │   ├── NotForPresentation      a DICOM "FOR PROCESSING" image (raw detector data, not for display)
     │   ├── BlankImage              no usable content: near-constant, too few grey levels, or a
     │   │                           DICOM display transform that is not finite or degenerate
+    │   ├── ColourImage             a JPEG or PNG in colour over much of its area: a photograph,
+    │   │                           a fundus or histology image, a drawing, not a radiograph
     │   └── NotAChestXray           decodes fine, but the model's features are far from every
     │                               training X-ray (a photo, a drawing, another body part)
     ├── JobError                a batch job cannot be created, found or read
@@ -121,6 +123,10 @@ class NotForPresentation(InvalidImage):
 
 class BlankImage(InvalidImage):
     code = "blank_image"
+
+
+class ColourImage(InvalidImage):
+    code = "colour_image"
 
 
 class NotAChestXray(InvalidImage):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pneumoscan.imaging.preprocess import COLOUR_CHROMA, MAX_COLOUR_SHARE
 from pneumoscan.schemas import ModelMetadata
 from training.site.comparison import card_section as candidates_section
 from training.site.comparison import share
@@ -26,7 +27,7 @@ diagnose, treat or triage patients without a qualified clinician reading the ima
 Flagging paediatric anterior-posterior chest X-rays that show signs of pneumonia (bacterial or
 viral), to exercise and evaluate the pneumoscan service. Output: a calibrated P(pneumonia) and
 a label at a threshold that balances sensitivity and specificity, or a refusal (`blank_image`,
-`not_a_chest_xray`) for an image that is not a chest X-ray like those it was trained on.
+`colour_image`, `not_a_chest_xray`) for an image that is not a chest X-ray like those it was trained on.
 
 ## Training data
 Kermany, Zhang, Goldbaum et al., Cell 172(5):1122-1131, 2018 (doi:10.1016/j.cell.2018.02.010),
@@ -158,14 +159,16 @@ def _gate(metadata: ModelMetadata) -> str:
         f"{'-' if counts.nearest is None else f'{counts.nearest:.2f}'} |"
         for name, counts in gate.refusals.items()
     )
-    return f"""Before the label is given, the input passes two checks, both in the core
+    return f"""Before the label is given, the input passes three checks, all in the core
 (`pneumoscan/imaging/preprocess.py`, `pneumoscan/imaging/gate.py`), so the service, batch jobs and the CLI refuse the
 same images with the same codes:
 
 1. `blank_image`: the 128x128 grey plane has a standard deviation under 4, or 95% of its pixels
    on fewer than 16 grey levels (the training X-rays: at least 19 and 80), or a DICOM display
    transform is not finite or degenerate (window width 0 or less, rescale slope 0).
-2. `not_a_chest_xray`: the Mahalanobis distance of the square roots of the pooled activations of
+2. `colour_image`: more than {MAX_COLOUR_SHARE:.0%} of a JPEG's or PNG's pixels are coloured (red, green
+   and blue more than {COLOUR_CHROMA} of 255 apart); none of the training X-rays has one.
+3. `not_a_chest_xray`: the Mahalanobis distance of the square roots of the pooled activations of
    {len(gate.layers)} convolution stages ({gate.features} features: {", ".join(gate.layers)}), from their
    mean over the training X-rays (Ledoit-Wolf shrunk covariance), exceeds **{gate.threshold:.2f}**,
    {gate.rule}. `PNEUMOSCAN_OOD_POLICY=flag` scores such images anyway, marked

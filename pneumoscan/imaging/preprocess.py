@@ -24,6 +24,7 @@ from pneumoscan import DEFAULT_MAX_PIXELS, IMAGE_SIZE
 from pneumoscan.dicom.decode import DicomSource, decode_dicom, is_dicom
 from pneumoscan.errors import (
     BlankImage,
+    ColourImage,
     EmptyImage,
     ImageTooLarge,
     ImageTooSmall,
@@ -46,6 +47,13 @@ MIN_IMAGE_SIDE = 64
 MIN_PLANE_STD = 4.0
 MIN_GREY_LEVELS = 16
 GREY_LEVEL_COVERAGE = 0.95
+# A radiograph is grey: every training, site-sample and full-size X-ray has no pixel whose channels
+# differ by more than 32 of 255. Coloured annotations on a small part of a film pass; a photograph,
+# a fundus or histology image, a drawing or a colour chart, coloured almost everywhere, does not.
+COLOUR_CHROMA = 32
+MAX_COLOUR_SHARE = 0.20
+COLOUR_CHECK_SIDE = 128
+_COLOUR_MODES = frozenset({"P", "PA", "RGB", "RGBA", "RGBX", "YCbCr"})
 
 _EIGHT_BIT_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX"})
 _SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
@@ -86,14 +94,39 @@ def _decode_pillow(data: bytes, max_pixels: int) -> Image.Image:
             f"The image is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,} pixels."
         )
     if image.format == "JPEG":
-        # DCT-domain downscaling by 1/2, 1/4 or 1/8 while staying at least the model size.
-        image.draft("L", IMAGE_SIZE[::-1])
+        # DCT-domain downscaling by 1/2, 1/4 or 1/8 while staying at least the model size. A colour
+        # JPEG is kept as YCbCr: its Y is what decoding to "L" gives, and Cb, Cr feed check_colour.
+        image.draft("YCbCr" if image.mode == "RGB" else "L", IMAGE_SIZE[::-1])
     try:
         image.load()
         image = ImageOps.exif_transpose(image)
     except (OSError, SyntaxError, ValueError) as exc:
         raise TruncatedImage(f"The {image.format} file is truncated or corrupt: {exc}") from exc
+    if min(image.size) >= MIN_IMAGE_SIDE:  # smaller ones are refused as image_too_small by decode
+        check_colour(image)
     return _to_eight_bit_gray(image)
+
+
+def colour_share(image: Image.Image) -> float:
+    """The share of the pixels whose channels differ by more than ``COLOUR_CHROMA`` (0 for grey
+    modes), measured on a copy at most ``COLOUR_CHECK_SIDE`` pixels on a side."""
+    if image.mode not in _COLOUR_MODES:
+        return 0.0
+    small = image.copy()
+    small.thumbnail((COLOUR_CHECK_SIDE, COLOUR_CHECK_SIDE), Image.Resampling.NEAREST)
+    red, green, blue = (np.asarray(channel) for channel in small.convert("RGB").split())
+    chroma = np.maximum(np.maximum(red, green), blue) - np.minimum(np.minimum(red, green), blue)
+    return float(np.mean(chroma > COLOUR_CHROMA))
+
+
+def check_colour(image: Image.Image) -> None:
+    """``ColourImage`` when more than ``MAX_COLOUR_SHARE`` of an image's pixels are coloured."""
+    share = colour_share(image)
+    if share > MAX_COLOUR_SHARE:
+        raise ColourImage(
+            f"{share:.0%} of the image is in colour (a radiograph is grey; at most {MAX_COLOUR_SHARE:.0%} may "
+            "carry coloured annotations); it looks like a photograph or a drawing, not a chest X-ray."
+        )
 
 
 def resize_plane(grayscale: Image.Image) -> np.ndarray:
@@ -163,6 +196,8 @@ def _open(data: bytes) -> Image.Image:
 def _to_eight_bit_gray(image: Image.Image) -> Image.Image:
     if image.mode == "L":
         return image
+    if image.mode == "YCbCr":
+        return image.getchannel("Y")
     if image.mode in _EIGHT_BIT_MODES:
         # Alpha is dropped; palette and colour images map to luminance.
         return image.convert("L")
@@ -179,7 +214,9 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "Decoded",
     "InvalidImage",
+    "check_colour",
     "check_content",
+    "colour_share",
     "decode",
     "load_image",
     "load_plane",

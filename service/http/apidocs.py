@@ -26,7 +26,7 @@ DESCRIPTION = (
     "Scores chest X-rays (JPEG, PNG, DICOM) for pneumonia with a Keras CNN trained on paediatric "
     "(age 1-5) anterior-posterior radiographs from one centre: a research and integration aid, not a "
     "substitute for a radiologist. Every input passes an input gate first: images unlike a chest X-ray "
-    "are refused with `not_a_chest_xray`, blank ones with `blank_image`.\n\n"
+    "are refused with `not_a_chest_xray`, colour ones with `colour_image`, blank ones with `blank_image`.\n\n"
     'Every error is JSON `{"error": "<code>", "detail": "<explanation>"}` (a FHIR OperationOutcome '
     "for clients that accept `application/fhir+json`). Once the operator has made client keys (`pneumoscan keys "
     "add`) or set `PNEUMOSCAN_API_KEY`, every operation but the health, version, metrics and documentation paths "

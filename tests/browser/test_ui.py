@@ -17,7 +17,7 @@ try:
 except ImportError:  # the fixtures skip (or fail under PNEUMOSCAN_REQUIRE_BROWSER=1), saying why
     Keys = None
 
-from tests.support import API_KEY, XRAYS
+from tests.support import API_KEY, XRAYS, grey_photo
 from tests.support.dicom_files import make_dicom
 from training.gate.not_xrays import not_xrays
 
@@ -64,9 +64,8 @@ def test_a_dicom_file_is_screened_with_its_heatmap(page, tmp_path):
 
 def test_an_image_that_is_not_an_xray_is_refused_without_a_label(page, tmp_path):
     page.expected_statuses.add(422)
-    photo = next(image for image in not_xrays() if image.name == "astronaut")
     path = tmp_path / "astronaut.png"
-    path.write_bytes(photo.data)
+    path.write_bytes(grey_photo("astronaut"))
     page.open("/ui/")
     page.log_in()
     page.find("upload").send_keys(str(path))
@@ -82,13 +81,15 @@ def test_an_image_that_is_not_an_xray_is_refused_without_a_label(page, tmp_path)
 def test_several_files_go_through_predict_batch(page, tmp_path):
     photo = next(image for image in not_xrays() if image.name == "astronaut")
     (tmp_path / "astronaut.png").write_bytes(photo.data)
-    files = [*sorted(XRAYS.glob("*/*.jpeg"))[:2], tmp_path / "astronaut.png"]
+    (tmp_path / "astronaut-grey.png").write_bytes(grey_photo("astronaut"))
+    files = [*sorted(XRAYS.glob("*/*.jpeg"))[:2], tmp_path / "astronaut.png", tmp_path / "astronaut-grey.png"]
     page.open("/ui/")
     page.log_in()
     page.find("upload").send_keys("\n".join(str(path) for path in files))
-    page.wait(lambda: len(page.find_all("batch-row")) == 3, message="three rows")
-    assert len(page.find_all("batch-label")) == 2 and len(page.find_all("batch-refusal")) == 1
-    assert "not_a_chest_xray" in page.find("batch-refusal").text
+    page.wait(lambda: len(page.find_all("batch-row")) == 4, message="four rows")
+    assert len(page.find_all("batch-label")) == 2 and len(page.find_all("batch-refusal")) == 2
+    refusals = [element.text for element in page.find_all("batch-refusal")]
+    assert "colour_image" in refusals[0] and "not_a_chest_xray" in refusals[1]
     page.check_accessibility()
 
 

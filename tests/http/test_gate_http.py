@@ -11,11 +11,11 @@ from fhir.resources.R4B.operationoutcome import OperationOutcome
 from PIL import Image
 
 from pneumoscan.schemas import BatchItemError, BatchItemResult, BatchResponse
-from tests.support import assert_error, check_prediction
+from tests.support import assert_error, check_prediction, grey_photo
 from tests.support.dicom_files import make_dicom
 from training.gate.not_xrays import not_xrays
 
-REFUSALS = {"blank_image", "not_a_chest_xray"}
+REFUSALS = {"blank_image", "colour_image", "not_a_chest_xray"}
 NOT_XRAYS = not_xrays()
 
 
@@ -58,13 +58,14 @@ def test_dicom_that_is_not_a_chest_xray_or_cannot_be_displayed(server, ct_as_dx,
 
 def test_fhir_clients_get_an_operation_outcome(server):
     photo = next(image for image in NOT_XRAYS if image.name == "astronaut")
+    fhir = {"Content-Type": "image/png", "Accept": "application/fhir+json"}
     with server.client() as client:
-        response = client.post(
-            "/predict", content=photo.data, headers={"Content-Type": "image/png", "Accept": "application/fhir+json"}
-        )
-    assert response.status_code == 422
-    outcome = OperationOutcome.model_validate_json(response.content)
-    assert outcome.issue[0].details.coding[0].code == "not_a_chest_xray"
+        codes = []
+        for data in (photo.data, grey_photo("astronaut")):
+            response = client.post("/predict", content=data, headers=fhir)
+            assert response.status_code == 422
+            codes.append(OperationOutcome.model_validate_json(response.content).issue[0].details.coding[0].code)
+    assert codes == ["colour_image", "not_a_chest_xray"]
 
 
 def test_batch_refuses_per_image(server, xray_files):
@@ -90,13 +91,16 @@ def test_batch_refuses_per_image(server, xray_files):
 
 def test_explain_refuses_what_predict_refuses(server):
     photo = next(image for image in NOT_XRAYS if image.name == "grace_hopper")
+    grey = grey_photo("grace_hopper")
     page = Image.new("L", (300, 300), 255)
     buffer = io.BytesIO()
     page.save(buffer, format="PNG")
     with server.client() as client:
         assert_error(
-            client.post("/explain", content=photo.data, headers={"Content-Type": "image/jpeg"}), 422, "not_a_chest_xray"
+            client.post("/explain", content=photo.data, headers={"Content-Type": "image/jpeg"}), 422, "colour_image"
         )
+        png = {"Content-Type": "image/png"}
+        assert_error(client.post("/explain", content=grey, headers=png), 422, "not_a_chest_xray")
         assert_error(
             client.post("/explain", content=buffer.getvalue(), headers={"Content-Type": "image/png"}),
             422,

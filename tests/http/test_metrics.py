@@ -10,11 +10,10 @@ from collections import Counter
 from pneumoscan.monitoring.bins import OOD_BUCKETS, PROBABILITY_BUCKETS
 from pneumoscan.monitoring.drift import load_reference
 from pneumoscan.settings import BUNDLED_MODEL_DIR
-from tests.support import check_prediction
+from tests.support import check_prediction, grey_photo
 from tests.support.prometheus import has_sample, samples, value
-from training.gate.not_xrays import not_xrays
 
-PHOTO = next(image for image in not_xrays() if image.name == "astronaut")
+PHOTO = grey_photo("astronaut")
 
 
 def _buckets(text: str, name: str, version: str) -> dict[float, float]:
@@ -41,10 +40,10 @@ def test_results_and_refusals_are_counted_per_model_version(server, xray_files):
         for path in xray_files[:4]:
             response = client.post("/predict", content=path.read_bytes(), headers={"Content-Type": "image/jpeg"})
             predictions.append(check_prediction(response.json()))
-        refused = client.post("/predict", content=PHOTO.data, headers={"Content-Type": "image/png"})
+        refused = client.post("/predict", content=PHOTO, headers={"Content-Type": "image/png"})
         assert refused.status_code == 422 and refused.json()["error"] == "not_a_chest_xray", refused.text
         files = [("images", (p.name, p.read_bytes(), "image/jpeg")) for p in xray_files[4:6]]
-        files += [("images", ("photo.png", PHOTO.data, "image/png")), ("images", ("empty.png", b"", "image/png"))]
+        files += [("images", ("photo.png", PHOTO, "image/png")), ("images", ("empty.png", b"", "image/png"))]
         batch = client.post("/predict_batch", files=files)
         assert batch.status_code == 200, batch.text
         items = batch.json()["results"]

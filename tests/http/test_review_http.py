@@ -11,8 +11,7 @@ from pathlib import Path
 
 from pneumoscan.jobs.reviews import REVIEWS_FILE
 from service.http.middleware import is_open
-from tests.support import XRAYS, assert_error, run_cli
-from training.gate.not_xrays import not_xrays
+from tests.support import XRAYS, assert_error, grey_photo, run_cli
 from training.site.data import read_labels
 
 
@@ -22,8 +21,7 @@ def make_review_folder(root: Path) -> Path:
         target = folder / source.parent.name / source.name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
-    photo = next(image for image in not_xrays() if image.name == "astronaut")
-    (folder / "photo.png").write_bytes(photo.data)
+    (folder / "photo.png").write_bytes(grey_photo("astronaut"))
     shutil.copyfile(next(XRAYS.glob("NORMAL/*.jpeg")), folder / "swapped.jpeg")
     return folder
 

@@ -11,7 +11,7 @@ from pneumoscan.imaging.gate import GATE_FILE
 from pneumoscan.model.architectures import build_tuned_model
 from pneumoscan.model.predictor import MODEL_FILE, load_keras_model, load_metadata
 from pneumoscan.settings import BUNDLED_MODEL_DIR
-from tests.support import make_tiny_dataset, run_cli
+from tests.support import grey_photo, make_tiny_dataset, run_cli
 from training.gate.not_xrays import not_xrays
 
 
@@ -72,21 +72,23 @@ def test_predict_refuses_every_non_xray_and_scores_every_xray(tmp_path, xray_fil
     for line in lines[: len(xray_files)]:
         assert "error" not in line and line["ood_score"] < 1.0, line
     for line in lines[len(xray_files) :]:
-        assert line.get("error", {}).get("code") in {"blank_image", "not_a_chest_xray"}, line
+        assert line.get("error", {}).get("code") in {"blank_image", "colour_image", "not_a_chest_xray"}, line
         assert "label" not in line
 
 
 def test_flag_policy_scores_but_marks_non_xrays(tmp_path, xray_files):
-    photo = next(image for image in not_xrays() if image.name == "coffee")
     blank = next(image for image in not_xrays() if image.name == "white")
-    (tmp_path / "coffee.png").write_bytes(photo.data)
+    colour = next(image for image in not_xrays() if image.name == "coffee")
+    (tmp_path / "coffee-grey.png").write_bytes(grey_photo("coffee"))
     (tmp_path / "white.png").write_bytes(blank.data)
-    files = [str(xray_files[0]), str(tmp_path / "coffee.png"), str(tmp_path / "white.png")]
-    result = run_cli("predict", *files, env={"PNEUMOSCAN_OOD_POLICY": "flag"})
-    xray, coffee, white = [json.loads(line) for line in result.stdout.splitlines()]
+    (tmp_path / "coffee.png").write_bytes(colour.data)
+    files = [xray_files[0], *(tmp_path / name for name in ("coffee-grey.png", "white.png", "coffee.png"))]
+    result = run_cli("predict", *map(str, files), env={"PNEUMOSCAN_OOD_POLICY": "flag"})
+    xray, coffee, white, in_colour = [json.loads(line) for line in result.stdout.splitlines()]
     assert xray["out_of_distribution"] is False
     assert coffee["out_of_distribution"] is True and coffee["ood_score"] > 1.0 and coffee["label"]
     assert white["error"]["code"] == "blank_image", "a blank image has nothing to flag a label on"
+    assert in_colour["error"]["code"] == "colour_image", "nor has a colour photograph"
 
 
 def test_a_ct_slice_sent_as_a_radiograph_is_refused(tmp_path):
@@ -101,8 +103,7 @@ def test_a_ct_slice_sent_as_a_radiograph_is_refused(tmp_path):
 
 def test_evaluate_counts_refusals_apart_from_the_metrics(tmp_path):
     data = make_tiny_dataset(tmp_path / "data", copies=1)
-    photo = next(image for image in not_xrays() if image.name == "astronaut")
-    (data / "NORMAL" / "astronaut.png").write_bytes(photo.data)
+    (data / "NORMAL" / "astronaut.png").write_bytes(grey_photo("astronaut"))
     Image.new("L", (256, 256), 0).save(data / "PNEUMONIA" / "black.png")
     result = run_cli("evaluate", "--model", str(BUNDLED_MODEL_DIR), "--data", str(data), "--json")
     assert result.returncode == 0, result.stderr[-2000:]

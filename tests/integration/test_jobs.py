@@ -79,9 +79,11 @@ def test_score_in_process_writes_a_row_per_file(tmp_path):
         "truncated_image": 1,
         "unsupported_modality": 1,
         "blank_image": 1,
+        "colour_image": 1,
         "not_a_chest_xray": 1,
     }
-    assert by_path["not-xrays/white.png"]["label"] == by_path["not-xrays/portrait.jpg"]["label"] == ""
+    refused = ("white.png", "portrait.jpg", "portrait-grey.png")
+    assert all(by_path[f"not-xrays/{name}"]["label"] == "" for name in refused)
     assert all(row["out_of_distribution"] == "false" and float(row["ood_score"]) <= 1.0 for row in ok)
     dicom_row = by_path["dicom/chest.dcm"]
     assert dicom_row["status"] == "ok"

@@ -13,7 +13,8 @@ import pytest
 
 from pneumoscan.model.predictor import load_metadata
 from pneumoscan.settings import BUNDLED_MODEL_DIR
-from tests.support import make_tiny_dataset, run_cli
+from tests.support import grey_photo, make_tiny_dataset, run_cli
+from training.gate.not_xrays import not_xrays
 
 
 def _within(value: float, interval: list[float]) -> bool:
@@ -216,7 +217,6 @@ def _distances(model_dir: Path, paths: list[Path]) -> list[float]:
 def test_extend_gate_admits_the_sites_xrays_but_never_a_non_xray(tmp_path, site_dataset):
     xrays = sorted(site_dataset.glob("*/*.jpeg"))
     farthest = max(_distances(BUNDLED_MODEL_DIR, xrays))
-    photo = _distances(BUNDLED_MODEL_DIR, [site_dataset / "NORMAL" / "astronaut.png"])[0]
     # A gate whose limit sits just under the site's farthest X-rays: some of them are refused.
     narrow = _model_with_gate_limit(BUNDLED_MODEL_DIR, tmp_path / "narrow", farthest / 1.05)
     plain = run_cli(
@@ -251,14 +251,22 @@ def test_extend_gate_admits_the_sites_xrays_but_never_a_non_xray(tmp_path, site_
     assert site["gate_extended"] is True and site["refused"] == {"not_a_chest_xray": 1}, "only the photograph"
     assert site["n"] == {"NORMAL": 28, "PNEUMONIA": 28}
     assert load_metadata(tmp_path / "extended").gate.threshold == pytest.approx(farthest, rel=1e-4)
-    # A gate so narrow that extending it would admit the photograph (itself in the check set).
-    tight = _model_with_gate_limit(BUNDLED_MODEL_DIR, tmp_path / "tight", photo / 1.4)
+    # A gate so narrow that extending it to a grey photograph filed among the X-rays would admit
+    # the nearest image of the check set (scikit-image's camera).
+    with_photo = tmp_path / "with-photo"
+    shutil.copytree(site_dataset, with_photo)
+    (with_photo / "NORMAL" / "coffee.png").write_bytes(grey_photo("coffee"))
+    camera = next(image for image in not_xrays() if image.name == "camera")
+    (tmp_path / "camera.png").write_bytes(camera.data)
+    coffee, nearest = _distances(BUNDLED_MODEL_DIR, [with_photo / "NORMAL" / "coffee.png", tmp_path / "camera.png"])
+    assert coffee > 1.01 * nearest, "the filed photograph must lie beyond the check set's nearest image"
+    tight = _model_with_gate_limit(BUNDLED_MODEL_DIR, tmp_path / "tight", coffee / 1.4)
     refused = run_cli(
         "calibrate",
         "--model",
         str(tight),
         "--data",
-        str(site_dataset),
+        str(with_photo),
         "--rule",
         "youden",
         "--out",

@@ -56,6 +56,13 @@ def encode(image: Image.Image, format: str, **options) -> bytes:
     return buffer.getvalue()
 
 
+def grey_photo(name: str) -> bytes:
+    """An image of the non-X-ray check set as a grey PNG, for the distance gate: in colour, a
+    photograph is refused as ``colour_image`` while decoding, before the gate measures it."""
+    photo = next(image for image in not_xrays() if image.name == name)
+    return encode(Image.open(io.BytesIO(photo.data)).convert("L"), "PNG")
+
+
 def make_tiny_dataset(root: Path, copies: int = 3) -> Path:
     """A labelled folder of ``8 * copies`` images: the fixtures, shifted, one patient per copy."""
     for number, source in enumerate(xray_paths()):
@@ -80,8 +87,7 @@ def make_site_dataset(root: Path) -> Path:
     """``make_tiny_dataset`` with 7 copies (28 X-rays per class, enough for ``calibrate``) and a
     photograph filed as NORMAL, which the input gate refuses."""
     make_tiny_dataset(root, copies=7)
-    photo = next(image for image in not_xrays() if image.name == "astronaut")
-    (root / "NORMAL" / "astronaut.png").write_bytes(photo.data)
+    (root / "NORMAL" / "astronaut.png").write_bytes(grey_photo("astronaut"))
     return root
 
 
@@ -236,12 +242,13 @@ def make_input_folder(root: Path, copies: int = 1) -> tuple[Path, int, int]:
     (folder / "dicom").mkdir()
     (folder / "dicom" / "chest.dcm").write_bytes(make_dicom(radiograph, bits=16, photometric="MONOCHROME1"))
     (folder / "dicom" / "head-ct.dcm").write_bytes(make_dicom(radiograph, modality="CT"))
-    # What the input gate refuses: a blank frame and a photograph.
+    # What the input gate refuses: a blank frame, a colour photograph and the same one in grey.
     (folder / "not-xrays").mkdir()
     Image.new("L", (400, 400), 255).save(folder / "not-xrays" / "white.png")
     photo = next(image for image in not_xrays() if image.name == "grace_hopper")
     (folder / "not-xrays" / "portrait.jpg").write_bytes(photo.data)
-    return folder, good + 1, len(BAD_FILES) + 4
+    (folder / "not-xrays" / "portrait-grey.png").write_bytes(grey_photo("grace_hopper"))
+    return folder, good + 1, len(BAD_FILES) + 5
 
 
 def check_fhir_export(bundle: Bundle, rows: list[dict], folder: Path) -> None:

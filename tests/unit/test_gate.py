@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from pneumoscan.errors import BlankImage, ModelError, NotAChestXray
+from pneumoscan.errors import BlankImage, ColourImage, ImageTooSmall, ModelError, NotAChestXray
 from pneumoscan.imaging.gate import GATE_FILE, OodGate
 from pneumoscan.imaging.preprocess import load_plane, resize_plane
 from pneumoscan.model.decision import Decision, judge_scores
 from tests.support import encode
 from tests.support.dicom_files import make_dicom
+from training.gate.not_xrays import not_xrays
 
 SIDE = 256
 
@@ -79,8 +82,6 @@ def test_degenerate_dicom_display_transforms_are_refused(xray_image, window, res
     data = make_dicom(xray_image, bits=16, window=window, rescale=(1.0, 0.0) if rescale else None)
     if rescale is not None:
         # Written as given after the pixels are stored, as a broken modality would send it.
-        import io
-
         import pydicom
 
         dataset = pydicom.dcmread(io.BytesIO(data))
@@ -95,6 +96,57 @@ def test_degenerate_dicom_display_transforms_are_refused(xray_image, window, res
 def test_constant_dicom_pixels_are_refused():
     with pytest.raises(BlankImage):
         load_plane(make_dicom(Image.new("L", (SIDE, SIDE), 77), bits=16))
+
+
+def _with_colour(xray_image: Image.Image, share: float) -> Image.Image:
+    """The X-ray in RGB with a saturated red band over ``share`` of its height, as an annotation."""
+    rgb = np.asarray(xray_image.convert("RGB")).copy()
+    rgb[: round(rgb.shape[0] * share), :] = (220, 30, 30)
+    return Image.fromarray(rgb)
+
+
+@pytest.mark.parametrize("container", ["PNG", "JPEG"])
+def test_colour_images_are_refused_while_decoding(xray_image, container):
+    photo = next(image for image in not_xrays() if image.name == "retina")
+    with pytest.raises(ColourImage) as caught:
+        load_plane(encode(Image.open(io.BytesIO(photo.data)).convert("RGB"), container))
+    assert caught.value.code == "colour_image" and "in colour" in caught.value.detail
+    with pytest.raises(ColourImage):
+        load_plane(encode(_with_colour(xray_image, 0.3), container))
+
+
+@pytest.mark.parametrize("container", ["PNG", "JPEG"])
+def test_grey_xrays_in_colour_files_and_small_annotations_pass(xray_image, container):
+    grey = load_plane(encode(xray_image, container))
+    assert np.array_equal(load_plane(encode(xray_image.convert("RGB"), container)), grey)
+    annotated = load_plane(encode(_with_colour(xray_image, 0.1), container))
+    assert annotated.shape == (128, 128)
+
+    # A palette image carries its colours in the palette.
+    def palette(share: float) -> bytes:
+        return encode(_with_colour(xray_image, share).convert("P", palette=Image.Palette.ADAPTIVE), "PNG")
+
+    assert load_plane(palette(0.1)).shape == (128, 128)
+    with pytest.raises(ColourImage):
+        load_plane(palette(0.3))
+
+
+def test_a_colour_icon_is_refused_as_too_small():
+    with pytest.raises(ImageTooSmall):
+        load_plane(encode(Image.new("RGB", (40, 40), (200, 20, 20)), "PNG"))
+
+
+def test_the_check_sets_colour_images_are_refused_before_the_model():
+    refused = set()
+    for image in not_xrays():
+        try:
+            load_plane(image.data)
+        except ColourImage:
+            refused.add(image.name)
+        except BlankImage:
+            pass
+    assert {"retina", "ihc", "astronaut", "coffee", "cartoon", "colour_noise"} <= refused
+    assert not refused & {"camera", "moon", "ct_small", "mr_small", "text_page", "microaneurysms"}
 
 
 def _gate(tmp_path=None) -> OodGate:
