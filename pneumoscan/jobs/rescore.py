@@ -9,13 +9,16 @@ not change, for a file a reader has reviewed (the reader's word stands), or for 
 version refused.
 
 Each correction is recorded in the job's ``corrections.jsonl`` (appended, fsynced) before it is
-queued; a file's corrections and reviews share one numbering, so their messages follow each
-other in the outboxes. Rescoring with the same version again queues the recorded corrections
-once more, which the outboxes take only once: a run cut short loses nothing and sends nothing twice.
+queued; a file's corrections and reviews share one numbering, taken under the job's numbering
+lock (``reviews.numbering``), so their messages follow each other in the outboxes and a review
+stored while the job was being scored again still stands. Rescoring with the same version again
+queues the recorded corrections once more, which the outboxes take only once: a run cut short
+loses nothing and sends nothing twice.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,7 +30,7 @@ from pneumoscan.delivery.destinations import Delivery
 from pneumoscan.jobs.dicom_outputs import write_review
 from pneumoscan.jobs.folder import load_job
 from pneumoscan.jobs.results import read_results
-from pneumoscan.jobs.reviews import append_record, latest_reviews, read_records, read_reviews
+from pneumoscan.jobs.reviews import Review, append_records, append_review, numbering, read_records, read_reviews
 from pneumoscan.model.predictor import Predictor
 from pneumoscan.model.scoring import score_paths
 from pneumoscan.reports.verification import Verification
@@ -56,6 +59,14 @@ def versions(job_dir: Path, file: str) -> int:
     """How many reviews and corrections the file has had: the number the last of them took."""
     reviews = sum(review.file == file for review in read_reviews(job_dir))
     return reviews + sum(each.file == file for each in read_corrections(job_dir))
+
+
+def record_review(job_dir: Path, review: Review) -> tuple[Review, int]:
+    """Append ``review`` (``append_review``) and give it the file's next version number, both under
+    the job's numbering lock: the review as stored and its number."""
+    with numbering(job_dir):
+        stored = append_review(job_dir, review)
+        return stored, versions(job_dir, stored.file)
 
 
 @dataclass
@@ -101,45 +112,55 @@ def rescore(
         raise ValueError(f"The job was scored with {spec.model_version}; rescore it with another version.")
     outcome = Rescore(predictor.model_version)
     earlier = {result.file or "": result for result in read_results(job_dir)}
-    reviewed = latest_reviews(read_reviews(job_dir))
-    recorded = {c.file: c for c in read_corrections(job_dir) if c.model_version == predictor.model_version}
     folder = Path(spec.input_folder)
     scored = [name for name, result in earlier.items() if result.prediction is not None]
     outcome.refused = [name for name, result in earlier.items() if result.prediction is None]
     if progress is not None and outcome.refused:
         progress(len(outcome.refused))
     paths = [folder / name for name in scored]
-    for name, new in zip(scored, score_paths(predictor, paths, batch_size=batch_size, progress=progress), strict=True):
-        old = earlier[name]
-        if name in reviewed:
-            outcome.reviewed.append(name)
-        elif new.prediction is None:
-            outcome.refused.append(name)
-        elif name in recorded:
-            outcome.corrected.append(recorded[name])
-        elif Verification.rescore(old, new.prediction, datetime.now(UTC), 1) is None:
-            outcome.unchanged.append(name)
-        else:
-            outcome.corrected.append(_record(job_dir, old, new.prediction))
+    answers = list(score_paths(predictor, paths, batch_size=batch_size, progress=progress))
+    with numbering(job_dir):
+        _settle(job_dir, outcome, [(earlier[name], new.prediction) for name, new in zip(scored, answers, strict=True)])
     for correction in outcome.corrected:
         _queue(spec, earlier[correction.file], correction, sending)
     return outcome
 
 
-def _record(job_dir: Path, old: Result, new: Prediction) -> Correction:
-    """Append the correction under the lock, numbered after the file's reviews and corrections."""
-    name, earlier_label = old.file or "", old.prediction.label if old.prediction else ""
-    return append_record(
-        job_dir / CORRECTIONS_FILE,
-        lambda: Correction(
-            file=name,
-            model_version=new.model_version,
-            earlier_label=earlier_label,
-            prediction=new,
-            sequence=versions(job_dir, name) + 1,
-            time=datetime.now(UTC),
-        ),
-    )
+def _settle(job_dir: Path, outcome: Rescore, answers: list[tuple[Result, Prediction | None]]) -> None:
+    """Under the numbering lock, sort each earlier result and its new answer into ``outcome`` and
+    record the new corrections in one append, each numbered after the file's reviews and
+    corrections so far (read once, here, so a review stored while the job was scored counts)."""
+    reviews, corrections = read_reviews(job_dir), read_corrections(job_dir)
+    reviewed = {review.file for review in reviews}
+    recorded = {c.file: c for c in corrections if c.model_version == outcome.model_version}
+    numbers = Counter(review.file for review in reviews) + Counter(each.file for each in corrections)
+    now, new = datetime.now(UTC), []
+    for old, prediction in answers:
+        name = old.file or ""
+        if name in reviewed:
+            outcome.reviewed.append(name)
+        elif prediction is None:
+            outcome.refused.append(name)
+        elif name in recorded:
+            outcome.corrected.append(recorded[name])
+        elif Verification.rescore(old, prediction, now, 1) is None:
+            outcome.unchanged.append(name)
+        else:
+            numbers[name] += 1
+            earlier_label = old.prediction.label if old.prediction else ""
+            new.append(
+                Correction(
+                    file=name,
+                    model_version=prediction.model_version,
+                    earlier_label=earlier_label,
+                    prediction=prediction,
+                    sequence=numbers[name],
+                    time=now,
+                )
+            )
+    outcome.corrected += append_records(job_dir / CORRECTIONS_FILE, lambda: new)
+    position = {old.file: number for number, (old, _) in enumerate(answers)}
+    outcome.corrected.sort(key=lambda correction: position[correction.file])
 
 
 def _queue(spec: JobSpec, old: Result, correction: Correction, sending: Sending) -> None:

@@ -19,7 +19,8 @@ import fcntl
 import io
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Literal, TypeVar, cast
@@ -32,6 +33,7 @@ from pneumoscan.jobs.folder import MANIFEST_FILE
 from pneumoscan.result import Result
 
 REVIEWS_FILE = "reviews.jsonl"
+NUMBERING_LOCK = ".reviews.lock"
 NOT_A_CHEST_XRAY: Final = "not_a_chest_xray"
 Verdict = Literal["agree", "disagree"]
 Truth = Literal["NORMAL", "PNEUMONIA", "not_a_chest_xray"]
@@ -114,19 +116,38 @@ def append_review(job_dir: Path, review: Review) -> Review:
     return append_record(job_dir / REVIEWS_FILE, lambda: review.model_copy(update={"time": datetime.now(UTC)}))
 
 
+@contextmanager
+def numbering(job_dir: Path) -> Iterator[None]:
+    """Hold the job's numbering lock (``.reviews.lock``, exclusive): a file's reviews and
+    corrections share one numbering, so each is appended and numbered under it, and no two take
+    the same number, whichever process or thread writes them."""
+    descriptor = os.open(job_dir / NUMBERING_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
 def append_record(path: Path, make: Callable[[], M]) -> M:
     """Append the record ``make()`` builds, as one JSON line, to ``path`` under an exclusive lock,
     fsynced (the folder too when the file is new); ``make`` runs under the lock."""
+    return append_records(path, lambda: [make()])[0]
+
+
+def append_records(path: Path, make: Callable[[], list[M]]) -> list[M]:
+    """Append the records ``make()`` builds, one JSON line each, to ``path`` in one write under an
+    exclusive lock, fsynced once (the folder too when the file is new); ``make`` runs under the lock."""
     created = not path.exists()
     descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX)
         stored = make()
-        line = stored.model_dump_json().encode() + b"\n"
+        lines = b"".join(record.model_dump_json().encode() + b"\n" for record in stored)
         size = os.fstat(descriptor).st_size
-        if size and _last_byte(path, size) != b"\n":
-            line = b"\n" + line  # a line cut short by a crash stays a line of its own
-        os.write(descriptor, line)
+        if lines and size and _last_byte(path, size) != b"\n":
+            lines = b"\n" + lines  # a line cut short by a crash stays a line of its own
+        os.write(descriptor, lines)
         os.fsync(descriptor)
     finally:
         os.close(descriptor)  # releases the lock

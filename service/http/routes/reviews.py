@@ -21,7 +21,7 @@ from pneumoscan.access.clients import Scope
 from pneumoscan.errors import ResultNotFound
 from pneumoscan.jobs.dicom_outputs import write_review
 from pneumoscan.jobs.folder import load_job
-from pneumoscan.jobs.rescore import versions
+from pneumoscan.jobs.rescore import record_review
 from pneumoscan.jobs.results import finished_results, read_results
 from pneumoscan.jobs.reviews import (
     Agreement,
@@ -29,7 +29,6 @@ from pneumoscan.jobs.reviews import (
     Truth,
     Verdict,
     agreement,
-    append_review,
     input_file,
     labels_csv,
     latest_reviews,
@@ -141,8 +140,7 @@ async def post_review(
             review = make_review(result, spec.model_version, request.reader, request.verdict, request.truth)
         except ValueError as exc:
             raise BadRequest(str(exc)) from exc
-        stored = append_review(job_dir, review)
-        sequence = versions(job_dir, stored.file)  # this review's number, after earlier reviews and corrections
+        stored, sequence = record_review(job_dir, review)  # numbered after the file's reviews and corrections
         verification = Verification.of(result, stored.verdict, stored.truth, stored.reader, stored.time, sequence)
         if verification is None:
             return stored
