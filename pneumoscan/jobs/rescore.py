@@ -158,7 +158,8 @@ def _settle(job_dir: Path, outcome: Rescore, answers: list[tuple[Result, Predict
                     time=now,
                 )
             )
-    outcome.corrected += append_records(job_dir / CORRECTIONS_FILE, lambda: new)
+    if new:
+        outcome.corrected += append_records(job_dir / CORRECTIONS_FILE, lambda: new)
     position = {old.file: number for number, (old, _) in enumerate(answers)}
     outcome.corrected.sort(key=lambda correction: position[correction.file])
 
