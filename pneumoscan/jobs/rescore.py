@@ -55,10 +55,14 @@ def read_corrections(job_dir: Path) -> list[Correction]:
     return read_records(job_dir / CORRECTIONS_FILE, Correction)
 
 
+def version_numbers(reviews: list[Review], corrections: list[Correction]) -> Counter[str]:
+    """How many reviews and corrections each file has had: the number the last of them took."""
+    return Counter(review.file for review in reviews) + Counter(each.file for each in corrections)
+
+
 def versions(job_dir: Path, file: str) -> int:
-    """How many reviews and corrections the file has had: the number the last of them took."""
-    reviews = sum(review.file == file for review in read_reviews(job_dir))
-    return reviews + sum(each.file == file for each in read_corrections(job_dir))
+    """``version_numbers`` of one file of the job."""
+    return version_numbers(read_reviews(job_dir), read_corrections(job_dir))[file]
 
 
 def record_review(job_dir: Path, review: Review) -> tuple[Review, int]:
@@ -133,7 +137,7 @@ def _settle(job_dir: Path, outcome: Rescore, answers: list[tuple[Result, Predict
     reviews, corrections = read_reviews(job_dir), read_corrections(job_dir)
     reviewed = {review.file for review in reviews}
     recorded = {c.file: c for c in corrections if c.model_version == outcome.model_version}
-    numbers = Counter(review.file for review in reviews) + Counter(each.file for each in corrections)
+    numbers = version_numbers(reviews, corrections)
     now, new = datetime.now(UTC), []
     for old, prediction in answers:
         name = old.file or ""
@@ -148,20 +152,18 @@ def _settle(job_dir: Path, outcome: Rescore, answers: list[tuple[Result, Predict
         else:
             numbers[name] += 1
             earlier_label = old.prediction.label if old.prediction else ""
-            new.append(
-                Correction(
-                    file=name,
-                    model_version=prediction.model_version,
-                    earlier_label=earlier_label,
-                    prediction=prediction,
-                    sequence=numbers[name],
-                    time=now,
-                )
+            correction = Correction(
+                file=name,
+                model_version=prediction.model_version,
+                earlier_label=earlier_label,
+                prediction=prediction,
+                sequence=numbers[name],
+                time=now,
             )
+            new.append(correction)
+            outcome.corrected.append(correction)
     if new:
-        outcome.corrected += append_records(job_dir / CORRECTIONS_FILE, lambda: new)
-    position = {old.file: number for number, (old, _) in enumerate(answers)}
-    outcome.corrected.sort(key=lambda correction: position[correction.file])
+        append_records(job_dir / CORRECTIONS_FILE, lambda: new)
 
 
 def _queue(spec: JobSpec, old: Result, correction: Correction, sending: Sending) -> None:

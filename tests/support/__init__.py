@@ -7,6 +7,7 @@ Fixtures (``conftest.py`` files) build on these; no test module imports another 
 from __future__ import annotations
 
 import ast
+import functools
 import io
 import json
 import os
@@ -56,11 +57,16 @@ def encode(image: Image.Image, format: str, **options) -> bytes:
     return buffer.getvalue()
 
 
+@functools.cache
+def check_image(name: str) -> bytes:
+    """The bytes of one image of the non-X-ray check set (which takes about a second to build)."""
+    return next(image.data for image in not_xrays() if image.name == name)
+
+
 def grey_photo(name: str) -> bytes:
     """An image of the non-X-ray check set as a grey PNG, for the distance gate: in colour, a
     photograph is refused as ``colour_image`` while decoding, before the gate measures it."""
-    photo = next(image for image in not_xrays() if image.name == name)
-    return encode(Image.open(io.BytesIO(photo.data)).convert("L"), "PNG")
+    return encode(Image.open(io.BytesIO(check_image(name))).convert("L"), "PNG")
 
 
 def make_tiny_dataset(root: Path, copies: int = 3) -> Path:
@@ -245,8 +251,7 @@ def make_input_folder(root: Path, copies: int = 1) -> tuple[Path, int, int]:
     # What the input gate refuses: a blank frame, a colour photograph and the same one in grey.
     (folder / "not-xrays").mkdir()
     Image.new("L", (400, 400), 255).save(folder / "not-xrays" / "white.png")
-    photo = next(image for image in not_xrays() if image.name == "grace_hopper")
-    (folder / "not-xrays" / "portrait.jpg").write_bytes(photo.data)
+    (folder / "not-xrays" / "portrait.jpg").write_bytes(check_image("grace_hopper"))
     (folder / "not-xrays" / "portrait-grey.png").write_bytes(grey_photo("grace_hopper"))
     return folder, good + 1, len(BAD_FILES) + 5
 
