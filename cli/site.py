@@ -115,8 +115,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def cmd_adapt(args: argparse.Namespace) -> int:
     _configure_tensorflow()
-    from training.adapt.folds import no_gain
-    from training.adapt.pipeline import AdaptationRefused, adapt_site
+    from training.adapt.folds import no_gain, steps_of
+    from training.adapt.pipeline import adapt_site
+    from training.adapt.refit_gate import AdaptationRefused
 
     try:
         result = adapt_site(
@@ -126,6 +127,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             labels_csv=args.labels,
             rule_text=args.rule,
             train_data=args.train_data,
+            method=args.method,
             max_epochs=args.max_epochs,
             seed=args.seed,
             batch_size=get_settings().predict_batch_size,
@@ -142,8 +144,15 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         print(adaptation.model_dump_json())
         return EXIT_OK
     print(f"Wrote {metadata.version} to {result.out_dir}")
+    if site.refused:
+        print(f"{sum(site.refused.values())} image(s) refused by the gate and left out: {site.refused}")
+    how = (
+        f"classifier refitted at L2-SP {adaptation.l2_sp:g}"
+        if adaptation.method == "classifier"
+        else f"{adaptation.epochs} epochs of fine-tuning"
+    )
     print(
-        f"{adaptation.epochs} epochs (out of fold, {adaptation.folds} folds by {adaptation.grouping}); threshold "
+        f"{how} (chosen out of fold, {adaptation.folds} folds by {adaptation.grouping}); threshold "
         f"{site.previous_threshold:.4f} -> {site.threshold:.4f} ({site.rule}), temperature {site.temperature:.3f}"
     )
     before, after = adaptation.before, adaptation.after
@@ -158,7 +167,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     )
     if adaptation.validation_before is not None and adaptation.validation_after is not None:
         print(f"  own validation AUC {adaptation.validation_before.auc:.4f} -> {adaptation.validation_after.auc:.4f}")
-    warning = no_gain(adaptation.auc_by_epoch, adaptation.epochs)
+    warning = no_gain(*steps_of(adaptation))
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"Report: {result.out_dir / 'report.html'}")
@@ -210,7 +219,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     calibrate.set_defaults(handler=cmd_calibrate)
 
     adapt = commands.add_parser(
-        "adapt", help="write a new model version fine-tuned on the site's labelled X-rays, with its own threshold"
+        "adapt", help="write a new model version adapted to the site's labelled X-rays, with its own threshold"
     )
     adapt.add_argument("--model", required=True, type=Path, help="model folder to start from")
     adapt.add_argument("--data", required=True, type=Path, help="DATA/{NORMAL,PNEUMONIA}/, or any folder with --labels")
@@ -223,10 +232,17 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--train-data",
         type=Path,
         default=None,
-        help="the model's training folder: training X-rays mixed into each epoch, and its validation split "
-        "scored before and after",
+        help="the model's training folder: its validation split scored before and after, and with fine-tune "
+        "training X-rays mixed into each epoch",
     )
-    adapt.add_argument("--max-epochs", type=int, default=12, help="most fine-tuning epochs tried out of fold")
+    adapt.add_argument(
+        "--method",
+        choices=("classifier", "fine-tune"),
+        default="classifier",
+        help="classifier (default): refit only the last layer, keeping the features and the input gate; "
+        "fine-tune: the later convolutions as well, with the gate refitted",
+    )
+    adapt.add_argument("--max-epochs", type=int, default=12, help="fine-tune: most epochs tried out of fold")
     adapt.add_argument("--json", action="store_true", help="print the adaptation block as JSON")
     adapt.add_argument("--seed", type=int, default=0, help="seed of the folds, the fine-tuning and the bootstrap")
     adapt.set_defaults(handler=cmd_adapt)

@@ -26,8 +26,8 @@ class Prediction(BaseModel):
     )
     ood_score: float | None = Field(
         default=None,
-        description="Distance from the training X-rays as a multiple of the gate's limit (above 1: out "
-        "of distribution); null for a model without a gate.",
+        description="Distance from the training X-rays as a multiple of the gate's limit (above 1: out of "
+        "distribution); null for a model without a gate.",
     )
 
 
@@ -73,9 +73,7 @@ class EvaluationReport(BaseModel):
     specificity: float
     threshold: float
     confusion: Confusion
-    refused: dict[str, int] = Field(
-        default_factory=dict, description="Images refused by the input gate, by error code (not in n)."
-    )
+    refused: dict[str, int] = Field(default_factory=dict, description="Refused images by code (not in n).")
 
 
 class GateRefusals(BaseModel):
@@ -83,8 +81,8 @@ class GateRefusals(BaseModel):
     refused: int
     nearest: float | None = Field(
         default=None,
-        description="The image nearest the limit, as distance / limit: the largest for X-rays, the "
-        "smallest for non-X-ray images that reached the distance check (blank images do not).",
+        description="The image nearest the limit, as distance / limit: the largest for X-rays, the smallest for "
+        "non-X-ray images that reached the distance check (blank images do not).",
     )
 
     @property
@@ -157,13 +155,18 @@ class AdaptationFigures(BaseModel):
 
 
 class SiteAdaptation(BaseModel):
-    """``metadata.json``'s ``adaptation`` block: how `pneumoscan adapt` fine-tuned this version."""
+    """``metadata.json``'s ``adaptation`` block: how `pneumoscan adapt` adapted this version."""
 
     parent_version: str
-    epochs: int = Field(description="Fine-tuning epochs, chosen out of fold.")
+    method: Literal["classifier", "fine-tune"] = Field(
+        default="fine-tune", description="`classifier`: only the last layer refitted; `fine-tune`: later stages too."
+    )
+    epochs: int = Field(description="Fine-tuning epochs, chosen out of fold (0 with `classifier`).")
     max_epochs: int
     auc_by_epoch: list[float] = Field(description="Pooled out-of-fold AUC after 0 (the parent), 1, ... epochs.")
-    learning_rate: float
+    l2_sp_tried: list[float] = Field(default_factory=list, description="`classifier`: strengths, strongest first.")
+    auc_by_l2_sp: list[float] = Field(default_factory=list, description="`classifier`: pooled out-of-fold AUC of each.")
+    learning_rate: float = Field(description="Adam's, fine-tuning (0 with `classifier`, fitted by L-BFGS).")
     l2_sp: float = Field(description="Weight of the squared distance from the parent's weights in the loss.")
     frozen: list[str] = Field(description="Stages whose weights stayed; every batch norm stayed as well.")
     folds: int
@@ -215,22 +218,16 @@ class ModelMetadata(BaseModel):
     calibration: CalibrationInfo | None = None
     gate: GateInfo | None = None
     shift_proxy: dict | None = Field(
-        default=None,
-        description="How the recipe held up on data it never saw of another acquisition series (see the "
-        "model card's shift-proxy section): the figures `training.shift_proxy` measured.",
+        default=None, description="The figures `training.shift_proxy` measured (the model card's shift-proxy section)."
     )
     candidates: dict | None = Field(
-        default=None,
-        description="Recipes trained on the training folder alone, compared on a later period's labelled X-rays "
-        "(`training.site.candidates`, the model card's comparison section).",
+        default=None, description="Recipes compared on a later period (`training.site.candidates`, the card's section)."
     )
     site: SiteCalibration | None = Field(
-        default=None,
-        description="Set by `pneumoscan calibrate` and `adapt`: the site's operating point and the data it was "
-        "chosen on.",
+        default=None, description="Set by `pneumoscan calibrate` and `adapt`: the site's operating point and its data."
     )
     adaptation: SiteAdaptation | None = Field(
-        default=None, description="Set by `pneumoscan adapt`: the fine-tuning on the site's X-rays."
+        default=None, description="Set by `pneumoscan adapt`: how it adapted the weights to the site's X-rays."
     )
 
 
@@ -248,7 +245,7 @@ class ServedModel(BaseModel):
     site_calibrated: bool = Field(
         description="Whether `pneumoscan calibrate` or `adapt` set this version's operating point."
     )
-    adapted: bool = Field(default=False, description="Whether `pneumoscan adapt` fine-tuned this version's weights.")
+    adapted: bool = Field(default=False, description="Whether `pneumoscan adapt` adapted this version's weights.")
     site: SiteCalibration | None = None
     ood_threshold: float | None = Field(default=None, description="The input gate's limit; null without a gate.")
     ood_policy: str

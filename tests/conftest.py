@@ -93,23 +93,25 @@ def site_model_dir(tmp_path_factory, site_dataset) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def adapted_model_dir(tmp_path_factory, site_dataset) -> Path:
-    """The bundled model adapted to ``site_dataset`` by the real ``pneumoscan adapt``, two epochs at most."""
+def _adapted(tmp_path_factory, site_dataset, *options: str) -> Path:
     out = tmp_path_factory.mktemp("adapted-model") / "adapted"
     result = run_cli(
-        "adapt",
-        "--model",
-        str(BUNDLED_MODEL_DIR),
-        "--data",
-        str(site_dataset),
-        "--out",
-        str(out),
-        "--max-epochs",
-        "2",
+        "adapt", "--model", str(BUNDLED_MODEL_DIR), "--data", str(site_dataset), "--out", str(out), *options
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return out
+
+
+@pytest.fixture(scope="session")
+def adapted_model_dir(tmp_path_factory, site_dataset) -> Path:
+    """The bundled model adapted to ``site_dataset`` by the real ``pneumoscan adapt`` (its classifier refitted)."""
+    return _adapted(tmp_path_factory, site_dataset)
+
+
+@pytest.fixture(scope="session")
+def fine_tuned_model_dir(tmp_path_factory, site_dataset) -> Path:
+    """The same with ``--method fine-tune``, two epochs at most."""
+    return _adapted(tmp_path_factory, site_dataset, "--method", "fine-tune", "--max-epochs", "2")
 
 
 @pytest.fixture()

@@ -282,3 +282,22 @@ def test_resplits_keep_each_patient_on_one_side_and_count_the_held_parts():
     noise = resplit(_site_scores(labels, rng.uniform(size=len(labels))), 1.0, patients, Rule.parse("youden"), splits=30)
     assert noise.sensitivity[1] <= noise.sensitivity[0] <= noise.sensitivity[2] and noise.reaching < 30
     assert noise.best_specificity is not None and noise.best_specificity < 0.9, "noise cannot reach the corner"
+
+
+def test_resplits_with_adaptation_refit_the_classifier_on_each_part():
+    """A parent whose logit is noise, over features of which one carries the label: calibrating
+    cannot rank the held parts, a classifier refitted on each part can."""
+    from training.site.resplit import resplit
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 60)
+    patients = [f"p{i}" for i in range(len(labels))]
+    features = rng.normal(size=(len(labels), 4))
+    features[:, 0] += 3.0 * labels
+    logits = rng.normal(size=len(labels))
+    scores = _site_scores(labels, 1.0 / (1.0 + np.exp(-logits)))
+    calibrated = resplit(scores, 1.0, patients, Rule.parse("youden"), splits=10)
+    adapted = resplit(scores, 1.0, patients, Rule.parse("youden"), splits=10, adapting=(features, logits))
+    assert not calibrated.adapted and adapted.adapted and adapted.splits == 10
+    assert calibrated.auc[0] < 0.7 < 0.95 < adapted.auc[0]
+    assert adapted.reaching > calibrated.reaching

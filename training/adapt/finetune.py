@@ -42,13 +42,25 @@ class FineTuning:
     ranges: str = "shortcuts"
 
 
+def _stage(layer_name: str) -> str:
+    # An ensemble's members name their stages m1_stem, m2_stem, ...
+    return re.sub(r"^m\d+_", "", layer_name).removesuffix("_bn").removesuffix("_relu")
+
+
+def stages(model) -> list[str]:
+    """The stages of ``model`` that hold weights, in order, all but the last layer (the classifier)."""
+    names: list[str] = []
+    for layer in model.layers[:-1]:
+        if layer.weights and _stage(layer.name) not in names:
+            names.append(_stage(layer.name))
+    return names
+
+
 def _freeze(model, frozen_stages: tuple[str, ...]) -> None:
     import keras
 
     for layer in model.layers:
-        # An ensemble's members name their stages m1_stem, m2_stem, ...
-        stage = re.sub(r"^m\d+_", "", layer.name).removesuffix("_bn").removesuffix("_relu")
-        if isinstance(layer, keras.layers.BatchNormalization) or stage in frozen_stages:
+        if isinstance(layer, keras.layers.BatchNormalization) or _stage(layer.name) in frozen_stages:
             layer.trainable = False
 
 

@@ -18,8 +18,12 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from pneumoscan.model.decision import calibrate
+from pneumoscan.schemas import SiteAdaptation
 from training.adapt.finetune import FineTuning, fine_tune, softmax_of
+from training.calibration import fit_temperature
 from training.data import Example, patient_id
+from training.stats import Rule, choose_threshold
 
 _KERMANY_NAME = re.compile(r"^(person\d+_|(NORMAL2-)?IM-\d+-)", re.IGNORECASE)
 
@@ -85,17 +89,36 @@ def choose_epochs(auc_by_epoch: list[float]) -> int:
     return next(epoch for epoch in range(1, last + 1) if smoothed(epoch) >= best - 1e-9)
 
 
-def no_gain(auc_by_epoch: list[float], epochs: int) -> str | None:
-    """A warning when, out of fold, the chosen epochs rank the sample no better than the model it
-    started from (epoch 0 is the parent, which never saw the sample); None when they do."""
+def operating_point(softmax: np.ndarray, labels: np.ndarray, rule: Rule) -> tuple[float, np.ndarray, float | None]:
+    """(temperature, calibrated P(pneumonia), threshold) chosen on held-out softmax answers (n, 2):
+    the temperature that fits them best, then the threshold ``rule`` picks on them (None when none
+    reaches it)."""
+    temperature = fit_temperature(softmax, labels)
+    probabilities = calibrate(softmax, temperature)
+    return temperature, probabilities, choose_threshold(labels, probabilities, rule)
+
+
+def no_gain(auc_by_epoch: list[float], epochs: int, step: str | None = None) -> str | None:
+    """A warning when, out of fold, the chosen step (``epochs`` of fine-tuning, or the ``step`` it
+    names) ranks the sample no better than the model it started from (step 0 is the parent, which
+    never saw the sample); None when it does."""
     before, after = auc_by_epoch[0], auc_by_epoch[epochs]
     if after > before:
         return None
     return (
-        f"Out of fold, fine-tuning ranked this sample no better than the model it started from (AUC {before:.3f} "
-        f"before, {after:.3f} after {epochs} epoch(s)): the sample gives adaptation nothing the model lacks. "
-        "`pneumoscan calibrate` moves the operating point without changing the weights."
+        f"Out of fold, adapting ranked this sample no better than the model it started from (AUC {before:.3f} "
+        f"before, {after:.3f} after {step or f'{epochs} epoch(s)'}): the sample gives adaptation nothing the model "
+        "lacks. `pneumoscan calibrate` moves the operating point without changing the weights."
     )
+
+
+def steps_of(adaptation: SiteAdaptation) -> tuple[list[float], int, str | None]:
+    """``no_gain``'s arguments for a written adaptation: the pooled out-of-fold AUC of the parent and
+    of each step tried (epochs, or the classifier's strengths), the chosen step, and its name."""
+    if adaptation.method == "classifier":
+        chosen = adaptation.l2_sp_tried.index(adaptation.l2_sp) + 1
+        return [adaptation.auc_by_epoch[0], *adaptation.auc_by_l2_sp], chosen, f"L2-SP {adaptation.l2_sp:g}"
+    return adaptation.auc_by_epoch, adaptation.epochs, None
 
 
 def out_of_fold(

@@ -1,15 +1,19 @@
-"""``pneumoscan adapt``: a new model version fine-tuned on a site's labelled X-rays.
+"""``pneumoscan adapt``: a new model version adapted to a site's labelled X-rays.
 
 1. The parent scores the sample through the core path (gate included); refused images are left
    out and counted. Fewer than ``MIN_PER_CLASS`` scored X-rays of a class, or fewer patients of a
    class than folds, is refused (``SampleTooSmall``, exit 2) before any training.
-2. Out of fold, by patient (``training.adapt.folds``): the epoch count, then the temperature and
-   the threshold (the calibrate rules, default Youden's J), all chosen on held-out answers; the
-   figures reported for the adapted version are those held-out answers, with 95% intervals.
-3. The model is fine-tuned on the whole sample for that many epochs (``training.adapt.finetune``).
-4. The input gate is refitted on the adapted features (``training.adapt.refit_gate``): if any image of the
-   non-X-ray check set would pass, or more than ``MAX_SITE_REFUSED`` of the site's X-rays would be
-   refused, nothing is written (``AdaptationRefused``, exit 1).
+2. Out of fold, by patient: how far to move from the parent (the L2-SP strength of a refitted
+   classifier, ``training.adapt.classifier``, the default; or the fine-tuning epochs,
+   ``training.adapt.folds``), then the temperature and the threshold (the calibrate rules, default
+   Youden's J), all chosen on held-out answers; the figures reported for the adapted version are
+   those held-out answers, with 95% intervals.
+3. The classifier is refitted, or the model fine-tuned (``training.adapt.finetune``), on the whole sample.
+4. A refitted classifier leaves the features the input gate measures as they were, so the
+   parent's gate stays; fine-tuning moves them, so the gate is refitted on the adapted features
+   (``training.adapt.refit_gate``). Either way, if any image of the non-X-ray check set would pass,
+   or more than ``MAX_SITE_REFUSED`` of the site's X-rays would be refused, nothing is written
+   (``AdaptationRefused``, exit 1).
 5. The version ``<parent>-adapted-<UTC minute>-<6 hex>`` is written whole (a staging folder renamed
    into place): weights, gate, metadata with ``adaptation`` and ``site`` blocks, a drift reference
    from the site's held-out answers, the model card with its section, and ``report.html``.
@@ -30,7 +34,6 @@ from tqdm import tqdm
 from pneumoscan import CLASS_NAMES
 from pneumoscan.errors import DataError
 from pneumoscan.imaging.preprocess import plane_to_input
-from pneumoscan.model.decision import calibrate
 from pneumoscan.model.predictor import Predictor, load_keras_model, load_metadata
 from pneumoscan.schemas import (
     AdaptationFigures,
@@ -40,31 +43,32 @@ from pneumoscan.schemas import (
     SiteAdaptation,
     SiteCalibration,
 )
-from training.adapt.finetune import DEFAULT_FINE_TUNING, FineTuning, fine_tune
-from training.adapt.folds import OutOfFold, out_of_fold
-from training.adapt.refit_gate import refit_gate
+from training.adapt.classifier import (
+    STRENGTHS,
+    apply_correction,
+    features_and_logits,
+    fit_correction,
+    out_of_fold_classifier,
+)
+from training.adapt.finetune import DEFAULT_FINE_TUNING, FineTuning, fine_tune, stages
+from training.adapt.folds import OutOfFold, operating_point, out_of_fold
+from training.adapt.refit_gate import checked_gate, kept_gate
 from training.adapt.report import write_version
 from training.adapt.sample import SiteSample, load_sample
-from training.calibration import fit_temperature
 from training.drift.reference import site_reference
-from training.gate.fit import feature_layers, non_xray_refusals, refusals_of
+from training.gate.fit import non_xray_refusals, refusals_of
 from training.metrics import evaluate_predictions
-from training.site.calibrate import check_new_folder, derived_version, non_xrays_passing
+from training.site.calibrate import check_new_folder, derived_version
 from training.site.data import data_fingerprint
 from training.site.scores import SiteScores
 from training.site.validate import at_threshold, estimate
-from training.stats import BOOTSTRAP_RESAMPLES, DEFAULT_FOLDS, Rule, bootstrap_auc, choose_threshold
+from training.stats import BOOTSTRAP_RESAMPLES, DEFAULT_FOLDS, Rule, bootstrap_auc
 from training.stats import cross_validated as cross_validated_counts
 
 MAX_EPOCHS = 12
-MAX_SITE_REFUSED = 0.01
+CLASSIFIER, FINE_TUNE = "classifier", "fine-tune"
+METHODS = (CLASSIFIER, FINE_TUNE)
 _DERIVED_SUFFIX = re.compile(r"(-site-\d{12}-[0-9a-f]{6}|-adapted-\d{12}-[0-9a-f]{6})+$")
-
-
-class AdaptationRefused(DataError):
-    """The adapted model would break the input gate; nothing was written."""
-
-    code = "adaptation_refused"
 
 
 @dataclass(frozen=True)
@@ -128,37 +132,18 @@ def fit_adapted(model_dir: Path, sample: SiteSample, folds: int, max_epochs: int
     return oof, model
 
 
-def checked_gate(model, base: Predictor, sample: SiteSample, oof: OutOfFold, threshold: float, temperature: float):
-    """(the adapted predictor with its refitted gate, its rule, each site X-ray's distance / the limit);
-    ``AdaptationRefused`` when a non-X-ray of the check set would pass or too many of the site's
-    X-rays would be refused."""
-    gate, rule = refit_gate(
-        model,
-        base.gate.layers if base.gate is not None else feature_layers(model),
-        sample.planes,
-        oof.assignment,
-        train_inputs=plane_to_input(sample.extra[0]) if sample.extra is not None else None,
-        validation_inputs=plane_to_input(sample.validation[0]) if sample.validation is not None else None,
-    )
-    adapted = Predictor(model, threshold=threshold, model_version="unsaved", gate=gate, temperature=temperature)
-    ratios = adapted.score(plane_to_input(sample.planes))[:, 1] / gate.threshold
-    refused = int(np.sum(ratios > 1))
-    passing = non_xrays_passing(adapted, gate.threshold)
-    problems = []
-    if passing:
-        problems.append(f"{len(passing)} image(s) of the non-X-ray check set would pass ({', '.join(passing[:5])})")
-    if refused > MAX_SITE_REFUSED * len(sample.planes):
-        problems.append(
-            f"{refused} of {len(sample.planes)} site X-rays would be refused (at most {MAX_SITE_REFUSED:.0%})"
-        )
-    if problems:
-        raise AdaptationRefused(
-            "The adapted model's features no longer suit the input gate: "
-            + "; ".join(problems)
-            + ". Nothing was written; --train-data (the model's training folder) gives the gate more X-rays to "
-            "learn from."
-        )
-    return adapted, rule, ratios
+def fit_classifier(model_dir: Path, sample: SiteSample, folds: int, seed: int):
+    """(out-of-fold answers, the model with its classifier refitted on the whole sample at the
+    strength they chose)."""
+    model = load_keras_model(model_dir)
+    with tqdm(total=3, desc="Adapting the classifier", unit="step") as progress:
+        features, logits = features_and_logits(model, sample.planes)
+        progress.update(1)
+        oof = out_of_fold_classifier(features, logits, sample.labels, sample.grouped.groups, folds=folds, seed=seed)
+        progress.update(1)
+        apply_correction(model, fit_correction(features, logits, sample.labels, STRENGTHS[oof.epochs - 1]))
+        progress.update(1)
+    return oof, model
 
 
 def adapt_site(
@@ -169,6 +154,7 @@ def adapt_site(
     labels_csv: str | Path | None = None,
     rule_text: str = "youden",
     train_data: str | Path | None = None,
+    method: str = CLASSIFIER,
     folds: int = DEFAULT_FOLDS,
     max_epochs: int = MAX_EPOCHS,
     seed: int = 0,
@@ -176,41 +162,46 @@ def adapt_site(
     batch_size: int = 32,
     command: str | None = None,
 ) -> AdaptationResult:
-    """Fine-tune the model in ``model_dir`` on the site's X-rays and write the new version to ``out_dir``."""
+    """Adapt the model in ``model_dir`` to the site's X-rays (``method``: refit its classifier, or
+    fine-tune it) and write the new version to ``out_dir``."""
     started = time.perf_counter()
     rule = Rule.parse(rule_text)
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     check_new_folder(out_dir)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
     if max_epochs < 1:
         raise ValueError(f"max_epochs must be at least 1, got {max_epochs}.")
     parent = load_metadata(model_dir)
     base = Predictor.from_dir(model_dir)
     sample = load_sample(base, parent, data_dir, labels_csv, train_data, folds, batch_size)
-    oof, model = fit_adapted(model_dir, sample, folds, max_epochs, seed, settings)
+    keeps_gate = method == CLASSIFIER and base.gate is not None
+    if method == CLASSIFIER:
+        oof, model = fit_classifier(model_dir, sample, folds, seed)
+    else:
+        oof, model = fit_adapted(model_dir, sample, folds, max_epochs, seed, settings)
 
     labels = sample.labels
-    temperature = fit_temperature(oof.chosen, labels)
-    held_out = calibrate(oof.chosen, temperature)
-    threshold = choose_threshold(labels, held_out, rule)
+    temperature, held_out, threshold = operating_point(oof.chosen, labels, rule)
     if threshold is None:
         raise DataError(f"No threshold reaches the rule {rule} on this sample's held-out answers; nothing was written.")
-    adapted, gate_rule, site_ratios = checked_gate(model, base, sample, oof, threshold, temperature)
+    if keeps_gate:
+        adapted, gate_rule, site_ratios = kept_gate(model, base, parent, sample, threshold, temperature)
+    else:
+        adapted, gate_rule, site_ratios = checked_gate(model, base, sample, oof, threshold, temperature)
     validation_before = validation_after = None
     if sample.validation is not None:
         validation_before = _evaluate(base, sample.validation, parent.threshold)
         validation_after = _evaluate(adapted, sample.validation, threshold)
     adaptation = SiteAdaptation(
         parent_version=parent.version,
-        epochs=oof.epochs,
-        max_epochs=max_epochs,
-        auc_by_epoch=oof.auc_by_epoch,
-        learning_rate=settings.learning_rate,
-        l2_sp=settings.l2_sp,
-        frozen=list(settings.frozen_stages),
+        **_method_fields(method, oof, model, max_epochs, settings),
         folds=folds,
         grouping=sample.grouped.source,
         groups=sample.grouped.count,
-        training_images_mixed=0 if sample.extra is None else min(len(labels), len(sample.extra[0])),
+        training_images_mixed=0
+        if sample.extra is None or method == CLASSIFIER
+        else min(len(labels), len(sample.extra[0])),
         before=figures(labels, sample.scores.probabilities, parent.threshold, rule, folds, seed),
         after=figures(labels, held_out, threshold, rule, folds, seed),
         validation_before=validation_before,
@@ -224,6 +215,31 @@ def adapt_site(
         metadata=_write(model, adapted, model_dir, out_dir, metadata, sample, site_ratios, oof, held_out, command),
         out_dir=out_dir,
     )
+
+
+def _method_fields(method: str, oof: OutOfFold, model, max_epochs: int, settings: FineTuning) -> dict:
+    """The ``adaptation`` block's fields that say how the weights moved."""
+    if method == CLASSIFIER:
+        return {
+            "method": CLASSIFIER,
+            "epochs": 0,
+            "max_epochs": 0,
+            "auc_by_epoch": oof.auc_by_epoch[:1],
+            "l2_sp_tried": list(STRENGTHS),
+            "auc_by_l2_sp": oof.auc_by_epoch[1:],
+            "learning_rate": 0.0,
+            "l2_sp": STRENGTHS[oof.epochs - 1],
+            "frozen": stages(model),
+        }
+    return {
+        "method": FINE_TUNE,
+        "epochs": oof.epochs,
+        "max_epochs": max_epochs,
+        "auc_by_epoch": oof.auc_by_epoch,
+        "learning_rate": settings.learning_rate,
+        "l2_sp": settings.l2_sp,
+        "frozen": list(settings.frozen_stages),
+    }
 
 
 def adapted_metadata(

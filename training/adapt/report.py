@@ -14,7 +14,7 @@ from pneumoscan.imaging.gate import OodGate
 from pneumoscan.model.predictor import MODEL_FILE, save_metadata
 from pneumoscan.monitoring.drift import DriftReference, save_reference
 from pneumoscan.schemas import AdaptationFigures, EvaluationReport, ModelMetadata, SiteAdaptation
-from training.adapt.folds import OutOfFold, no_gain
+from training.adapt.folds import OutOfFold, no_gain, steps_of
 from training.site.calibrate import staged_folder
 from training.site.card import figure, with_section
 
@@ -51,8 +51,50 @@ def _validation_rows(before: EvaluationReport | None, after: EvaluationReport | 
 
 
 def _gain(adaptation: SiteAdaptation) -> str:
-    warning = no_gain(adaptation.auc_by_epoch, adaptation.epochs)
+    warning = no_gain(*steps_of(adaptation))
     return f"**{warning}**\n\n" if warning else ""
+
+
+def _how(adaptation: SiteAdaptation) -> str:
+    folds = f"{adaptation.folds} folds by patient ({adaptation.groups} groups, from {adaptation.grouping})"
+    tail = """The adapted column is out of fold: each image was scored by a model that never saw it, though the
+{step} was chosen on the same answers (slightly optimistic). The sensitivity and specificity at the final
+threshold are in sample for that threshold; the rule's rows are not."""
+    if adaptation.method == "classifier":
+        curve = ", ".join(
+            f"{strength:g}: {auc:.3f}"
+            for strength, auc in zip(adaptation.l2_sp_tried, adaptation.auc_by_l2_sp, strict=True)
+        )
+        return f"""only the classifier (the last layer) was refitted; the convolutions, and so the features
+the input gate measures and Grad-CAM's layer, are the parent's. Its logit is the parent's plus a
+correction over the pooled features, fitted by a class-balanced logistic loss plus an L2-SP penalty
+on the correction (zero is the parent). {folds}: in each, the correction was fitted on the other
+folds at each strength and the held fold scored. Pooled out-of-fold AUC: parent
+{adaptation.auc_by_epoch[0]:.3f}; by strength {curve}; **L2-SP {adaptation.l2_sp:g}** was chosen (the highest
+AUC averaged with its neighbours') and the correction fitted on the whole sample at it.
+""" + tail.format(step="strength")
+    curve = ", ".join(f"{auc:.3f}" for auc in adaptation.auc_by_epoch)
+    return f"""{folds}; in each, the parent was fine-tuned on the other folds and the held fold scored after every
+epoch. Pooled out-of-fold AUC after 0 (the parent), 1, ... {adaptation.max_epochs} epochs: {curve};
+**{adaptation.epochs} epochs** were chosen (the highest AUC averaged with its neighbouring epochs') and the model
+fine-tuned on the whole sample for that many, its weights averaged over the epochs.
+Fine-tuning: Adam at {adaptation.learning_rate:g}, L2-SP {adaptation.l2_sp:g} toward the parent's weights,
+stages {", ".join(adaptation.frozen)} and every batch norm frozen, the training acquisition
+augmentation with border bars and burned-in markers pasted into both classes;
+{adaptation.training_images_mixed} training X-rays mixed into each epoch. """ + tail.format(step="epoch count")
+
+
+def _gate(adaptation: SiteAdaptation, gate_rule: str) -> str:
+    how = (
+        "is the parent's, unchanged, since the refitted classifier leaves the features it measures as they were "
+        f"(its limit: {gate_rule})"
+        if adaptation.method == "classifier"
+        else f"was refitted on the adapted features ({gate_rule})"
+    )
+    return (
+        f"The input gate {how}. It refuses {adaptation.gate_site_refused} of the site's scored X-rays and lets "
+        f"{adaptation.gate_non_xrays_passing} image(s) of the non-X-ray check set through."
+    )
 
 
 def section(metadata: ModelMetadata) -> str:
@@ -63,12 +105,11 @@ def section(metadata: ModelMetadata) -> str:
     n = ", ".join(f"{name} {count}" for name, count in site.n.items())
     refused = ", ".join(f"{code} {count}" for code, count in site.refused.items()) or "none"
     before, after = adaptation.before, adaptation.after
-    curve = ", ".join(f"{auc:.3f}" for auc in adaptation.auc_by_epoch)
     gate_rule = metadata.gate.rule if metadata.gate else "no gate"
     return f"""
 ## Site adaptation
 
-**These weights were fine-tuned on the site's labelled X-rays** ({n}; refused by the gate: {refused};
+**These weights were adapted to the site's labelled X-rays** ({n}; refused by the gate: {refused};
 data fingerprint `{site.data_fingerprint}`), starting from `{adaptation.parent_version}`, whose training
 is described above. The decision threshold is **{site.threshold:.4f}** on calibrated P(pneumonia)
 (rule `{site.rule}`, temperature {site.temperature:.3f}), both chosen on out-of-fold answers.
@@ -81,22 +122,9 @@ is described above. The decision threshold is **{site.threshold:.4f}** on calibr
 | sensitivity, `{site.rule}` out of sample | {figure(before.rule_sensitivity)} | {figure(after.rule_sensitivity)} |
 | specificity, `{site.rule}` out of sample | {figure(before.rule_specificity)} | {figure(after.rule_specificity)} |
 
-How: {adaptation.folds} folds by patient ({adaptation.groups} groups, from {adaptation.grouping}); in each, the
-parent was fine-tuned on the other folds and the held fold scored after every epoch. Pooled
-out-of-fold AUC after 0 (the parent), 1, ... {adaptation.max_epochs} epochs: {curve}; **{adaptation.epochs}
-epochs** were chosen (the highest AUC averaged with its neighbouring epochs') and the model
-fine-tuned on the whole sample for that many, its weights averaged over the epochs.
-Fine-tuning: Adam at {adaptation.learning_rate:g}, L2-SP {adaptation.l2_sp:g} toward the parent's weights,
-stages {", ".join(adaptation.frozen)} and every batch norm frozen, the training acquisition
-augmentation with border bars and burned-in markers pasted into both classes;
-{adaptation.training_images_mixed} training X-rays mixed into each epoch. The
-adapted column is out of fold: each image was scored by a model that never saw it, though the
-epoch count was chosen on the same answers (slightly optimistic). The sensitivity and
-specificity at the final threshold are in sample for that threshold; the rule's rows are not.
+How: {_how(adaptation)}
 
-{_gain(adaptation)}The input gate was refitted on the adapted features ({gate_rule}):
-it refuses {adaptation.gate_site_refused} of the site's X-rays and lets {adaptation.gate_non_xrays_passing}
-image(s) of the non-X-ray check set through.
+{_gain(adaptation)}{_gate(adaptation, gate_rule)}
 
 {_validation_rows(adaptation.validation_before, adaptation.validation_after)}
 
@@ -115,17 +143,25 @@ def adaptation_section(metadata: ModelMetadata, parent_card: str) -> str:
 
 
 def plot_epochs(adaptation: SiteAdaptation, path: Path) -> None:
+    """Pooled out-of-fold AUC by step: fine-tuning epochs, or the classifier's L2-SP strengths."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    aucs, chosen, _ = steps_of(adaptation)
     figure, axis = plt.subplots(figsize=(5.5, 3.6))
-    axis.plot(range(len(adaptation.auc_by_epoch)), adaptation.auc_by_epoch, marker="o")
-    axis.axvline(adaptation.epochs, color="#cf222e", linestyle="--", label=f"chosen: {adaptation.epochs}")
-    axis.set_xlabel("fine-tuning epochs (0: the parent)")
+    axis.plot(range(len(aucs)), aucs, marker="o")
+    if adaptation.method == "classifier":
+        axis.set_xticks(range(len(aucs)), ["parent", *(f"{strength:g}" for strength in adaptation.l2_sp_tried)])
+        axis.set_xlabel("L2-SP strength of the classifier's correction (weaker to the right)")
+        label, title = f"chosen: {adaptation.l2_sp:g}", "Out-of-fold AUC by strength"
+    else:
+        axis.set_xlabel("fine-tuning epochs (0: the parent)")
+        label, title = f"chosen: {adaptation.epochs}", "Out-of-fold AUC by epoch"
+    axis.axvline(chosen, color="#cf222e", linestyle="--", label=label)
     axis.set_ylabel("pooled out-of-fold AUC")
-    axis.set_title("Out-of-fold AUC by epoch")
+    axis.set_title(title)
     axis.legend()
     axis.grid(alpha=0.3)
     figure.tight_layout()

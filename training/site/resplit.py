@@ -8,6 +8,10 @@ The model scores the sample once. Printed: the held parts' sensitivity and speci
 5th-95th percentiles over the splits), how many splits reach ``--targets`` on both, and the
 nearest the whole sample's ROC comes to those targets, which no threshold rule can pass: a
 sample whose ROC stays below the targets needs a model that ranks it better, not another rule.
+
+With ``--adapt`` each part also adapts the model as ``pneumoscan adapt`` does by default (its
+classifier refitted, the strength, temperature and threshold chosen out of fold on the part), and
+the held part is counted with the adapted classifier: how far adaptation travels within the site.
 """
 
 from __future__ import annotations
@@ -18,8 +22,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
-from pneumoscan.model.predictor import Predictor
+from pneumoscan.model.decision import calibrate
+from pneumoscan.model.predictor import Predictor, load_keras_model
+from training.data import load_planes
 from training.site.calibrate import refit_temperature
 from training.site.data import site_examples
 from training.site.scores import SiteScores, raw_logits, score_site
@@ -38,6 +45,8 @@ class Resplits:
     targets: list[float]  # sensitivity, specificity
     best_specificity: float | None  # on the whole sample, at the targeted sensitivity or above
     best_sensitivity: float | None  # on the whole sample, at the targeted specificity or above
+    auc: list[float]  # the held parts' AUC: mean, 5th and 95th percentile
+    adapted: bool = False  # each part adapted the classifier (--adapt)
 
 
 def _part(scores: SiteScores, chosen: np.ndarray) -> SiteScores:
@@ -74,6 +83,31 @@ def _corner(scores: SiteScores, targets: tuple[float, float]) -> tuple[float | N
     )
 
 
+def _adapted_on(part: np.ndarray, held: np.ndarray, labels, groups, adapting, rule: Rule, seed: int):
+    """(the held part's calibrated P(pneumonia) and the threshold) with the classifier refitted on
+    ``part`` as ``pneumoscan adapt`` refits it; ``adapting`` is (features, logits) per image."""
+    from training.adapt.classifier import STRENGTHS, corrected, fit_correction, out_of_fold_classifier
+    from training.adapt.folds import operating_point
+
+    features, logits = adapting
+    oof = out_of_fold_classifier(
+        features[part], logits[part], labels[part], groups[part], folds=DEFAULT_FOLDS, seed=seed
+    )
+    temperature, _, threshold = operating_point(oof.chosen, labels[part], rule)
+    correction = fit_correction(features[part], logits[part], labels[part], STRENGTHS[oof.epochs - 1])
+    return calibrate(corrected(logits[held], features[held], correction), temperature), threshold
+
+
+def _calibrated_on(scores: SiteScores, fitted: np.ndarray, temperature: float, rule: Rule, seed: int):
+    """(the held part's calibrated P(pneumonia) and the threshold) with the temperature and the
+    threshold chosen on the ``fitted`` part as ``pneumoscan calibrate`` chooses them."""
+    part, held = _part(scores, fitted), _part(scores, ~fitted)
+    fitted_temperature, _, probabilities = refit_temperature(part, temperature, DEFAULT_FOLDS, seed)
+    threshold = choose_threshold(part.labels, probabilities, rule)
+    logits = raw_logits(held.probabilities, temperature)
+    return 1.0 / (1.0 + np.exp(-logits / fitted_temperature)), threshold
+
+
 def resplit(
     scores: SiteScores,
     temperature: float,
@@ -84,20 +118,26 @@ def resplit(
     fraction: float = 0.5,
     targets: tuple[float, float] = (0.94, 0.90),
     seed: int = 0,
+    adapting: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Resplits:
-    """``splits`` patient splits of ``scores`` (``patients[i]`` is image i's patient)."""
+    """``splits`` patient splits of ``scores`` (``patients[i]`` is image i's patient); with
+    ``adapting`` (the classifier's input features and the parent's logit per image) each part
+    refits the classifier."""
     rng = np.random.default_rng(seed)
-    held_rates = []
+    groups = np.array(patients)
+    held_rates, held_aucs = [], []
     for _ in range(splits):
         chosen = calibration_patients(scores.labels, patients, fraction, rng)
         fitted = np.array([patient in chosen for patient in patients])
-        part, held = _part(scores, fitted), _part(scores, ~fitted)
-        fitted_temperature, _, probabilities = refit_temperature(part, temperature, DEFAULT_FOLDS, seed)
-        threshold = choose_threshold(part.labels, probabilities, rule)
+        if adapting is None:
+            probabilities, threshold = _calibrated_on(scores, fitted, temperature, rule, seed)
+        else:
+            probabilities, threshold = _adapted_on(fitted, ~fitted, scores.labels, groups, adapting, rule, seed)
         if threshold is None:
             continue
-        held_probabilities = 1.0 / (1.0 + np.exp(-raw_logits(held.probabilities, temperature) / fitted_temperature))
-        held_rates.append(_rates(held.labels, held_probabilities, threshold))
+        held_labels = scores.labels[~fitted]
+        held_rates.append(_rates(held_labels, probabilities, threshold))
+        held_aucs.append(float(roc_auc_score(held_labels, probabilities)))
     if not held_rates:
         raise ValueError(f"No split's calibration part reached the rule {rule}.")
     sensitivity, specificity = zip(*held_rates, strict=True)
@@ -112,6 +152,8 @@ def resplit(
         targets=list(targets),
         best_specificity=best_specificity,
         best_sensitivity=best_sensitivity,
+        auc=_summary(held_aucs),
+        adapted=adapting is not None,
     )
 
 
@@ -127,12 +169,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fraction", type=float, default=0.5, help="patients of each class calibrated on (0.5)")
     parser.add_argument("--targets", default="0.94,0.90", help="sensitivity,specificity to count (0.94,0.90)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--adapt", action="store_true", help="each part refits the classifier as `adapt` does")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     examples = site_examples(args.data, args.labels)
     predictor = Predictor.from_dir(args.model)
     scores = score_site(predictor, examples, args.data)
     patient_of = {example.path: example.patient_id for example in examples}
+    adapting = None
+    if args.adapt:
+        from training.adapt.classifier import features_and_logits
+
+        by_path = {example.path: example for example in examples}
+        planes, _ = load_planes([by_path[path] for path in scores.paths], "Loading images")
+        adapting = features_and_logits(load_keras_model(args.model), planes)
     sensitivity_target, specificity_target = (float(value) for value in args.targets.split(","))
     figures = resplit(
         scores,
@@ -143,17 +193,18 @@ def main(argv: list[str] | None = None) -> int:
         fraction=args.fraction,
         targets=(sensitivity_target, specificity_target),
         seed=args.seed,
+        adapting=adapting,
     )
     if args.json:
         print(json.dumps(asdict(figures)))
         return 0
     se, sp = figures.sensitivity, figures.specificity
+    step = "adapted" if figures.adapted else "calibrated"
+    print(f"{figures.splits} splits, {figures.fraction:.0%} of each class's patients {step} on, rule {figures.rule}")
+    auc = figures.auc
     print(
-        f"{figures.splits} splits, {figures.fraction:.0%} of each class's patients calibrated on, rule {figures.rule}"
-    )
-    print(
-        f"  held parts: sensitivity {se[0]:.3f} ({se[1]:.3f}-{se[2]:.3f}), "
-        f"specificity {sp[0]:.3f} ({sp[1]:.3f}-{sp[2]:.3f})"
+        f"  held parts: AUC {auc[0]:.3f} ({auc[1]:.3f}-{auc[2]:.3f}), "
+        f"sensitivity {se[0]:.3f} ({se[1]:.3f}-{se[2]:.3f}), specificity {sp[0]:.3f} ({sp[1]:.3f}-{sp[2]:.3f})"
     )
     print(f"  reaching sensitivity {sensitivity_target:g} and specificity {specificity_target:g}: {figures.reaching}")
 
@@ -161,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         return "none" if value is None else f"{value:.3f}"
 
     print(
-        f"  the whole sample's ROC: specificity at most {shown(figures.best_specificity)} at sensitivity "
+        f"  the model's ROC on the whole sample: specificity at most {shown(figures.best_specificity)} at sensitivity "
         f">= {sensitivity_target:g}; sensitivity at most {shown(figures.best_sensitivity)} at specificity "
         f">= {specificity_target:g}"
     )
