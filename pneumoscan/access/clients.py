@@ -109,9 +109,6 @@ class KeysFile:
         self._seen: tuple[int, int, int] | None = None
         self._by_id: dict[str, ClientEntry] = {}
 
-    def exists(self) -> bool:
-        return self.path.exists()
-
     def read(self) -> KeysDocument:
         try:
             return KeysDocument.model_validate_json(self.path.read_bytes())
@@ -132,12 +129,19 @@ class KeysFile:
             self._by_id = {entry.key_id: entry for entry in document.clients if entry.revoked is None}
             self._seen = seen
 
-    def authenticate(self, key: str) -> Client | None:
-        """The client whose key this is, or None (unknown, malformed or revoked)."""
+    def present(self) -> bool:
+        """Whether the file exists, rereading it first if it changed (one ``stat``)."""
+        self._refresh()
+        return self._seen is not None
+
+    def authenticate(self, key: str, *, refresh: bool = True) -> Client | None:
+        """The client whose key this is, or None (unknown, malformed or revoked); ``refresh=False``
+        trusts the file as the last ``present()`` read it."""
         match = KEY.fullmatch(key)
         if match is None:
             return None
-        self._refresh()
+        if refresh:
+            self._refresh()
         entry = self._by_id.get(match.group(1))
         return entry.client() if entry is not None and entry.matches(match.group(2)) else None
 

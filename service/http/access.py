@@ -163,21 +163,18 @@ class Access:
     default_rate: float = 0.0
     limiter: RateLimiter = field(default_factory=RateLimiter)
 
-    @property
-    def required(self) -> bool:
-        """A key is needed once PNEUMOSCAN_API_KEY is set or the keys file exists."""
-        return self.shared_key is not None or self.keys.exists()
-
-    def client(self, authorization: bytes | None) -> Client | None:
-        """The client the Authorization header names; a stand-in with every scope when no key is needed."""
-        if not self.required:
-            return Client(name="anonymous", scopes=ALL_SCOPES)
+    def client(self, authorization: bytes | None) -> tuple[Client | None, bool]:
+        """(the client the Authorization header names, whether a key is needed: once
+        PNEUMOSCAN_API_KEY is set or the keys file exists); without a key needed, a stand-in with
+        every scope. The keys file is looked at once (one ``stat``) per request."""
+        if not (self.keys.present() or self.shared_key is not None):
+            return Client(name="anonymous", scopes=ALL_SCOPES), False
         scheme, _, key = (authorization or b"").decode("latin-1").partition(" ")
         if scheme.lower() != "bearer" or not key:
-            return None
+            return None, True
         if self.shared_key is not None and hmac.compare_digest(key.encode(), self.shared_key.encode()):
-            return Client(name=SHARED_KEY_CLIENT, scopes=ALL_SCOPES)
-        return self.keys.authenticate(key.strip())
+            return Client(name=SHARED_KEY_CLIENT, scopes=ALL_SCOPES), True
+        return self.keys.authenticate(key.strip(), refresh=False), True
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -217,12 +214,12 @@ class AccessMiddleware:
         needed = operation.scope if operation is not None else ANY_SCOPE
         action = operation.action if operation is not None else "unknown"
         authorization = _header(scope, b"authorization")
-        client = self.access.client(authorization)
+        client, required = self.access.client(authorization)
         entry = AuditEntry(
             client=client.name if client else None, action=action, scope=None if needed == ANY_SCOPE else needed
         )
         try:
-            self._admit(client, needed, authorization, _address(scope))
+            self._admit(client, needed, authorization, _address(scope) if not required else None)
             if self.access.audit is not None:
                 self.access.audit.check()
         except PneumoscanError as refusal:
@@ -232,7 +229,9 @@ class AccessMiddleware:
         scope.setdefault("state", {}).update(audit=entry, client=client)
         await self.app(scope, receive, self._auditing_send(scope, receive, send, entry))
 
-    def _admit(self, client: Client | None, needed: str, authorization: bytes | None, address: str) -> None:
+    def _admit(self, client: Client | None, needed: str, authorization: bytes | None, address: str | None) -> None:
+        """Raise the refusal the request earns; ``address`` (the caller's, when no key is needed)
+        holds the rate instead of the client's name."""
         if client is None:
             detail = "The API key is wrong or revoked." if authorization else None
             raise Unauthorized(detail or "Send a client's key as 'Authorization: Bearer <key>'.")
@@ -244,7 +243,7 @@ class AccessMiddleware:
             )
         rate = client.rate_per_s if client.rate_per_s is not None else self.access.default_rate
         # Without keys there are no clients to tell apart: each address has its own bucket.
-        wait = self.access.limiter.wait(client.name if self.access.required else address, rate)
+        wait = self.access.limiter.wait(address if address is not None else client.name, rate)
         if wait:
             raise RateLimited(
                 f"The client {client.name!r} is over its rate of {rate:g} requests a second; retry shortly.",
