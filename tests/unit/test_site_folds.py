@@ -1,4 +1,4 @@
-"""Folds by patient, the grouping they use and the choice of epochs for ``pneumoscan adapt``."""
+"""Folds by patient, the grouping they use, the choice of epochs and the refitted classifier of ``pneumoscan adapt``."""
 
 from __future__ import annotations
 
@@ -53,3 +53,49 @@ def test_grouping_says_where_the_patients_came_from(tmp_path):
     assert grouping(other, None).source == "one file per group" and grouping(other, None).count == 2
     patients = {other[0].path: "P1", other[1].path: "P1"}
     assert grouping(other, patients).source == "patient column" and grouping(other, patients).count == 1
+
+
+def test_a_refitted_classifiers_correction_folds_into_its_softmax_layer():
+    import keras
+
+    from pneumoscan.imaging.preprocess import plane_to_input
+    from training.adapt.classifier import apply_correction, features_and_logits, fit_correction
+
+    rng = np.random.default_rng(0)
+    inputs = keras.Input(shape=(128, 128, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(
+        keras.layers.Conv2D(4, 3, activation="relu", kernel_initializer=keras.initializers.GlorotUniform(seed=1))(
+            inputs
+        )
+    )
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(pooled))
+    planes = rng.integers(0, 256, size=(40, 128, 128), dtype=np.uint8)
+    labels = np.repeat([0, 1], 20)
+    features, logits = features_and_logits(model, planes)
+    assert features.shape == (40, 4) and logits.shape == (40,)
+    probabilities = np.asarray(model.predict(plane_to_input(planes), verbose=0), dtype=np.float64)
+    np.testing.assert_allclose(logits, np.log(probabilities[:, 1] / probabilities[:, 0]), atol=1e-4)
+    correction = fit_correction(features, logits, labels, strength=0.01)
+    apply_correction(model, correction)
+    _, corrected_logits = features_and_logits(model, planes)
+    np.testing.assert_allclose(corrected_logits, logits + features @ correction.weights + correction.bias, atol=1e-4)
+
+
+def test_the_l2_sp_strength_holds_the_classifier_near_the_parent():
+    from sklearn.metrics import roc_auc_score
+
+    from training.adapt.classifier import fit_correction, out_of_fold_classifier
+
+    rng = np.random.default_rng(1)
+    labels = np.repeat([0, 1], 50)
+    features = rng.normal(size=(100, 3))
+    features[:, 0] += 2.0 * labels
+    features[:, 2] = 5.0  # a feature that never varies gets no weight
+    logits = rng.normal(size=100)  # the parent knows nothing
+    strong, weak = (fit_correction(features, logits, labels, strength) for strength in (1e3, 1e-3))
+    assert np.abs(strong.weights).max() < 1e-3 < np.abs(weak.weights[0])
+    assert weak.weights[2] == 0.0
+    assert roc_auc_score(labels, logits + features @ weak.weights) > 0.9
+    oof = out_of_fold_classifier(features, logits, labels, np.arange(100), folds=5, seed=0)
+    assert oof.softmax.shape == (7, 100, 2) and np.allclose(oof.softmax.sum(axis=2), 1.0)
+    assert oof.auc_by_epoch[0] == roc_auc_score(labels, logits) and oof.auc_by_epoch[oof.epochs] > 0.9
