@@ -9,7 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from cli.common import EXIT_INPUT_FAILED, EXIT_OK
+from cli.common import EXIT_INPUT_FAILED, EXIT_OK, EXIT_USAGE
 from cli.common import configure_tensorflow_from_settings as _configure_tensorflow
 from pneumoscan.settings import get_settings
 
@@ -114,9 +114,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
+    if args.max_epochs is not None and args.method != "fine-tune":
+        print("error: --max-epochs counts fine-tuning epochs: add --method fine-tune or leave it out.", file=sys.stderr)
+        return EXIT_USAGE
     _configure_tensorflow()
     from training.adapt.folds import no_gain, steps_of
-    from training.adapt.pipeline import adapt_site
+    from training.adapt.pipeline import MAX_EPOCHS, adapt_site
     from training.adapt.refit_gate import AdaptationRefused
 
     try:
@@ -128,7 +131,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             rule_text=args.rule,
             train_data=args.train_data,
             method=args.method,
-            max_epochs=args.max_epochs,
+            max_epochs=args.max_epochs or MAX_EPOCHS,
             seed=args.seed,
             batch_size=get_settings().predict_batch_size,
             command=_command_line(),
@@ -242,7 +245,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="classifier (default): refit only the last layer, keeping the features and the input gate; "
         "fine-tune: the later convolutions as well, with the gate refitted",
     )
-    adapt.add_argument("--max-epochs", type=int, default=12, help="fine-tune: most epochs tried out of fold")
+    adapt.add_argument("--max-epochs", type=int, default=None, help="fine-tune: most epochs tried out of fold (12)")
     adapt.add_argument("--json", action="store_true", help="print the adaptation block as JSON")
     adapt.add_argument("--seed", type=int, default=0, help="seed of the folds, the fine-tuning and the bootstrap")
     adapt.set_defaults(handler=cmd_adapt)

@@ -177,3 +177,12 @@ def test_refitting_the_classifier_writes_nothing_when_the_parents_gate_admits_a_
     assert "non-X-ray check set would pass" in error
     assert "Nothing was written; --method fine-tune refits the gate" in error
     assert not out.exists()
+
+
+def test_max_epochs_without_fine_tuning_is_refused(tmp_path, site_dataset, capsys):
+    from cli import main
+
+    out = tmp_path / "adapted"
+    command = ["adapt", "--model", str(BUNDLED_MODEL_DIR), "--data", str(site_dataset), "--out", str(out)]
+    assert main([*command, "--max-epochs", "2"]) == 2
+    assert "--max-epochs counts fine-tuning epochs" in capsys.readouterr().err and not out.exists()
