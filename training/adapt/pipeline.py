@@ -174,7 +174,7 @@ def adapt_site(
         raise ValueError(f"max_epochs must be at least 1, got {max_epochs}.")
     parent = load_metadata(model_dir)
     base = Predictor.from_dir(model_dir)
-    sample = load_sample(base, parent, data_dir, labels_csv, train_data, folds, batch_size)
+    sample = load_sample(base, parent, data_dir, labels_csv, train_data, folds, batch_size, method == FINE_TUNE)
     keeps_gate = method == CLASSIFIER and base.gate is not None
     if method == CLASSIFIER:
         oof, model = fit_classifier(model_dir, sample, folds, seed)
@@ -199,9 +199,7 @@ def adapt_site(
         folds=folds,
         grouping=sample.grouped.source,
         groups=sample.grouped.count,
-        training_images_mixed=0
-        if sample.extra is None or method == CLASSIFIER
-        else min(len(labels), len(sample.extra[0])),
+        training_images_mixed=0 if sample.extra is None else min(len(labels), len(sample.extra[0])),
         before=figures(labels, sample.scores.probabilities, parent.threshold, rule, folds, seed),
         after=figures(labels, held_out, threshold, rule, folds, seed),
         validation_before=validation_before,

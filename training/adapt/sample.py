@@ -73,8 +73,10 @@ def load_sample(
     train_data: str | Path | None,
     folds: int,
     batch_size: int,
+    training_images: bool = True,
 ) -> SiteSample:
-    """Score the site's X-rays with the parent, refuse a sample too small, decode what training needs."""
+    """Score the site's X-rays with the parent, refuse a sample too small, decode what training needs
+    (with ``train_data``, its validation split, and its training X-rays unless ``training_images`` is False)."""
     examples = site_examples(data_dir, labels_csv)
     patients = read_patients(data_dir, labels_csv) if labels_csv is not None else None
     scores = score_site(base, examples, data_dir, batch_size=batch_size)
@@ -86,6 +88,7 @@ def load_sample(
     extra = validation = None
     if train_data is not None:
         train_examples, validation_examples = validation_split(parent, Path(train_data))
-        extra = load_planes(train_examples, "Loading training images")
+        if training_images:
+            extra = load_planes(train_examples, "Loading training images")
         validation = load_planes(validation_examples, "Loading validation images")
     return SiteSample(examples, scores, planes, labels, grouped, extra, validation)
