@@ -133,3 +133,16 @@ def out_of_fold_classifier(
     return OutOfFold(
         assignment=assignment, softmax=softmax, auc_by_epoch=auc_by_step, epochs=choose_epochs(auc_by_step)
     )
+
+
+def chosen_strength(oof: OutOfFold, strengths: tuple[float, ...] = STRENGTHS) -> float:
+    """The strength of the step ``out_of_fold_classifier`` chose."""
+    return strengths[oof.epochs - 1]
+
+
+def refit_classifier(
+    features: np.ndarray, logits: np.ndarray, labels: np.ndarray, groups: np.ndarray, *, folds: int, seed: int
+) -> tuple[OutOfFold, Correction]:
+    """(the out-of-fold answers, the correction fitted on the whole sample at the strength they chose)."""
+    oof = out_of_fold_classifier(features, logits, labels, groups, folds=folds, seed=seed)
+    return oof, fit_correction(features, logits, labels, chosen_strength(oof))

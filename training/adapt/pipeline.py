@@ -46,9 +46,9 @@ from pneumoscan.schemas import (
 from training.adapt.classifier import (
     STRENGTHS,
     apply_correction,
+    chosen_strength,
     features_and_logits,
-    fit_correction,
-    out_of_fold_classifier,
+    refit_classifier,
 )
 from training.adapt.finetune import DEFAULT_FINE_TUNING, FineTuning, fine_tune, stages
 from training.adapt.folds import OutOfFold, operating_point, out_of_fold
@@ -139,9 +139,11 @@ def fit_classifier(model_dir: Path, sample: SiteSample, folds: int, seed: int):
     with tqdm(total=3, desc="Adapting the classifier", unit="step") as progress:
         features, logits = features_and_logits(model, sample.planes)
         progress.update(1)
-        oof = out_of_fold_classifier(features, logits, sample.labels, sample.grouped.groups, folds=folds, seed=seed)
+        oof, correction = refit_classifier(
+            features, logits, sample.labels, sample.grouped.groups, folds=folds, seed=seed
+        )
         progress.update(1)
-        apply_correction(model, fit_correction(features, logits, sample.labels, STRENGTHS[oof.epochs - 1]))
+        apply_correction(model, correction)
         progress.update(1)
     return oof, model
 
@@ -226,7 +228,7 @@ def _method_fields(method: str, oof: OutOfFold, model, max_epochs: int, settings
             "l2_sp_tried": list(STRENGTHS),
             "auc_by_l2_sp": oof.auc_by_epoch[1:],
             "learning_rate": 0.0,
-            "l2_sp": STRENGTHS[oof.epochs - 1],
+            "l2_sp": chosen_strength(oof),
             "frozen": stages(model),
         }
     return {

@@ -109,11 +109,12 @@ def checked_gate(model, base: Predictor, sample: SiteSample, oof: OutOfFold, thr
 
 def kept_gate(model, base: Predictor, parent: ModelMetadata, sample: SiteSample, threshold: float, temperature: float):
     """As ``checked_gate``, with the parent's gate, which measures features a refitted classifier
-    leaves as they were (the site's X-rays it refuses are those the parent refused, left out of the sample)."""
+    leaves as they were: each site X-ray's distance / the limit is the one the parent scored it at
+    (the site's X-rays it refuses are those the parent refused, left out of the sample)."""
     if base.gate is None or parent.gate is None:
         raise ValueError("kept_gate needs a parent with an input gate.")
     adapted = Predictor(model, threshold=threshold, model_version="unsaved", gate=base.gate, temperature=temperature)
-    ratios = adapted.score(plane_to_input(sample.planes))[:, 1] / base.gate.threshold
+    ratios = sample.scores.ood_scores
     refused = int(np.sum(ratios > 1))
     _refuse_if_broken(
         adapted, refused, len(sample.planes), "The input gate the adaptation keeps (the parent's) fails", _REFIT_GATE

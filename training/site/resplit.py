@@ -25,7 +25,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from pneumoscan.model.decision import calibrate
-from pneumoscan.model.predictor import Predictor, load_keras_model
+from pneumoscan.model.predictor import Predictor
 from training.data import load_planes
 from training.site.calibrate import refit_temperature
 from training.site.data import site_examples
@@ -86,15 +86,14 @@ def _corner(scores: SiteScores, targets: tuple[float, float]) -> tuple[float | N
 def _adapted_on(part: np.ndarray, held: np.ndarray, labels, groups, adapting, rule: Rule, seed: int):
     """(the held part's calibrated P(pneumonia) and the threshold) with the classifier refitted on
     ``part`` as ``pneumoscan adapt`` refits it; ``adapting`` is (features, logits) per image."""
-    from training.adapt.classifier import STRENGTHS, corrected, fit_correction, out_of_fold_classifier
+    from training.adapt.classifier import corrected, refit_classifier
     from training.adapt.folds import operating_point
 
     features, logits = adapting
-    oof = out_of_fold_classifier(
+    oof, correction = refit_classifier(
         features[part], logits[part], labels[part], groups[part], folds=DEFAULT_FOLDS, seed=seed
     )
     temperature, _, threshold = operating_point(oof.chosen, labels[part], rule)
-    correction = fit_correction(features[part], logits[part], labels[part], STRENGTHS[oof.epochs - 1])
     return calibrate(corrected(logits[held], features[held], correction), temperature), threshold
 
 
@@ -182,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 
         by_path = {example.path: example for example in examples}
         planes, _ = load_planes([by_path[path] for path in scores.paths], "Loading images")
-        adapting = features_and_logits(load_keras_model(args.model), planes)
+        adapting = features_and_logits(predictor.model, planes)
     sensitivity_target, specificity_target = (float(value) for value in args.targets.split(","))
     figures = resplit(
         scores,
